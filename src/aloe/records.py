@@ -1,0 +1,127 @@
+"""JSON-lines records: appended atomically as work finishes, read back strictly.
+
+Every stage writes its products through `append_records` and reads them through
+`read_records`, so that a crash mid-write (a truncated last line) is detected and repaired,
+and a malformed line anywhere else is reported with file and line, never read as data.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+class DataError(ValueError):
+    """A data file holds a line that is not a JSON record; the message names file and line."""
+
+
+@contextmanager
+def _locked(handle: Any) -> Iterator[None]:
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def append_records(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> int:
+    """Append records as one write of whole lines, flushed to disk before returning.
+
+    One `write` of complete lines under an exclusive lock: concurrent writers never interleave,
+    and a crash leaves at most one partial last line, which `read_records` detects.
+    """
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    if not lines:
+        return 0
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with open(file, "ab") as handle, _locked(handle):
+        handle.write(lines.encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return lines.count("\n")
+
+
+def append_record(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
+    append_records(path, [record])
+
+
+def write_records(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> int:
+    """Replace a file's records atomically (write a sibling, then rename over it)."""
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    count = 0
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, file)
+    return count
+
+
+def read_records(path: str | os.PathLike[str], *, repair: bool = True) -> list[dict[str, Any]]:
+    """All records of a JSONL file ([] when it does not exist).
+
+    A last line without its newline that does not parse is what a crash mid-write leaves: with
+    `repair` it is cut off (and said so on stderr), else it raises. A bad line anywhere else,
+    or a line that is not a JSON object, always raises DataError naming file and line.
+    """
+    file = Path(path)
+    if not file.exists():
+        return []
+    raw = file.read_bytes()
+    records: list[dict[str, Any]] = []
+    offset = 0
+    lines = raw.split(b"\n")
+    for number, line in enumerate(lines, start=1):
+        is_last = number == len(lines)
+        if is_last and not line:
+            break
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            if is_last:  # no newline after it: an interrupted append
+                if not repair:
+                    raise DataError(f"{file}:{number}: truncated last line (interrupted write)") from None
+                _truncate(file, offset, number)
+                break
+            raise DataError(f"{file}:{number}: not a JSON record ({error})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{file}:{number}: expected a JSON object, got {type(record).__name__}")
+        records.append(record)
+        offset += len(line) + 1
+    return records
+
+
+def _truncate(file: Path, offset: int, number: int) -> None:
+    import sys
+
+    with open(file, "r+b") as handle, _locked(handle):
+        handle.truncate(offset)
+    print(f"repaired {file}: dropped the truncated line {number} left by an interrupted write",
+          file=sys.stderr)
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write a JSON document atomically (sibling file, then rename)."""
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    os.replace(tmp, file)
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    file = Path(path)
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{file}:{error.lineno}: not valid JSON ({error.msg})") from None

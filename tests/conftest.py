@@ -1,0 +1,73 @@
+"""Shared fixtures: the real embedded model behind one real `transformers serve` for the whole
+session (exported so papermill kernels reuse it), and parameter files in temporary folders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aloe.config import Params, load_params, params_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "aloe_reference"
+MODEL_CACHE = ROOT / "outputs" / "models"  # the converted embedded model, shared by all tests
+
+os.environ.setdefault("ALOE_ROOT", str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def tiny_dict(tmp_path: Path, **overrides: dict) -> dict:
+    """The tiny profile as a dict, writing under tmp_path, with section overrides merged in."""
+    data = yaml.safe_load((ROOT / "params" / "tiny.yaml").read_text())
+    data["run"]["output_dir"] = str(tmp_path / "outputs")
+    data["run"]["cache_path"] = str(tmp_path / "outputs" / "cache" / "llm.sqlite")
+    data["local_model"]["cache_dir"] = str(MODEL_CACHE)
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(data.get(section), dict):
+            data[section] = {**data[section], **values}
+        else:
+            data[section] = values
+    return data
+
+
+def write_params(tmp_path: Path, name: str = "params.yaml", **overrides: dict) -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(tiny_dict(tmp_path, **overrides), sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny_params(tmp_path: Path) -> Params:
+    """The tiny profile, writing into this test's own folder."""
+    return params_from_dict(tiny_dict(tmp_path), source="tiny(test)")
+
+
+@pytest.fixture(scope="session")
+def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
+    """One real `transformers serve` with the embedded model for the session."""
+    from aloe.llm.server import ENV_MODEL, ENV_URL, export_to_children, start_server
+    from aloe.local_model import ensure_embedded_model
+
+    model = ensure_embedded_model(MODEL_CACHE)
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    server = start_server(model, log, timeout=600)
+    export_to_children(server)
+    yield server
+    os.environ.pop(ENV_URL, None)
+    os.environ.pop(ENV_MODEL, None)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not REFERENCE.is_dir():
+        pytest.skip(f"the official ALOE files are not at {REFERENCE}")
+    return REFERENCE
+
+
+__all__ = ["ROOT", "REFERENCE", "load_params", "tiny_dict", "write_params"]

@@ -1,0 +1,99 @@
+"""A fault-injecting loopback HTTP proxy (test code): forwards to a real server, but answers a
+set share of requests with 429, 500, or a dropped connection.
+
+It sits in front of the real `transformers serve` in tests of retries, so what comes back in
+the end is always the real server's content.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+
+
+class FaultProxy:
+    """`with FaultProxy(upstream, rate=0.3, seed=0) as proxy: proxy.base_url`"""
+
+    def __init__(self, upstream: str, rate: float = 0.3, seed: int = 0):
+        self.upstream = upstream.rstrip("/").removesuffix("/v1")
+        self.rate = rate
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+        self.faults = {"429": 0, "500": 0, "drop": 0}
+        self.forwarded = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    @property
+    def total_faults(self) -> int:
+        return sum(self.faults.values())
+
+    def _pick_fault(self) -> str | None:
+        with self.lock:
+            if self.random.random() >= self.rate:
+                self.forwarded += 1
+                return None
+            kind = self.random.choice(["429", "500", "drop"])
+            self.faults[kind] += 1
+            return kind
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _relay(self, method: str) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                fault = proxy._pick_fault() if method == "POST" else None
+                if fault == "drop":
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                if fault in ("429", "500"):
+                    payload = b'{"error": {"message": "injected fault"}}'
+                    self.send_response(int(fault))
+                    if fault == "429":
+                        self.send_header("retry-after", "0.1")
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                headers = {"content-type": self.headers.get("content-type", "application/json")}
+                reply = httpx.request(method, proxy.upstream + self.path, content=body,
+                                      headers=headers, timeout=600)
+                self.send_response(reply.status_code)
+                self.send_header("content-type", reply.headers.get("content-type", "application/json"))
+                self.send_header("content-length", str(len(reply.content)))
+                self.end_headers()
+                self.wfile.write(reply.content)
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._relay("POST")
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._relay("GET")
+
+        return Handler
+
+    def __enter__(self) -> "FaultProxy":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -220,7 +220,7 @@ class Params(Section):
     @model_validator(mode="after")
     def _files_exist(self) -> "Params":
         for key, value in self._input_files():
-            if value and not resolve_path(value).exists():
+            if value and not is_url(value) and not resolve_path(value).exists():
                 raise ValueError(f"{key}: file not found: {value}")
         return self
 
@@ -267,6 +267,10 @@ def project_root() -> Path:
         if (folder / "params").is_dir() and (folder / "notebooks").is_dir():
             return folder
     return here
+
+
+def is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
 
 
 def resolve_path(path: str | os.PathLike[str]) -> Path:

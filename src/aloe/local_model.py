@@ -84,3 +84,10 @@ def local_model_path(params: Params) -> Path:
             raise LocalModelError(f"local_model.path: not found: {params.local_model.path}")
         return path
     return ensure_embedded_model(params.local_model.cache_dir)
+
+
+def policy_base_model(params: Params, stage: str = "sft") -> str:
+    """The model that is trained and evaluated: `sft.base_model` / `dpo.base_model` (a Hugging
+    Face id or path) when set, else the local model (the embedded one by default)."""
+    configured = getattr(params, stage).base_model
+    return configured if configured else str(local_model_path(params))

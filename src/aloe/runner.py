@@ -1,0 +1,189 @@
+"""The runner: execute the numbered notebooks in order with papermill and one parameter file.
+
+Each executed notebook goes to `outputs/RUN/notebooks/`. The run folder is locked while a run
+holds it (a second run of the same name is refused), the local server is started once and
+shared by every notebook kernel, and a failure names the notebook and the cell that failed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from aloe.config import Params, project_root
+from aloe.records import write_json
+
+
+class RunError(RuntimeError):
+    """A run cannot start or a stage failed; the message says which and where."""
+
+
+@dataclass
+class StageResult:
+    notebook: str
+    seconds: float
+    output: Path
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    stages: list[StageResult] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(stage.seconds for stage in self.stages)
+
+
+def notebooks(root: Path | None = None) -> list[Path]:
+    """The workbook's numbered notebooks, in order."""
+    folder = (root or project_root()) / "notebooks"
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def parse_stages(spec: str | None, available: list[Path]) -> list[Path]:
+    """`None` -> all; "0,2-4" -> notebooks 00, 02, 03, 04 (by their number)."""
+    if not spec:
+        return available
+    wanted: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match:
+            raise RunError(f"--stages: cannot read '{part}' (use numbers and ranges: 0,2-4)")
+        low, high = int(match[1]), int(match[2] or match[1])
+        wanted.update(range(low, high + 1))
+    numbered = {int(nb.name[:2]): nb for nb in available}
+    missing = sorted(wanted - numbered.keys())
+    if missing:
+        raise RunError(f"--stages: no notebook numbered {missing[0]:02d} in notebooks/ "
+                       f"(have {', '.join(f'{n:02d}' for n in sorted(numbered))})")
+    return [numbered[n] for n in sorted(wanted)]
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder; refuse when another process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = run_dir / ".lock"
+    handle: IO[str] = open(lock_path, "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunError(f"run folder {run_dir} is in use by {holder}; wait for it to finish "
+                       "or choose another --run-name") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
+
+
+def _needs_local_server(params: Params) -> bool:
+    return any(getattr(params.roles, role).is_local for role in type(params.roles).model_fields)
+
+
+def _failure_message(notebook: Path, output: Path, error: Exception) -> str:
+    cell = getattr(error, "exec_count", None) or getattr(error, "cell_index", None)
+    ename = getattr(error, "ename", type(error).__name__)
+    evalue = getattr(error, "evalue", str(error))
+    where = f" in cell {cell}" if cell is not None else ""
+    first_line = str(evalue).strip().splitlines()[0] if str(evalue).strip() else ""
+    return (f"stage {notebook.stem} failed{where}: {ename}: {first_line}\n"
+            f"  executed notebook with the traceback: {output}")
+
+
+def execute_stage(notebook: Path, params: Params, params_file: str, output: Path,
+                  progress: bool = True) -> float:
+    """Run one notebook with papermill; the seconds it took."""
+    import papermill
+
+    parameters: dict[str, Any] = params.model_dump(mode="json")
+    parameters["params_file"] = params_file
+    started = time.perf_counter()
+    papermill.execute_notebook(str(notebook), str(output), parameters=parameters,
+                               cwd=str(project_root()), progress_bar=progress,
+                               kernel_name="python3", log_output=False)
+    return time.perf_counter() - started
+
+
+def run_workbook(params: Params, params_file: str, stages: str | None = None,
+                 progress: bool = True, echo: IO[str] = sys.stdout) -> RunResult:
+    """Execute the chosen notebooks in order; raise RunError naming the notebook and cell."""
+    selected = parse_stages(stages, notebooks())
+    run_dir = params.run_dir
+    os.environ.setdefault("ALOE_ROOT", str(project_root()))
+    result = RunResult(run_dir=run_dir)
+    with run_lock(run_dir):
+        if _needs_local_server(params):
+            from aloe.llm.server import ensure_local_server, export_to_children
+
+            print("starting the local model server (transformers serve) ...", file=echo)
+            export_to_children(ensure_local_server(params))
+        (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+        for index, notebook in enumerate(selected, start=1):
+            output = run_dir / "notebooks" / notebook.name
+            print(f"[{index}/{len(selected)}] {notebook.stem}", file=echo, flush=True)
+            try:
+                seconds = execute_stage(notebook, params, params_file, output, progress)
+            except Exception as error:  # papermill's execution error or a kernel failure
+                _save_timings(result)
+                raise RunError(_failure_message(notebook, output, error)) from error
+            result.stages.append(StageResult(notebook.stem, seconds, output))
+            _save_timings(result)
+            if notebook.stem == REPORT_NOTEBOOK:
+                report = render_html(output, run_dir / "report.html")
+                print(f"report: {report}", file=echo, flush=True)
+    return result
+
+
+REPORT_NOTEBOOK = "06_report"
+_REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=[\"']https?://[^>]*>\s*</script>", re.I)
+_REMOTE_MODULE = re.compile(r"<script type=[\"']module[\"']>(?:(?!</script>).)*?https?://"
+                            r"(?:(?!</script>).)*</script>", re.I | re.S)
+
+
+def render_html(executed: Path, target: Path) -> Path:
+    """An executed notebook as a page that reads on its own: code hidden, figures inline, and
+    no script fetched from the network (a shared report must open offline, error-free)."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True, embed_images=True)
+    body, _ = exporter.from_filename(str(executed))
+    body = _REMOTE_MODULE.sub("", _REMOTE_SCRIPT.sub("", body))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(body, encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
+def _save_timings(result: RunResult) -> None:
+    write_json(result.run_dir / "runner.json",
+               {"stages": [{"notebook": s.notebook, "seconds": round(s.seconds, 2),
+                            "output": str(s.output)} for s in result.stages],
+                "finished": time.time()})
+
+
+def timing_table(result: RunResult) -> str:
+    width = max([len(s.notebook) for s in result.stages] + [5])
+    lines = [f"{'stage':<{width}}  seconds"]
+    lines += [f"{s.notebook:<{width}}  {s.seconds:7.1f}" for s in result.stages]
+    lines.append(f"{'total':<{width}}  {result.seconds:7.1f}")
+    return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""Open a page in real headless Chromium (Debian's `chromium`) over the DevTools protocol and
+report what a reader would see: console errors, failed loads, and the size of every image.
+
+Test code. It talks to Chromium through its remote-debugging websocket (`websocket-client`),
+so nothing beyond the browser itself is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websocket
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+
+
+@dataclass
+class PageReport:
+    console_errors: list[str] = field(default_factory=list)
+    failed_loads: list[str] = field(default_factory=list)
+    images: list[dict[str, Any]] = field(default_factory=list)  # {src, width, height, complete}
+    title: str = ""
+    text_length: int = 0
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _DevTools:
+    def __init__(self, ws_url: str):
+        self.ws = websocket.create_connection(ws_url, timeout=60)
+        self.next_id = 0
+        self.events: list[dict[str, Any]] = []
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.next_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    def drain(self, seconds: float) -> None:
+        self.ws.settimeout(0.2)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                self.events.append(json.loads(self.ws.recv()))
+            except websocket.WebSocketTimeoutException:
+                continue
+        self.ws.settimeout(60)
+
+
+def inspect_page(path: Path, settle: float = 2.0) -> PageReport:
+    """Load a local HTML file and collect errors and image sizes after it settles."""
+    binary = chromium_path()
+    if binary is None:
+        raise RuntimeError("chromium is not installed (apt-get install chromium)")
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as profile:
+        process = subprocess.Popen(
+            [binary, *CHROMIUM_FLAGS, f"--remote-debugging-port={port}",
+             f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            return _inspect(port, path.resolve().as_uri(), settle)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _inspect(port: int, url: str, settle: float) -> PageReport:
+    deadline = time.monotonic() + 30
+    targets: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        try:
+            targets = httpx.get(f"http://127.0.0.1:{port}/json", timeout=2).json()
+            if any(t.get("type") == "page" for t in targets):
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    page = next(t for t in targets if t.get("type") == "page")
+    tools = _DevTools(page["webSocketDebuggerUrl"])
+    for domain in ("Runtime", "Log", "Network", "Page"):
+        tools.call(f"{domain}.enable")
+    tools.call("Page.navigate", url=url)
+    tools.drain(settle)
+    state = tools.call("Runtime.evaluate", returnByValue=True, expression="""(() => ({
+        ready: document.readyState, title: document.title,
+        text: document.body ? document.body.innerText.length : 0,
+        images: Array.from(document.images).map(i => ({src: i.src.slice(0, 60),
+            width: i.naturalWidth, height: i.naturalHeight, complete: i.complete}))}))()""")
+    value = state["result"]["value"]
+    report = PageReport(images=value["images"], title=value["title"], text_length=value["text"])
+    for event in tools.events:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            report.console_errors.append(params["exceptionDetails"].get("text", "exception"))
+        elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
+            report.console_errors.append(" ".join(str(a.get("value")) for a in params["args"]))
+        elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
+            report.console_errors.append(params["entry"].get("text", ""))
+        elif method == "Network.loadingFailed":
+            report.failed_loads.append(params.get("errorText", ""))
+    tools.ws.close()
+    return report

@@ -1,0 +1,134 @@
+"""The LLM layer against the real local server (`transformers serve` with the embedded model):
+bounded concurrency, the response cache, distinct samples, retries through a fault-injecting
+proxy, the usage ledger, and API keys that never leave the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from aloe.config import params_from_dict
+from aloe.llm import LLM, MissingKeyError, load_usage_history, run_sync
+from aloe.llm.client import retry_delay
+from tests.conftest import tiny_dict
+from tests.support.fault_proxy import FaultProxy
+
+N_REQUESTS = 32
+MAX_TOKENS = 8
+
+
+def _prompts(tag: str) -> list[list[dict[str, str]]]:
+    return [[{"role": "user", "content": f"{tag}: name one colour, number {i}."}]
+            for i in range(N_REQUESTS)]
+
+
+def _params(tmp_path: Path, base_url: str, model: str, **role: object):
+    roles = {name: {"model": model, "base_url": base_url, "concurrency": 8,
+                    "max_tokens": MAX_TOKENS, "temperature": 0.0, **role}
+             for name in ("generator", "user", "inducer", "assistant", "judge")}
+    return params_from_dict(tiny_dict(tmp_path, roles=roles), source="test")
+
+
+def _track_in_flight(llm: LLM) -> dict[str, int]:
+    """Wrap the sender to record how many requests were in flight at once."""
+    seen = {"now": 0, "peak": 0}
+    send = llm._send
+
+    async def counting(*args, **kwargs):
+        seen["now"] += 1
+        seen["peak"] = max(seen["peak"], seen["now"])
+        try:
+            return await send(*args, **kwargs)
+        finally:
+            seen["now"] -= 1
+
+    llm._send = counting  # type: ignore[method-assign]
+    return seen
+
+
+@pytest.mark.slow
+def test_concurrency_cache_and_samples(tmp_path: Path, local_server) -> None:
+    params = _params(tmp_path, local_server.base_url, local_server.model)
+    llm = LLM(params, "test")
+    in_flight = _track_in_flight(llm)
+    first = run_sync(llm.chat_many("assistant", _prompts("a")))
+    assert all(not isinstance(r, BaseException) and r.text for r in first)
+    usage = llm.ledger.roles["assistant"]
+    assert (usage.requests, usage.cache_hits) == (N_REQUESTS, 0)
+    assert in_flight["peak"] == 8  # bounded by the role's concurrency, and used in full
+    assert usage.completion_tokens > 0 and usage.prompt_tokens > 0
+
+    again = run_sync(llm.chat_many("assistant", _prompts("a")))
+    assert (usage.requests, usage.cache_hits) == (N_REQUESTS, N_REQUESTS)
+    assert [r.text for r in again] == [r.text for r in first]
+
+    second_sample = run_sync(llm.chat("assistant", _prompts("a")[0], sample=1))
+    assert not second_sample.cached
+    assert (usage.requests, usage.cache_hits) == (N_REQUESTS + 1, N_REQUESTS)
+
+    llm.save_ledger()
+    saved = json.loads((params.run_dir / "usage" / "test.json").read_text())
+    assert saved["totals"]["requests"] == N_REQUESTS + 1
+    assert saved["totals"]["cache_hits"] == N_REQUESTS
+    assert load_usage_history(params.run_dir)[-1]["stage"] == "test"
+
+
+@pytest.mark.slow
+def test_retries_through_a_faulty_proxy(tmp_path: Path, local_server) -> None:
+    with FaultProxy(local_server.base_url, rate=0.3, seed=1) as proxy:
+        params = _params(tmp_path, proxy.base_url, local_server.model, max_retries=8)
+        llm = LLM(params, "test", retry_base=0.05)
+        replies = run_sync(llm.chat_many("user", _prompts("b")))
+    assert all(not isinstance(r, BaseException) and r.text for r in replies), replies
+    usage = llm.ledger.roles["user"]
+    assert usage.requests == N_REQUESTS and usage.failures == 0
+    assert proxy.total_faults >= 3 and min(proxy.faults.values()) >= 1  # 429, 500 and drops
+    assert usage.retries == proxy.total_faults
+    # the content is the real server's: the same prompts straight to it give the same replies
+    direct = _params(tmp_path / "direct", local_server.base_url, local_server.model)
+    straight = run_sync(LLM(direct, "test").chat_many("user", _prompts("b")[:4]))
+    assert [r.text for r in straight] == [r.text for r in replies[:4]]
+
+
+def test_a_request_that_keeps_failing_names_role_model_and_url(tmp_path: Path) -> None:
+    params = _params(tmp_path, "http://127.0.0.1:9/v1", "some-model", max_retries=1, timeout=2)
+    llm = LLM(params, "test", retry_base=0.01)
+    with pytest.raises(Exception) as error:
+        run_sync(llm.chat("judge", [{"role": "user", "content": "hi"}]))
+    message = str(error.value)
+    assert "role 'judge'" in message and "some-model" in message and "127.0.0.1:9" in message
+    assert "after 2 attempts" in message
+    assert llm.ledger.roles["judge"].retries == 1 and llm.ledger.roles["judge"].failures == 1
+
+
+def test_missing_api_key_names_the_variable(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("ALOE_TEST_MISSING_KEY", raising=False)
+    params = _params(tmp_path, "http://127.0.0.1:9/v1", "m", api_key_env="ALOE_TEST_MISSING_KEY")
+    with pytest.raises(MissingKeyError, match="ALOE_TEST_MISSING_KEY"):
+        run_sync(LLM(params, "test").chat("user", [{"role": "user", "content": "hi"}]))
+
+
+def test_retry_after_is_honoured_and_backoff_grows() -> None:
+    request = httpx.Request("POST", "http://x/v1/chat/completions")
+    limited = openai.RateLimitError("slow down", body=None, response=httpx.Response(
+        429, headers={"retry-after": "2.5"}, request=request))
+    assert retry_delay(0, limited) == 2.5
+    plain = openai.APITimeoutError(request=request)
+    assert all(0 <= retry_delay(0, plain, base=0.5) <= 0.5 for _ in range(50))
+    assert max(retry_delay(4, plain, base=0.5) for _ in range(200)) > 0.5 * 2 ** 3
+
+
+def test_run_sync_works_inside_a_running_loop() -> None:
+    async def inner() -> int:
+        await asyncio.sleep(0)
+        return 7
+
+    async def outer() -> int:  # as in a Jupyter cell, where a loop is already running
+        return run_sync(inner())
+
+    assert asyncio.run(outer()) == 7

@@ -1,0 +1,103 @@
+"""`aloe run`: bad input exits 2 with one line and writes nothing; the preflight notebook runs
+for real through papermill; an API key never reaches a file under outputs/."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from tests.conftest import ROOT, tiny_dict
+
+ALOE = [sys.executable, "-m", "aloe.cli"]
+
+
+def _project(tmp_path: Path) -> Path:
+    """A project folder of its own (params/, notebooks/) so that outputs/ land in tmp_path."""
+    root = tmp_path / "project"
+    (root / "params").mkdir(parents=True)
+    (root / "notebooks").symlink_to(ROOT / "notebooks")
+    return root
+
+
+def _aloe(root: Path, *args: str, env: dict[str, str] | None = None,
+          timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "ALOE_ROOT": str(root), **(env or {})}
+    return subprocess.run([*ALOE, *args], cwd=root, env=environment, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("content, expected", [
+    (None, "params/missing.yaml: parameter file not found"),
+    ("run:\n  name: x\nroles:\n  judge:\n    temprature: 0.1\n",
+     "params/missing.yaml: unknown key 'roles.judge.temprature'"),
+])
+def test_bad_parameter_file_exits_2_and_writes_nothing(tmp_path: Path, content, expected) -> None:
+    root = _project(tmp_path)
+    if content:
+        (root / "params" / "missing.yaml").write_text(content)
+    result = _aloe(root, "run", "params/missing.yaml")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"aloe: {expected}"
+    assert not (root / "outputs").exists()
+
+
+def test_bad_stage_selection_and_run_name_exit_2(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    (root / "params" / "p.yaml").write_text(yaml.safe_dump(tiny_dict(tmp_path)))
+    result = _aloe(root, "run", "params/p.yaml", "--stages", "42")
+    assert result.returncode == 2 and "no notebook numbered 42" in result.stderr
+    result = _aloe(root, "run", "params/p.yaml", "--run-name", "../escape")
+    assert result.returncode == 2 and "--run-name" in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_preflight_runs_and_no_key_leaks(tmp_path: Path, local_server) -> None:
+    """The preflight notebook, executed by the runner against the real local server, with every
+    role naming an API key variable: the plan and the estimate are in the executed notebook,
+    and the key's value is in no file under outputs/."""
+    secret = "sk-test-" + "k3y" * 10
+    data = tiny_dict(tmp_path)
+    for role in data["roles"].values():
+        role.update(base_url=local_server.base_url, model=local_server.model,
+                    api_key_env="ALOE_TEST_API_KEY")
+    root = _project(tmp_path)
+    (root / "params" / "p.yaml").write_text(yaml.safe_dump(data))
+    result = _aloe(root, "run", "params/p.yaml", "--stages", "0", "--run-name", "pre",
+                   env={"ALOE_TEST_API_KEY": secret})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "00_preflight" in result.stdout and "total" in result.stdout
+
+    executed = tmp_path / "outputs" / "pre" / "notebooks" / "00_preflight.ipynb"
+    notebook = nbformat.read(executed, as_version=4)
+    text = "\n".join(str(output) for cell in notebook.cells for output in cell.get("outputs", []))
+    assert "5 evaluate" in text and "conversations" in text  # the plan
+    assert "requests" in text and "cost_usd" in text and "total:" in text  # the estimate
+    assert "True" in text and "Error" not in text  # every role answered
+
+    for file in (tmp_path / "outputs").rglob("*"):
+        if file.is_file():
+            assert secret.encode() not in file.read_bytes(), f"API key written to {file}"
+
+
+def test_second_run_of_the_same_name_is_refused(tmp_path: Path) -> None:
+    from aloe.runner import RunError, run_lock
+
+    run_dir = tmp_path / "outputs" / "same"
+    with run_lock(run_dir):
+        holder = subprocess.run(
+            [sys.executable, "-c", "from aloe.runner import run_lock\n"
+             f"with run_lock(__import__('pathlib').Path({str(run_dir)!r})): pass"],
+            capture_output=True, text=True)
+        assert holder.returncode != 0 and "is in use by pid" in holder.stderr
+        with pytest.raises(RunError, match="is in use"):
+            with run_lock(run_dir):
+                pass  # pragma: no cover
+    with run_lock(run_dir):  # free again once the holder is done
+        pass

@@ -1,0 +1,167 @@
+"""Stage 5 metrics against values worked out by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from aloe import metrics
+from aloe.metrics import (alignment_levels, improvement_rate, normalized_improvement_rate,
+                          paired_difference, summarise)
+from aloe.records import append_records
+
+
+def records(model: str, table: dict[str, list[int | None]]) -> list[dict]:
+    """{persona: [score at turn 1, turn 2, ...]} -> evaluation records."""
+    return [{"model": model, "persona_id": persona, "turn": k, "user": "u", "reply": "r",
+             "score": score, "raw_judgement": str(score)}
+            for persona, scores in table.items() for k, score in enumerate(scores, start=1)]
+
+
+# -- IR: least-squares slope over k = 1..K --------------------------------------------------
+@pytest.mark.parametrize("al, slope", [
+    ([1, 2, 3], 1.0),
+    # k_mean 2, AL_mean 3: sum (k-2)(AL-3) = (-1)(-1) + 0 + (1)(0) = 1; sum (k-2)^2 = 2
+    ([2, 4, 3], 0.5),
+    ([5, 4, 3, 2], -1.0),
+    # k_mean 2.5, AL_mean 3.425: dk = -1.5 -.5 .5 1.5, dAL = -.425 .075 -.225 .575
+    # sum dk dAL = .6375 - .0375 - .1125 + .8625 = 1.35; sum dk^2 = 5 -> 0.27
+    ([3.0, 3.5, 3.2, 4.0], 0.27),
+    ([2.0, 3.0, 2.4, 4.0], 0.54),  # the same shape on twice the range: twice the slope
+    ([3, 3, 3], 0.0),
+])
+def test_improvement_rate_hand_worked(al, slope):
+    assert improvement_rate(al) == pytest.approx(slope)
+
+
+def test_improvement_rate_skips_turns_without_scores():
+    # the fit uses the turns present: points (1, 1) and (3, 3)
+    assert improvement_rate([1.0, math.nan, 3.0]) == pytest.approx(1.0)
+    assert math.isnan(improvement_rate([4.0]))
+    assert math.isnan(improvement_rate([math.nan, 2.0, math.nan]))
+
+
+# -- N-IR, N-R^2: the same fit after min-max normalisation -----------------------------------
+@pytest.mark.parametrize("al, n_ir, n_r2", [
+    ([1, 2, 3], 0.5, 1.0),  # normalised 0, .5, 1: slope .5, a perfect line
+    # normalised 0, 1, .5: slope .25; fit .25 .5 .75, residuals -.25 .5 -.25,
+    # SS_res = .375, SS_tot = .25 + .25 + 0 = .5 -> R^2 = .25
+    ([2, 4, 3], 0.25, 0.25),
+    # both normalise to 0, .5, .2, 1: slope .27, SS_tot = .5675, SS_reg = .27^2 * 5 = .3645
+    ([3.0, 3.5, 3.2, 4.0], 0.27, 0.3645 / 0.5675),
+    ([2.0, 3.0, 2.4, 4.0], 0.27, 0.3645 / 0.5675),
+    ([3, 1], -1.0, 1.0),
+])
+def test_normalized_improvement_rate_hand_worked(al, n_ir, n_r2):
+    got_ir, got_r2 = normalized_improvement_rate(al)
+    assert got_ir == pytest.approx(n_ir)
+    assert got_r2 == pytest.approx(n_r2)
+
+
+def test_normalized_improvement_rate_of_a_constant_series():
+    n_ir, n_r2 = normalized_improvement_rate([3.2, 3.2, 3.2, 3.2])
+    assert n_ir == 0.0 and math.isnan(n_r2)
+
+
+# -- AL(k) with bootstrap CIs over personas ---------------------------------------------------
+def test_alignment_levels_excludes_missing_scores_and_counts_them():
+    recs = records("m", {"p1": [2, 4], "p2": [3, None], "p3": [4, 5]})
+    al = alignment_levels(recs, n_boot=500, seed=1)
+    assert al.turns == [1, 2]
+    assert al.al == pytest.approx([3.0, 4.5])  # (2+3+4)/3, (4+5)/2: the missing one is no 0
+    assert al.n_scored == [3, 2] and al.n_missing == [0, 1]
+    assert al.missing_rate == pytest.approx(1 / 6)
+    assert al.n_personas == 3
+    for k in range(2):  # each interval holds the estimate and stays inside the observed range
+        assert 2.0 <= al.al_low[k] <= al.al[k] <= al.al_high[k] <= 5.0
+    assert al.ir.value == pytest.approx(1.5)
+    assert al.mean_al.value == pytest.approx(3.75)
+    assert al.n_ir.value == pytest.approx(1.0)  # two points normalise to 0, 1
+
+
+def test_alignment_levels_turn_without_any_score_is_missing_not_zero():
+    recs = records("m", {"p1": [3, None, 4], "p2": [5, None, 4]})
+    al = alignment_levels(recs, n_boot=100)
+    assert al.al[0] == pytest.approx(4.0) and al.al[2] == pytest.approx(4.0)
+    assert math.isnan(al.al[1])
+    assert al.n_missing == [0, 2, 0]
+    data = al.to_json()
+    assert data["al"][1] is None and data["al_low"][1] is None  # JSON null, not NaN or 0
+    assert al.ir.value == pytest.approx(0.0)  # fitted on turns 1 and 3
+
+
+def test_bootstrap_interval_collapses_when_every_persona_agrees():
+    recs = records("m", {p: [2, 3, 4] for p in ("a", "b", "c", "d")})
+    al = alignment_levels(recs, n_boot=200)
+    assert al.al_low == pytest.approx([2, 3, 4]) and al.al_high == pytest.approx([2, 3, 4])
+    assert (al.ir.low, al.ir.value, al.ir.high) == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_bootstrap_is_reproducible_and_widens_with_spread():
+    recs = records("m", {"a": [1, 2], "b": [5, 5], "c": [3, 1], "d": [2, 4], "e": [4, 3]})
+    first = alignment_levels(recs, n_boot=300, seed=7)
+    again = alignment_levels(recs, n_boot=300, seed=7)
+    assert first.al_low == again.al_low and first.ir.high == again.ir.high
+    narrow = alignment_levels(recs, n_boot=300, seed=7, confidence=0.5)
+    assert narrow.al_high[0] - narrow.al_low[0] < first.al_high[0] - first.al_low[0]
+
+
+def test_records_of_one_turn_twice_are_refused():
+    recs = records("m", {"a": [3, 4]}) + records("m", {"a": [5]})
+    with pytest.raises(ValueError, match="recorded twice"):
+        alignment_levels(recs)
+
+
+def test_mixed_models_need_a_choice():
+    recs = records("a", {"p": [3]}) + records("b", {"p": [4]})
+    with pytest.raises(ValueError, match="several models"):
+        alignment_levels(recs)
+    assert alignment_levels(recs, model="b", n_boot=10).al == [4.0]
+
+
+# -- paired differences -----------------------------------------------------------------------
+def test_paired_difference_hand_worked():
+    a = records("base", {"p1": [1, 2], "p2": [2, 3], "only_a": [5, 5]})
+    b = records("dpo", {"p1": [2, 4], "p2": [3, 5], "only_b": [1, 1]})
+    diff = paired_difference(a, b, n_boot=200)
+    assert diff.n_personas == 2  # only the shared personas
+    assert diff.diff == pytest.approx([1.0, 2.0])  # both personas gain 1 then 2
+    assert diff.mean_diff.value == pytest.approx(1.5)
+    assert diff.ir_diff.value == pytest.approx(1.0)  # IR(dpo) = 2, IR(base) = 1
+    # both personas differ identically, so every paired draw gives the same numbers
+    assert diff.diff_low == pytest.approx([1.0, 2.0])
+    assert diff.diff_high == pytest.approx([1.0, 2.0])
+    assert (diff.ir_diff.low, diff.ir_diff.high) == pytest.approx((1.0, 1.0))
+
+
+def test_paired_difference_leaves_out_turns_missing_on_either_side():
+    a = records("a", {"p1": [3, None], "p2": [3, 3]})
+    b = records("b", {"p1": [4, 5], "p2": [5, 2]})
+    diff = paired_difference(a, b, n_boot=50)
+    assert diff.diff == pytest.approx([1.5, -1.0])  # turn 2: only p2 has both
+
+
+# -- metrics.json ---------------------------------------------------------------------------
+def test_summarise_writes_strict_json_for_a_run_folder(tmp_path):
+    run = tmp_path / "run"
+    append_records(run / "eval" / "base.jsonl", records("base", {"p1": [2, 3], "p2": [3, 3]}))
+    append_records(run / "eval" / "dpo.jsonl", records("dpo", {"p1": [3, 5], "p2": [None, 4]}))
+    summary = summarise(run, n_boot=100, models=["base", "dpo"])
+    text = (run / "metrics.json").read_text()
+
+    def no_nan(name):
+        raise AssertionError(f"metrics.json holds {name}")
+
+    data = json.loads(text, parse_constant=no_nan)
+    assert data == json.loads(json.dumps(summary))
+    assert list(data["models"]) == ["base", "dpo"]
+    base = data["models"]["base"]
+    assert base["turns"] == [1, 2] and base["al"] == pytest.approx([2.5, 3.0])
+    assert base["ir"]["value"] == pytest.approx(0.5)
+    assert set(base) >= {"al_low", "al_high", "n_ir", "n_r2", "mean_al", "missing_rate"}
+    assert data["models"]["dpo"]["missing_rate"] == pytest.approx(0.25)
+    assert data["paired"]["dpo - base"]["diff"] == pytest.approx([1.0, 1.5])
+    table = metrics.summary_table(data)
+    assert list(table.index) == ["base", "dpo"] and "N-R² CI" in table.columns

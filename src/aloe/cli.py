@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--stages", help="which notebooks, by number: e.g. 0,1 or 2-5 (default: all)")
     run.add_argument("--run-name", help="name of the run folder under run.output_dir "
                      "(default: the file's run.name)")
+    run.add_argument("--limit", type=int, help="evaluate only the first N benchmark personas "
+                     "(sets evaluation.limit)")
     run.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
     return parser
 
@@ -41,6 +43,11 @@ def run_command(args: argparse.Namespace) -> int:
             except ValueError:
                 raise ParamsError(f"--run-name: '{args.run_name}' is not a valid run name "
                                   "(letters, digits, '.', '_' and '-')") from None
+        if args.limit is not None:
+            try:
+                params.evaluation.limit = args.limit
+            except ValueError:
+                raise ParamsError(f"--limit: expected a whole number >= 1, got {args.limit}") from None
         parse_stages(args.stages, notebooks())  # a bad --stages fails before any work
     except (ParamsError, RunError) as error:
         return _fail(str(error), EXIT_BAD_INPUT)

@@ -147,7 +147,7 @@ def run_workbook(params: Params, params_file: str, stages: str | None = None,
             result.stages.append(StageResult(notebook.stem, seconds, output))
             _save_timings(result)
             if notebook.stem == REPORT_NOTEBOOK:
-                report = render_html(output, run_dir / "report.html")
+                report = render_html(output, run_dir / "report.html", params.report.title)
                 print(f"report: {report}", file=echo, flush=True)
     return result
 
@@ -158,14 +158,14 @@ _REMOTE_MODULE = re.compile(r"<script type=[\"']module[\"']>(?:(?!</script>).)*?
                             r"(?:(?!</script>).)*</script>", re.I | re.S)
 
 
-def render_html(executed: Path, target: Path) -> Path:
+def render_html(executed: Path, target: Path, title: str = "ALOE Workbench report") -> Path:
     """An executed notebook as a page that reads on its own: code hidden, figures inline, and
     no script fetched from the network (a shared report must open offline, error-free)."""
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True, embed_images=True)
-    body, _ = exporter.from_filename(str(executed))
+    body, _ = exporter.from_filename(str(executed), resources={"metadata": {"name": title}})
     body = _REMOTE_MODULE.sub("", _REMOTE_SCRIPT.sub("", body))
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")

@@ -90,6 +90,9 @@ def start_server(model_dir: Path, log_path: Path, timeout: float,
     if continuous_batching:
         command.append("--continuous-batching")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+    # On CPU the server shares the cores with the notebook kernel (training, batched
+    # evaluation): half of them each is much faster than both oversubscribing all of them.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)

@@ -46,6 +46,10 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                   dtype=torch.float32)
     config = loaded.config
+    # The weights are dequantised: a GGUF quantization_config left in config.json would clash
+    # with loading the folder in 4-bit (QLoRA) later.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     rebuilt = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     rebuilt.load_state_dict(loaded.state_dict())
     if getattr(config, "tie_word_embeddings", False):

@@ -1,0 +1,773 @@
+"""Stages 3-4: QLoRA fine-tuning of the policy, SFT on the preferred replies, then DPO on the
+preference pairs, on one consumer GPU (or, slowly, on a CPU for the tiny profile).
+
+Why QLoRA: the paper fine-tuned 7-8B models in full precision; our users have one 24 GB card.
+The base model is loaded in 4-bit NF4 with double quantisation (bitsandbytes), LoRA adapters
+are trained on every linear layer, activations are recomputed (gradient checkpointing) and the
+optimiser state lives in paged 8-bit AdamW. The same code path runs on CPU, where bitsandbytes
+computes in float32 (bfloat16 matmuls are an order of magnitude slower on most CPUs).
+
+- SFT (TRL's SFTTrainer) learns only the completion: the prompt's tokens carry no label.
+- DPO (TRL's DPOTrainer) continues the SFT adapter (`dpo.start_from: sft`, the default) or a
+  fresh one on the base (`start_from: base`). No second model is loaded for the reference:
+  from the SFT adapter, the reference is a frozen copy of that adapter on the same base
+  (the SFT policy, as DPO wants); from the base, it is the base with the adapter disabled.
+
+Outputs, under `outputs/RUN/`: `adapters/sft/` and `adapters/dpo/` (standard PEFT adapters
+with the tokenizer, plus `training_log.csv` and `training_stats.json`), and, while a training
+runs, its checkpoints in `training/STAGE/`. A finished adapter is never trained again (delete
+its folder to retrain); an interrupted training resumes from its last complete checkpoint.
+
+Past one GPU: `accelerate launch --config_file configs/accelerate_fsdp_qlora.yaml -m
+aloe.training sft PARAMS` (see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from aloe.config import (DPOConfig, Params, ParamsError, TrainingConfig, load_params,
+                         resolve_path)
+from aloe.records import DataError, read_json, write_json
+
+if TYPE_CHECKING:  # heavy imports stay lazy: validation must not pay for torch
+    from datasets import Dataset, DatasetDict
+
+log = logging.getLogger("aloe.training")
+
+STAGES = ("sft", "dpo")
+COLUMNS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected")}
+LOG_FILE = "training_log.csv"
+STATS_FILE = "training_stats.json"
+LOG_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "rewards/chosen",
+               "rewards/rejected", "rewards/margins", "rewards/accuracies", "num_input_tokens_seen")
+KEEP_CHECKPOINTS = 2
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+BNB_OPTIMIZERS = ("8bit", "paged", "bnb", "lion_32bit", "ademamix")
+
+
+@dataclass
+class TrainResult:
+    """What one training stage produced: where the adapter is, its log and its figures."""
+
+    stage: str
+    adapter_dir: Path
+    base_model: str
+    stats: dict[str, Any]
+    log: pd.DataFrame
+    skipped: bool = False  # finished by an earlier run: nothing was trained by this call
+    resumed_from_step: int = 0  # the checkpoint this call continued from (0: from scratch)
+
+    def summary(self) -> dict[str, Any]:
+        """One row of the stage table: time, throughput, memory."""
+        s = self.stats
+        return {"stage": self.stage, "steps": s.get("steps"), "examples": s.get("train_examples"),
+                "device": s.get("device"), "wall_s": s.get("train_wall_s"),
+                "tokens": s.get("train_tokens"), "tokens_per_s": s.get("tokens_per_s"),
+                "peak_memory_gb": s.get("peak_memory_gb"), "memory": s.get("peak_memory_kind"),
+                "final_loss": s.get("final_loss")}
+
+
+def stats_table(results: Sequence[TrainResult]) -> pd.DataFrame:
+    """The notebooks' table: one row per stage."""
+    return pd.DataFrame([r.summary() for r in results]).set_index("stage")
+
+
+# --------------------------------------------------------------------------------------------
+# Where things go
+# --------------------------------------------------------------------------------------------
+def _check_stage(stage: str) -> None:
+    if stage not in STAGES:
+        raise ValueError(f"unknown training stage {stage!r}: expected one of {', '.join(STAGES)}")
+
+
+def stage_config(params: Params, stage: str) -> TrainingConfig:
+    _check_stage(stage)
+    return getattr(params, stage)
+
+
+def dataset_dir(params: Params, stage: str) -> Path:
+    """The stage-2 export this stage trains on (`datasets.export` writes it)."""
+    return params.run_dir / "data" / stage
+
+
+def adapter_dir(params: Params, stage: str) -> Path:
+    return params.run_dir / "adapters" / stage
+
+
+def work_dir(params: Params, stage: str) -> Path:
+    """Checkpoints of a training in progress; removed once its adapter is written."""
+    return params.run_dir / "training" / stage
+
+
+def merged_dir(params: Params, stage: str) -> Path:
+    return params.run_dir / "merged" / stage
+
+
+def is_finished(params: Params, stage: str) -> bool:
+    folder = adapter_dir(params, stage)
+    return (folder / "adapter_config.json").exists() and (folder / STATS_FILE).exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Validation: one clear line, before any model is loaded
+# --------------------------------------------------------------------------------------------
+def validate_training_inputs(params: Params, stage: str) -> str:
+    """Check what a stage needs before it loads anything; return the base model (id or path).
+
+    Raises `ParamsError` with one line naming the key and the file for: a missing dataset
+    export, a base model path that does not exist, a Hugging Face id that is not cached while
+    offline, an unknown optimiser, DPO from an SFT adapter that is missing or was trained on
+    another base. (`lora_r: 0` and other out-of-range numbers are refused by the schema when
+    the parameter file is read.)
+    """
+    from aloe.local_model import LocalModelError, policy_base_model
+
+    cfg = stage_config(params, stage)
+    where = params.source
+    if cfg.lora_r < 1:  # the schema refuses it; kept for params edited after validation
+        raise ParamsError(f"{where}: key '{stage}.lora_r': the LoRA rank must be at least 1 "
+                          f"(got {cfg.lora_r})")
+    data = dataset_dir(params, stage)
+    if not (data / "dataset_dict.json").exists():
+        raise ParamsError(f"{where}: no {stage} dataset at {data} (no dataset_dict.json): run "
+                          "stage 2 (notebook 02_conversations) first, or check run.name and "
+                          "run.output_dir")
+    if cfg.base_model:
+        _check_model_reference(cfg.base_model, f"{where}: key '{stage}.base_model'")
+    try:
+        base = policy_base_model(params, stage)
+    except LocalModelError as error:
+        raise ParamsError(f"{where}: {error}") from None
+    _check_optimizer(cfg.optim, f"{where}: key '{stage}.optim'")
+    if stage == "dpo" and isinstance(cfg, DPOConfig) and cfg.start_from == "sft":
+        sft = adapter_dir(params, "sft")
+        if not (sft / "adapter_config.json").exists():
+            raise ParamsError(f"{where}: dpo.start_from is 'sft' but there is no SFT adapter at "
+                              f"{sft}: run stage 3 (notebook 03_sft) first, or set "
+                              "dpo.start_from: base")
+        sft_base = policy_base_model(params, "sft")
+        if not _same_model(sft_base, base):
+            raise ParamsError(f"{where}: dpo.base_model ({base}) differs from sft.base_model "
+                              f"({sft_base}) but dpo.start_from is 'sft': use the same base model")
+    return base
+
+
+def _looks_like_path(reference: str) -> bool:
+    return reference.startswith(("/", ".", "~")) or resolve_path(reference).is_dir()
+
+
+def _check_model_reference(reference: str, key: str) -> None:
+    """A local model folder must exist; a hub id must be cached when the hub is offline."""
+    if _looks_like_path(reference):
+        folder = resolve_path(reference)
+        if not folder.is_dir():
+            raise ParamsError(f"{key}: model folder not found: {reference}")
+        if not (folder / "config.json").exists():
+            raise ParamsError(f"{key}: {reference} is not a model folder (no config.json)")
+        return
+    if not HUB_ID.match(reference):
+        raise ParamsError(f"{key}: {reference!r} is neither an existing folder nor a Hugging "
+                          "Face model id (owner/name)")
+    from huggingface_hub import try_to_load_from_cache
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False") or \
+        os.environ.get("TRANSFORMERS_OFFLINE", "") not in ("", "0", "false", "False")
+    if offline and not isinstance(try_to_load_from_cache(reference, "config.json"), str):
+        raise ParamsError(f"{key}: {reference!r} is not in the local Hugging Face cache and "
+                          "HF_HUB_OFFLINE is set: download it first (hf download "
+                          f"{reference}) or unset HF_HUB_OFFLINE")
+
+
+def _check_optimizer(name: str, key: str) -> None:
+    from transformers.training_args import OptimizerNames
+
+    known = {o.value for o in OptimizerNames}
+    if name != "auto" and name not in known:
+        raise ParamsError(f"{key}: unknown optimiser {name!r}: 'auto' or one of transformers' "
+                          "OptimizerNames (e.g. paged_adamw_8bit, adamw_torch)")
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Whether two references name the same model (equal ids, or the same folder)."""
+    if a == b:
+        return True
+    if _looks_like_path(a) and _looks_like_path(b):
+        return resolve_path(a).resolve() == resolve_path(b).resolve()
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# Device, precision, loading
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Device:
+    """Where training runs and in which precision."""
+
+    kind: str  # "cuda" or "cpu"
+    name: str
+    compute_dtype: Any  # torch dtype of the 4-bit matmuls and the LoRA compute
+    fsdp: bool = False  # launched by `accelerate launch` with an FSDP config
+    local_rank: int = 0
+
+    @property
+    def bf16(self) -> bool:
+        import torch
+
+        return self.kind == "cuda" and self.compute_dtype == torch.bfloat16
+
+    @property
+    def fp16(self) -> bool:
+        import torch
+
+        return self.kind == "cuda" and self.compute_dtype == torch.float16
+
+
+def detect_device() -> Device:
+    import torch
+
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return Device("cuda", torch.cuda.get_device_name(local_rank), dtype, fsdp, local_rank)
+    return Device("cpu", "cpu", torch.float32, False, 0)
+
+
+def resolve_optimizer(name: str, device: Device) -> str:
+    """'auto': paged 8-bit AdamW on one GPU; plain AdamW under FSDP and on CPU, where the
+    bitsandbytes optimisers do not run."""
+    if name == "auto":
+        return "paged_adamw_8bit" if device.kind == "cuda" and not device.fsdp else "adamw_torch"
+    if any(tag in name for tag in BNB_OPTIMIZERS) and (device.kind != "cuda" or device.fsdp):
+        where = "on CPU" if device.kind != "cuda" else "under FSDP"
+        log.warning("optimiser %s does not run %s: using adamw_torch", name, where)
+        return "adamw_torch"
+    return name
+
+
+def quantization_config(cfg: TrainingConfig, device: Device) -> Any:
+    """4-bit NF4 with double quantisation; under FSDP the packed weights are stored in the
+    compute dtype so that FSDP can shard them like any other parameter."""
+    if not cfg.load_in_4bit:
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=device.compute_dtype,
+        bnb_4bit_quant_storage=device.compute_dtype if device.fsdp else torch.uint8)
+
+
+def model_config(base: str) -> Any:
+    """The base model's config, without a stale GGUF quantisation entry (the embedded model is
+    converted from GGUF to plain safetensors, but its config may still name GGUF, which would
+    clash with bitsandbytes)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base)
+    quant = getattr(config, "quantization_config", None)
+    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    if str(method).lower().endswith("gguf"):
+        del config.quantization_config
+    return config
+
+
+def load_tokenizer(base: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(base: str, cfg: TrainingConfig, device: Device) -> Any:
+    """The base model ready for k-bit training: 4-bit NF4 (when `load_in_4bit`), norms and
+    embeddings upcast for stable training, gradient checkpointing on, KV cache off."""
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"config": model_config(base), "dtype": device.compute_dtype}
+    quant = quantization_config(cfg, device)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+    if device.kind == "cuda" and not device.fsdp:
+        kwargs["device_map"] = {"": device.local_rank}
+    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    model.config.use_cache = False
+    if quant is not None and not device.fsdp:  # FSDP needs one dtype throughout: no upcast
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs=_checkpointing_kwargs(device))
+    return model
+
+
+def _checkpointing_kwargs(device: Device) -> dict[str, Any]:
+    return {"use_reentrant": device.fsdp}  # FSDP + QLoRA wants reentrant checkpointing
+
+
+def lora_config(cfg: TrainingConfig) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules, bias="none", task_type="CAUSAL_LM")
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+def load_splits(params: Params, stage: str) -> "DatasetDict":
+    """The stage-2 export (train and validation), checked for TRL's conversational format.
+
+    Loaded into memory, so that tokenisation leaves no cache files in the export folder."""
+    from datasets import DatasetDict, load_from_disk
+
+    folder = dataset_dir(params, stage)
+    data = load_from_disk(str(folder), keep_in_memory=True)
+    if not isinstance(data, DatasetDict) or "train" not in data:
+        raise DataError(f"{folder}: expected a DatasetDict with a 'train' split")
+    missing = [c for c in COLUMNS[stage] if c not in data["train"].column_names]
+    if missing:
+        raise DataError(f"{folder}: the train split lacks column(s) {', '.join(missing)} "
+                        f"(has {', '.join(data['train'].column_names)})")
+    if len(data["train"]) == 0:
+        raise DataError(f"{folder}: the train split is empty: stage 2 kept no example "
+                        "(see data/export_summary.json)")
+    return data
+
+
+def _render_length(tokenizer: Any, messages: list[dict[str, str]], generation: bool) -> int:
+    text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                         add_generation_prompt=generation)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def fit_history(tokenizer: Any, prompt: list[dict[str, str]],
+                completions: Sequence[list[dict[str, str]]], max_length: int) -> list[dict[str, str]]:
+    """Drop the oldest turns of a conversation until prompt + longest completion fit.
+
+    Truncating tokens would cut the completion (the only thing SFT learns from) or the middle
+    of a message; dropping whole turns keeps a well-formed chat that ends with the user's last
+    message. A leading system message is kept; the history restarts at a user message.
+    """
+    def total(messages: list[dict[str, str]]) -> int:
+        return max(_render_length(tokenizer, messages + list(c), False) for c in completions)
+
+    messages = [dict(m) for m in prompt]
+    if total(messages) <= max_length:
+        return messages
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    turns = messages[len(system):]
+    while len(turns) > 1 and total(system + turns) > max_length:
+        turns = turns[1:]
+        while len(turns) > 1 and turns[0]["role"] != "user":
+            turns = turns[1:]
+    return system + turns
+
+
+def prepare_dataset(dataset: "Dataset", tokenizer: Any, stage: str, max_length: int) -> "Dataset":
+    """The columns TRL trains on, each history shortened to fit `max_length`.
+
+    An example whose last user message alone fills `max_length` leaves no room for a reply:
+    it is left out and counted (TRL would drop it silently); none left is an error."""
+    columns = COLUMNS[stage]
+    completions = columns[1:]
+    dataset = dataset.select_columns(list(columns))
+
+    def fit(example: dict[str, Any]) -> dict[str, Any]:
+        prompt = fit_history(tokenizer, example["prompt"], [example[c] for c in completions],
+                             max_length)
+        return {"prompt": prompt, "shortened": len(prompt) < len(example["prompt"]),
+                "prompt_tokens": _render_length(tokenizer, prompt, True)}
+
+    dataset = dataset.map(fit, desc=f"fitting {stage} histories into {max_length} tokens")
+    shortened = sum(dataset["shortened"])
+    if shortened:
+        log.info("%s: %d of %d examples had their oldest turns dropped to fit max_length=%d",
+                 stage, shortened, len(dataset), max_length)
+    kept = dataset.filter(lambda e: e["prompt_tokens"] < max_length)
+    if len(kept) < len(dataset):
+        log.warning("%s: %d of %d examples left out: their last user message alone fills "
+                    "max_length=%d", stage, len(dataset) - len(kept), len(dataset), max_length)
+    if len(kept) == 0:
+        raise DataError(f"{stage}: every one of the {len(dataset)} training examples has a "
+                        f"prompt of max_length={max_length} tokens or more: raise "
+                        f"{stage}.max_length")
+    return kept.remove_columns(["shortened", "prompt_tokens"])
+
+
+# --------------------------------------------------------------------------------------------
+# Trainers (shared with scripts/gpu_check.py)
+# --------------------------------------------------------------------------------------------
+def trainer_arguments(stage: str, cfg: TrainingConfig, output_dir: Path, device: Device,
+                      seed: int = 0, **overrides: Any) -> Any:
+    """TRL's SFTConfig/DPOConfig from a parameter-file section."""
+    import trl
+
+    common = dict(
+        output_dir=str(output_dir), seed=seed, learning_rate=cfg.learning_rate,
+        max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs=_checkpointing_kwargs(device),
+        optim=resolve_optimizer(cfg.optim, device), bf16=device.bf16, fp16=device.fp16,
+        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=KEEP_CHECKPOINTS, report_to="none", max_length=cfg.max_length,
+        include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
+        use_cpu=device.kind == "cpu")
+    common.update(overrides)
+    if stage == "sft":
+        return trl.SFTConfig(completion_only_loss=True, packing=False, **common)
+    assert isinstance(cfg, DPOConfig)
+    return trl.DPOConfig(beta=cfg.beta, truncation_mode="keep_start", **common)
+
+
+def build_sft_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
+                      cfg: TrainingConfig, callbacks: Sequence[Any] = ()) -> Any:
+    """SFTTrainer on prompt/completion pairs: completion-only loss, a fresh LoRA adapter."""
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                         peft_config=lora_config(cfg), callbacks=list(callbacks))
+    _adapter_dtype_for_cpu(trainer.model, args)
+    return trainer
+
+
+def build_dpo_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
+                      cfg: TrainingConfig, callbacks: Sequence[Any] = ()) -> Any:
+    """DPOTrainer; `model` is either the base (a fresh adapter is added, the reference is the
+    base with it disabled) or a PeftModel holding the SFT adapter (TRL keeps a frozen copy of
+    it as the reference)."""
+    from peft import PeftModel
+    from trl import DPOTrainer
+
+    peft_config = None if isinstance(model, PeftModel) else lora_config(cfg)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                         peft_config=peft_config, callbacks=list(callbacks))
+    _adapter_dtype_for_cpu(trainer.model, args)
+    return trainer
+
+
+def _adapter_dtype_for_cpu(model: Any, args: Any) -> None:
+    """TRL stores QLoRA adapter weights in bfloat16; on CPU, where the 4-bit matmuls compute in
+    float32, keep the adapters in float32 too (bfloat16 CPU matmuls are slow)."""
+    import torch
+
+    if not getattr(args, "use_cpu", False):
+        return
+    for param in model.parameters():
+        if param.requires_grad and param.dtype == torch.bfloat16:
+            param.data = param.data.float()
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint (its trainer_state.json is written last); incomplete
+    ones, left by a kill in the middle of a save, are removed."""
+    if not folder.is_dir():
+        return None
+    found = sorted((p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for checkpoint in found:
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+            return checkpoint
+        except (OSError, ValueError):
+            pass
+        log.warning("removing incomplete checkpoint %s", checkpoint)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+def train_sft(params: Params, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Stage 3: SFT of a LoRA adapter on the preferred replies (loss on the completion only)."""
+    return train_stage(params, "sft", callbacks)
+
+
+def train_dpo(params: Params, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Stage 4: DPO on the preference pairs, from the SFT adapter or from the base."""
+    return train_stage(params, "dpo", callbacks)
+
+
+def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Train one stage, or return the saved result when its adapter is already finished."""
+    cfg = stage_config(params, stage)
+    if is_finished(params, stage):
+        result = load_result(params, stage)
+        _warn_if_changed(result, cfg, stage)
+        log.info("%s: finished adapter found at %s: not training again (delete the folder to "
+                 "retrain)", stage, result.adapter_dir)
+        if cfg.merge:
+            merge_adapter(params, stage)
+        return result
+    base = validate_training_inputs(params, stage)
+    device = detect_device()
+    if device.kind == "cpu":
+        log.info("%s: no GPU: training on CPU, 4-bit weights computed in float32", stage)
+    else:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    trainer = _stage_trainer(params, stage, base, device, callbacks)
+    load_s = time.perf_counter() - started
+
+    work = work_dir(params, stage)
+    checkpoint = last_checkpoint(work)
+    resumed = _checkpoint_step(checkpoint)
+    if checkpoint is not None:
+        log.info("%s: resuming from %s (step %d)", stage, checkpoint, resumed)
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    wall = time.perf_counter() - started
+
+    history = log_frame(trainer.state.log_history)
+    stats = _stats(trainer, stage, cfg, base, device, load_s=load_s, wall=wall,
+                   resumed=resumed, train_loss=output.training_loss)
+    stats["final_loss"] = _last(history, "loss")
+    target = adapter_dir(params, stage)
+    _save_adapter(trainer, target, history, stats)
+    if trainer.accelerator.is_main_process:
+        shutil.rmtree(work, ignore_errors=True)
+        if cfg.merge:
+            merge_adapter(params, stage)
+    return TrainResult(stage, target, base, stats, history, skipped=False,
+                       resumed_from_step=resumed)
+
+
+def _stage_trainer(params: Params, stage: str, base: str, device: Device,
+                   callbacks: Sequence[Any]) -> Any:
+    """Tokenizer, data, 4-bit base (+ the SFT adapter for DPO from SFT) and the TRL trainer."""
+    cfg = stage_config(params, stage)
+    tokenizer = load_tokenizer(base)
+    train = prepare_dataset(load_splits(params, stage)["train"], tokenizer, stage,
+                            cfg.max_length)
+    model = load_base_model(base, cfg, device)
+    if stage == "dpo" and isinstance(cfg, DPOConfig) and cfg.start_from == "sft":
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir(params, "sft")),
+                                          is_trainable=True)
+    args = trainer_arguments(stage, cfg, work_dir(params, stage), device, seed=params.run.seed)
+    build = build_sft_trainer if stage == "sft" else build_dpo_trainer
+    return build(model, tokenizer, train, args, cfg, callbacks)
+
+
+def _stats(trainer: Any, stage: str, cfg: TrainingConfig, base: str, device: Device, *,
+           load_s: float, wall: float, resumed: int, train_loss: float) -> dict[str, Any]:
+    """Time, throughput and memory of this call (a resumed run counts only its own steps)."""
+    state, optim = trainer.state, trainer.args.optim
+    tokens = state.num_input_tokens_seen - getattr(trainer, "_initial_num_input_tokens_seen", 0)
+    return {
+        "stage": stage, "base_model": base, "device": device.name,
+        "compute_dtype": str(device.compute_dtype).removeprefix("torch."),
+        "load_in_4bit": cfg.load_in_4bit, "fsdp": device.fsdp,
+        "optimizer": optim if isinstance(optim, str) else optim.value,
+        "world_size": trainer.accelerator.num_processes,
+        "steps": state.global_step, "resumed_from_step": resumed,
+        "train_examples": len(trainer.train_dataset), "train_loss": train_loss,
+        "load_s": round(load_s, 2), "train_wall_s": round(wall, 2),
+        "train_tokens": int(tokens), "total_tokens": int(state.num_input_tokens_seen),
+        "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None,
+        **peak_memory(device),
+        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "config": cfg.model_dump(mode="json"),
+        "start_from": getattr(cfg, "start_from", None),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def peak_memory(device: Device) -> dict[str, Any]:
+    """CUDA: the most memory allocated by tensors; CPU: the process's peak resident size
+    (since the process started: in a notebook that includes the cells before)."""
+    if device.kind == "cuda":
+        import torch
+
+        return {"peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3),
+                "peak_memory_kind": "cuda_max_allocated"}
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"peak_memory_gb": round(rss_kb / 2**20, 3), "peak_memory_kind": "process_peak_rss"}
+
+
+def _checkpoint_step(checkpoint: Path | None) -> int:
+    return int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+
+
+def _last(frame: pd.DataFrame, column: str) -> float | None:
+    if column not in frame or frame[column].dropna().empty:
+        return None
+    return float(frame[column].dropna().iloc[-1])
+
+
+def log_frame(log_history: list[dict[str, Any]]) -> pd.DataFrame:
+    """The per-step training log (loss, learning rate, grad norm; DPO rewards, margins and
+    accuracies) out of the Trainer's history, one row per logged step."""
+    rows = [entry for entry in log_history if "loss" in entry and "step" in entry]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=["step", "loss", "learning_rate", "grad_norm"])
+    frame = frame.drop_duplicates("step", keep="last").sort_values("step")
+    frame = frame.drop(columns=[c for c in frame if c.startswith("train_")])  # session totals
+    first = [c for c in LOG_COLUMNS if c in frame]
+    return frame[first + [c for c in frame.columns if c not in first]].reset_index(drop=True)
+
+
+def _save_adapter(trainer: Any, target: Path, history: pd.DataFrame,
+                  stats: dict[str, Any]) -> None:
+    """Write adapter, tokenizer, log and stats into a staging folder, then move it into place,
+    so that a folder at `target` is always a finished adapter."""
+    staging = target.with_name(f".{target.name}.partial")
+    if trainer.accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_fsdp_enabled:  # gather the shards into one adapter file
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(staging))  # every process takes part (FSDP gathers)
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.accelerator.is_main_process:
+        return
+    for sub in staging.iterdir():  # DPO's frozen reference copy is not part of the adapter
+        if sub.is_dir() and (sub / "adapter_config.json").exists():
+            shutil.rmtree(sub)
+    history.to_csv(staging / LOG_FILE, index=False)
+    write_json(staging / STATS_FILE, stats)
+    (staging / "training_args.bin").unlink(missing_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, target)
+
+
+def load_result(params: Params, stage: str) -> TrainResult:
+    """The saved result of a finished stage (its stats and log)."""
+    folder = adapter_dir(params, stage)
+    if not is_finished(params, stage):
+        raise FileNotFoundError(f"no finished {stage} adapter at {folder}")
+    stats = read_json(folder / STATS_FILE)
+    history = pd.read_csv(folder / LOG_FILE) if (folder / LOG_FILE).exists() else pd.DataFrame()
+    return TrainResult(stage, folder, stats.get("base_model", ""), stats, history, skipped=True,
+                       resumed_from_step=stats.get("resumed_from_step", 0))
+
+
+def _warn_if_changed(result: TrainResult, cfg: TrainingConfig, stage: str) -> None:
+    before = result.stats.get("config") or {}
+    now = cfg.model_dump(mode="json")
+    changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in now.items()
+               if k in before and before[k] != v and k != "merge"]
+    if changed:
+        log.warning("%s: the adapter at %s was trained with other parameters (%s); delete "
+                    "the folder to retrain", stage, result.adapter_dir, "; ".join(changed))
+
+
+# --------------------------------------------------------------------------------------------
+# Merge and compare
+# --------------------------------------------------------------------------------------------
+def merge_adapter(params: Params, stage: str) -> Path:
+    """A full model (base + adapter merged, in the compute dtype) for serving, e.g. by vLLM."""
+    target = merged_dir(params, stage)
+    if (target / "config.json").exists():
+        return target
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    result = load_result(params, stage)
+    device = detect_device()
+    model = AutoModelForCausalLM.from_pretrained(result.base_model,
+                                                 config=model_config(result.base_model),
+                                                 dtype=device.compute_dtype)
+    merged = PeftModel.from_pretrained(model, str(result.adapter_dir)).merge_and_unload()
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    merged.save_pretrained(staging, safe_serialization=True)
+    load_tokenizer(str(result.adapter_dir)).save_pretrained(staging)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    log.info("%s: merged model written to %s", stage, target)
+    return target
+
+
+def compare_replies(params: Params, adapters: Sequence[str] = ("sft",), n: int = 3,
+                    max_new_tokens: int | None = None) -> pd.DataFrame:
+    """Greedy replies of the base model and of each finished adapter to `n` held-out prompts
+    (the validation split; the train split when validation is empty), side by side with the
+    reply the data preferred. The base is loaded once (as stage 5 loads it, unquantised); the
+    adapters are attached to it in turn, and switched off for the base's own replies."""
+    from peft import PeftModel
+
+    from aloe.evaluation import InProcessResponder
+    from aloe.local_model import policy_base_model
+
+    stage = adapters[-1] if adapters else "sft"
+    splits = load_splits(params, stage)
+    split = "validation" if len(splits.get("validation", [])) else "train"
+    rows = splits[split].select(range(min(n, len(splits[split]))))
+    histories = [list(r["prompt"]) for r in rows]
+    preferred = [(r.get("completion") or r.get("chosen"))[0]["content"] for r in rows]
+    table = pd.DataFrame({"split": split, "user": [h[-1]["content"] for h in histories],
+                          "preferred (data)": preferred})
+    responder = InProcessResponder(policy_base_model(params, stage), None,
+                                   batch_size=max(1, len(histories)), temperature=0.0,
+                                   max_new_tokens=max_new_tokens or params.evaluation.max_new_tokens,
+                                   seed=params.run.seed)
+    try:
+        table["base"] = responder.reply_many(histories)
+        base = responder.model
+        for name in adapters:
+            if not isinstance(responder.model, PeftModel):
+                responder.model = PeftModel.from_pretrained(base, str(adapter_dir(params, name)),
+                                                            adapter_name=name)
+            else:
+                responder.model.load_adapter(str(adapter_dir(params, name)), adapter_name=name)
+            responder.model.set_adapter(name)
+            responder.model.eval()
+            table[name] = responder.reply_many(histories)
+    finally:
+        responder.close()
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: `python -m aloe.training sft PARAMS` (or under `accelerate launch -m`)
+# --------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aloe.training",
+                                     description="Train a stage's QLoRA adapter (SFT or DPO).")
+    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("params", help="a parameter file, e.g. params/paper.yaml")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        params = load_params(args.params)
+        result = train_stage(params, args.stage)
+    except (ParamsError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.summary(), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

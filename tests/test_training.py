@@ -1,0 +1,344 @@
+"""Stages 3-4: QLoRA SFT and DPO on the embedded model, on CPU.
+
+The slow tests train the real SmolLM2-135M in 4-bit for a few steps on small exports built
+here (TRL's conversational format, as stage 2 writes them): SFT is killed after its first
+checkpoint and resumed, DPO continues from the SFT adapter, each adapter is loaded with
+`PeftModel.from_pretrained`, and notebooks 03 and 04 run with papermill on the trained run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aloe import training
+from aloe.config import ParamsError, params_from_dict
+from tests.conftest import MODEL_CACHE, ROOT, tiny_dict, write_params
+
+# Short, well-formed multi-turn conversations: a prompt ends with the user's message.
+TOPICS = ["hiking in the Alps", "learning the cello", "baking sourdough bread",
+          "a first trip to Kyoto", "training for a marathon", "growing tomatoes"]
+GOOD = "Start small: one clear goal this week about {topic}, and short notes after each try."
+BAD = "{topic} is a topic. Many things matter and opinions differ."
+
+
+def _conversation(index: int, turns: int) -> list[dict[str, Any]]:
+    topic = TOPICS[index % len(TOPICS)]
+    history: list[dict[str, str]] = []
+    examples = []
+    for turn in range(1, turns + 1):
+        history.append({"role": "user", "content": f"Turn {turn}: any advice on {topic}? "
+                                                    "I am a beginner with little time."})
+        good, bad = GOOD.format(topic=topic), BAD.format(topic=topic.capitalize())
+        ids = {"persona_id": f"p{index}", "conversation_id": f"c{index}", "turn": turn}
+        examples.append({"prompt": [dict(m) for m in history], "good": good, "bad": bad, **ids})
+        history.append({"role": "assistant", "content": good})
+    return examples
+
+
+def make_exports(run_dir: Path, n_train: int = 6, n_val: int = 2) -> None:
+    """`data/sft` and `data/dpo` as `aloe.datasets.export` writes them."""
+    from datasets import Dataset, DatasetDict
+
+    rows = [e for i in range(4) for e in _conversation(i, turns=2)]
+    splits = {"train": rows[:n_train], "validation": rows[n_train:n_train + n_val]}
+    ids = ("persona_id", "conversation_id", "turn")
+
+    def sft(r: dict[str, Any]) -> dict[str, Any]:
+        return {"prompt": r["prompt"], "completion": [{"role": "assistant", "content": r["good"]}],
+                **{k: r[k] for k in ids}}
+
+    def dpo(r: dict[str, Any]) -> dict[str, Any]:
+        return {"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["good"]}],
+                "rejected": [{"role": "assistant", "content": r["bad"]}], **{k: r[k] for k in ids}}
+
+    for kind, convert in (("sft", sft), ("dpo", dpo)):
+        DatasetDict({name: Dataset.from_list([convert(r) for r in split])
+                     for name, split in splits.items()}).save_to_disk(str(run_dir / "data" / kind))
+
+
+TRAIN = {"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 1, "max_length": 256,
+         "lora_r": 4, "lora_alpha": 8, "gradient_checkpointing": True}  # the GPU profiles' path
+SECTIONS = {"sft": {**TRAIN, "learning_rate": 1e-3},
+            "dpo": {**TRAIN, "max_steps": 2, "learning_rate": 1e-4},
+            "evaluation": {"max_new_tokens": 12}}
+
+
+@pytest.fixture(scope="module")
+def one_thread_when_busy() -> Any:
+    """On a CPU shared with other work, one torch thread trains several times faster than
+    threads that keep waiting for each other; an idle machine keeps its default."""
+    import torch
+
+    before = torch.get_num_threads()
+    busy = os.getloadavg()[0] > (os.cpu_count() or 1)
+    if busy:
+        torch.set_num_threads(1)
+    yield {"OMP_NUM_THREADS": "1"} if busy else {}
+    torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------------------------
+# Bad inputs: one line, before any model is loaded
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import AutoModelForCausalLM
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
+
+
+def test_lora_rank_zero_is_refused_with_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError) as error:
+        params_from_dict(tiny_dict(tmp_path, sft={"lora_r": 0}), source="bad.yaml")
+    message = str(error.value)
+    assert "\n" not in message and "bad.yaml" in message and "sft.lora_r" in message
+
+
+@pytest.mark.parametrize("stage, overrides, expected", [
+    ("sft", {"sft": {"base_model": "./no/such/model"}}, "sft.base_model': model folder not found"),
+    ("sft", {"sft": {"base_model": "/no/such/model"}}, "model folder not found: /no/such/model"),
+    ("dpo", {"dpo": {"base_model": "nobody/no-such-model-anywhere", "start_from": "base"}},
+     "not in the local Hugging Face cache"),
+    ("sft", {"sft": {"optim": "adamw_magic"}}, "unknown optimiser 'adamw_magic'"),
+    ("dpo", {}, "no SFT adapter"),
+])
+def test_bad_inputs_stop_before_any_model_is_loaded(
+        tmp_path: Path, no_model_loading: None, monkeypatch: pytest.MonkeyPatch, stage: str,
+        overrides: dict, expected: str) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    params = params_from_dict(tiny_dict(tmp_path, **overrides), source="bad.yaml")
+    make_exports(params.run_dir)
+    with pytest.raises(ParamsError) as error:
+        training.train_stage(params, stage)
+    message = str(error.value)
+    assert expected in message and "\n" not in message and message.startswith("bad.yaml: ")
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+def test_missing_dataset_folder_stops_with_one_line(tmp_path: Path, no_model_loading: None,
+                                                    stage: str) -> None:
+    params = params_from_dict(tiny_dict(tmp_path), source="bad.yaml")
+    with pytest.raises(ParamsError) as error:
+        training.train_stage(params, stage)
+    message = str(error.value)
+    assert f"no {stage} dataset at {params.run_dir / 'data' / stage}" in message
+    assert "\n" not in message
+
+
+# --------------------------------------------------------------------------------------------
+# Completion-only loss
+# --------------------------------------------------------------------------------------------
+def test_sft_masks_every_prompt_token(tmp_path: Path) -> None:
+    """What SFTTrainer trains on: every prompt token (and padding) is -100, every completion
+    token keeps its id as label."""
+    params = params_from_dict(tiny_dict(tmp_path, sft={"load_in_4bit": False, "max_length": 256}))
+    make_exports(params.run_dir)
+    base = training.validate_training_inputs(params, "sft")
+    tokenizer = training.load_tokenizer(base)
+    device = training.detect_device()
+    model = training.load_base_model(base, params.sft, device)
+    source = training.load_splits(params, "sft")["train"]
+    train = training.prepare_dataset(source, tokenizer, "sft", params.sft.max_length)
+    args = training.trainer_arguments("sft", params.sft, tmp_path / "work", device)
+    trainer = training.build_sft_trainer(model, tokenizer, train, args, params.sft)
+
+    prepared = trainer.train_dataset
+    assert len(prepared) == len(source)
+    for example, tokenized in zip(source, prepared):
+        prompt = tokenizer.apply_chat_template(example["prompt"], tokenize=False,
+                                               add_generation_prompt=True)
+        n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        ids, labels = tokenized["input_ids"], tokenized["labels"]
+        assert labels[:n_prompt] == [-100] * n_prompt
+        assert labels[n_prompt:] == ids[n_prompt:] and len(ids) > n_prompt
+        completion = tokenizer.decode(ids[n_prompt:])
+        assert example["completion"][0]["content"] in completion
+
+    batch = trainer.data_collator([prepared[0], prepared[3]])
+    labels, mask = batch["labels"], batch["attention_mask"]
+    assert (labels[mask == 0] == -100).all()  # padding carries no label either
+    for row, tokenized in enumerate((prepared[0], prepared[3])):
+        labelled = (labels[row] != -100).nonzero().flatten().tolist()
+        expected = [i for i, label in enumerate(tokenized["labels"]) if label != -100]
+        assert labelled == expected
+
+
+def test_long_histories_drop_their_oldest_turns(tmp_path: Path) -> None:
+    tokenizer = training.load_tokenizer(str(MODEL_CACHE / "SmolLM2-135M-Instruct"))
+    prompt = _conversation(0, turns=4)[-1]["prompt"]
+    completion = [{"role": "assistant", "content": GOOD.format(topic="x")}]
+    full = training._render_length(tokenizer, prompt + completion, False)
+    fitted = training.fit_history(tokenizer, prompt, [completion], max_length=full - 1)
+    assert fitted == prompt[2:]  # one user/assistant exchange dropped, starts with the user
+    assert training.fit_history(tokenizer, prompt, [completion], max_length=full) == prompt
+    assert training.fit_history(tokenizer, prompt, [completion], 16) == prompt[-1:]
+
+
+def test_examples_without_room_for_a_reply_are_left_out(tmp_path: Path) -> None:
+    from aloe.records import DataError
+
+    params = params_from_dict(tiny_dict(tmp_path))
+    make_exports(params.run_dir)
+    tokenizer = training.load_tokenizer(str(MODEL_CACHE / "SmolLM2-135M-Instruct"))
+    source = training.load_splits(params, "dpo")["train"]
+    prepared = training.prepare_dataset(source, tokenizer, "dpo", max_length=256)
+    assert len(prepared) == len(source) and prepared.column_names == ["prompt", "chosen",
+                                                                      "rejected"]
+    with pytest.raises(DataError, match="raise dpo.max_length"):
+        training.prepare_dataset(source, tokenizer, "dpo", max_length=16)
+
+
+# --------------------------------------------------------------------------------------------
+# Training for real: SFT killed and resumed, DPO from the SFT adapter, notebooks
+# --------------------------------------------------------------------------------------------
+def _wait_for_checkpoint(folder: Path, process: subprocess.Popen, timeout: float) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = folder / "checkpoint-2" / "trainer_state.json"
+        try:
+            json.loads(state.read_text())
+            return state.parent
+        except (OSError, ValueError):
+            pass
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise AssertionError(f"training ended (rc {process.returncode}) before its first "
+                                 f"checkpoint:\n{output[-3000:]}")
+        time.sleep(0.1)
+    raise AssertionError(f"no checkpoint in {folder} after {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, one_thread_when_busy: dict) -> dict:
+    tmp = tmp_path_factory.mktemp("training")
+    params_file = write_params(tmp, **SECTIONS)
+    params = params_from_dict(tiny_dict(tmp, **SECTIONS), source=str(params_file))
+    make_exports(params.run_dir)
+
+    # SFT in its own process, killed as soon as its first checkpoint is complete.
+    env = {**os.environ, **one_thread_when_busy}
+    process = subprocess.Popen([sys.executable, "-m", "aloe.training", "sft", str(params_file)],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        checkpoint = _wait_for_checkpoint(training.work_dir(params, "sft"), process, 400)
+    finally:
+        process.kill()
+        process.wait()
+    killed_before_end = not training.is_finished(params, "sft")
+
+    sft = training.train_sft(params)
+    dpo = training.train_dpo(params)
+    started = time.perf_counter()
+    again = training.train_sft(params)
+    return {"params": params, "params_file": params_file, "checkpoint": checkpoint,
+            "killed_before_end": killed_before_end, "sft": sft, "dpo": dpo, "again": again,
+            "rerun_s": time.perf_counter() - started}
+
+
+@pytest.mark.slow
+def test_sft_resumes_from_its_checkpoint_after_a_kill(trained: dict) -> None:
+    sft = trained["sft"]
+    assert trained["killed_before_end"]
+    assert sft.resumed_from_step >= 2 and not sft.skipped
+    assert sft.stats["steps"] == 4 and sft.stats["resumed_from_step"] == sft.resumed_from_step
+    # the log holds every step once: the killed run's steps and the resumed ones
+    assert sft.log["step"].tolist() == [1, 2, 3, 4]
+    assert sft.log["loss"].notna().all()
+    assert not training.work_dir(trained["params"], "sft").exists()  # checkpoints cleaned up
+
+
+@pytest.mark.slow
+def test_training_writes_adapters_logs_and_stats(trained: dict) -> None:
+    params, sft, dpo = trained["params"], trained["sft"], trained["dpo"]
+    for result, stage in ((sft, "sft"), (dpo, "dpo")):
+        folder = params.run_dir / "adapters" / stage
+        assert result.adapter_dir == folder
+        for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json",
+                     training.LOG_FILE, training.STATS_FILE):
+            assert (folder / name).exists(), f"{stage}: {name} missing"
+        assert not [p for p in folder.iterdir() if p.is_dir()]  # no reference copy inside
+        stats = json.loads((folder / training.STATS_FILE).read_text())
+        assert stats["train_tokens"] > 0 and stats["tokens_per_s"] > 0
+        assert stats["train_wall_s"] > 0 and stats["peak_memory_gb"] > 0
+        assert stats["peak_memory_kind"] == "process_peak_rss" and stats["load_in_4bit"]
+        for column in ("loss", "learning_rate", "grad_norm"):
+            assert result.log[column].notna().all(), f"{stage}: {column}"
+    assert dpo.stats["start_from"] == "sft" and dpo.log["step"].tolist() == [1, 2]
+    for column in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"):
+        assert dpo.log[column].notna().all()
+    # the reference is the SFT policy, not the base: before the first update the policy is its
+    # reference (up to TRL's bfloat16 copy of the trained adapter), so margin ~0, loss ~log 2
+    assert abs(dpo.log["rewards/margins"].iloc[0]) < 0.01
+    assert dpo.log["loss"].iloc[0] == pytest.approx(0.6931, abs=0.01)
+    table = training.stats_table([sft, dpo])
+    assert list(table.index) == ["sft", "dpo"] and (table["tokens_per_s"] > 0).all()
+
+
+@pytest.mark.slow
+def test_a_finished_adapter_is_not_trained_again(trained: dict) -> None:
+    again, sft = trained["again"], trained["sft"]
+    assert again.skipped and trained["rerun_s"] < 5
+    assert again.stats == json.loads(json.dumps(sft.stats, default=str))
+    assert again.log["loss"].tolist() == pytest.approx(sft.log["loss"].tolist())
+
+
+@pytest.mark.slow
+def test_each_adapter_changes_the_base_models_logits(trained: dict) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    sft = trained["sft"]
+    tokenizer = training.load_tokenizer(str(sft.adapter_dir))
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Any advice on hiking?"}],
+                                         tokenize=False, add_generation_prompt=True)
+    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    base = AutoModelForCausalLM.from_pretrained(sft.base_model,
+                                                config=training.model_config(sft.base_model))
+    base.eval()
+    with torch.inference_mode():
+        reference = base(**inputs).logits
+    logits = {}
+    for stage in ("sft", "dpo"):
+        model = PeftModel.from_pretrained(base, str(trained[stage].adapter_dir))
+        with torch.inference_mode():
+            logits[stage] = model(**inputs).logits
+        base = model.unload()  # the same base, without the adapter, for the next one
+    for stage, values in logits.items():
+        assert values.shape == reference.shape
+        assert (values - reference).abs().max() > 1e-3, f"{stage} adapter changed nothing"
+    assert (logits["dpo"] - logits["sft"]).abs().max() > 0
+
+
+@pytest.mark.slow
+def test_notebooks_03_and_04_show_the_finished_run(trained: dict, tmp_path: Path,
+                                                   one_thread_when_busy: dict,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The notebooks find the adapters finished, so they only draw, tabulate and compare."""
+    import papermill
+    import yaml
+
+    for name, value in one_thread_when_busy.items():  # the kernels' torch threads
+        monkeypatch.setenv(name, value)
+    params_file = trained["params_file"]
+    injected = {**yaml.safe_load(params_file.read_text()), "params_file": str(params_file)}
+    for name in ("03_sft", "04_dpo"):
+        output = tmp_path / f"{name}.ipynb"
+        papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(output),
+                                   parameters=injected, cwd=str(ROOT), kernel_name="python3",
+                                   progress_bar=False)
+        text = output.read_text()
+        assert "tokens_per_s" in text and "image/png" in text
+        assert "preferred (data)" in text

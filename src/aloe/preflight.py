@@ -86,7 +86,8 @@ def estimate(params: Params) -> pd.DataFrame:
     p, c, e, roles = params.personas, params.conversations, params.evaluation, params.roles
     rows: list[tuple[str, str, float, float]] = []  # stage, role, requests, prompt chars each
 
-    generator_calls = p.max_rounds * p.calls_per_round * 2 + 2 * p.calls_per_round
+    # two training pools and two benchmark pools, each up to max_rounds rounds
+    generator_calls = 4 * p.max_rounds * p.calls_per_round
     rows.append(("personas", "generator", generator_calls,
                  TEMPLATE_CHARS + p.sample_k * PERSONA_CHARS / 2))
 

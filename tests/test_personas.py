@@ -1,0 +1,351 @@
+"""Stage 1: reading text pools, the novelty filter on real embeddings, reply parsing, pairing,
+the ALOE benchmark, and the stage itself with the real local model (growth, resume)."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from aloe import personas
+from aloe.config import params_from_dict
+from aloe.personas import (NoveltyFilter, load_aloe_benchmark, pair_personas, parse_reply,
+                           read_text_pool)
+from aloe.records import DataError, read_records
+from tests.conftest import ROOT, tiny_dict, write_params
+
+
+# ------------------------------------------------------------------------------------------
+# Text pools and the ALOE files
+# ------------------------------------------------------------------------------------------
+def test_read_text_pool_recovers_every_official_record(reference_dir: Path) -> None:
+    profiles = read_text_pool(reference_dir / "profile.jsonl")
+    assert len(profiles) == 331  # 330 lines: line 6 holds two strings run together
+    assert profiles[5].startswith("He is a 37-year-old") and profiles[6].startswith("He is a 46")
+    assert len(read_text_pool(reference_dir / "personality.jsonl")) == 71
+    assert len(read_text_pool(reference_dir / "profile_eval.jsonl")) == 20  # no final newline
+    assert len(read_text_pool(reference_dir / "personality_eval.jsonl")) == 7
+
+
+def test_read_text_pool_is_robust_and_names_bad_lines(tmp_path: Path) -> None:
+    good = tmp_path / "pool.jsonl"
+    good.write_text('"one"\n\n"two"  "three"\n{"id": "x", "text": "four"}\n"five"')
+    assert read_text_pool(good) == ["one", "two", "three", "four", "five"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('"fine"\n"broken\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl:2"):
+        read_text_pool(bad)
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text('"fine"\n"fine" 42\n')
+    with pytest.raises(DataError, match=r"wrong\.jsonl:2: expected a JSON string"):
+        read_text_pool(wrong)
+    with pytest.raises(DataError, match="file not found"):
+        read_text_pool(tmp_path / "missing.jsonl")
+
+
+def test_read_text_pool_fetches_a_url(tmp_path: Path) -> None:
+    (tmp_path / "p.jsonl").write_text('"a profile"\n"another one"\n')
+    handler = functools.partial(_QuietHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        assert read_text_pool(f"{base}/p.jsonl") == ["a profile", "another one"]
+        with pytest.raises(DataError, match="could not fetch"):
+            read_text_pool(f"{base}/missing.jsonl")
+    finally:
+        server.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_load_aloe_benchmark_gives_100_personas_in_aloe_order(reference_dir: Path) -> None:
+    bench = load_aloe_benchmark(reference_dir / "profile_eval.jsonl",
+                                reference_dir / "personality_eval.jsonl")
+    assert len(bench) == 100
+    profiles = read_text_pool(reference_dir / "profile_eval.jsonl")
+    traits = read_text_pool(reference_dir / "personality_eval.jsonl")
+    assert [(b["profile"], b["personality"]) for b in bench] == [
+        (p, q) for p in profiles for q in traits[:5]]
+    assert len({b["id"] for b in bench}) == 100
+    assert set(bench[0]) == {"id", "profile_id", "personality_id", "profile", "personality"}
+    assert len(load_aloe_benchmark(["p1", "p2"], ["a", "b", "c"], m=2)) == 4
+
+
+def test_builtin_seeds_are_our_own(reference_dir: Path) -> None:
+    for kind, official in [("profile", "profile.jsonl"), ("personality", "personality.jsonl")]:
+        seeds = personas.builtin_seeds(kind)
+        assert len(seeds) == 20 and len(set(seeds)) == 20
+        theirs = read_text_pool(reference_dir / official)
+        theirs += read_text_pool(reference_dir / official.replace(".jsonl", "_eval.jsonl"))
+        assert not set(seeds) & set(theirs)
+        novelty = NoveltyFilter(0.95)
+        novelty.extend(theirs)
+        best, _ = novelty.similarity_to_pool(seeds)
+        assert best.max() < 0.95, "a seed is a near-copy of an official ALOE item"
+
+
+# ------------------------------------------------------------------------------------------
+# NoveltyFilter on real embeddings
+# ------------------------------------------------------------------------------------------
+POOL = [
+    "She is a 34-year-old nurse in Dublin who runs marathons and keeps two cats.",
+    "He is a retired train driver who grows vegetables and plays the accordion at weddings.",
+    "He is a 19-year-old student who streams video games every night from his dorm room.",
+]
+
+
+def test_novelty_filter_rejects_paraphrases_and_admits_new_texts() -> None:
+    novelty = NoveltyFilter(0.6)
+    novelty.extend(POOL)
+    admitted = novelty.admit([
+        "She is a nurse aged 34 living in Dublin; she runs marathons and has two cats.",
+        "The recipe needs two cups of flour, one egg and a pinch of salt.",
+    ])
+    assert admitted == ["The recipe needs two cups of flour, one egg and a pinch of salt."]
+    first, second = novelty.last_screening
+    assert first.status == "rejected" and first.nearest == 0 and first.max_similarity > 0.6
+    assert second.admitted and second.max_similarity < 0.6
+    assert novelty.last_similarities == [first.max_similarity, second.max_similarity]
+    assert len(novelty) == 4 and novelty.texts[-1] == admitted[0]
+
+
+def test_novelty_filter_admits_one_of_two_near_identical_candidates() -> None:
+    novelty = NoveltyFilter(0.6)
+    novelty.extend(POOL)
+    twins = ["The museum opens at nine and closes at five on weekdays.",
+             "The museum opens at 9 and closes at 5 on weekdays."]
+    assert novelty.admit(twins) == twins[:1]
+    assert novelty.last_screening[1].nearest == len(POOL)  # rejected because of its twin
+    assert NoveltyFilter(0.6).admit(twins) == twins[:1]  # also into an empty pool
+
+
+def test_novelty_filter_never_reencodes_the_pool() -> None:
+    novelty = NoveltyFilter(0.6)
+    novelty.extend(POOL * 30)
+    encoded: list[int] = []
+    original = novelty.encode
+    def counting(texts):
+        encoded.append(len(texts))
+        return original(texts)
+
+    novelty.encode = counting  # type: ignore[method-assign]
+    novelty.admit(["A quiet lighthouse keeper who paints seabirds.", "A chess coach in Lagos."])
+    assert encoded == [2]
+
+
+def test_novelty_filter_limit_marks_surplus_and_extend_does_not_check() -> None:
+    novelty = NoveltyFilter(0.6)
+    novelty.extend([POOL[0], POOL[0]])  # unchecked: duplicates allowed
+    assert len(novelty) == 2
+    picked = novelty.screen(["A beekeeper in Crete.", "A jazz drummer in Oslo.",
+                             "A pastry chef in Lyon."], limit=1)
+    assert [s.status for s in picked] == ["admitted", "surplus", "surplus"]
+    assert len(novelty) == 3
+    nn = novelty.nearest_neighbour_similarities()
+    assert nn[0] == pytest.approx(1.0, abs=1e-4) and nn[2] < 0.6
+
+
+def test_unknown_embedding_model_fails_clearly_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(personas.EmbeddingModelError, match="local folder"):
+        NoveltyFilter(0.6, model="no-such-org/no-such-embedding-model")
+
+
+# ------------------------------------------------------------------------------------------
+# Parsing generator replies
+# ------------------------------------------------------------------------------------------
+A = "She is a 40-year-old baker in Porto who swims every morning."
+B = "He is a 22-year-old courier in Seoul who collects vinyl records."
+C = "She is a 71-year-old retired judge who volunteers at an animal shelter."
+
+
+@pytest.mark.parametrize("reply", [
+    f"{A}\n{B}\n{C}",
+    f"{A}\n\n{B}\n\n{C}\n",
+    f"Here are 3 new profiles:\n\n1. {A}\n2. {B}\n3. {C}\n\nI hope these help!",
+    f"- {A}\n- {B}\n* {C}",
+    f"**Profile 1:** {A}\n**Profile 2:** {B}\nProfile 3: \"{C}\"",
+    f"1) {A[:30]}\n   {A[30:]}\n2) {B}\n3) {C}",
+    f"```\n{A}\n{B}\n{C}\n```",
+    f"Here are three new profiles: {A}\n{B}\n{C}",
+    f"1. {A} 2. {B} 3. {C}",
+    f"{A} {B} {C}",  # run together in one paragraph
+])
+def test_parse_reply_handles_common_layouts(reply: str) -> None:
+    assert parse_reply(reply).items == [A, B, C]
+
+
+def test_parse_reply_trims_a_cut_off_last_item_and_drops_junk() -> None:
+    parsed = parse_reply(f"{A}\n{B}\nShe is a 71-year-old retired judge who", "length")
+    assert parsed.items == [A, B] and len(parsed.dropped) == 1
+    traits = "He is calm and patient. He is dry-humoured and a little shy."
+    parsed = parse_reply(f"{traits} He is curious about", "length")
+    assert parsed.items == [traits] and parsed.dropped == ["He is curious about"]
+    junk = "The list of personalities is perfect and a classic example of diverse traits."
+    assert parse_reply(f"{junk}\n{A}").items == [A]
+    assert parse_reply("Sure!").items == []
+    assert parse_reply("").items == []
+    assert parse_reply(f"{A}\n{A}").items == [A]
+
+
+# ------------------------------------------------------------------------------------------
+# Pairing and stopping
+# ------------------------------------------------------------------------------------------
+def _items(prefix: str, n: int) -> list[dict]:
+    return [{"id": f"{prefix}-{i}", "text": f"{prefix} text {i}", "source": "seed"}
+            for i in range(n)]
+
+
+def test_pair_personas_is_seeded_and_distinct_per_profile() -> None:
+    profiles, traits = _items("p", 7), _items("q", 5)
+    first = pair_personas(profiles, traits, per_profile=3, seed=1)
+    assert first == pair_personas(profiles, traits, per_profile=3, seed=1)
+    assert first != pair_personas(profiles, traits, per_profile=3, seed=2)
+    assert len(first) == 21 and len({p["id"] for p in first}) == 21
+    for profile in profiles:
+        mine = [p["personality_id"] for p in first if p["profile_id"] == profile["id"]]
+        assert len(mine) == len(set(mine)) == 3
+    assert len(pair_personas(profiles, traits, per_profile=10, seed=1)) == 35  # capped at 5
+
+
+def test_stop_reason_rules(tiny_params) -> None:
+    config = tiny_params.personas.model_copy(update={"saturation_window": 2,
+                                                     "saturation_floor": 0.1, "max_rounds": 4})
+    good = {"candidates": 10, "admitted": 5}
+    poor = {"candidates": 10, "admitted": 0}
+    assert personas.stop_reason(30, 30, [], config) == "target"
+    assert personas.stop_reason(5, 30, [good], config) is None
+    assert personas.stop_reason(5, 30, [good, poor, poor], config) == "saturation"
+    assert personas.stop_reason(5, 30, [poor, {"candidates": 0, "admitted": 0}],
+                                config) == "saturation"
+    assert personas.stop_reason(5, 30, [good] * 4, config) == "max_rounds"
+
+
+# ------------------------------------------------------------------------------------------
+# The stage without a generator: the official files as pool and benchmark
+# ------------------------------------------------------------------------------------------
+def test_stage_with_the_official_files_as_pool_and_benchmark(tmp_path: Path,
+                                                             reference_dir: Path) -> None:
+    params = params_from_dict(tiny_dict(tmp_path, personas={
+        "import_profiles": str(reference_dir / "profile.jsonl"),
+        "import_personalities": str(reference_dir / "personality.jsonl"),
+        "import_as": "pool", "pairings_per_profile": 10, "benchmark_source": "aloe",
+        "benchmark_personalities": 5,
+        "aloe_profiles": str(reference_dir / "profile_eval.jsonl"),
+        "aloe_personalities": str(reference_dir / "personality_eval.jsonl")}))
+    summary = personas.run_stage(params)
+    assert (summary.profiles, summary.personalities) == (331, 71)
+    assert summary.personas == 3310 and summary.benchmark == 100
+    assert summary.stop_reason == "target" and not summary.rounds
+    run = params.run_dir
+    assert {r["source"] for r in read_records(run / "profiles.jsonl")} == {"aloe"}
+    bench = read_records(run / "benchmark.jsonl")
+    assert bench == load_aloe_benchmark(reference_dir / "profile_eval.jsonl",
+                                        reference_dir / "personality_eval.jsonl")
+    report = personas.leakage_report(run)
+    assert report.loc["profile", "benchmark_items"] == 20
+    assert 0 < report.loc["profile", "max_train_similarity"] < 1
+
+
+# ------------------------------------------------------------------------------------------
+# The stage with the real local model: growth, interruption, resume
+# ------------------------------------------------------------------------------------------
+SMALL = {
+    "personas": {"profiles_target": 40, "personalities_target": 40, "generate_n": 3,
+                 "calls_per_round": 2, "max_rounds": 2, "threshold": 0.8,
+                 "personality_threshold": 0.9, "pairings_per_profile": 2,
+                 "benchmark_profiles": 1, "benchmark_personalities": 1},
+    "roles": {**tiny_dict(Path("/unused"))["roles"],
+              "generator": {"model": "local", "base_url": "local", "temperature": 0.8,
+                            "max_tokens": 120, "concurrency": 2, "timeout": 900}},
+}
+PRODUCTS = ["profiles.jsonl", "personalities.jsonl", "personas.jsonl", "benchmark.jsonl",
+            "benchmark_profiles.jsonl", "benchmark_personalities.jsonl"]
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("persona_cache") / "llm.sqlite"
+
+
+def _small_params(tmp_path: Path, cache: Path, name: str):
+    data = tiny_dict(tmp_path, **SMALL)
+    data["run"].update(name=name, cache_path=str(cache))
+    return params_from_dict(data, source=f"small({name})")
+
+
+@pytest.mark.slow
+def test_stage_grows_and_resumes_to_the_same_pool(tmp_path: Path, shared_cache: Path,
+                                                  local_server) -> None:
+    interrupted = _small_params(tmp_path, shared_cache, "interrupted")
+
+    def stop_mid_round(event: str, info: dict) -> None:  # after the items, before the log
+        if event == "items_written" and info["pool"] == "profiles" and info["round"] == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        personas.run_stage(interrupted, hook=stop_mid_round)
+    run = interrupted.run_dir
+    logged = [(r["pool"], r["round"]) for r in read_records(run / personas.ROUNDS_FILE)]
+    assert ("profiles", 0) in logged and ("profiles", 1) not in logged
+
+    resumed = personas.run_stage(interrupted)
+    fresh = personas.run_stage(_small_params(tmp_path, shared_cache, "fresh"))
+    for name in PRODUCTS:
+        assert read_records(run / name) == read_records(fresh.run_dir / name), name
+    for name in ["profiles.jsonl", "personalities.jsonl"]:
+        texts = [r["text"] for r in read_records(run / name)]
+        assert len(texts) == len(set(texts)), f"duplicates in {name}"
+    rounds = read_records(run / personas.ROUNDS_FILE)
+    keys = [(r["pool"], r["round"]) for r in rounds]
+    assert len(keys) == len(set(keys)) and ("profiles", 1) in keys
+    candidates = read_records(run / personas.CANDIDATES_FILE)
+    assert len(candidates) == sum(r["candidates"] for r in rounds)
+
+    # what the stage wrote is consistent
+    assert resumed.table().equals(fresh.table())
+    profiles = read_records(run / "profiles.jsonl")
+    assert [p["source"] for p in profiles[:20]] == ["seed"] * 20
+    assert {p["source"] for p in profiles[20:]} <= {"generated"}
+    assert resumed.profiles == len(profiles)
+    assert resumed.profiles + resumed.personalities > 40, "neither pool grew"
+    assert resumed.personas == 2 * resumed.profiles
+    bench_profiles = read_records(run / "benchmark_profiles.jsonl")
+    bench_traits = read_records(run / "benchmark_personalities.jsonl")
+    assert resumed.benchmark == len(bench_profiles) * min(1, len(bench_traits))
+    assert all(item["train_similarity"] <= 0.9 for item in bench_profiles + bench_traits)
+    for pool in resumed.pools.values():
+        assert pool.stop_reason in personas.STOP_REASONS
+        assert pool.calls == 2 * pool.rounds
+    summary = json.loads((run / personas.SUMMARY_FILE).read_text())
+    assert summary["profiles"] == resumed.profiles
+
+
+@pytest.mark.slow
+def test_notebook_runs_on_the_tiny_profile(tmp_path: Path, shared_cache: Path,
+                                           local_server) -> None:
+    import papermill
+    import yaml
+
+    params_file = write_params(tmp_path, **SMALL, run={
+        **tiny_dict(tmp_path)["run"], "name": "notebook", "cache_path": str(shared_cache)})
+    out = tmp_path / "01_personas.out.ipynb"
+    injected = {**yaml.safe_load(params_file.read_text()), "params_file": str(params_file)}
+    papermill.execute_notebook(str(ROOT / "notebooks" / "01_personas.ipynb"), str(out),
+                               parameters=injected, cwd=str(ROOT), progress_bar=False,
+                               kernel_name="python3")
+    text = out.read_text()
+    assert "stage stop reason (training pools)" in text
+    assert (tmp_path / "outputs" / "notebook" / "benchmark.jsonl").exists()

@@ -114,7 +114,8 @@ class PersonasConfig(Section):
     generate_n: int = Field(20, ge=1)
     calls_per_round: int = Field(4, ge=1)
     max_rounds: int = Field(20, ge=1)
-    threshold: float = Field(0.6, gt=0.0, le=1.0)
+    threshold: float = Field(0.6, gt=0.0, le=1.0)  # highest cosine similarity admitted
+    personality_threshold: float | None = Field(None, gt=0.0, le=1.0)  # None: `threshold`
     embedding_model: str = "all-MiniLM-L6-v2"
     saturation_window: int = Field(3, ge=1)
     saturation_floor: float = Field(0.02, ge=0.0, le=1.0)
@@ -137,11 +138,11 @@ class ConversationsConfig(Section):
 
 
 class TrainingConfig(Section):
-    """Shared by SFT and DPO: QLoRA on a causal LM."""
+    """Shared by SFT and DPO: QLoRA on a causal LM (see `aloe.training`)."""
 
     base_model: str | None = None  # HF id or local path; None: the local/embedded model
     load_in_4bit: bool = True
-    lora_r: int = Field(16, ge=1)
+    lora_r: int = Field(16, ge=1)  # LoRA rank: 0 would train nothing
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: str | list[str] = "all-linear"
@@ -151,11 +152,11 @@ class TrainingConfig(Section):
     per_device_train_batch_size: int = Field(1, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     gradient_checkpointing: bool = True
-    max_length: int = Field(1024, ge=16)
+    max_length: int = Field(1024, ge=16)  # tokens; longer histories lose their oldest turns
     optim: str = "auto"  # auto: paged_adamw_8bit on GPU, adamw_torch on CPU
     logging_steps: int = Field(1, ge=1)
-    save_steps: int = Field(50, ge=1)
-    merge: bool = False
+    save_steps: int = Field(50, ge=1)  # checkpoint interval: an interrupted run resumes there
+    merge: bool = False  # also write merged/STAGE: base + adapter as one model, for serving
 
 
 class SFTConfig(TrainingConfig):
@@ -169,13 +170,26 @@ class DPOConfig(TrainingConfig):
 
 
 class EvalModelSpec(Section):
-    """A model under test: the run's base/SFT/DPO, any HF model (+adapter), or an endpoint."""
+    """A model under test: the run's base/SFT/DPO, any HF model (+adapter), or an endpoint.
 
-    name: str
+    In-process (no base_url): `model` (None: the training base model) plus an optional PEFT
+    `adapter`: "sft"/"dpo" name this run's `adapters/` folders, anything else is a path. An
+    endpoint (`base_url`, "local" included) serves `model` itself; a LoRA served by vLLM
+    (`--enable-lora`) is named as the model, so endpoints take no adapter.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # also the eval/NAME.jsonl file
     model: str | None = None  # HF id or path; None: the training base model
     adapter: str | None = None  # "sft", "dpo" (this run's), or a path to a PEFT adapter
     base_url: str | None = None  # an OpenAI-compatible endpoint serving `model`
     api_key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _endpoint_has_no_adapter(self) -> "EvalModelSpec":
+        if self.base_url and self.adapter:
+            raise ValueError(f"model '{self.name}': an endpoint (base_url) takes no adapter; "
+                             "name the served LoRA as its model")
+        return self
 
 
 class EvaluationConfig(Section):
@@ -191,10 +205,23 @@ class EvaluationConfig(Section):
         EvalModelSpec(name="sft", adapter="sft"),
         EvalModelSpec(name="dpo", adapter="dpo"),
     ]
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1)  # in-process replies per generate(); endpoint concurrency
     max_new_tokens: int = Field(96, ge=1)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)  # of the model under test; 0: greedy
+    judge_logprobs: bool = True  # ask the judge for log-probabilities (expected score) if served
     bootstrap_samples: int = Field(1000, ge=10)
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[EvalModelSpec]) -> list[EvalModelSpec]:
+        names = [m.name for m in models]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"model name '{twice[0]}' is used twice")
+        if not models:
+            raise ValueError("at least one model to evaluate")
+        return models
 
 
 class ReportConfig(Section):

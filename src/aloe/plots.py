@@ -25,6 +25,7 @@ def style() -> None:
 def new_figure(width: float = 6.4, height: float = 3.6, ncols: int = 1) -> tuple[Figure, Any]:
     style()
     fig, axes = plt.subplots(1, ncols, figsize=(width, height), constrained_layout=True)
+    plt.close(fig)  # detached: a notebook shows the returned figure once, as the cell's value
     return fig, axes
 
 
@@ -61,18 +62,334 @@ def plot_usage(history: list[dict[str, Any]]) -> Figure:
 # ------------------------------------------------------------------------------------------
 # Stage 1: personas
 # ------------------------------------------------------------------------------------------
+def plot_saturation(rounds: pd.DataFrame) -> Figure:
+    """The saturation curve: each pool's size and admission rate, round by round (round 0:
+    the pool it started from)."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (size_ax, rate_ax) = new_figure(width=10, height=3.6, ncols=2)
+    if rounds.empty:
+        for ax in (size_ax, rate_ax):
+            ax.text(0.5, 0.5, "no generation rounds", ha="center", va="center")
+            ax.set_axis_off()
+        return fig
+    data = rounds.assign(round=rounds["round"] + 1)
+    starts = (data.sort_values("round").groupby("pool", sort=False).first().reset_index()
+              .assign(round=0, pool_size=lambda d: d["pool_size"] - d["admitted"]))
+    sizes = pd.concat([starts, data], ignore_index=True)
+    sns.lineplot(data=sizes, x="round", y="pool_size", hue="pool", marker="o", ax=size_ax)
+    sns.lineplot(data=data, x="round", y="admission_rate", hue="pool", marker="o", ax=rate_ax,
+                 legend=False)
+    size_ax.set(title="Pool size after each round", xlabel="round", ylabel="items")
+    rate_ax.set(title="Admission rate (admitted / screened candidates)", xlabel="round",
+                ylabel="rate", ylim=(-0.05, 1.05))
+    for ax in (size_ax, rate_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
+def plot_similarity(candidates: pd.DataFrame, pool: pd.DataFrame,
+                    thresholds: dict[str, float]) -> Figure:
+    """One row per kind. Left: each screened candidate's highest similarity to the pool,
+    admitted vs rejected. Right: each pool item's nearest-neighbour similarity within its
+    pool, by source. Dashed: the kind's threshold."""
+    kinds = list(thresholds)
+    style()
+    fig, axes = plt.subplots(len(kinds), 2, figsize=(10, 3.2 * len(kinds)), squeeze=False,
+                             constrained_layout=True)
+    plt.close(fig)  # detached, like new_figure: shown once, as the cell's value
+    for (cand_ax, pool_ax), kind in zip(axes, kinds):
+        screened = candidates[(candidates["kind"] == kind)
+                              & candidates["status"].isin(["admitted", "rejected"])]
+        screened = screened.dropna(subset=["max_similarity"])
+        _hist_or_note(cand_ax, screened, "max_similarity", "status", ["admitted", "rejected"],
+                      "no screened candidates")
+        cand_ax.set(title=f"{kind} candidates: highest similarity to the pool",
+                    xlabel="cosine similarity")
+        items = pool[(pool["kind"] == kind) & (pool["source"] != "benchmark")]
+        items = items.dropna(subset=["nn_similarity"])
+        order = [s for s in ("seed", "aloe", "generated") if s in set(items["source"])]
+        _hist_or_note(pool_ax, items, "nn_similarity", "source", order, "pool too small")
+        pool_ax.set(title=f"{kind} pool: nearest-neighbour similarity",
+                    xlabel="cosine similarity")
+        for ax in (cand_ax, pool_ax):
+            ax.axvline(thresholds[kind], color="black", linestyle="--", linewidth=1)
+    return fig
+
+
+def _hist_or_note(ax: Any, data: pd.DataFrame, x: str, hue: str, order: list[str],
+                  note: str) -> None:
+    if data.empty:
+        ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes)
+        return
+    sns.histplot(data=data, x=x, hue=hue, hue_order=order, multiple="stack", bins=25, ax=ax)
+
+
+def plot_pool_map(pool: pd.DataFrame) -> Figure:
+    """A 2-D PCA map of each pool's embeddings, coloured by source (seed, generated, aloe,
+    benchmark): where the generated items spread, and where the held-out items fall."""
+    kinds = list(dict.fromkeys(pool["kind"])) or ["profile"]
+    fig, axes = new_figure(width=5 * len(kinds), height=4.2, ncols=len(kinds))
+    axes = axes if len(kinds) > 1 else [axes]
+    order = [s for s in ("seed", "aloe", "generated", "benchmark") if s in set(pool["source"])]
+    for ax, kind in zip(axes, kinds):
+        sns.scatterplot(data=pool[pool["kind"] == kind], x="x", y="y", hue="source",
+                        hue_order=order, style="source", style_order=order, s=40, alpha=0.8,
+                        ax=ax)
+        ax.set(title=f"{kind} pool (PCA of embeddings)", xlabel="PC 1", ylabel="PC 2")
+    return fig
 
 
 # ------------------------------------------------------------------------------------------
 # Stage 2: conversations
+# (each takes `aloe.conversations.turn_table(records)`: one row per turn)
 # ------------------------------------------------------------------------------------------
+def _empty(ax: Any, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+    ax.set_axis_off()
+
+
+def plot_hinted_win_rate(turns: pd.DataFrame) -> Figure:
+    """Share of decided turns where the hinted reply wins, per turn, with a 95% CI.
+
+    The paper's premise: it should rise as the user reveals more of themselves.
+    """
+    fig, ax = new_figure()
+    decided = turns[turns.preferred.isin(["hinted", "plain"])] if not turns.empty else turns
+    if decided.empty:
+        _empty(ax, "no decided turns")
+        return fig
+    data = decided.assign(hinted_wins=(decided.preferred == "hinted").astype(float))
+    sns.pointplot(data=data, x="turn", y="hinted_wins", errorbar=("ci", 95), ax=ax)
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_ylabel("hinted reply preferred")
+    ax.set_title("How often the judge prefers the hinted reply, by turn")
+    return fig
+
+
+def plot_verdicts(turns: pd.DataFrame) -> Figure:
+    """Per turn, the share of verdicts of each kind (inconsistent and unparseable included)."""
+    fig, ax = new_figure()
+    if turns.empty:
+        _empty(ax, "no turns")
+        return fig
+    order = ["hinted", "plain", "inconsistent", "unparseable"]
+    shares = (pd.crosstab(turns.turn, turns.preferred, normalize="index")
+              .reindex(columns=order, fill_value=0.0))
+    shares.plot.bar(stacked=True, ax=ax, rot=0, width=0.8)
+    ax.set_ylabel("share of turns")
+    ax.set_ylim(0, 1)
+    ax.legend(title="verdict", bbox_to_anchor=(1.02, 1), loc="upper left")
+    ax.set_title("Judge verdicts by turn (inconsistent: the two orders disagreed)")
+    return fig
+
+
+def plot_reply_lengths(turns: pd.DataFrame) -> Figure:
+    """Reply lengths in words, hinted vs plain, per turn."""
+    fig, ax = new_figure()
+    if turns.empty:
+        _empty(ax, "no turns")
+        return fig
+    long = turns.melt(id_vars=["turn"], value_vars=["hinted_words", "plain_words"],
+                      var_name="reply", value_name="words")
+    long["reply"] = long.reply.str.removesuffix("_words")
+    sns.boxplot(data=long, x="turn", y="words", hue="reply", ax=ax)
+    ax.set_ylabel("words")
+    ax.set_title("Reply length: hinted vs plain")
+    return fig
+
+
+def plot_persona_recovery(turns: pd.DataFrame) -> Figure:
+    """How much of the true profile and personality the inducer has written down, by turn
+    (lexical recall of the true description's content words, 95% CI)."""
+    fig, ax = new_figure()
+    if turns.empty:
+        _empty(ax, "no turns")
+        return fig
+    long = turns.melt(id_vars=["turn"], value_vars=["profile_recall", "personality_recall"],
+                      var_name="part", value_name="recall")
+    long["part"] = long.part.str.removesuffix("_recall")
+    sns.pointplot(data=long, x="turn", y="recall", hue="part", errorbar=("ci", 95), ax=ax,
+                  dodge=0.2)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("recall of the true description")
+    ax.set_title("Persona recovered by the inducer, by turn")
+    return fig
+
 
 
 # ------------------------------------------------------------------------------------------
 # Stages 3-4: training
+# (each takes `TrainResult.log`: the per-step training log, one row per logged step)
 # ------------------------------------------------------------------------------------------
+def _stage_logs(logs: pd.DataFrame | dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One long table with a `stage` column out of one log or a {stage: log} mapping."""
+    if isinstance(logs, pd.DataFrame):
+        logs = {"training": logs}
+    frames = [pd.DataFrame(log).assign(stage=stage) for stage, log in logs.items()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _integer_steps(*axes: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plot_training_loss(logs: pd.DataFrame | dict[str, pd.DataFrame]) -> Figure:
+    """Training loss and learning rate per optimiser step, one line per stage."""
+    table = _stage_logs(logs)
+    fig, (loss_ax, lr_ax) = new_figure(width=9.6, ncols=2)
+    if table.empty or "loss" not in table:
+        for ax in (loss_ax, lr_ax):
+            ax.text(0.5, 0.5, "no training steps logged", ha="center", va="center")
+            ax.set_axis_off()
+        plt.close(fig)
+        return fig
+    sns.lineplot(data=table, x="step", y="loss", hue="stage", marker="o", ax=loss_ax)
+    loss_ax.set_title("training loss")
+    if "learning_rate" in table:
+        sns.lineplot(data=table, x="step", y="learning_rate", hue="stage", marker="o", ax=lr_ax,
+                     legend=False)
+    lr_ax.set_title("learning rate")
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    _integer_steps(loss_ax, lr_ax)
+    plt.close(fig)  # shown once, as the returned value
+    return fig
+
+
+def plot_dpo_rewards(log: pd.DataFrame) -> Figure:
+    """DPO's implicit rewards (beta x log-ratio to the reference) of the chosen and rejected
+    replies and their margin, and the share of pairs ranked right (reward accuracy)."""
+    fig, (reward_ax, acc_ax) = new_figure(width=9.6, ncols=2)
+    columns = {"rewards/chosen": "chosen", "rewards/rejected": "rejected",
+               "rewards/margins": "margin"}
+    present = [c for c in columns if c in log]
+    if log.empty or not present:
+        for ax in (reward_ax, acc_ax):
+            ax.text(0.5, 0.5, "no DPO rewards logged", ha="center", va="center")
+            ax.set_axis_off()
+        plt.close(fig)
+        return fig
+    rewards = log.melt(id_vars="step", value_vars=present, var_name="reward",
+                       value_name="value").replace({"reward": columns})
+    sns.lineplot(data=rewards, x="step", y="value", hue="reward", marker="o", ax=reward_ax)
+    reward_ax.axhline(0, color="grey", linewidth=0.8)
+    reward_ax.set_title("implicit rewards and margin")
+    reward_ax.set_ylabel("reward")
+    if "rewards/accuracies" in log:
+        sns.lineplot(data=log, x="step", y="rewards/accuracies", marker="o", ax=acc_ax)
+    acc_ax.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")
+    acc_ax.set_ylim(-0.05, 1.05)
+    acc_ax.set_ylabel("reward accuracy")
+    acc_ax.set_title("pairs ranked right (chance: 0.5)")
+    _integer_steps(reward_ax, acc_ax)
+    plt.close(fig)
+    return fig
+
 
 
 # ------------------------------------------------------------------------------------------
 # Stage 5: evaluation
 # ------------------------------------------------------------------------------------------
+def _no_data(ax: Any, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def _detached(fig: Figure) -> Figure:
+    """Leave pyplot's list of open figures: a notebook then shows the returned figure once
+    (its repr), not a second time when the inline backend flushes open figures."""
+    plt.close(fig)
+    return fig
+
+
+def plot_alignment_levels(summary: dict[str, Any]) -> Figure:
+    """AL(k) per model over the turns, with the bootstrap CI as a band (from metrics.json)."""
+    fig, ax = new_figure()
+    models = summary.get("models", {})
+    if not models:
+        _no_data(ax, "no evaluation records")
+        return _detached(fig)
+    colors = sns.color_palette(PALETTE, len(models))
+    for color, (name, m) in zip(colors, models.items()):
+        nan = float("nan")
+        al = [nan if v is None else v for v in m["al"]]
+        low = [nan if v is None else v for v in m["al_low"]]
+        high = [nan if v is None else v for v in m["al_high"]]
+        ax.plot(m["turns"], al, marker="o", color=color, label=name)
+        ax.fill_between(m["turns"], low, high, color=color, alpha=0.2, linewidth=0)
+    level = round(100 * summary.get("confidence", 0.95))
+    ax.set_xlabel("turn k")
+    ax.set_ylabel("AL(k): mean judge score")
+    ax.set_ylim(0.8, 5.2)
+    ax.set_xticks(next(iter(models.values()))["turns"])
+    ax.set_title(f"Alignment level per turn ({level}% bootstrap CI over personas)")
+    ax.legend(title="model", loc="best")
+    return _detached(fig)
+
+
+def score_distribution_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Share of each score (1-5, or missing) per model and turn."""
+    rows = [{"model": r["model"], "turn": int(r["turn"]),
+             "score": "missing" if r.get("score") is None else str(r["score"])} for r in records]
+    table = pd.DataFrame(rows, columns=["model", "turn", "score"])
+    if table.empty:
+        return table
+    counts = table.groupby(["model", "turn", "score"]).size().rename("count").reset_index()
+    counts["share"] = counts["count"] / counts.groupby(["model", "turn"])["count"].transform("sum")
+    return counts
+
+
+def plot_score_distribution(records: list[dict[str, Any]]) -> Figure:
+    """Per model, the share of each judge score at each turn (stacked; missing in grey)."""
+    table = score_distribution_table(records)
+    models = list(dict.fromkeys(r["model"] for r in records))
+    fig, axes = new_figure(width=max(6.4, 3.4 * len(models)), height=3.6,
+                           ncols=max(1, len(models)))
+    axes = list(axes) if len(models) > 1 else [axes]
+    if table.empty:
+        _no_data(axes[0], "no evaluation records")
+        return _detached(fig)
+    levels = ["1", "2", "3", "4", "5", "missing"]
+    colors = dict(zip(levels[:5], sns.color_palette("RdYlGn", 5)))
+    colors["missing"] = (0.75, 0.75, 0.75)
+    for ax, model in zip(axes, models):
+        wide = (table[table.model == model].pivot(index="turn", columns="score", values="share")
+                .reindex(columns=levels).fillna(0.0))
+        wide.plot.bar(ax=ax, stacked=True, color=[colors[c] for c in levels], width=0.8,
+                      legend=False, rot=0)
+        ax.set_title(model)
+        ax.set_xlabel("turn")
+        ax.set_ylabel("share of personas")
+        ax.set_ylim(0, 1)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="score", loc="outside right center")
+    fig.suptitle("Judge scores per turn")
+    return _detached(fig)
+
+
+def plot_missing_rate(summary: dict[str, Any]) -> Figure:
+    """The share of turns whose judgement held no readable score (even after one re-ask)."""
+    rows = []
+    for name, m in summary.get("models", {}).items():
+        for turn, scored, missing in zip(m["turns"], m["n_scored"], m["n_missing"]):
+            judged = scored + missing
+            rows.append({"model": name, "turn": turn,
+                         "missing": missing / judged if judged else float("nan")})
+    fig, ax = new_figure()
+    table = pd.DataFrame(rows)
+    if table.empty:
+        _no_data(ax, "no evaluation records")
+        return _detached(fig)
+    sns.barplot(data=table, x="turn", y="missing", hue="model", ax=ax)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("missing-score rate")
+    overall = ", ".join(f"{name} {m['missing_rate']:.0%}" for name, m in summary["models"].items()
+                        if m.get("missing_rate") is not None)
+    ax.set_title(f"Judgements without a score ({overall})")
+    return _detached(fig)
+

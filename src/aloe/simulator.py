@@ -1,0 +1,114 @@
+"""The user simulator: an LLM role-plays a persona and writes the next user message.
+
+Shared by stage 2 (training conversations) and stage 5 (the benchmark), so that the users the
+policy is trained on and the users it is measured against behave the same way.
+
+The simulator sees the chat as one transcript inside a single request (its instructions last,
+right before it writes), rather than a role-swapped chat: small local models follow that far
+more reliably, and every OpenAI-compatible backend accepts it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aloe.prompts import render
+
+REASKS = 8  # draws per sample index: a re-ask of the same prompt uses sample*REASKS + attempt
+SIMULATOR_ATTEMPTS = 3  # a reply that is empty once cleaned is drawn again, this many times in all
+
+_SPEAKER = r"(?:user|you|me|human|assistant|ai|bot|friend|person|persona|message)"
+_LABEL = re.compile(  # "User:", "**You:**", "The assistant:", "Person 1:"
+    rf"^\s*(?:\*\*)?\s*(?:the\s+)?{_SPEAKER}\s*(?:\d+)?\s*(?:\*\*)?\s*:\s*(?:\*\*)?\s*",
+    re.IGNORECASE)
+_NEXT_SPEAKER = re.compile(
+    r"\n\s*(?:\*\*)?\s*(?:the\s+)?(?:assistant|ai|bot|system)\s*(?:\*\*)?\s*:", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?\u2026][\"'\u201d\u2019)]*(?=\s|$)")
+_ASTERISKS = re.compile(r"\*{1,2}[^*\n]{1,80}?\*{1,2}")
+_BRACKETS = re.compile(r"\[[^\]\n]{1,80}\]")
+_PAREN_ACTION = re.compile(r"\((?:[a-z]+\s?){1,3}\)")  # (laughs), (sighs deeply)
+_QUOTES = "\"'\u201c\u201d\u2018\u2019`"
+
+
+def draw(sample: int, attempt: int) -> int:
+    """The cache's sample index for re-ask `attempt` of sample `sample` (distinct for each)."""
+    return sample * REASKS + attempt
+
+
+def clean_user_message(text: str) -> str:
+    """A simulator reply as a plain user message: no speaker labels, stage directions, quotes.
+
+    Keeps only the user's own turn: when the model goes on to write the assistant's reply too,
+    everything from that label on is dropped.
+    """
+    text = text.strip()
+    cut = _NEXT_SPEAKER.search("\n" + text)
+    if cut:
+        text = ("\n" + text)[:cut.start()].strip()
+    previous = None
+    while previous != text:  # labels and quotes can nest: '"User: "hi""'
+        previous = text
+        text = _LABEL.sub("", text, count=1).strip()
+        if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
+            text = text[1:-1].strip()
+    text = _ASTERISKS.sub(" ", text)
+    text = _BRACKETS.sub(" ", text)
+    text = _PAREN_ACTION.sub(" ", text)
+    text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r" +([,.!?;:])", r"\1", text)
+    text = "\n".join(line.strip() for line in text.splitlines() if line.strip())
+    return text.strip().strip(_QUOTES).strip()
+
+
+def trim_unfinished(text: str, finish_reason: str | None) -> str:
+    """A reply cut off by max_tokens, trimmed back to its last complete sentence.
+
+    Left as is when it was not cut off, or when no sentence ends in it at all (then the cut
+    text is all there is).
+    """
+    if finish_reason != "length":
+        return text
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[:ends[-1].end()].strip() if ends else text
+
+
+def transcript(history: list[dict[str, str]]) -> str:
+    """The chat so far as the persona sees it: its own lines are "You", the other side's
+    are "Assistant"."""
+    lines = []
+    for message in history:
+        speaker = "You" if message["role"] == "user" else "Assistant"
+        lines.append(f"{speaker}: {message['content'].strip()}")
+    return "\n".join(lines)
+
+
+def simulator_messages(persona: dict[str, Any],
+                       history: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The request that asks for the persona's next message after `history`."""
+    system = render("user_simulator", profile=persona["profile"],
+                    personality=persona["personality"])
+    turn = (render("user_simulator_turn", transcript=transcript(history)) if history
+            else render("user_simulator_start"))
+    return [{"role": "system", "content": system}, {"role": "user", "content": turn}]
+
+
+async def simulate_user(llm: Any, persona: dict[str, Any], history: list[dict[str, str]], *,
+                        sample: int = 0) -> str:
+    """The persona's next user message after `history` (the chat from the assistant's side).
+
+    `persona` is a persona record (`profile`, `personality`, ...). `sample` tells apart several
+    simulated users of the same persona (each is cached on its own). A reply that is empty once
+    stage directions and labels are stripped is drawn again; if every draw is empty, the last
+    raw reply, stripped, is returned rather than nothing. Raises `LLMError` when the backend
+    fails for good.
+    """
+    messages = simulator_messages(persona, history)
+    raw = ""
+    for attempt in range(SIMULATOR_ATTEMPTS):
+        completion = await llm.chat("user", messages, sample=draw(sample, attempt))
+        raw = completion.text
+        message = clean_user_message(trim_unfinished(raw, completion.finish_reason))
+        if message:
+            return message
+    return raw.strip()

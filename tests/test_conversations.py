@@ -1,0 +1,424 @@
+"""Stage 2: the user simulator, the parsers, the judge rules, and the stage end to end with the
+real embedded model (resume after SIGKILL, a fault-injecting proxy, the notebook)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aloe.config import params_from_dict
+from aloe.conversations import (ConversationMaker, chat_transcript, choice_probabilities,
+                                conversation_id, load_conversations, parse_choice,
+                                parse_inferred, render_tree_html, rule_table, run_stage,
+                                summarise, turn_table)
+from aloe.llm import Completion, LLMError, run_sync
+from aloe.records import read_records, write_records
+from aloe.simulator import clean_user_message, simulate_user, trim_unfinished
+from tests.conftest import ROOT, tiny_dict
+
+# Our own test personas (not from any published pool).
+PERSONAS = [
+    ("He is a 41-year-old paramedic in Leeds who restores old motorbikes on weekends and "
+     "coaches his daughter's football team.",
+     "He is blunt and practical, impatient with small talk, but warm once he trusts someone."),
+    ("She is a 27-year-old marine biology PhD student who keeps a saltwater aquarium and bakes "
+     "sourdough every Sunday.",
+     "She is curious and talkative, loves details and jokes, and gets excited easily."),
+    ("He is a 68-year-old retired train driver who grows tomatoes, plays chess online and has "
+     "four grandchildren.",
+     "He is patient and gentle, a bit old-fashioned, and prefers short, polite exchanges."),
+    ("She is a 35-year-old freelance translator in Lisbon who runs marathons and collects vinyl "
+     "records.",
+     "She is independent and reserved, dislikes being told what to do, and values honesty."),
+]
+# Small replies keep the real model's requests short on a shared 2-core CPU; the long timeout
+# keeps a busy machine from turning slow answers into retries (which `transformers serve`
+# would queue behind the abandoned requests).
+SMALL_ROLES = {
+    name: {"model": "local", "base_url": "local", "temperature": temperature,
+           "max_tokens": max_tokens, "timeout": 900.0}
+    for name, temperature, max_tokens in [("user", 0.8, 32), ("inducer", 0.0, 40),
+                                          ("assistant", 0.7, 32), ("judge", 0.0, 4)]
+}
+
+
+def persona_records(n: int = len(PERSONAS)) -> list[dict[str, Any]]:
+    return [{"id": f"persona-{i}", "profile_id": f"profile-{i}",
+             "personality_id": f"personality-{i}", "profile": profile, "personality": trait}
+            for i, (profile, trait) in enumerate(PERSONAS[:n])]
+
+
+def small_dict(tmp_path: Path, n: int = 3, turns: int = 2, cache: Path | None = None,
+               **conversations: Any) -> dict:
+    """A tiny-profile dict with few, short conversations; `cache` may share one cache file
+    between tests that ask the very same requests."""
+    data = tiny_dict(tmp_path, conversations={"n_conversations": n, "turns": turns,
+                                              **conversations},
+                     roles={**tiny_dict(tmp_path)["roles"], **SMALL_ROLES})
+    if cache is not None:
+        data["run"]["cache_path"] = str(cache)
+    return data
+
+
+def with_personas(data: dict, n: int = len(PERSONAS)):
+    params = params_from_dict(data, source="test")
+    write_records(params.run_dir / "personas.jsonl", persona_records(n))
+    return params
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One response cache for the tests that run the same small stage (the second is free).
+
+    A fixed path under the session's folder, so that test modules importing this fixture
+    share it too."""
+    folder = tmp_path_factory.getbasetemp() / "conversations_cache"
+    folder.mkdir(exist_ok=True)
+    return folder / "llm.sqlite"
+
+
+# ------------------------------------------------------------------------------------------
+# Text handling (no model)
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("raw, expected", [
+    ('"User: *smiles* Hey there! (laughs) I just got back from a ride."',
+     "Hey there! I just got back from a ride."),
+    ("I fixed the carburettor today.\nThe assistant: Nice!\nYou: thanks", "I fixed the carburettor today."),
+    ("**You:** \u201cHonestly, work was rough today.\u201d", "Honestly, work was rough today."),
+    ("[sighs] ok fine.", "ok fine."),
+    ("Me: I am 34 (almost 35) and tired", "I am 34 (almost 35) and tired"),
+    ("*waves*", ""),
+])
+def test_clean_user_message(raw: str, expected: str) -> None:
+    assert clean_user_message(raw) == expected
+
+
+def test_trim_unfinished_only_when_cut_off() -> None:
+    assert trim_unfinished("Hello there. I went to the", "length") == "Hello there."
+    assert trim_unfinished("Hello there. I went to the", "stop") == "Hello there. I went to the"
+    assert trim_unfinished("no sentence end", "length") == "no sentence end"
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Profile: works as a nurse\nPersonality: none", {"profile": "works as a nurse",
+                                                      "personality": "none"}),
+    ("**Profile:** likes bikes,\n  has a daughter\n**Personality**: Blunt.",
+     {"profile": "likes bikes, has a daughter", "personality": "Blunt."}),
+    ("- profile - None.\n- personality: not revealed yet", {"profile": "none", "personality": "none"}),
+    ("Profile: a paramedic", {"profile": "a paramedic", "personality": "none"}),
+    ("Profile: rides motorbikes\nPersonality: blunt\n\nUser: I'm off to the garage",
+     {"profile": "rides motorbikes", "personality": "blunt"}),
+    ("Profile: rides motorbikes\nUser: I'm off\nPersonality: blunt",
+     {"profile": "rides motorbikes", "personality": "blunt"}),
+])
+def test_parse_inferred(raw: str, expected: dict) -> None:
+    assert parse_inferred(raw) == expected
+
+
+def test_parse_inferred_without_format_is_none() -> None:
+    assert parse_inferred("The user seems nice and likes talking.") is None
+    assert parse_inferred("") is None
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("1", 1), ("2.", 2), (" Reply 2", 2), ("**1**", 1), ("I think response 1 is better", 1),
+    ("The second one", 2), ("banana", None), ("1 or 2", 1), ("Reply 1 and Reply 2 tie", 1),
+    ("Both 1 and 2", None), ("", None), ("12", None), ("I pick 2.", 2), ("about 1.5", None),
+])
+def test_parse_choice(raw: str, expected: int | None) -> None:
+    assert parse_choice(raw) == expected
+
+
+def test_choice_probabilities() -> None:
+    tokens = [{"token": "1", "logprob": -0.2, "top": {"1": -0.2, "2": -1.8, " 2": -5.0}}]
+    p = choice_probabilities(tokens)
+    assert p is not None and p["1"] > p["2"] and abs(p["1"] + p["2"] - 1) < 1e-9
+    assert choice_probabilities(None) is None
+    assert choice_probabilities([{"token": "Hmm", "logprob": -0.1, "top": {"Hmm": -0.1}}]) is None
+
+
+# ------------------------------------------------------------------------------------------
+# The judge rules and unparseable replies, with a scripted stand-in for the LLM
+# ------------------------------------------------------------------------------------------
+class ScriptedLLM:
+    """Answers each role with a function of the request: forces exact verdicts and malformed
+    replies that a real small model produces only by chance."""
+
+    def __init__(self, params: Any, judge: Any, inducer: str = "Profile: none\nPersonality: none",
+                 logprobs: Any = None, reject_logprobs: bool = False):
+        self.params, self.judge, self.inducer = params, judge, inducer
+        self.logprobs, self.reject_logprobs = logprobs, reject_logprobs
+        self.calls: list[tuple[str, int, bool]] = []
+
+    async def chat(self, role: str, messages: list[dict], *, sample: int = 0,
+                   logprobs: bool = False, **_: Any) -> Completion:
+        self.calls.append((role, sample, logprobs))
+        if role == "judge" and logprobs and self.reject_logprobs:
+            raise LLMError("role 'judge' (model m at u): HTTP 400: logprobs not supported")
+        if role == "user":
+            return Completion(text="*grins* I rebuilt a motorbike engine today.")
+        if role == "inducer":
+            return Completion(text=self.inducer)
+        if role == "assistant":
+            hinted = "learned this about them" in messages[0]["content"]
+            return Completion(text="Hinted reply." if hinted else "Plain reply.")
+        prompt = messages[3]["content"]  # after the system message and the worked example
+        first = "hinted" if prompt.index("Hinted reply.") < prompt.index("Plain reply.") else "plain"
+        attempt = 1 if len(messages) == 4 else 2
+        text = self.judge(first, attempt)
+        return Completion(text=text, logprobs=self.logprobs(first) if logprobs and self.logprobs
+                          else None)
+
+
+def scripted_turn(tmp_path: Path, rule: str, llm_kwargs: dict) -> tuple[dict, ScriptedLLM]:
+    params = params_from_dict(small_dict(tmp_path, n=1, turns=1, judge_rule=rule))
+    llm = ScriptedLLM(params, **llm_kwargs)
+    maker = ConversationMaker(llm, params)  # type: ignore[arg-type]
+    item = {"index": 0, "id": "conv-00000", "persona": persona_records(1)[0], "sample": 0}
+    record = run_sync(maker.conversation(item))
+    return record, llm
+
+
+def prefers(branch: str):
+    """A judge that sees through the order: always names `branch`'s position."""
+    return lambda first, _attempt: "1" if first == branch else "2"
+
+
+def test_both_orders_agreement_decides(tmp_path: Path) -> None:
+    record, llm = scripted_turn(tmp_path, "both_orders", {"judge": prefers("hinted")})
+    turn = record["turns"][0]
+    assert turn["verdict"]["preferred"] == "hinted"
+    assert [v["order"] for v in turn["verdict"]["votes"]] == [["hinted", "plain"],
+                                                              ["plain", "hinted"]]
+    assert turn["user"] == "I rebuilt a motorbike engine today."  # stage direction stripped
+    assert turn["continued_with"] in ("hinted", "plain")
+
+
+def test_both_orders_position_bias_is_inconsistent(tmp_path: Path) -> None:
+    record, _ = scripted_turn(tmp_path, "both_orders", {"judge": lambda first, n: "1"})
+    assert record["turns"][0]["verdict"]["preferred"] == "inconsistent"
+
+
+def test_single_random_decides_with_one_vote(tmp_path: Path) -> None:
+    record, llm = scripted_turn(tmp_path, "single_random", {"judge": lambda first, n: "1"})
+    verdict = record["turns"][0]["verdict"]
+    assert len(verdict["votes"]) == 1 and verdict["preferred"] in ("hinted", "plain")
+    assert verdict["preferred"] == verdict["votes"][0]["order"][0]
+    assert sum(role == "judge" for role, _, _ in llm.calls) == 1
+
+
+def test_unparseable_replies_are_reasked_once_then_recorded(tmp_path: Path) -> None:
+    record, llm = scripted_turn(tmp_path, "both_orders", {
+        "judge": lambda first, n: "banana", "inducer": "I cannot tell."})
+    turn = record["turns"][0]
+    assert turn["verdict"]["preferred"] == "unparseable"
+    assert all(v["pick"] is None and len(v["text"]) == 2 for v in turn["verdict"]["votes"])
+    assert turn["inferred"] == {"profile": None, "personality": None, "parsed": False,
+                                "asked": 2, "raw": "I cannot tell."}
+    judge_samples = [s for role, s, _ in llm.calls if role == "judge"]
+    assert len(judge_samples) == 4 and len(set(judge_samples)) == 2  # re-asks: another draw
+    summary = summarise([record])
+    assert summary["inducer_unparseable"] == 1 and summary["judge_unparseable_votes"] == 2
+    assert summary["verdicts"]["unparseable"] == 1
+
+
+def test_reask_that_parses_decides(tmp_path: Path) -> None:
+    judge = lambda first, attempt: ("Hmm, hard to say" if attempt == 1  # noqa: E731
+                                    else "1" if first == "plain" else "2")
+    record, _ = scripted_turn(tmp_path, "both_orders", {"judge": judge})
+    assert record["turns"][0]["verdict"]["preferred"] == "plain"
+
+
+def test_logprobs_rule(tmp_path: Path) -> None:
+    def logprobs(first: str) -> list[dict]:  # P(hinted) = 0.7 in both orders
+        lp = {"1": -0.357, "2": -1.204} if first == "hinted" else {"1": -1.204, "2": -0.357}
+        return [{"token": "1", "logprob": lp["1"], "top": lp}]
+
+    record, _ = scripted_turn(tmp_path, "logprobs", {"judge": lambda f, n: "1",
+                                                     "logprobs": logprobs})
+    verdict = record["turns"][0]["verdict"]
+    assert verdict["rule"] == "logprobs" and verdict["preferred"] == "hinted"
+    assert abs(verdict["p_hinted"] - 0.7) < 0.01
+
+
+def test_logprobs_fall_back_when_absent_or_rejected(tmp_path: Path) -> None:
+    record, _ = scripted_turn(tmp_path / "a", "logprobs", {"judge": prefers("plain")})
+    verdict = record["turns"][0]["verdict"]
+    assert verdict["rule"] == "both_orders" and verdict["preferred"] == "plain"
+    assert "no log-probabilities" in verdict["note"]
+    record, llm = scripted_turn(tmp_path / "b", "logprobs", {"judge": prefers("plain"),
+                                                             "reject_logprobs": True})
+    assert record["turns"][0]["verdict"]["preferred"] == "plain"
+    assert "rejected" in record["turns"][0]["verdict"]["note"]
+    assert summarise([record])["notes"]
+
+
+# ------------------------------------------------------------------------------------------
+# With the real embedded model
+# ------------------------------------------------------------------------------------------
+def test_simulate_user_real_model(local_server, tmp_path: Path) -> None:
+    from aloe.llm import open_llm
+
+    params = params_from_dict(small_dict(tmp_path), source="test")
+    persona = persona_records(1)[0]
+    history = [{"role": "user", "content": "Long shift today."},
+               {"role": "assistant", "content": "Oh no, what happened?"}]
+    with open_llm(params, "test") as llm:
+        first = run_sync(simulate_user(llm, persona, history))
+        again = run_sync(simulate_user(llm, persona, history))
+        assert llm.ledger.totals().cache_hits >= 1
+    assert isinstance(first, str) and first == again
+    assert "*" not in first and not first.lower().startswith(("user:", "you:"))
+
+
+def check_trees(records: list[dict], n: int, turns: int) -> None:
+    assert [r["id"] for r in records] == [conversation_id(i) for i in range(n)]
+    for record in records:
+        assert record["persona"]["id"] == f"persona-{record['index'] % len(PERSONAS)}"
+        assert len(record["turns"]) == turns
+        for number, turn in enumerate(record["turns"], start=1):
+            assert turn["turn"] == number and turn["user"]
+            assert turn["continued_with"] in ("hinted", "plain")
+            assert turn["verdict"]["preferred"] in ("hinted", "plain", "inconsistent",
+                                                    "unparseable")
+            assert set(turn["inferred"]) >= {"profile", "personality", "parsed"}
+        assert set(record["models"]) == {"user", "inducer", "assistant", "judge"}
+
+
+@pytest.mark.slow
+def test_stage_writes_trees_and_rerun_sends_nothing(local_server, tmp_path: Path,
+                                                    shared_cache: Path) -> None:
+    params = with_personas(small_dict(tmp_path, n=3, turns=2, cache=shared_cache))
+    summary = run_stage(params)
+    records = load_conversations(params)
+    check_trees(records, 3, 2)
+    assert summary["conversations"] == 3 and summary["failed"] == 0
+    assert sum(summary["verdicts"].values()) == 6
+    assert summary["decided_by_rule"]["single_random"]["turns"] == 6
+    assert json.loads((params.run_dir / "conversations_summary.json").read_text())["turns"] == 6
+    again = run_stage(params)
+    assert again["written_now"] == 0 and again["requests"] == 0 and again["found_done"] == 3
+    assert len(read_records(params.run_dir / "conversations.jsonl")) == 3
+    table = turn_table(records)
+    assert len(table) == 6 and table.profile_recall.between(0, 1).all()
+    assert rule_table(records).turns.sum() == 6
+    page = render_tree_html(records[0])
+    assert page.count('class="branch"') == page.count('class="branch continued"') == 2
+    assert page.count("continued</span>") == 2
+    assert chat_transcript([{"role": "user", "content": "hi"}]) == "User: hi"
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_completes_from_cache(local_server, tmp_path: Path) -> None:
+    data = small_dict(tmp_path, n=2, turns=2, concurrency=1)
+    params = with_personas(data)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(json.dumps(data))  # JSON is YAML
+    out = params.run_dir / "conversations.jsonl"
+    code = ("from aloe.config import load_params; from aloe.conversations import run_stage; "
+            f"run_stage(load_params({str(params_file)!r}))")
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=os.environ.copy(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 900
+        written_at = None  # cache rows when the first conversation was written
+        while time.monotonic() < deadline and child.poll() is None:
+            if written_at is None and out.exists() and read_records(out):
+                written_at = _cache_rows(params.cache_path)
+            if written_at is not None and _cache_rows(params.cache_path) > written_at:
+                break  # the second conversation has finished a request: kill it mid-way
+            time.sleep(0.1)
+        assert child.poll() is None, "the first run ended before it could be interrupted"
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    first = read_records(out)
+    assert 1 <= len(first) < 2
+    cached = _cache_rows(params.cache_path)
+    summary = run_stage(params)
+    records = load_conversations(params)
+    check_trees(records, 2, 2)
+    assert len(read_records(out)) == 2  # no duplicates
+    # Every request the killed run had finished came from the cache: the rerun added one
+    # cache row per request it sent, none twice.
+    assert _cache_rows(params.cache_path) == cached + summary["requests"]
+    assert summary["cache_hits"] >= 1 and summary["written_now"] == 1
+
+
+def _cache_rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    except sqlite3.OperationalError:  # the table is not created yet
+        return 0
+    finally:
+        db.close()
+
+
+@pytest.mark.slow
+def test_fault_proxy_still_completes_every_conversation(local_server, tmp_path: Path) -> None:
+    from tests.support.fault_proxy import FaultProxy
+
+    with FaultProxy(local_server.base_url, rate=0.3, seed=1) as proxy:
+        roles = {name: {**role, "base_url": proxy.base_url, "model": local_server.model,
+                        "max_retries": 8}
+                 for name, role in SMALL_ROLES.items()}
+        data = small_dict(tmp_path, n=2, turns=1)
+        data["roles"].update(roles)
+        params = with_personas(data)
+        summary = run_stage(params)
+    assert summary["failed"] == 0 and summary["conversations"] == 2
+    assert proxy.total_faults > 0 and summary["retries"] > 0
+    check_trees(load_conversations(params), 2, 1)
+
+
+def test_missing_personas_is_a_clear_error(tmp_path: Path) -> None:
+    from aloe.conversations import ConversationsError
+
+    params = params_from_dict(small_dict(tmp_path), source="test")
+    with pytest.raises(ConversationsError, match="personas.jsonl"):
+        run_stage(params)
+
+
+def test_changed_turn_count_is_a_clear_error(tmp_path: Path) -> None:
+    from aloe.conversations import ConversationsError
+    from tests.test_datasets import hand_tree
+
+    params = with_personas(small_dict(tmp_path, n=1, turns=3))
+    tree = hand_tree("conv-00000", persona_records(1)[0], ["hinted"], ["plain"])
+    write_records(params.run_dir / "conversations.jsonl", [tree])
+    with pytest.raises(ConversationsError, match="1 turns but conversations.turns is 3"):
+        run_stage(params)
+
+
+@pytest.mark.slow
+def test_notebook_runs_with_papermill(local_server, tmp_path: Path, shared_cache: Path) -> None:
+    import papermill
+    import yaml
+
+    data = small_dict(tmp_path, n=3, turns=2, cache=shared_cache)
+    params = with_personas(data)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = tmp_path / "02_out.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "02_conversations.ipynb"), str(out),
+                               parameters={**yaml.safe_load(params_file.read_text()),
+                                           "params_file": str(params_file)},
+                               cwd=str(ROOT), kernel_name="python3", progress_bar=False)
+    assert len(load_conversations(params)) == 3
+    assert (params.run_dir / "data" / "sft" / "dataset_dict.json").exists()
+    text = out.read_text()
+    assert "aloe-tree" in text and "unparseable" in text

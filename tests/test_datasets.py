@@ -1,0 +1,187 @@
+"""Stage 2 exports: SFT and DPO datasets from the conversation trees, split by persona, in the
+shape TRL's trainers take, with prompts that are exactly the conversation that led to a turn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aloe.config import params_from_dict
+from aloe.conversations import load_conversations, run_stage
+from aloe.datasets import examples, export, split_personas
+from aloe.records import write_records
+from tests.test_conversations import (persona_records, shared_cache,  # noqa: F401
+                                      small_dict, with_personas)
+
+
+def hand_tree(conv: str, persona: dict, verdicts: list[str], continued: list[str]) -> dict:
+    """A conversation tree with known content: turn k's messages say which turn they are."""
+    turns = [{"turn": k, "user": f"{conv} user {k}", "inferred": {"profile": "none",
+                                                                  "personality": "none",
+                                                                  "parsed": True},
+              "hinted": f"{conv} hinted {k}", "plain": f"{conv} plain {k}",
+              "verdict": {"rule": "both_orders", "preferred": v, "votes": []},
+              "continued_with": c}
+             for k, (v, c) in enumerate(zip(verdicts, continued), start=1)]
+    return {"id": conv, "index": int(conv[-1]), "persona": persona, "turns": turns,
+            "models": {}}
+
+
+def test_examples_follow_the_continued_branch() -> None:
+    persona = persona_records(1)[0]
+    tree = hand_tree("c0", persona, ["hinted", "inconsistent", "plain"],
+                     ["plain", "hinted", "plain"])
+    kept, left_out = examples(tree)
+    assert left_out == {"inconsistent": 1}
+    assert [e["turn"] for e in kept] == [1, 3]
+    assert kept[0]["prompt"] == [{"role": "user", "content": "c0 user 1"}]
+    assert kept[0]["preferred"] == "c0 hinted 1" and kept[0]["other"] == "c0 plain 1"
+    assert kept[1]["prompt"] == [
+        {"role": "user", "content": "c0 user 1"}, {"role": "assistant", "content": "c0 plain 1"},
+        {"role": "user", "content": "c0 user 2"}, {"role": "assistant", "content": "c0 hinted 2"},
+        {"role": "user", "content": "c0 user 3"}]
+    assert kept[1]["preferred"] == "c0 plain 3" and kept[1]["other"] == "c0 hinted 3"
+
+
+def test_split_personas_never_shares_or_empties_train() -> None:
+    ids = [f"p{i}" for i in range(10)]
+    train, val = split_personas(ids + ids, 0.2, seed=0)
+    assert len(val) == 2 and len(train) == 8 and not train & val
+    assert split_personas(ids, 0.2, seed=0) == (train, val)  # deterministic
+    assert split_personas(["only"], 0.5, 0) == ({"only"}, set())
+    assert split_personas(["a", "b"], 0.9, 0)[0]  # train keeps one
+    assert split_personas(ids, 0.0, 0) == (set(ids), set())
+    assert split_personas([], 0.2, 0) == (set(), set())
+
+
+def test_export_of_hand_trees(tmp_path: Path) -> None:
+    from datasets import load_from_disk
+
+    params = params_from_dict(small_dict(tmp_path, validation_fraction=0.5))
+    personas = persona_records(2)
+    trees = [hand_tree("c0", personas[0], ["hinted", "unparseable"], ["plain", "hinted"]),
+             hand_tree("c1", personas[1], ["plain", "inconsistent"], ["hinted", "hinted"]),
+             hand_tree("c2", personas[0], ["inconsistent", "hinted"], ["plain", "plain"])]
+    write_records(params.run_dir / "conversations.jsonl", trees)
+    summary = export(params)
+    assert summary["examples"] == 3
+    assert summary["left_out"] == {"inconsistent": 2, "unparseable": 1}
+    sft, dpo = load_from_disk(summary["sft"]), load_from_disk(summary["dpo"])
+    assert set(sft) == set(dpo) == {"train", "validation"}
+    assert sft["train"].num_rows + sft["validation"].num_rows == 3
+    assert not set(sft["train"]["persona_id"]) & set(sft["validation"]["persona_id"])
+    assert set(dpo["train"].column_names) == {"prompt", "chosen", "rejected", "persona_id",
+                                              "conversation_id", "turn"}
+    row = next(r for r in dpo["train"].to_list() + dpo["validation"].to_list()
+               if r["conversation_id"] == "c2")
+    assert row["chosen"] == [{"role": "assistant", "content": "c2 hinted 2"}]
+    assert row["rejected"] == [{"role": "assistant", "content": "c2 plain 2"}]
+    assert row["prompt"][-1] == {"role": "user", "content": "c2 user 2"}
+    again = export(params)  # re-export replaces the folders
+    assert again["examples"] == 3 and load_from_disk(again["sft"])["train"].num_rows
+    assert (params.run_dir / "data" / "export_summary.json").exists()
+
+
+def test_export_with_no_decided_turn_is_valid_and_empty(tmp_path: Path) -> None:
+    from datasets import load_from_disk
+
+    params = params_from_dict(small_dict(tmp_path))
+    tree = hand_tree("c0", persona_records(1)[0], ["inconsistent"], ["plain"])
+    write_records(params.run_dir / "conversations.jsonl", [tree])
+    summary = export(params)
+    assert summary["examples"] == 0
+    sft = load_from_disk(summary["sft"])
+    assert sft["train"].num_rows == 0 and "prompt" in sft["train"].column_names
+
+
+# ------------------------------------------------------------------------------------------
+# With a real stage run (the real embedded model)
+# ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_run(local_server, tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Any:
+    """The same small stage as tests/test_conversations.py (same requests: served from the
+    shared cache when that test ran first), then exported."""
+    tmp_path = tmp_path_factory.mktemp("datasets_run")
+    params = with_personas(small_dict(tmp_path, n=3, turns=2, cache=shared_cache,
+                                      validation_fraction=0.34))
+    summary = run_stage(params)
+    assert summary["failed"] == 0
+    return params, export(params)
+
+
+@pytest.mark.slow
+def test_prompts_render_exactly_the_conversation_so_far(real_run: Any) -> None:
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    from aloe.local_model import local_model_path
+
+    params, summary = real_run
+    assert summary["examples"] > 0 and summary["train"]["examples"] > 0
+    tokenizer = AutoTokenizer.from_pretrained(local_model_path(params))
+    trees = {r["id"]: r for r in load_conversations(params)}
+    for kind in ("sft", "dpo"):
+        data = load_from_disk(summary[kind])
+        rows = data["train"].to_list() + data["validation"].to_list()
+        assert len(rows) == summary["examples"]
+        for row in rows:
+            tree = trees[row["conversation_id"]]
+            led_here = []
+            for turn in tree["turns"][:row["turn"] - 1]:
+                led_here += [{"role": "user", "content": turn["user"]},
+                             {"role": "assistant", "content": turn[turn["continued_with"]]}]
+            led_here.append({"role": "user", "content": tree["turns"][row["turn"] - 1]["user"]})
+            rendered = tokenizer.apply_chat_template(row["prompt"], tokenize=False,
+                                                     add_generation_prompt=True)
+            assert rendered == tokenizer.apply_chat_template(led_here, tokenize=False,
+                                                             add_generation_prompt=True)
+            turn = tree["turns"][row["turn"] - 1]
+            preferred = turn["verdict"]["preferred"]
+            answer = row["completion"] if kind == "sft" else row["chosen"]
+            assert answer == [{"role": "assistant", "content": turn[preferred]}]
+            if kind == "dpo":
+                other = "plain" if preferred == "hinted" else "hinted"
+                assert row["rejected"] == [{"role": "assistant", "content": turn[other]}]
+            assert row["persona_id"] == tree["persona"]["id"]
+
+
+@pytest.mark.slow
+def test_trl_trainers_take_the_exports(real_run: Any, tmp_path: Path) -> None:
+    import torch
+    from datasets import load_from_disk
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    from aloe.local_model import local_model_path
+
+    params, summary = real_run
+    path = str(local_model_path(params))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+
+    def model() -> Any:
+        # The converted embedded model's config still names its GGUF source as a quantization
+        # method, which Trainer refuses to train; the weights themselves are plain float32.
+        config = AutoConfig.from_pretrained(path)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        return AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32)
+
+    common = dict(per_device_train_batch_size=2, max_steps=1, report_to=[], use_cpu=True,
+                  max_length=256, dataloader_num_workers=0, save_strategy="no")
+
+    sft_data = load_from_disk(summary["sft"])["train"]
+    sft = SFTTrainer(model=model(), args=SFTConfig(output_dir=str(tmp_path / "sft"), **common),
+                     train_dataset=sft_data, processing_class=tokenizer)
+    batch = next(iter(sft.get_train_dataloader()))
+    rows = min(2, sft_data.num_rows)
+    assert batch["input_ids"].shape[0] == rows
+    labels = batch["labels"]
+    assert (labels == -100).any() and (labels != -100).any()  # only the completion is learned
+
+    dpo_data = load_from_disk(summary["dpo"])["train"]
+    dpo = DPOTrainer(model=model(), args=DPOConfig(output_dir=str(tmp_path / "dpo"), **common),
+                     train_dataset=dpo_data, processing_class=tokenizer)
+    batch = next(iter(dpo.get_train_dataloader()))
+    assert batch["input_ids"].shape[0] == 2 * rows  # chosen and rejected of each pair

@@ -104,7 +104,15 @@ def _save(dataset_dict: Any, target: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     # An empty split would be saved without any data file and then fail to load: give it one.
     shards = {name: 1 for name, split in dataset_dict.items() if split.num_rows == 0}
-    dataset_dict.save_to_disk(str(staging), num_shards=shards)
+    import datasets as hf_datasets
+
+    was_disabled = hf_datasets.are_progress_bars_disabled()
+    hf_datasets.disable_progress_bars()  # a bar per split and kind says nothing here
+    try:
+        dataset_dict.save_to_disk(str(staging), num_shards=shards)
+    finally:
+        if not was_disabled:
+            hf_datasets.enable_progress_bars()
     if target.exists():
         os.replace(target, old)
     os.replace(staging, target)

@@ -30,7 +30,7 @@ from tests.conftest import ROOT, tiny_dict
 from tests.support.browser import chromium_path, inspect_page
 from tests.support.fault_proxy import FaultProxy
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.workbook]
 
 
 @dataclass

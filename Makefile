@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 run: $(STAMP)
 	$(BIN)/aloe run $(PARAMS)
 
-test: $(STAMP) browser
+test: $(STAMP)
 	$(BIN)/python -m pytest -m "not workbook" $(PYTEST_ARGS)
 
 test-quick: $(STAMP)

@@ -165,7 +165,14 @@ def render_html(executed: Path, target: Path, title: str = "ALOE Workbench repor
 
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True, embed_images=True)
-    body, _ = exporter.from_filename(str(executed), resources={"metadata": {"name": title}})
+    import nbformat
+
+    notebook = nbformat.read(executed, as_version=4)
+    notebook.metadata["title"] = title  # the page's <title>
+    for cell in notebook.cells:  # warnings and progress bars are for the author, not the reader
+        cell["outputs"] = [o for o in cell.get("outputs", [])
+                           if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    body, _ = exporter.from_notebook_node(notebook)
     body = _REMOTE_MODULE.sub("", _REMOTE_SCRIPT.sub("", body))
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")

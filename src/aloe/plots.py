@@ -29,6 +29,12 @@ def new_figure(width: float = 6.4, height: float = 3.6, ncols: int = 1) -> tuple
     return fig, axes
 
 
+def empty_axes(ax: Any, message: str) -> None:
+    """Say on the axes why there is nothing to draw (a stage not run, no data yet)."""
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
 # ------------------------------------------------------------------------------------------
 # Usage ledger (all stages)
 # ------------------------------------------------------------------------------------------
@@ -48,8 +54,7 @@ def plot_usage(history: list[dict[str, Any]]) -> Figure:
     table = usage_table(history)
     fig, ax = new_figure()
     if table.empty:
-        ax.text(0.5, 0.5, "no LLM requests recorded", ha="center", va="center")
-        ax.set_axis_off()
+        empty_axes(ax, "no LLM requests recorded")
         return fig
     per_stage = table.groupby("stage", sort=False)[["requests", "cache_hits"]].sum()
     per_stage.plot.barh(ax=ax, stacked=True)
@@ -70,8 +75,7 @@ def plot_saturation(rounds: pd.DataFrame) -> Figure:
     fig, (size_ax, rate_ax) = new_figure(width=10, height=3.6, ncols=2)
     if rounds.empty:
         for ax in (size_ax, rate_ax):
-            ax.text(0.5, 0.5, "no generation rounds", ha="center", va="center")
-            ax.set_axis_off()
+            empty_axes(ax, "no generation rounds")
         return fig
     data = rounds.assign(round=rounds["round"] + 1)
     starts = (data.sort_values("round").groupby("pool", sort=False).first().reset_index()
@@ -144,10 +148,6 @@ def plot_pool_map(pool: pd.DataFrame) -> Figure:
 # Stage 2: conversations
 # (each takes `aloe.conversations.turn_table(records)`: one row per turn)
 # ------------------------------------------------------------------------------------------
-def _empty(ax: Any, message: str) -> None:
-    ax.text(0.5, 0.5, message, ha="center", va="center")
-    ax.set_axis_off()
-
 
 def plot_hinted_win_rate(turns: pd.DataFrame) -> Figure:
     """Share of decided turns where the hinted reply wins, per turn, with a 95% CI.
@@ -157,7 +157,7 @@ def plot_hinted_win_rate(turns: pd.DataFrame) -> Figure:
     fig, ax = new_figure()
     decided = turns[turns.preferred.isin(["hinted", "plain"])] if not turns.empty else turns
     if decided.empty:
-        _empty(ax, "no decided turns")
+        empty_axes(ax, "no decided turns")
         return fig
     data = decided.assign(hinted_wins=(decided.preferred == "hinted").astype(float))
     sns.pointplot(data=data, x="turn", y="hinted_wins", errorbar=("ci", 95), ax=ax)
@@ -172,7 +172,7 @@ def plot_verdicts(turns: pd.DataFrame) -> Figure:
     """Per turn, the share of verdicts of each kind (inconsistent and unparseable included)."""
     fig, ax = new_figure()
     if turns.empty:
-        _empty(ax, "no turns")
+        empty_axes(ax, "no turns")
         return fig
     order = ["hinted", "plain", "inconsistent", "unparseable"]
     shares = (pd.crosstab(turns.turn, turns.preferred, normalize="index")
@@ -189,7 +189,7 @@ def plot_reply_lengths(turns: pd.DataFrame) -> Figure:
     """Reply lengths in words, hinted vs plain, per turn."""
     fig, ax = new_figure()
     if turns.empty:
-        _empty(ax, "no turns")
+        empty_axes(ax, "no turns")
         return fig
     long = turns.melt(id_vars=["turn"], value_vars=["hinted_words", "plain_words"],
                       var_name="reply", value_name="words")
@@ -205,7 +205,7 @@ def plot_persona_recovery(turns: pd.DataFrame) -> Figure:
     (lexical recall of the true description's content words, 95% CI)."""
     fig, ax = new_figure()
     if turns.empty:
-        _empty(ax, "no turns")
+        empty_axes(ax, "no turns")
         return fig
     long = turns.melt(id_vars=["turn"], value_vars=["profile_recall", "personality_recall"],
                       var_name="part", value_name="recall")
@@ -244,9 +244,7 @@ def plot_training_loss(logs: pd.DataFrame | dict[str, pd.DataFrame]) -> Figure:
     fig, (loss_ax, lr_ax) = new_figure(width=9.6, ncols=2)
     if table.empty or "loss" not in table:
         for ax in (loss_ax, lr_ax):
-            ax.text(0.5, 0.5, "no training steps logged", ha="center", va="center")
-            ax.set_axis_off()
-        plt.close(fig)
+            empty_axes(ax, "no training steps logged")
         return fig
     sns.lineplot(data=table, x="step", y="loss", hue="stage", marker="o", ax=loss_ax)
     loss_ax.set_title("training loss")
@@ -257,7 +255,6 @@ def plot_training_loss(logs: pd.DataFrame | dict[str, pd.DataFrame]) -> Figure:
     lr_ax.set_ylabel("learning rate")
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     _integer_steps(loss_ax, lr_ax)
-    plt.close(fig)  # shown once, as the returned value
     return fig
 
 
@@ -270,9 +267,7 @@ def plot_dpo_rewards(log: pd.DataFrame) -> Figure:
     present = [c for c in columns if c in log]
     if log.empty or not present:
         for ax in (reward_ax, acc_ax):
-            ax.text(0.5, 0.5, "no DPO rewards logged", ha="center", va="center")
-            ax.set_axis_off()
-        plt.close(fig)
+            empty_axes(ax, "no DPO rewards logged")
         return fig
     rewards = log.melt(id_vars="step", value_vars=present, var_name="reward",
                        value_name="value").replace({"reward": columns})
@@ -287,7 +282,6 @@ def plot_dpo_rewards(log: pd.DataFrame) -> Figure:
     acc_ax.set_ylabel("reward accuracy")
     acc_ax.set_title("pairs ranked right (chance: 0.5)")
     _integer_steps(reward_ax, acc_ax)
-    plt.close(fig)
     return fig
 
 
@@ -295,16 +289,6 @@ def plot_dpo_rewards(log: pd.DataFrame) -> Figure:
 # ------------------------------------------------------------------------------------------
 # Stage 5: evaluation
 # ------------------------------------------------------------------------------------------
-def _no_data(ax: Any, message: str) -> None:
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
-    ax.set_axis_off()
-
-
-def _detached(fig: Figure) -> Figure:
-    """Leave pyplot's list of open figures: a notebook then shows the returned figure once
-    (its repr), not a second time when the inline backend flushes open figures."""
-    plt.close(fig)
-    return fig
 
 
 def plot_alignment_levels(summary: dict[str, Any]) -> Figure:
@@ -312,8 +296,8 @@ def plot_alignment_levels(summary: dict[str, Any]) -> Figure:
     fig, ax = new_figure()
     models = summary.get("models", {})
     if not models:
-        _no_data(ax, "no evaluation records")
-        return _detached(fig)
+        empty_axes(ax, "no evaluation records")
+        return fig
     colors = sns.color_palette(PALETTE, len(models))
     for color, (name, m) in zip(colors, models.items()):
         nan = float("nan")
@@ -329,7 +313,7 @@ def plot_alignment_levels(summary: dict[str, Any]) -> Figure:
     ax.set_xticks(next(iter(models.values()))["turns"])
     ax.set_title(f"Alignment level per turn ({level}% bootstrap CI over personas)")
     ax.legend(title="model", loc="best")
-    return _detached(fig)
+    return fig
 
 
 def score_distribution_table(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -352,8 +336,8 @@ def plot_score_distribution(records: list[dict[str, Any]]) -> Figure:
                            ncols=max(1, len(models)))
     axes = list(axes) if len(models) > 1 else [axes]
     if table.empty:
-        _no_data(axes[0], "no evaluation records")
-        return _detached(fig)
+        empty_axes(axes[0], "no evaluation records")
+        return fig
     levels = ["1", "2", "3", "4", "5", "missing"]
     colors = dict(zip(levels[:5], sns.color_palette("RdYlGn", 5)))
     colors["missing"] = (0.75, 0.75, 0.75)
@@ -369,7 +353,7 @@ def plot_score_distribution(records: list[dict[str, Any]]) -> Figure:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, title="score", loc="outside right center")
     fig.suptitle("Judge scores per turn")
-    return _detached(fig)
+    return fig
 
 
 def plot_missing_rate(summary: dict[str, Any]) -> Figure:
@@ -383,13 +367,13 @@ def plot_missing_rate(summary: dict[str, Any]) -> Figure:
     fig, ax = new_figure()
     table = pd.DataFrame(rows)
     if table.empty:
-        _no_data(ax, "no evaluation records")
-        return _detached(fig)
+        empty_axes(ax, "no evaluation records")
+        return fig
     sns.barplot(data=table, x="turn", y="missing", hue="model", ax=ax)
     ax.set_ylim(0, 1)
     ax.set_ylabel("missing-score rate")
     overall = ", ".join(f"{name} {m['missing_rate']:.0%}" for name, m in summary["models"].items()
                         if m.get("missing_rate") is not None)
     ax.set_title(f"Judgements without a score ({overall})")
-    return _detached(fig)
+    return fig
 

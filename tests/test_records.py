@@ -37,3 +37,20 @@ def test_bad_line_in_the_middle_is_reported(tmp_path: Path) -> None:
     path.write_text('{"id": 1}\n[1, 2]\n')
     with pytest.raises(DataError, match=r"r\.jsonl:2: expected a JSON object"):
         read_records(path)
+
+
+def test_a_live_append_seen_half_way_is_not_cut(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader that catches a writer mid-append must not mistake the half line for a crash's
+    leftover: it re-reads under the writers' lock and gets the whole record."""
+    path = tmp_path / "r.jsonl"
+    write_records(path, [{"id": 1}])
+    whole = path.read_bytes()
+    append_records(path, [{"id": 2, "text": "finished meanwhile"}])
+    snapshots = iter([whole + b'{"id": 2, "te'])  # what the first read saw, mid-append
+    real_read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes",
+                        lambda self: next(snapshots, None) or real_read_bytes(self))
+    assert [r["id"] for r in read_records(path)] == [1, 2]
+    monkeypatch.undo()
+    assert [r["id"] for r in read_records(path)] == [1, 2]  # nothing was cut from the file

@@ -91,7 +91,8 @@ def read_records(path: str | os.PathLike[str], *, repair: bool = True) -> list[d
             if is_last:  # no newline after it: an interrupted append
                 if not repair:
                     raise DataError(f"{file}:{number}: truncated last line (interrupted write)") from None
-                _truncate(file, offset, number)
+                if not _truncate(file, offset, line, number):  # a writer was mid-append:
+                    return read_records(file, repair=repair)  # its line is whole now
                 break
             raise DataError(f"{file}:{number}: not a JSON record ({error})") from None
         if not isinstance(record, dict):
@@ -101,13 +102,19 @@ def read_records(path: str | os.PathLike[str], *, repair: bool = True) -> list[d
     return records
 
 
-def _truncate(file: Path, offset: int, number: int) -> None:
+def _truncate(file: Path, offset: int, tail: bytes, number: int) -> bool:
+    """Cut the file at `offset` if it still ends in `tail`, under the writers' lock; False when
+    the tail changed meanwhile (it was a live append seen half-way, not a crash's leftover)."""
     import sys
 
     with open(file, "r+b") as handle, _locked(handle):
+        handle.seek(offset)
+        if handle.read() != tail:
+            return False
         handle.truncate(offset)
     print(f"repaired {file}: dropped the truncated line {number} left by an interrupted write",
           file=sys.stderr)
+    return True
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:

@@ -133,3 +133,33 @@ def test_run_sync_works_inside_a_running_loop() -> None:
         return run_sync(inner())
 
     assert asyncio.run(outer()) == 7
+
+
+def test_a_killed_sessions_usage_is_still_counted(tmp_path: Path) -> None:
+    """A stage killed before it could save its ledger still shows in the usage history, as an
+    interrupted entry with what it had spent; a session that saves leaves no live file."""
+    import subprocess
+    import sys
+
+    from aloe.llm import Ledger
+
+    killed = ("import os, sys\n"
+              "from aloe.llm import Ledger\n"
+              "ledger = Ledger(stage='conversations', live_dir=sys.argv[1])\n"
+              "ledger.record_request('user', 'm', 100, 20, 1.0, 2.0)\n"
+              "ledger.record_retry('user', 'm')\n"
+              "os._exit(9)  # killed: no save\n")
+    usage = tmp_path / "usage"
+    subprocess.run([sys.executable, "-c", killed, str(usage / "live")], check=False)
+    saved = Ledger(stage="sft", live_dir=usage / "live")
+    saved.record_hit("judge", "m")
+    saved.save(tmp_path)
+
+    history = load_usage_history(tmp_path)
+    assert [entry["stage"] for entry in history] == ["conversations", "sft"]
+    interrupted, finished = history
+    assert interrupted["interrupted"] is True and "interrupted" not in finished
+    assert interrupted["roles"]["user"]["requests"] == 1
+    assert interrupted["roles"]["user"]["retries"] == 1
+    assert interrupted["totals"]["cost_usd"] == pytest.approx((100 * 1.0 + 20 * 2.0) / 1e6)
+    assert len(list((usage / "live").glob("*.json"))) == 1  # only the killed session's

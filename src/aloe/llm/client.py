@@ -95,7 +95,7 @@ class LLM:
     def __init__(self, params: Params, stage: str, *, retry_base: float = 0.5):
         self.params = params
         self.stage = stage
-        self.ledger = Ledger(stage=stage)
+        self.ledger = Ledger(stage=stage, live_dir=params.run_dir / "usage" / "live")
         self.cache = ResponseCache(params.cache_path)
         self.retry_base = retry_base
         self._roles: dict[str, _Role] = {}

@@ -2,17 +2,20 @@
 
 Each stage session writes `RUN/usage/STAGE.json` (what that session spent) and appends the same
 entry to `RUN/usage/history.jsonl`, so the report can show both the last run and the total.
+While it runs, a session also keeps its running totals in `RUN/usage/live/`: a session killed
+before it could save is still counted, as an `interrupted` entry.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aloe.records import append_record, read_records, write_json
+from aloe.records import append_record, read_json, read_records, write_json
 
 
 @dataclass
@@ -32,7 +35,25 @@ class Ledger:
     stage: str
     roles: dict[str, RoleUsage] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    live_dir: Path | None = None  # where the running totals are kept; None: nowhere
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def live_path(self) -> Path | None:
+        if self.live_dir is None:
+            return None
+        return Path(self.live_dir) / f"{self.stage}-{os.getpid()}-{self.started:.6f}.json"
+
+    def _flush_live(self) -> None:
+        """Keep the running totals on disk after every event (caller holds the lock): one
+        small atomic write, next to a network request or a cache lookup."""
+        if self.live_path is None:
+            return
+        roles = {name: asdict(usage) for name, usage in self.roles.items()}
+        write_json(self.live_path, {"stage": self.stage, "started": self.started,
+                                    "finished": time.time(), "pid": os.getpid(),
+                                    "interrupted": True, "roles": roles,
+                                    "totals": asdict(_sum(self.roles.values()))})
 
     def _role(self, role: str, model: str) -> RoleUsage:
         usage = self.roles.setdefault(role, RoleUsage(model=model))
@@ -42,14 +63,17 @@ class Ledger:
     def record_hit(self, role: str, model: str) -> None:
         with self._lock:
             self._role(role, model).cache_hits += 1
+            self._flush_live()
 
     def record_retry(self, role: str, model: str) -> None:
         with self._lock:
             self._role(role, model).retries += 1
+            self._flush_live()
 
     def record_failure(self, role: str, model: str) -> None:
         with self._lock:
             self._role(role, model).failures += 1
+            self._flush_live()
 
     def record_request(self, role: str, model: str, prompt_tokens: int, completion_tokens: int,
                        price_in_per_1m: float, price_out_per_1m: float) -> None:
@@ -60,15 +84,11 @@ class Ledger:
             usage.completion_tokens += completion_tokens
             usage.cost_usd += (prompt_tokens * price_in_per_1m
                                + completion_tokens * price_out_per_1m) / 1e6
+            self._flush_live()
 
     def totals(self) -> RoleUsage:
-        total = RoleUsage(model="*")
         with self._lock:
-            for usage in self.roles.values():
-                for name in ("requests", "cache_hits", "retries", "failures", "prompt_tokens",
-                             "completion_tokens", "cost_usd"):
-                    setattr(total, name, getattr(total, name) + getattr(usage, name))
-        return total
+            return _sum(self.roles.values())
 
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
@@ -82,9 +102,40 @@ class Ledger:
         data = self.as_dict()
         write_json(usage_dir / f"{self.stage}.json", data)
         append_record(usage_dir / "history.jsonl", data)
+        if self.live_path is not None:
+            self.live_path.unlink(missing_ok=True)
         return usage_dir / f"{self.stage}.json"
 
 
+USAGE_FIELDS = ("requests", "cache_hits", "retries", "failures", "prompt_tokens",
+                "completion_tokens", "cost_usd")
+
+
+def _sum(usages: Any) -> RoleUsage:
+    total = RoleUsage(model="*")
+    for usage in usages:
+        for name in USAGE_FIELDS:
+            setattr(total, name, getattr(total, name) + getattr(usage, name))
+    return total
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def load_usage_history(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every stage session's ledger entry of a run, oldest first."""
-    return read_records(Path(run_dir) / "usage" / "history.jsonl")
+    """Every stage session's ledger entry of a run, oldest first, with the running totals of
+    sessions that were killed before they could save (`"interrupted": true`)."""
+    usage_dir = Path(run_dir) / "usage"
+    history = read_records(usage_dir / "history.jsonl")
+    for live in sorted((usage_dir / "live").glob("*.json")):
+        entry = read_json(live)
+        if not _alive(int(entry.get("pid", 0))):
+            history.append(entry)
+    return sorted(history, key=lambda entry: entry.get("started", 0.0))

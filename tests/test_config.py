@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 
 
 def test_shipped_profiles_validate() -> None:
-    for name in ("tiny.yaml", "paper.yaml"):
+    for name in ("tiny.yaml", "paper.yaml", "vllm.yaml"):
         params = load_params(ROOT / "params" / name)
         assert params.run.name == name.removesuffix(".yaml")
 

@@ -342,3 +342,24 @@ def test_notebooks_03_and_04_show_the_finished_run(trained: dict, tmp_path: Path
         text = output.read_text()
         assert "tokens_per_s" in text and "image/png" in text
         assert "preferred (data)" in text
+
+
+@pytest.mark.slow
+def test_the_comparison_is_generated_once_per_adapter(trained: dict,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rerunning a finished run shows the kept comparison instead of loading the model again;
+    new adapter weights make it generate afresh."""
+    params = trained["params"]
+    first = training.compare_replies(params, adapters=["sft"], n=2, max_new_tokens=8)
+    assert list(first.columns)[-2:] == ["base", "sft"] and len(first) == 2
+    generated: list[str] = []
+    real = training._generate_comparison
+    monkeypatch.setattr(training, "_generate_comparison",
+                        lambda *args, **kwargs: generated.append("again") or real(*args, **kwargs))
+    assert training.compare_replies(params, adapters=["sft"], n=2,
+                                    max_new_tokens=8).equals(first)
+    assert generated == []
+    weights = trained["sft"].adapter_dir / "adapter_model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    training.compare_replies(params, adapters=["sft"], n=2, max_new_tokens=8)
+    assert generated == ["again"]

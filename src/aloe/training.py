@@ -714,13 +714,40 @@ def compare_replies(params: Params, adapters: Sequence[str] = ("sft",), n: int =
     """Greedy replies of the base model and of each finished adapter to `n` held-out prompts
     (the validation split; the train split when validation is empty), side by side with the
     reply the data preferred. The base is loaded once (as stage 5 loads it, unquantised); the
-    adapters are attached to it in turn, and switched off for the base's own replies."""
+    adapters are attached to it in turn, and switched off for the base's own replies.
+
+    The table is kept beside the last adapter and reused while the adapters and the settings
+    are unchanged, so that rerunning a finished run does not load and generate again."""
+    stage = adapters[-1] if adapters else "sft"
+    max_new_tokens = max_new_tokens or params.evaluation.max_new_tokens
+    saved = adapter_dir(params, stage) / "comparison.json"
+    key = _comparison_key(params, adapters, n, max_new_tokens)
+    if saved.exists() and (kept := read_json(saved)).get("key") == key:
+        return pd.DataFrame(kept["rows"])
+    table = _generate_comparison(params, adapters, stage, n, max_new_tokens)
+    write_json(saved, {"key": key, "rows": table.to_dict(orient="records")})
+    return table
+
+
+def _comparison_key(params: Params, adapters: Sequence[str], n: int,
+                    max_new_tokens: int) -> dict[str, Any]:
+    """What the comparison depends on: the settings, and each adapter's weights file."""
+    weights = {}
+    for name in adapters:
+        file = adapter_dir(params, name) / "adapter_model.safetensors"
+        stat = file.stat() if file.exists() else None
+        weights[name] = [stat.st_size, stat.st_mtime_ns] if stat else None
+    return {"adapters": list(adapters), "n": n, "max_new_tokens": max_new_tokens,
+            "seed": params.run.seed, "weights": weights}
+
+
+def _generate_comparison(params: Params, adapters: Sequence[str], stage: str, n: int,
+                         max_new_tokens: int) -> pd.DataFrame:
     from peft import PeftModel
 
     from aloe.evaluation import InProcessResponder
     from aloe.local_model import policy_base_model
 
-    stage = adapters[-1] if adapters else "sft"
     splits = load_splits(params, stage)
     split = "validation" if len(splits.get("validation", [])) else "train"
     rows = splits[split].select(range(min(n, len(splits[split]))))
@@ -730,8 +757,7 @@ def compare_replies(params: Params, adapters: Sequence[str] = ("sft",), n: int =
                           "preferred (data)": preferred})
     responder = InProcessResponder(policy_base_model(params, stage), None,
                                    batch_size=max(1, len(histories)), temperature=0.0,
-                                   max_new_tokens=max_new_tokens or params.evaluation.max_new_tokens,
-                                   seed=params.run.seed)
+                                   max_new_tokens=max_new_tokens, seed=params.run.seed)
     try:
         table["base"] = responder.reply_many(histories)
         base = responder.model

@@ -108,6 +108,11 @@ def _failure_message(notebook: Path, output: Path, error: Exception) -> str:
             f"  executed notebook with the traceback: {output}")
 
 
+# The kernel's own log, kept to errors: its warning that a loopback kernel runs over TCP
+# without encryption would otherwise be printed for every stage. Cells' output is unaffected.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+
+
 def execute_stage(notebook: Path, params: Params, params_file: str, output: Path,
                   progress: bool = True) -> float:
     """Run one notebook with papermill; the seconds it took."""
@@ -118,7 +123,8 @@ def execute_stage(notebook: Path, params: Params, params_file: str, output: Path
     started = time.perf_counter()
     papermill.execute_notebook(str(notebook), str(output), parameters=parameters,
                                cwd=str(project_root()), progress_bar=progress,
-                               kernel_name="python3", log_output=False)
+                               kernel_name="python3", log_output=False,
+                               extra_arguments=KERNEL_ARGUMENTS)
     return time.perf_counter() - started
 
 

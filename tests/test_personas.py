@@ -349,3 +349,36 @@ def test_notebook_runs_on_the_tiny_profile(tmp_path: Path, shared_cache: Path,
     text = out.read_text()
     assert "stage stop reason (training pools)" in text
     assert (tmp_path / "outputs" / "notebook" / "benchmark.jsonl").exists()
+
+
+def test_pool_map_is_computed_once_per_pool(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The map (PCA positions, nearest-neighbour similarity) covers every pool and benchmark
+    item; the report and reruns reuse it until a pool changes."""
+    from aloe.records import write_records
+
+    params = params_from_dict(tiny_dict(tmp_path), source="test")
+    texts = {"profiles": ["A nurse in Lyon who runs marathons.", "A retired sailor in Oslo.",
+                          "A student of Korean poetry in Seoul."],
+             "personalities": ["Patient and dry-humoured.", "Impatient, wants lists.",
+                               "Warm and chatty."]}
+    for name, items in texts.items():
+        write_records(params.run_dir / f"{name}.jsonl",
+                      [{"id": f"{name}-{i}", "text": t, "source": "seed"}
+                       for i, t in enumerate(items)])
+        write_records(params.run_dir / f"benchmark_{name}.jsonl",
+                      [{"id": f"b-{name}", "text": items[0] + " Also likes tea.",
+                        "source": "generated"}])
+    first = personas.pool_map(params)
+    assert len(first) == 8 and set(first["source"]) == {"seed", "benchmark"}
+    assert first[["x", "y", "nn_similarity"]].notna().all().all()
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the embedding model was loaded again")
+
+    monkeypatch.setattr(personas, "NoveltyFilter", no_model)
+    assert personas.pool_map(params).equals(first)
+    write_records(params.run_dir / "profiles.jsonl",
+                  [{"id": "profiles-0", "text": "A beekeeper in Cork.", "source": "seed"}])
+    with pytest.raises(AssertionError, match="loaded again"):
+        personas.pool_map(params)

@@ -43,6 +43,7 @@ DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 ROUNDS_FILE = "persona_rounds.jsonl"
 CANDIDATES_FILE = "persona_candidates.jsonl"
 SUMMARY_FILE = "persona_summary.json"
+MAP_FILE = "persona_map.json"  # pool_map's positions, kept while the pools are unchanged
 Hook = Callable[[str, dict[str, Any]], None]
 
 
@@ -980,12 +981,30 @@ def leakage_report(run_dir: Path) -> pd.DataFrame:
 
 def pool_map(params: Params) -> pd.DataFrame:
     """Every pool and benchmark item with a 2-D PCA position (per kind) and its nearest-
-    neighbour similarity within the training pool (benchmark items: to the training pool)."""
+    neighbour similarity within the training pool (benchmark items: to the training pool).
+
+    Kept in `persona_map.json` with what it was computed from, so that the report and a rerun
+    do not load the embedding model again while the pools are unchanged."""
     run_dir = params.run_dir
+    pools = {kind: (read_pool(run_dir, kind_plural(kind)),
+                    read_pool(run_dir, f"benchmark_{kind_plural(kind)}")) for kind in KINDS}
+    key = {"embedding_model": params.personas.embedding_model,
+           "thresholds": {kind: threshold_for(params.personas, kind) for kind in KINDS},
+           "texts": {kind: [[i["id"], i["text"]] for i in train + bench]
+                     for kind, (train, bench) in pools.items()}}
+    saved = run_dir / MAP_FILE
+    if saved.exists():
+        kept = json.loads(saved.read_text())
+        if kept.get("key") == key:
+            return pd.DataFrame(kept["rows"])
+    table = _compute_pool_map(params, pools)
+    write_json(saved, {"key": key, "rows": table.to_dict(orient="records")})
+    return table
+
+
+def _compute_pool_map(params: Params, pools: dict[str, tuple[list, list]]) -> pd.DataFrame:
     frames = []
-    for kind in KINDS:
-        train = read_pool(run_dir, kind_plural(kind))
-        bench = read_pool(run_dir, f"benchmark_{kind_plural(kind)}")
+    for kind, (train, bench) in pools.items():
         novelty = NoveltyFilter(threshold_for(params.personas, kind),
                                 params.personas.embedding_model)
         novelty.extend([item["text"] for item in train])
@@ -998,7 +1017,7 @@ def pool_map(params: Params) -> pd.DataFrame:
         rows += [{"kind": kind, "id": item["id"], "source": "benchmark",
                   "nn_similarity": float(score)} for item, score in zip(bench, bench_scores)]
         frame = pd.DataFrame(rows)
-        frame["x"], frame["y"] = coords[:, 0], coords[:, 1]
+        frame["x"], frame["y"] = coords[:, 0].astype(float), coords[:, 1].astype(float)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 

@@ -1,10 +1,15 @@
 """The whole workbook, end to end, as a user runs it (`aloe run`), and the failure drills.
 
 One real run of every notebook against the real local model is shared by the tests of this
-module. It goes through a fault-injecting proxy that fails 30% of the LLM requests (429, 500,
-dropped connections), so the run itself is the drill "a whole tiny run through a faulty
-network". The other drills (kill during stage 2 and stage 5, a truncated JSONL line, two runs
-at once) work on copies of its run folder.
+module, and it is the drills' subject too:
+
+- it goes through a fault-injecting proxy that fails 30% of the LLM requests (429, 500,
+  dropped connections): "a whole tiny run through a faulty network";
+- it is killed (SIGKILL of the runner and its notebook kernel, as a crash would) once during
+  stage 2 and once during stage 5, and each time the same command is run again, as a user
+  would: nothing finished before a kill is done again or lost, nothing is written twice.
+
+The other drills (a truncated JSONL line, two runs at once) work on copies of its run folder.
 """
 
 from __future__ import annotations
@@ -13,17 +18,18 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
+from aloe.llm import load_usage_history
 from aloe.records import read_records
 from aloe.report import product_counts
 from tests.conftest import ROOT, tiny_dict
@@ -32,6 +38,17 @@ from tests.support.fault_proxy import FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.workbook]
 
+STAGE_PRODUCTS = ["profiles.jsonl", "personalities.jsonl", "personas.jsonl", "benchmark.jsonl"]
+
+
+@dataclass
+class Kill:
+    """What a run held when it was killed."""
+    stage: str
+    progress_file: str
+    records_before: list[dict]  # the killed stage's records written before the kill
+    finished_before: dict[str, bytes]  # earlier stages' products, byte for byte
+
 
 @dataclass
 class FinishedRun:
@@ -39,7 +56,10 @@ class FinishedRun:
     params_file: Path
     data: dict
     proxy: FaultProxy
-    first: subprocess.CompletedProcess[str]
+    last: subprocess.CompletedProcess[str]  # the run that finished, after the two kills
+    kills: list[Kill] = field(default_factory=list)
+    faults_before_last: int = 0  # the proxy's faults before the last run started
+    entries_before_last: int = 0  # usage history entries before the last run started
 
     @property
     def outputs(self) -> Path:
@@ -59,27 +79,55 @@ def aloe_run(root: Path, *args: str, timeout: float = 1500) -> subprocess.Comple
 def start_aloe_run(root: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "ALOE_ROOT": str(root)}
     return subprocess.Popen([sys.executable, "-m", "aloe.cli", "run", *args, "--quiet"],
-                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def kill_group(process: subprocess.Popen[str]) -> None:
-    """SIGKILL the runner and everything it started (kernels), as a crash would."""
-    os.killpg(process.pid, signal.SIGKILL)
+def crash(process: subprocess.Popen[str]) -> None:
+    """SIGKILL the runner and everything under it at once, its notebook kernel included (a
+    kernel runs in a session of its own, so killing the runner's group would spare it)."""
+    victims = [psutil.Process(process.pid)]
+    victims += victims[0].children(recursive=True)
+    for victim in victims:
+        try:
+            victim.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=60)
     process.wait(timeout=60)
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.5)
+        time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def whole_lines(path: Path) -> int:
+    """Complete records in a JSONL file that another process is writing (never repairs)."""
+    return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
 def usage_entries(run_dir: Path) -> list[dict]:
     return read_records(run_dir / "usage" / "history.jsonl")
+
+
+def kill_during(root: Path, params: str, run_dir: Path, stage: str, progress_file: str,
+                finished_products: list[str]) -> Kill:
+    """Start the run, SIGKILL it once the stage has written its first record, and say what
+    the run held at that moment."""
+    process = start_aloe_run(root, params)
+    progress = run_dir / progress_file
+    wait_for(lambda: whole_lines(progress) >= 1 or process.poll() is not None, timeout=1500,
+             what=f"the first record of {progress_file}")
+    assert process.poll() is None, f"the run ended before stage {stage} could be killed: " + \
+        (process.stderr.read() if process.stderr else "")[-3000:]
+    crash(process)
+    return Kill(stage, progress_file, read_records(progress),
+                {name: (run_dir / name).read_bytes() for name in finished_products})
 
 
 def copy_run(run: FinishedRun, name: str, cache: str | None = None, **sections: dict) -> Path:
@@ -98,6 +146,8 @@ def copy_run(run: FinishedRun, name: str, cache: str | None = None, **sections: 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory, local_server) -> Iterator[FinishedRun]:
+    """The tiny profile through a 30% faulty proxy: killed in stage 2, run again, killed in
+    stage 5, run again to the end."""
     root = tmp_path_factory.mktemp("workbook")
     (root / "params").mkdir()
     (root / "notebooks").symlink_to(ROOT / "notebooks")
@@ -108,9 +158,17 @@ def finished(tmp_path_factory: pytest.TempPathFactory, local_server) -> Iterator
             role.update(base_url=proxy.base_url, model=local_server.model, max_retries=10)
         params_file = root / "params" / "tiny.yaml"
         params_file.write_text(yaml.safe_dump(data, sort_keys=False))
-        first = aloe_run(root, "params/tiny.yaml")
-        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-        yield FinishedRun(root, params_file, data, proxy, first)
+        run_dir = root / "outputs" / data["run"]["name"]
+        kills = [kill_during(root, "params/tiny.yaml", run_dir, "02_conversations",
+                             "conversations.jsonl", STAGE_PRODUCTS),
+                 kill_during(root, "params/tiny.yaml", run_dir, "05_evaluate",
+                             "eval/base.jsonl", [*STAGE_PRODUCTS, "conversations.jsonl",
+                                                 "adapters/sft/adapter_model.safetensors",
+                                                 "adapters/dpo/adapter_model.safetensors"])]
+        faults, entries = proxy.total_faults, len(usage_entries(run_dir))
+        last = aloe_run(root, "params/tiny.yaml")
+        assert last.returncode == 0, last.stdout[-3000:] + last.stderr[-3000:]
+        yield FinishedRun(root, params_file, data, proxy, last, kills, faults, entries)
 
 
 # ------------------------------------------------------------------------------------------
@@ -119,13 +177,19 @@ def finished(tmp_path_factory: pytest.TempPathFactory, local_server) -> Iterator
 def test_every_stage_ran_through_a_faulty_network(finished: FinishedRun) -> None:
     executed = sorted(p.name for p in (finished.run_dir / "notebooks").glob("*.ipynb"))
     assert executed == sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert "total" in finished.first.stdout and "report.html" in finished.first.stdout
+    assert "total" in finished.last.stdout and "report.html" in finished.last.stdout
     assert finished.proxy.total_faults > 10  # the proxy really failed requests ...
-    retries = sum(role["retries"] for entry in usage_entries(finished.run_dir)
-                  for role in entry["roles"].values())
+    # ... and every fault the last run met was retried (a killed session's usage dies with it)
+    last_entries = usage_entries(finished.run_dir)[finished.entries_before_last:]
+    retries = sum(role["retries"] for entry in last_entries for role in entry["roles"].values())
     failures = sum(role["failures"] for entry in usage_entries(finished.run_dir)
                    for role in entry["roles"].values())
-    assert retries >= finished.proxy.total_faults and failures == 0  # ... and all were retried
+    faults_in_last = finished.proxy.total_faults - finished.faults_before_last
+    assert faults_in_last > 0 and retries >= faults_in_last and failures == 0
+    # what the two killed sessions had spent is in the usage history all the same
+    interrupted = [e["stage"] for e in load_usage_history(finished.run_dir)
+                   if e.get("interrupted")]
+    assert "conversations" in interrupted and "evaluate" in interrupted
 
 
 def test_products_are_consistent_with_each_other(finished: FinishedRun) -> None:
@@ -199,58 +263,36 @@ def test_rerun_sends_no_request_and_skips_training(finished: FinishedRun) -> Non
 # ------------------------------------------------------------------------------------------
 # Drills
 # ------------------------------------------------------------------------------------------
-def _kill_and_rerun(finished: FinishedRun, name: str, stages: str, progress_file: str,
-                    remove: list[str], count) -> tuple[int, int]:
-    """Run `stages` on a copy of the run with those products removed and a fresh cache; kill
-    it once `progress_file` holds some work, rerun, and return (done before kill, after)."""
-    cache = str(finished.outputs / f"cache-{name}" / "llm.sqlite")
-    params_file = copy_run(finished, name, cache=cache)
-    run_dir = finished.outputs / name
-    for product in remove:
-        target = run_dir / product
-        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    process = start_aloe_run(finished.root, str(params_file.relative_to(finished.root)),
-                             "--stages", stages)
-    wait_for(lambda: count(run_dir / progress_file) >= 1 or process.poll() is not None,
-             timeout=900, what=f"first results in {progress_file}")
-    assert process.poll() is None, "the stage finished before it could be killed"
-    kill_group(process)
-    done_before = count(run_dir / progress_file)
-    rerun = aloe_run(finished.root, str(params_file.relative_to(finished.root)),
-                     "--stages", stages)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    return done_before, count(run_dir / progress_file)
+def _check_kill(finished: FinishedRun, kill: Kill, expected: int,
+                key: Callable[[dict], object]) -> None:
+    """After the kill and the reruns: the stage's records are complete and unique, those
+    written before the kill are still there unchanged, and the products of the stages that
+    had finished before the kill were not written again."""
+    records = read_records(finished.run_dir / kill.progress_file)
+    keys = [key(r) for r in records]
+    assert 1 <= len(kill.records_before) < expected, "the kill did not land mid-stage"
+    assert len(keys) == len(set(keys)) == expected  # nothing lost, nothing twice
+    assert records[: len(kill.records_before)] == kill.records_before
+    for name, content in kill.finished_before.items():
+        assert (finished.run_dir / name).read_bytes() == content, f"{name} was redone"
 
 
-def _lines(path: Path) -> int:
-    return len(read_records(path)) if path.exists() else 0
+def test_killed_during_stage_2_resumes(finished: FinishedRun) -> None:
+    kill = finished.kills[0]
+    assert kill.stage == "02_conversations"
+    _check_kill(finished, kill, finished.data["conversations"]["n_conversations"],
+                key=lambda r: r["id"])
 
 
-def test_kill_during_stage_2_then_rerun(finished: FinishedRun) -> None:
-    before, after = _kill_and_rerun(finished, "killed2", "2", "conversations.jsonl",
-                                    ["conversations.jsonl", "conversations_summary.json",
-                                     "data"], _lines)
-    run_dir = finished.outputs / "killed2"
-    records = read_records(run_dir / "conversations.jsonl")
-    assert 1 <= before < after == finished.data["conversations"]["n_conversations"]
-    assert len({r["id"] for r in records}) == len(records)  # nothing twice
-    # the rerun answered every request of the conversations finished before the kill from
-    # the cache: it hit the cache at least once per such conversation and turn
-    rerun_usage = usage_entries(run_dir)[-1]
-    assert rerun_usage["stage"] == "conversations"
-
-
-def test_kill_during_stage_5_then_rerun(finished: FinishedRun) -> None:
-    before, after = _kill_and_rerun(finished, "killed5", "5", "eval/base.jsonl",
-                                    ["eval", "metrics.json"], _lines)
-    run_dir = finished.outputs / "killed5"
-    benchmark = read_records(run_dir / "benchmark.jsonl")
-    turns = finished.data["evaluation"]["turns"]
-    assert 1 <= before <= after == len(benchmark) * turns
-    for model in ("base", "sft", "dpo"):
-        records = read_records(run_dir / "eval" / f"{model}.jsonl")
-        keys = [(r["persona_id"], r["turn"]) for r in records]
-        assert len(keys) == len(set(keys)) == len(benchmark) * turns  # nothing lost or twice
+def test_killed_during_stage_5_resumes(finished: FinishedRun) -> None:
+    kill = finished.kills[1]
+    assert kill.stage == "05_evaluate"
+    benchmark = read_records(finished.run_dir / "benchmark.jsonl")
+    expected = len(benchmark) * finished.data["evaluation"]["turns"]
+    _check_kill(finished, kill, expected, key=lambda r: (r["persona_id"], r["turn"]))
+    for model in ("sft", "dpo"):  # the models the kill never reached are complete too
+        records = read_records(finished.run_dir / "eval" / f"{model}.jsonl")
+        assert len({(r["persona_id"], r["turn"]) for r in records}) == len(records) == expected
 
 
 def test_truncated_and_corrupt_jsonl_are_caught(finished: FinishedRun) -> None:
@@ -277,10 +319,10 @@ def test_two_runs_at_once(finished: FinishedRun) -> None:
     while the first run holds its folder."""
     names = ["left", "right"]
     files = [copy_run(finished, name) for name in names]
-    for name in names:
-        for product in ("personas.jsonl", "profiles.jsonl", "personalities.jsonl",
-                        "benchmark.jsonl"):
-            (finished.outputs / name / product).unlink()
+    for name in names:  # stage 1 from nothing (its LLM requests come from the shared cache)
+        for product in (finished.outputs / name).glob("*.json*"):
+            if product.name.startswith(("persona", "profiles", "benchmark")):
+                product.unlink()
     runs = [start_aloe_run(finished.root, str(f.relative_to(finished.root)), "--stages", "1")
             for f in files]
     lock = finished.outputs / "left" / ".lock"

@@ -1,9 +1,10 @@
 """Wall time of the tiny run from scratch and of its rerun, per stage, as a table.
 
-    .venv/bin/python bench/end_to_end.py [--params params/tiny.yaml]
+    .venv/bin/python bench/end_to_end.py [--params params/tiny.yaml] [--keep DIR]
 
 The first run starts from an empty output folder and an empty response cache (the converted
-embedded model is reused from outputs/models); the rerun uses the same parameters, so it should
+embedded model is reused from outputs/models; `--keep DIR` keeps that folder, e.g. to look at
+the report); the rerun uses the same parameters, so it should
 send no LLM request and skip finished training.
 """
 
@@ -41,9 +42,15 @@ def requests_sent(run_dir: Path, since: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params/tiny.yaml")
+    parser.add_argument("--keep", type=Path, help="write the run here and keep it (must not "
+                        "exist yet) instead of a temporary folder")
     args = parser.parse_args()
     root = project_root()
-    with tempfile.TemporaryDirectory() as tmp:
+    if args.keep and args.keep.exists():
+        raise SystemExit(f"--keep {args.keep}: exists already; the first run must start empty")
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = str(args.keep.resolve()) if args.keep else scratch
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         data = yaml.safe_load((root / args.params).read_text())
         data["run"]["output_dir"] = str(Path(tmp) / "outputs")
         data.setdefault("local_model", {})["cache_dir"] = str(root / "outputs" / "models")

@@ -1,0 +1,44 @@
+"""Draw the README's figure from a finished run folder, with the report's own plot function.
+
+    python scripts/readme_figure.py RUN_FOLDER [--figure alignment] [--out docs/tiny_run.png]
+
+RUN_FOLDER is e.g. outputs/tiny (or the folder `bench/end_to_end.py --keep DIR` wrote). The
+figure is the one the report draws from the same files; it is written small enough to commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from aloe import conversations, plots
+
+
+def alignment(run_dir: Path):
+    return plots.plot_alignment_levels(json.loads((run_dir / "metrics.json").read_text()))
+
+
+def win_rate(run_dir: Path):
+    records = [json.loads(line) for line in (run_dir / "conversations.jsonl").open()]
+    return plots.plot_hinted_win_rate(conversations.turn_table(records))
+
+
+FIGURES = {"alignment": alignment, "win_rate": win_rate}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--figure", choices=sorted(FIGURES), default="alignment")
+    parser.add_argument("--out", type=Path, default=Path("docs/tiny_run.png"))
+    args = parser.parse_args()
+    plots.style()
+    figure = FIGURES[args.figure](args.run_dir)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.out, dpi=110, bbox_inches="tight")
+    print(f"{args.out}: {args.out.stat().st_size // 1024} KiB")
+
+
+if __name__ == "__main__":
+    main()

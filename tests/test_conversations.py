@@ -4,12 +4,6 @@ real embedded model (resume after SIGKILL, a fault-injecting proxy, the notebook
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -315,74 +309,6 @@ def test_stage_writes_trees_and_rerun_sends_nothing(local_server, tmp_path: Path
     assert page.count('class="branch"') == page.count('class="branch continued"') == 2
     assert page.count("continued</span>") == 2
     assert chat_transcript([{"role": "user", "content": "hi"}]) == "User: hi"
-
-
-@pytest.mark.slow
-def test_sigkill_then_rerun_completes_from_cache(local_server, tmp_path: Path) -> None:
-    data = small_dict(tmp_path, n=2, turns=2, concurrency=1)
-    params = with_personas(data)
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(json.dumps(data))  # JSON is YAML
-    out = params.run_dir / "conversations.jsonl"
-    code = ("from aloe.config import load_params; from aloe.conversations import run_stage; "
-            f"run_stage(load_params({str(params_file)!r}))")
-    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=os.environ.copy(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 900
-        written_at = None  # cache rows when the first conversation was written
-        while time.monotonic() < deadline and child.poll() is None:
-            if written_at is None and out.exists() and read_records(out):
-                written_at = _cache_rows(params.cache_path)
-            if written_at is not None and _cache_rows(params.cache_path) > written_at:
-                break  # the second conversation has finished a request: kill it mid-way
-            time.sleep(0.1)
-        assert child.poll() is None, "the first run ended before it could be interrupted"
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-    first = read_records(out)
-    assert 1 <= len(first) < 2
-    cached = _cache_rows(params.cache_path)
-    summary = run_stage(params)
-    records = load_conversations(params)
-    check_trees(records, 2, 2)
-    assert len(read_records(out)) == 2  # no duplicates
-    # Every request the killed run had finished came from the cache: the rerun added one
-    # cache row per request it sent, none twice.
-    assert _cache_rows(params.cache_path) == cached + summary["requests"]
-    assert summary["cache_hits"] >= 1 and summary["written_now"] == 1
-
-
-def _cache_rows(path: Path) -> int:
-    if not path.exists():
-        return 0
-    db = sqlite3.connect(path, timeout=30)
-    try:
-        return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-    except sqlite3.OperationalError:  # the table is not created yet
-        return 0
-    finally:
-        db.close()
-
-
-@pytest.mark.slow
-def test_fault_proxy_still_completes_every_conversation(local_server, tmp_path: Path) -> None:
-    from tests.support.fault_proxy import FaultProxy
-
-    with FaultProxy(local_server.base_url, rate=0.3, seed=1) as proxy:
-        roles = {name: {**role, "base_url": proxy.base_url, "model": local_server.model,
-                        "max_retries": 8}
-                 for name, role in SMALL_ROLES.items()}
-        data = small_dict(tmp_path, n=2, turns=1)
-        data["roles"].update(roles)
-        params = with_personas(data)
-        summary = run_stage(params)
-    assert summary["failed"] == 0 and summary["conversations"] == 2
-    assert proxy.total_faults > 0 and summary["retries"] > 0
-    check_trees(load_conversations(params), 2, 1)
 
 
 def test_missing_personas_is_a_clear_error(tmp_path: Path) -> None:

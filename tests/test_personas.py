@@ -16,7 +16,7 @@ from aloe.config import params_from_dict
 from aloe.personas import (NoveltyFilter, load_aloe_benchmark, pair_personas, parse_reply,
                            read_text_pool)
 from aloe.records import DataError, read_records
-from tests.conftest import ROOT, tiny_dict, write_params
+from tests.conftest import tiny_dict
 
 
 # ------------------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ def test_stage_with_the_official_files_as_pool_and_benchmark(tmp_path: Path,
 # ------------------------------------------------------------------------------------------
 SMALL = {
     "personas": {"profiles_target": 40, "personalities_target": 40, "generate_n": 3,
-                 "calls_per_round": 2, "max_rounds": 2, "threshold": 0.8,
+                 "calls_per_round": 1, "max_rounds": 2, "threshold": 0.8,
                  "personality_threshold": 0.9, "pairings_per_profile": 2,
                  "benchmark_profiles": 1, "benchmark_personalities": 1},
     "roles": {**tiny_dict(Path("/unused"))["roles"],
@@ -328,27 +328,9 @@ def test_stage_grows_and_resumes_to_the_same_pool(tmp_path: Path, shared_cache: 
     assert all(item["train_similarity"] <= 0.9 for item in bench_profiles + bench_traits)
     for pool in resumed.pools.values():
         assert pool.stop_reason in personas.STOP_REASONS
-        assert pool.calls == 2 * pool.rounds
+        assert pool.calls == pool.rounds  # calls_per_round: 1
     summary = json.loads((run / personas.SUMMARY_FILE).read_text())
     assert summary["profiles"] == resumed.profiles
-
-
-@pytest.mark.slow
-def test_notebook_runs_on_the_tiny_profile(tmp_path: Path, shared_cache: Path,
-                                           local_server) -> None:
-    import papermill
-    import yaml
-
-    params_file = write_params(tmp_path, **SMALL, run={
-        **tiny_dict(tmp_path)["run"], "name": "notebook", "cache_path": str(shared_cache)})
-    out = tmp_path / "01_personas.out.ipynb"
-    injected = {**yaml.safe_load(params_file.read_text()), "params_file": str(params_file)}
-    papermill.execute_notebook(str(ROOT / "notebooks" / "01_personas.ipynb"), str(out),
-                               parameters=injected, cwd=str(ROOT), progress_bar=False,
-                               kernel_name="python3")
-    text = out.read_text()
-    assert "stage stop reason (training pools)" in text
-    assert (tmp_path / "outputs" / "notebook" / "benchmark.jsonl").exists()
 
 
 def test_pool_map_is_computed_once_per_pool(tmp_path: Path,

@@ -323,28 +323,6 @@ def test_each_adapter_changes_the_base_models_logits(trained: dict) -> None:
 
 
 @pytest.mark.slow
-def test_notebooks_03_and_04_show_the_finished_run(trained: dict, tmp_path: Path,
-                                                   one_thread_when_busy: dict,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """The notebooks find the adapters finished, so they only draw, tabulate and compare."""
-    import papermill
-    import yaml
-
-    for name, value in one_thread_when_busy.items():  # the kernels' torch threads
-        monkeypatch.setenv(name, value)
-    params_file = trained["params_file"]
-    injected = {**yaml.safe_load(params_file.read_text()), "params_file": str(params_file)}
-    for name in ("03_sft", "04_dpo"):
-        output = tmp_path / f"{name}.ipynb"
-        papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(output),
-                                   parameters=injected, cwd=str(ROOT), kernel_name="python3",
-                                   progress_bar=False)
-        text = output.read_text()
-        assert "tokens_per_s" in text and "image/png" in text
-        assert "preferred (data)" in text
-
-
-@pytest.mark.slow
 def test_the_comparison_is_generated_once_per_adapter(trained: dict,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Rerunning a finished run shows the kept comparison instead of loading the model again;

@@ -208,8 +208,14 @@ def test_products_are_consistent_with_each_other(finished: FinishedRun) -> None:
     assert all(c["persona"]["id"] in persona_ids for c in conversations)
     assert all(len(c["turns"]) == data["conversations"]["turns"] for c in conversations)
 
-    decided = sum(t["verdict"]["preferred"] in ("hinted", "plain")
-                  for c in conversations for t in c["turns"])
+    def exportable(turn: dict) -> bool:  # a decided preference for a reply that differs
+        preferred = turn["verdict"]["preferred"]
+        if preferred not in ("hinted", "plain"):
+            return False
+        other = "plain" if preferred == "hinted" else "hinted"
+        return turn[preferred].strip() not in ("", turn[other].strip())
+
+    decided = sum(exportable(t) for c in conversations for t in c["turns"])
     counts = product_counts(run_dir)
     sft_rows = counts.get("sft train examples", 0) + counts.get("sft validation examples", 0)
     dpo_rows = counts.get("dpo train examples", 0) + counts.get("dpo validation examples", 0)
@@ -255,9 +261,12 @@ def test_rerun_sends_no_request_and_skips_training(finished: FinishedRun) -> Non
     new_entries = usage_entries(finished.run_dir)[before:]
     assert new_entries and sum(e["totals"]["requests"] for e in new_entries) == 0
     assert sum(e["totals"]["cache_hits"] for e in new_entries) > 0
-    for stage in ("sft", "dpo"):
-        log = (finished.run_dir / "notebooks" / f"0{3 if stage == 'sft' else 4}_{stage}.ipynb")
-        assert "found finished" in log.read_text()
+    notebooks = finished.run_dir / "notebooks"
+    for name in ("03_sft", "04_dpo"):  # training skipped; curves, costs and comparison shown
+        text = (notebooks / f"{name}.ipynb").read_text()
+        assert "found finished" in text and "tokens_per_s" in text
+        assert "image/png" in text and "preferred (data)" in text
+    assert "stage stop reason (training pools)" in (notebooks / "01_personas.ipynb").read_text()
 
 
 # ------------------------------------------------------------------------------------------
@@ -282,6 +291,10 @@ def test_killed_during_stage_2_resumes(finished: FinishedRun) -> None:
     assert kill.stage == "02_conversations"
     _check_kill(finished, kill, finished.data["conversations"]["n_conversations"],
                 key=lambda r: r["id"])
+    # the conversation the kill cut short was resumed from the cache, not asked again: the
+    # first completed stage-2 session (the one after the kill) was answered from it
+    resumed = [e for e in usage_entries(finished.run_dir) if e["stage"] == "conversations"][0]
+    assert resumed["totals"]["cache_hits"] >= 1
 
 
 def test_killed_during_stage_5_resumes(finished: FinishedRun) -> None:

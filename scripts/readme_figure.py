@@ -9,18 +9,18 @@ figure is the one the report draws from the same files; it is written small enou
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from aloe import conversations, plots
+from aloe.records import read_json, read_records
 
 
 def alignment(run_dir: Path):
-    return plots.plot_alignment_levels(json.loads((run_dir / "metrics.json").read_text()))
+    return plots.plot_alignment_levels(read_json(run_dir / "metrics.json"))
 
 
 def win_rate(run_dir: Path):
-    records = [json.loads(line) for line in (run_dir / "conversations.jsonl").open()]
+    records = read_records(run_dir / "conversations.jsonl")
     return plots.plot_hinted_win_rate(conversations.turn_table(records))
 
 

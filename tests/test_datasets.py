@@ -64,11 +64,12 @@ def test_export_of_hand_trees(tmp_path: Path) -> None:
     trees = [hand_tree("c0", personas[0], ["hinted", "unparseable"], ["plain", "hinted"]),
              hand_tree("c1", personas[1], ["plain", "inconsistent"], ["hinted", "hinted"]),
              hand_tree("c2", personas[0], ["inconsistent", "hinted"], ["plain", "plain"])]
-    write_records(params.run_dir / "conversations.jsonl", trees)
+    write_records(params.layout.conversations, trees)
     summary = export(params)
-    assert summary["examples"] == 3
-    assert summary["left_out"] == {"inconsistent": 2, "unparseable": 1}
-    sft, dpo = load_from_disk(summary["sft"]), load_from_disk(summary["dpo"])
+    assert summary.examples == 3
+    assert summary.left_out == {"inconsistent": 2, "unparseable": 1}
+    sft = load_from_disk(str(params.layout.dataset("sft")))
+    dpo = load_from_disk(str(params.layout.dataset("dpo")))
     assert set(sft) == set(dpo) == {"train", "validation"}
     assert sft["train"].num_rows + sft["validation"].num_rows == 3
     assert not set(sft["train"]["persona_id"]) & set(sft["validation"]["persona_id"])
@@ -80,8 +81,9 @@ def test_export_of_hand_trees(tmp_path: Path) -> None:
     assert row["rejected"] == [{"role": "assistant", "content": "c2 plain 2"}]
     assert row["prompt"][-1] == {"role": "user", "content": "c2 user 2"}
     again = export(params)  # re-export replaces the folders
-    assert again["examples"] == 3 and load_from_disk(again["sft"])["train"].num_rows
-    assert (params.run_dir / "data" / "export_summary.json").exists()
+    assert again.examples == 3
+    assert load_from_disk(str(params.layout.dataset("sft")))["train"].num_rows
+    assert params.layout.export_summary.exists()
 
 
 def test_export_with_no_decided_turn_is_valid_and_empty(tmp_path: Path) -> None:
@@ -89,10 +91,10 @@ def test_export_with_no_decided_turn_is_valid_and_empty(tmp_path: Path) -> None:
 
     params = params_from_dict(small_dict(tmp_path))
     tree = hand_tree("c0", persona_records(1)[0], ["inconsistent"], ["plain"])
-    write_records(params.run_dir / "conversations.jsonl", [tree])
+    write_records(params.layout.conversations, [tree])
     summary = export(params)
-    assert summary["examples"] == 0
-    sft = load_from_disk(summary["sft"])
+    assert summary.examples == 0
+    sft = load_from_disk(str(params.layout.dataset("sft")))
     assert sft["train"].num_rows == 0 and "prompt" in sft["train"].column_names
 
 
@@ -107,7 +109,7 @@ def real_run(local_server, tmp_path_factory: pytest.TempPathFactory, shared_cach
     params = with_personas(small_dict(tmp_path, n=3, turns=2, cache=shared_cache,
                                       validation_fraction=0.34))
     summary = run_stage(params)
-    assert summary["failed"] == 0
+    assert summary.failed == 0
     return params, export(params)
 
 
@@ -119,13 +121,13 @@ def test_prompts_render_exactly_the_conversation_so_far(real_run: Any) -> None:
     from aloe.local_model import local_model_path
 
     params, summary = real_run
-    assert summary["examples"] > 0 and summary["train"]["examples"] > 0
+    assert summary.examples > 0 and summary.train["examples"] > 0
     tokenizer = AutoTokenizer.from_pretrained(local_model_path(params))
     trees = {r["id"]: r for r in load_conversations(params)}
     for kind in ("sft", "dpo"):
-        data = load_from_disk(summary[kind])
+        data = load_from_disk(str(params.layout.dataset(kind)))
         rows = data["train"].to_list() + data["validation"].to_list()
-        assert len(rows) == summary["examples"]
+        assert len(rows) == summary.examples
         for row in rows:
             tree = trees[row["conversation_id"]]
             led_here = []
@@ -171,7 +173,7 @@ def test_trl_trainers_take_the_exports(real_run: Any, tmp_path: Path) -> None:
     common = dict(per_device_train_batch_size=2, max_steps=1, report_to=[], use_cpu=True,
                   max_length=256, dataloader_num_workers=0, save_strategy="no")
 
-    sft_data = load_from_disk(summary["sft"])["train"]
+    sft_data = load_from_disk(str(params.layout.dataset("sft")))["train"]
     sft = SFTTrainer(model=model(), args=SFTConfig(output_dir=str(tmp_path / "sft"), **common),
                      train_dataset=sft_data, processing_class=tokenizer)
     batch = next(iter(sft.get_train_dataloader()))
@@ -180,7 +182,7 @@ def test_trl_trainers_take_the_exports(real_run: Any, tmp_path: Path) -> None:
     labels = batch["labels"]
     assert (labels == -100).any() and (labels != -100).any()  # only the completion is learned
 
-    dpo_data = load_from_disk(summary["dpo"])["train"]
+    dpo_data = load_from_disk(str(params.layout.dataset("dpo")))["train"]
     dpo = DPOTrainer(model=model(), args=DPOConfig(output_dir=str(tmp_path / "dpo"), **common),
                      train_dataset=dpo_data, processing_class=tokenizer)
     batch = next(iter(dpo.get_train_dataloader()))

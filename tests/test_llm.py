@@ -13,7 +13,9 @@ import openai
 import pytest
 
 from aloe.config import params_from_dict
-from aloe.llm import LLM, MissingKeyError, load_usage_history, run_sync
+from aloe.config import RoleConfig
+from aloe.layout import RunLayout
+from aloe.llm import LLM, LLMError, MissingKeyError, load_usage_history, run_sync
 from aloe.llm.client import retry_delay
 from tests.conftest import tiny_dict
 from tests.support.fault_proxy import FaultProxy
@@ -54,7 +56,7 @@ def _track_in_flight(llm: LLM) -> dict[str, int]:
 @pytest.mark.slow
 def test_concurrency_cache_and_samples(tmp_path: Path, local_server) -> None:
     params = _params(tmp_path, local_server.base_url, local_server.model)
-    llm = LLM(params, "test")
+    llm = LLM.for_run(params, "test")
     in_flight = _track_in_flight(llm)
     first = run_sync(llm.chat_many("assistant", _prompts("a")))
     assert all(not isinstance(r, BaseException) and r.text for r in first)
@@ -72,17 +74,17 @@ def test_concurrency_cache_and_samples(tmp_path: Path, local_server) -> None:
     assert (usage.requests, usage.cache_hits) == (N_REQUESTS + 1, N_REQUESTS)
 
     llm.save_ledger()
-    saved = json.loads((params.run_dir / "usage" / "test.json").read_text())
+    saved = json.loads(params.layout.usage("test").read_text())
     assert saved["totals"]["requests"] == N_REQUESTS + 1
     assert saved["totals"]["cache_hits"] == N_REQUESTS
-    assert load_usage_history(params.run_dir)[-1]["stage"] == "test"
+    assert load_usage_history(params.layout)[-1]["stage"] == "test"
 
 
 @pytest.mark.slow
 def test_retries_through_a_faulty_proxy(tmp_path: Path, local_server) -> None:
     with FaultProxy(local_server.base_url, rate=0.3, seed=1) as proxy:
         params = _params(tmp_path, proxy.base_url, local_server.model, max_retries=8)
-        llm = LLM(params, "test", retry_base=0.05)
+        llm = LLM.for_run(params, "test", retry_base=0.05)
         replies = run_sync(llm.chat_many("user", _prompts("b")))
     assert all(not isinstance(r, BaseException) and r.text for r in replies), replies
     usage = llm.ledger.roles["user"]
@@ -92,26 +94,92 @@ def test_retries_through_a_faulty_proxy(tmp_path: Path, local_server) -> None:
     assert usage.retries >= proxy.total_faults
     # the content is the real server's: the same prompts straight to it give the same replies
     direct = _params(tmp_path / "direct", local_server.base_url, local_server.model)
-    straight = run_sync(LLM(direct, "test").chat_many("user", _prompts("b")[:4]))
+    straight = run_sync(LLM.for_run(direct, "test").chat_many("user", _prompts("b")[:4]))
     assert [r.text for r in straight] == [r.text for r in replies[:4]]
 
 
 def test_a_request_that_keeps_failing_names_role_model_and_url(tmp_path: Path) -> None:
     params = _params(tmp_path, "http://127.0.0.1:9/v1", "some-model", max_retries=1, timeout=2)
-    llm = LLM(params, "test", retry_base=0.01)
-    with pytest.raises(Exception) as error:
+    llm = LLM.for_run(params, "test", retry_base=0.01)
+    with pytest.raises(LLMError) as error:
         run_sync(llm.chat("judge", [{"role": "user", "content": "hi"}]))
     message = str(error.value)
     assert "role 'judge'" in message and "some-model" in message and "127.0.0.1:9" in message
     assert "after 2 attempts" in message
+    assert error.value.retryable and error.value.status_code is None  # nobody answered
     assert llm.ledger.roles["judge"].retries == 1 and llm.ledger.roles["judge"].failures == 1
+
+
+class RefusingServer:
+    """A real HTTP server on loopback that answers every request with one status code."""
+
+    def __init__(self, status: int):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                outer.requests += 1
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                body = json.dumps({"error": {"message": f"refused with {status}"}}).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> "RefusingServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_refused_request_is_not_retried_and_carries_its_status(tmp_path: Path) -> None:
+    with RefusingServer(400) as server:
+        params = _params(tmp_path, server.base_url, "m", max_retries=3)
+        llm = LLM.for_run(params, "test", retry_base=0.01)
+        with pytest.raises(LLMError) as error:
+            run_sync(llm.chat("judge", [{"role": "user", "content": "hi"}]))
+    assert server.requests == 1  # a 4xx is the request's fault: asking again cannot help
+    assert error.value.status_code == 400 and error.value.rejected
+    assert not error.value.retryable and "refused with 400" in str(error.value)
+
+
+def test_any_mapping_of_roles_is_a_client(tmp_path: Path) -> None:
+    """A model under test behind an endpoint is just another role of its own name."""
+    layout = RunLayout(run_dir=tmp_path / "run", cache_path=tmp_path / "cache.sqlite")
+    with RefusingServer(503) as server:
+        llm = LLM({"policy": RoleConfig(model="m", base_url=server.base_url, max_retries=1)},
+                  stage="evaluate-x", layout=layout, retry_base=0.01)
+        with pytest.raises(LLMError) as error:
+            run_sync(llm.chat("policy", [{"role": "user", "content": "hi"}]))
+        with pytest.raises(LLMError, match="unknown role 'judge'; roles are policy"):
+            run_sync(llm.chat("judge", [{"role": "user", "content": "hi"}]))
+    assert error.value.retryable and error.value.status_code == 503 and server.requests == 2
+    assert llm.ledger.roles["policy"].failures == 1
 
 
 def test_missing_api_key_names_the_variable(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("ALOE_TEST_MISSING_KEY", raising=False)
     params = _params(tmp_path, "http://127.0.0.1:9/v1", "m", api_key_env="ALOE_TEST_MISSING_KEY")
     with pytest.raises(MissingKeyError, match="ALOE_TEST_MISSING_KEY"):
-        run_sync(LLM(params, "test").chat("user", [{"role": "user", "content": "hi"}]))
+        run_sync(LLM.for_run(params, "test").chat("user", [{"role": "user", "content": "hi"}]))
 
 
 def test_retry_after_is_honoured_and_backoff_grows() -> None:
@@ -153,9 +221,10 @@ def test_a_killed_sessions_usage_is_still_counted(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", killed, str(usage / "live")], check=False)
     saved = Ledger(stage="sft", live_dir=usage / "live")
     saved.record_hit("judge", "m")
-    saved.save(tmp_path)
+    layout = RunLayout(run_dir=tmp_path, cache_path=tmp_path / "cache.sqlite")
+    saved.save(layout)
 
-    history = load_usage_history(tmp_path)
+    history = load_usage_history(layout)
     assert [entry["stage"] for entry in history] == ["conversations", "sft"]
     interrupted, finished = history
     assert interrupted["interrupted"] is True and "interrupted" not in finished

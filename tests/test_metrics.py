@@ -10,7 +10,6 @@ import pytest
 from aloe import metrics
 from aloe.metrics import (alignment_levels, improvement_rate, normalized_improvement_rate,
                           paired_difference, summarise)
-from aloe.records import append_records
 
 
 def records(model: str, table: dict[str, list[int | None]]) -> list[dict]:
@@ -144,18 +143,17 @@ def test_paired_difference_leaves_out_turns_missing_on_either_side():
 
 
 # -- metrics.json ---------------------------------------------------------------------------
-def test_summarise_writes_strict_json_for_a_run_folder(tmp_path):
-    run = tmp_path / "run"
-    append_records(run / "eval" / "base.jsonl", records("base", {"p1": [2, 3], "p2": [3, 3]}))
-    append_records(run / "eval" / "dpo.jsonl", records("dpo", {"p1": [3, 5], "p2": [None, 4]}))
-    summary = summarise(run, n_boot=100, models=["base", "dpo"])
-    text = (run / "metrics.json").read_text()
+def test_summarise_is_strict_json_and_reads_no_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be read from or written to the working folder
+    by_model = {"base": records("base", {"p1": [2, 3], "p2": [3, 3]}),
+                "dpo": records("dpo", {"p1": [3, 5], "p2": [None, 4]})}
+    summary = summarise(by_model, n_boot=100, models=["base", "dpo"])
+    assert list(tmp_path.iterdir()) == []
 
     def no_nan(name):
-        raise AssertionError(f"metrics.json holds {name}")
+        raise AssertionError(f"metrics.json would hold {name}")
 
-    data = json.loads(text, parse_constant=no_nan)
-    assert data == json.loads(json.dumps(summary))
+    data = json.loads(json.dumps(summary), parse_constant=no_nan)
     assert list(data["models"]) == ["base", "dpo"]
     base = data["models"]["base"]
     assert base["turns"] == [1, 2] and base["al"] == pytest.approx([2.5, 3.0])

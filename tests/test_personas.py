@@ -3,85 +3,22 @@ the ALOE benchmark, and the stage itself with the real local model (growth, resu
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import pytest
 
 from aloe import personas
 from aloe.config import params_from_dict
-from aloe.personas import (NoveltyFilter, load_aloe_benchmark, pair_personas, parse_reply,
-                           read_text_pool)
-from aloe.records import DataError, read_records
+from aloe.personas import NoveltyFilter, pair_personas, parse_reply
+from aloe.pools import builtin_seeds, load_aloe_benchmark, read_text_pool
+from aloe.records import read_records
 from tests.conftest import tiny_dict
-
-
-# ------------------------------------------------------------------------------------------
-# Text pools and the ALOE files
-# ------------------------------------------------------------------------------------------
-def test_read_text_pool_recovers_every_official_record(reference_dir: Path) -> None:
-    profiles = read_text_pool(reference_dir / "profile.jsonl")
-    assert len(profiles) == 331  # 330 lines: line 6 holds two strings run together
-    assert profiles[5].startswith("He is a 37-year-old") and profiles[6].startswith("He is a 46")
-    assert len(read_text_pool(reference_dir / "personality.jsonl")) == 71
-    assert len(read_text_pool(reference_dir / "profile_eval.jsonl")) == 20  # no final newline
-    assert len(read_text_pool(reference_dir / "personality_eval.jsonl")) == 7
-
-
-def test_read_text_pool_is_robust_and_names_bad_lines(tmp_path: Path) -> None:
-    good = tmp_path / "pool.jsonl"
-    good.write_text('"one"\n\n"two"  "three"\n{"id": "x", "text": "four"}\n"five"')
-    assert read_text_pool(good) == ["one", "two", "three", "four", "five"]
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('"fine"\n"broken\n')
-    with pytest.raises(DataError, match=r"bad\.jsonl:2"):
-        read_text_pool(bad)
-    wrong = tmp_path / "wrong.jsonl"
-    wrong.write_text('"fine"\n"fine" 42\n')
-    with pytest.raises(DataError, match=r"wrong\.jsonl:2: expected a JSON string"):
-        read_text_pool(wrong)
-    with pytest.raises(DataError, match="file not found"):
-        read_text_pool(tmp_path / "missing.jsonl")
-
-
-def test_read_text_pool_fetches_a_url(tmp_path: Path) -> None:
-    (tmp_path / "p.jsonl").write_text('"a profile"\n"another one"\n')
-    handler = functools.partial(_QuietHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{server.server_port}"
-        assert read_text_pool(f"{base}/p.jsonl") == ["a profile", "another one"]
-        with pytest.raises(DataError, match="could not fetch"):
-            read_text_pool(f"{base}/missing.jsonl")
-    finally:
-        server.shutdown()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def test_load_aloe_benchmark_gives_100_personas_in_aloe_order(reference_dir: Path) -> None:
-    bench = load_aloe_benchmark(reference_dir / "profile_eval.jsonl",
-                                reference_dir / "personality_eval.jsonl")
-    assert len(bench) == 100
-    profiles = read_text_pool(reference_dir / "profile_eval.jsonl")
-    traits = read_text_pool(reference_dir / "personality_eval.jsonl")
-    assert [(b["profile"], b["personality"]) for b in bench] == [
-        (p, q) for p in profiles for q in traits[:5]]
-    assert len({b["id"] for b in bench}) == 100
-    assert set(bench[0]) == {"id", "profile_id", "personality_id", "profile", "personality"}
-    assert len(load_aloe_benchmark(["p1", "p2"], ["a", "b", "c"], m=2)) == 4
 
 
 def test_builtin_seeds_are_our_own(reference_dir: Path) -> None:
     for kind, official in [("profile", "profile.jsonl"), ("personality", "personality.jsonl")]:
-        seeds = personas.builtin_seeds(kind)
+        seeds = builtin_seeds(kind)
         assert len(seeds) == 20 and len(set(seeds)) == 20
         theirs = read_text_pool(reference_dir / official)
         theirs += read_text_pool(reference_dir / official.replace(".jsonl", "_eval.jsonl"))
@@ -245,12 +182,12 @@ def test_stage_with_the_official_files_as_pool_and_benchmark(tmp_path: Path,
     assert (summary.profiles, summary.personalities) == (331, 71)
     assert summary.personas == 3310 and summary.benchmark == 100
     assert summary.stop_reason == "target" and not summary.rounds
-    run = params.run_dir
-    assert {r["source"] for r in read_records(run / "profiles.jsonl")} == {"aloe"}
-    bench = read_records(run / "benchmark.jsonl")
+    layout = params.layout
+    assert {r["source"] for r in read_records(layout.pool("profiles"))} == {"aloe"}
+    bench = read_records(layout.benchmark)
     assert bench == load_aloe_benchmark(reference_dir / "profile_eval.jsonl",
                                         reference_dir / "personality_eval.jsonl")
-    report = personas.leakage_report(run)
+    report = personas.leakage_report(layout)
     assert report.loc["profile", "benchmark_items"] == 20
     assert 0 < report.loc["profile", "max_train_similarity"] < 1
 
@@ -297,21 +234,22 @@ def test_stage_grows_and_resumes_to_the_same_pool(tmp_path: Path, shared_cache: 
 
     with pytest.raises(Interrupt):
         personas.run_stage(interrupted, hook=stop_mid_round)
-    run = interrupted.run_dir
-    logged = [(r["pool"], r["round"]) for r in read_records(run / personas.ROUNDS_FILE)]
+    run = interrupted.layout.run_dir
+    logged = [(r["pool"], r["round"]) for r in read_records(interrupted.layout.persona_rounds)]
     assert ("profiles", 0) in logged and ("profiles", 1) not in logged
 
     resumed = personas.run_stage(interrupted)
-    fresh = personas.run_stage(_small_params(tmp_path, shared_cache, "fresh"))
+    fresh_params = _small_params(tmp_path, shared_cache, "fresh")
+    fresh, fresh_run = personas.run_stage(fresh_params), fresh_params.layout.run_dir
     for name in PRODUCTS:
-        assert read_records(run / name) == read_records(fresh.run_dir / name), name
+        assert read_records(run / name) == read_records(fresh_run / name), name
     for name in ["profiles.jsonl", "personalities.jsonl"]:
         texts = [r["text"] for r in read_records(run / name)]
         assert len(texts) == len(set(texts)), f"duplicates in {name}"
-    rounds = read_records(run / personas.ROUNDS_FILE)
+    rounds = read_records(interrupted.layout.persona_rounds)
     keys = [(r["pool"], r["round"]) for r in rounds]
     assert len(keys) == len(set(keys)) and ("profiles", 1) in keys
-    candidates = read_records(run / personas.CANDIDATES_FILE)
+    candidates = read_records(interrupted.layout.persona_candidates)
     assert len(candidates) == sum(r["candidates"] for r in rounds)
 
     # what the stage wrote is consistent
@@ -329,7 +267,7 @@ def test_stage_grows_and_resumes_to_the_same_pool(tmp_path: Path, shared_cache: 
     for pool in resumed.pools.values():
         assert pool.stop_reason in personas.STOP_REASONS
         assert pool.calls == pool.rounds  # calls_per_round: 1
-    summary = json.loads((run / personas.SUMMARY_FILE).read_text())
+    summary = json.loads(interrupted.layout.persona_summary.read_text())
     assert summary["profiles"] == resumed.profiles
 
 
@@ -345,10 +283,10 @@ def test_pool_map_is_computed_once_per_pool(tmp_path: Path,
              "personalities": ["Patient and dry-humoured.", "Impatient, wants lists.",
                                "Warm and chatty."]}
     for name, items in texts.items():
-        write_records(params.run_dir / f"{name}.jsonl",
+        write_records(params.layout.pool(name),
                       [{"id": f"{name}-{i}", "text": t, "source": "seed"}
                        for i, t in enumerate(items)])
-        write_records(params.run_dir / f"benchmark_{name}.jsonl",
+        write_records(params.layout.pool(f"benchmark_{name}"),
                       [{"id": f"b-{name}", "text": items[0] + " Also likes tea.",
                         "source": "generated"}])
     first = personas.pool_map(params)
@@ -358,9 +296,9 @@ def test_pool_map_is_computed_once_per_pool(tmp_path: Path,
     def no_model(*args, **kwargs):
         raise AssertionError("the embedding model was loaded again")
 
-    monkeypatch.setattr(personas, "NoveltyFilter", no_model)
+    monkeypatch.setattr(personas.views, "NoveltyFilter", no_model)
     assert personas.pool_map(params).equals(first)
-    write_records(params.run_dir / "profiles.jsonl",
+    write_records(params.layout.pool("profiles"),
                   [{"id": "profiles-0", "text": "A beekeeper in Cork.", "source": "seed"}])
     with pytest.raises(AssertionError, match="loaded again"):
         personas.pool_map(params)

@@ -87,17 +87,46 @@ def test_preflight_runs_and_no_key_leaks(tmp_path: Path, local_server) -> None:
 
 
 def test_second_run_of_the_same_name_is_refused(tmp_path: Path) -> None:
-    from aloe.runner import RunError, run_lock
+    from aloe.errors import RunLockedError
+    from aloe.layout import RunLayout
+    from aloe.runner import run_lock
 
-    run_dir = tmp_path / "outputs" / "same"
-    with run_lock(run_dir):
+    layout = RunLayout(run_dir=tmp_path / "outputs" / "same", cache_path=tmp_path / "c.sqlite")
+    with run_lock(layout):
         holder = subprocess.run(
-            [sys.executable, "-c", "from aloe.runner import run_lock\n"
-             f"with run_lock(__import__('pathlib').Path({str(run_dir)!r})): pass"],
+            [sys.executable, "-c", "from pathlib import Path\n"
+             "from aloe.layout import RunLayout\nfrom aloe.runner import run_lock\n"
+             f"with run_lock(RunLayout(Path({str(layout.run_dir)!r}), Path('c'))): pass"],
             capture_output=True, text=True)
         assert holder.returncode != 0 and "is in use by pid" in holder.stderr
-        with pytest.raises(RunError, match="is in use"):
-            with run_lock(run_dir):
+        with pytest.raises(RunLockedError, match="is in use") as error:
+            with run_lock(layout):
                 pass  # pragma: no cover
-    with run_lock(run_dir):  # free again once the holder is done
+        assert error.value.exit_code == 2
+    with run_lock(layout):  # free again once the holder is done
         pass
+
+
+def test_cli_exit_codes_follow_the_error_type(tmp_path: Path) -> None:
+    """A locked run folder is refused input (2); so is a training stage without its data; an
+    evaluation that cannot find its benchmark is a failed stage (1). Each is one line."""
+    from aloe.layout import RunLayout
+    from aloe.runner import run_lock
+
+    root = _project(tmp_path)
+    data = tiny_dict(tmp_path)
+    (root / "params" / "p.yaml").write_text(yaml.safe_dump(data))
+    run_dir = Path(data["run"]["output_dir"]) / data["run"]["name"]
+    with run_lock(RunLayout(run_dir=run_dir, cache_path=tmp_path / "c.sqlite")):
+        locked = _aloe(root, "run", "params/p.yaml", "--stages", "0")
+    assert locked.returncode == 2 and "is in use by pid" in locked.stderr
+
+    untrained = _aloe(root, "train", "sft", "params/p.yaml")
+    assert untrained.returncode == 2
+    assert untrained.stderr.startswith("aloe: params/p.yaml: no sft dataset at ")
+    assert "run stage 2" in untrained.stderr and untrained.stderr.count("\n") == 1
+
+    unevaluated = _aloe(root, "evaluate", "params/p.yaml", "--limit", "1")
+    assert unevaluated.returncode == 1
+    assert "no benchmark personas at" in unevaluated.stderr and "run stage 1" in unevaluated.stderr
+    assert unevaluated.stderr.count("\n") == 1

@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
-from aloe import training
+from aloe import qlora, training
 from aloe.config import ParamsError, params_from_dict
+from aloe.layout import RunLayout
+from aloe.policy import detect_device
 from tests.conftest import MODEL_CACHE, ROOT, tiny_dict, write_params
 
 # Short, well-formed multi-turn conversations: a prompt ends with the user's message.
@@ -43,7 +45,7 @@ def _conversation(index: int, turns: int) -> list[dict[str, Any]]:
     return examples
 
 
-def make_exports(run_dir: Path, n_train: int = 6, n_val: int = 2) -> None:
+def make_exports(layout: RunLayout, n_train: int = 6, n_val: int = 2) -> None:
     """`data/sft` and `data/dpo` as `aloe.datasets.export` writes them."""
     from datasets import Dataset, DatasetDict
 
@@ -61,13 +63,14 @@ def make_exports(run_dir: Path, n_train: int = 6, n_val: int = 2) -> None:
 
     for kind, convert in (("sft", sft), ("dpo", dpo)):
         DatasetDict({name: Dataset.from_list([convert(r) for r in split])
-                     for name, split in splits.items()}).save_to_disk(str(run_dir / "data" / kind))
+                     for name, split in splits.items()}).save_to_disk(str(layout.dataset(kind)))
 
 
-TRAIN = {"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 1, "max_length": 256,
-         "lora_r": 4, "lora_alpha": 8, "gradient_checkpointing": True}  # the GPU profiles' path
-SECTIONS = {"sft": {**TRAIN, "learning_rate": 1e-3},
-            "dpo": {**TRAIN, "max_steps": 2, "learning_rate": 1e-4},
+TRAINER = {"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 1, "max_length": 256,
+           "gradient_checkpointing": True}  # the GPU profiles' path
+SECTIONS = {"sft": {"lora_r": 4, "lora_alpha": 8, "trainer": {**TRAINER, "learning_rate": 1e-3}},
+            "dpo": {"lora_r": 4, "lora_alpha": 8,
+                    "trainer": {**TRAINER, "max_steps": 2, "learning_rate": 1e-4}},
             "evaluation": {"max_new_tokens": 12}}
 
 
@@ -110,7 +113,7 @@ def test_lora_rank_zero_is_refused_with_one_line(tmp_path: Path) -> None:
     ("sft", {"sft": {"base_model": "/no/such/model"}}, "model folder not found: /no/such/model"),
     ("dpo", {"dpo": {"base_model": "nobody/no-such-model-anywhere", "start_from": "base"}},
      "not in the local Hugging Face cache"),
-    ("sft", {"sft": {"optim": "adamw_magic"}}, "unknown optimiser 'adamw_magic'"),
+    ("sft", {"sft": {"trainer": {"optim": "adamw_magic"}}}, "unknown optimiser 'adamw_magic'"),
     ("dpo", {}, "no SFT adapter"),
 ])
 def test_bad_inputs_stop_before_any_model_is_loaded(
@@ -118,7 +121,7 @@ def test_bad_inputs_stop_before_any_model_is_loaded(
         overrides: dict, expected: str) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     params = params_from_dict(tiny_dict(tmp_path, **overrides), source="bad.yaml")
-    make_exports(params.run_dir)
+    make_exports(params.layout)
     with pytest.raises(ParamsError) as error:
         training.train_stage(params, stage)
     message = str(error.value)
@@ -132,7 +135,7 @@ def test_missing_dataset_folder_stops_with_one_line(tmp_path: Path, no_model_loa
     with pytest.raises(ParamsError) as error:
         training.train_stage(params, stage)
     message = str(error.value)
-    assert f"no {stage} dataset at {params.run_dir / 'data' / stage}" in message
+    assert f"no {stage} dataset at {params.layout.dataset(stage)}" in message
     assert "\n" not in message
 
 
@@ -142,16 +145,17 @@ def test_missing_dataset_folder_stops_with_one_line(tmp_path: Path, no_model_loa
 def test_sft_masks_every_prompt_token(tmp_path: Path) -> None:
     """What SFTTrainer trains on: every prompt token (and padding) is -100, every completion
     token keeps its id as label."""
-    params = params_from_dict(tiny_dict(tmp_path, sft={"load_in_4bit": False, "max_length": 256}))
-    make_exports(params.run_dir)
+    params = params_from_dict(tiny_dict(tmp_path, sft={"load_in_4bit": False,
+                                                       "trainer": {"max_length": 256}}))
+    make_exports(params.layout)
     base = training.validate_training_inputs(params, "sft")
-    tokenizer = training.load_tokenizer(base)
-    device = training.detect_device()
-    model = training.load_base_model(base, params.sft, device)
+    tokenizer = qlora.load_tokenizer(base)
+    device = detect_device()
+    model = qlora.load_base_model(base, params.sft, device)
     source = training.load_splits(params, "sft")["train"]
-    train = training.prepare_dataset(source, tokenizer, "sft", params.sft.max_length)
-    args = training.trainer_arguments("sft", params.sft, tmp_path / "work", device)
-    trainer = training.build_sft_trainer(model, tokenizer, train, args, params.sft)
+    train = training.prepare_dataset(source, tokenizer, "sft", params.sft.trainer["max_length"])
+    args = qlora.trainer_arguments("sft", params.sft, tmp_path / "work", device)
+    trainer = qlora.build_sft_trainer(model, tokenizer, train, args, params.sft)
 
     prepared = trainer.train_dataset
     assert len(prepared) == len(source)
@@ -175,7 +179,7 @@ def test_sft_masks_every_prompt_token(tmp_path: Path) -> None:
 
 
 def test_long_histories_drop_their_oldest_turns(tmp_path: Path) -> None:
-    tokenizer = training.load_tokenizer(str(MODEL_CACHE / "SmolLM2-135M-Instruct"))
+    tokenizer = qlora.load_tokenizer(str(MODEL_CACHE / "SmolLM2-135M-Instruct"))
     prompt = _conversation(0, turns=4)[-1]["prompt"]
     completion = [{"role": "assistant", "content": GOOD.format(topic="x")}]
     full = training._render_length(tokenizer, prompt + completion, False)
@@ -189,13 +193,13 @@ def test_examples_without_room_for_a_reply_are_left_out(tmp_path: Path) -> None:
     from aloe.records import DataError
 
     params = params_from_dict(tiny_dict(tmp_path))
-    make_exports(params.run_dir)
-    tokenizer = training.load_tokenizer(str(MODEL_CACHE / "SmolLM2-135M-Instruct"))
+    make_exports(params.layout)
+    tokenizer = qlora.load_tokenizer(str(MODEL_CACHE / "SmolLM2-135M-Instruct"))
     source = training.load_splits(params, "dpo")["train"]
     prepared = training.prepare_dataset(source, tokenizer, "dpo", max_length=256)
     assert len(prepared) == len(source) and prepared.column_names == ["prompt", "chosen",
                                                                       "rejected"]
-    with pytest.raises(DataError, match="raise dpo.max_length"):
+    with pytest.raises(DataError, match="raise dpo.trainer.max_length"):
         training.prepare_dataset(source, tokenizer, "dpo", max_length=16)
 
 
@@ -224,15 +228,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory, one_thread_when_busy: dict
     tmp = tmp_path_factory.mktemp("training")
     params_file = write_params(tmp, **SECTIONS)
     params = params_from_dict(tiny_dict(tmp, **SECTIONS), source=str(params_file))
-    make_exports(params.run_dir)
+    make_exports(params.layout)
 
-    # SFT in its own process, killed as soon as its first checkpoint is complete.
+    # SFT in its own process (`aloe train sft`), killed once its first checkpoint is complete.
     env = {**os.environ, **one_thread_when_busy}
-    process = subprocess.Popen([sys.executable, "-m", "aloe.training", "sft", str(params_file)],
+    process = subprocess.Popen([sys.executable, "-m", "aloe.cli", "train", "sft",
+                                str(params_file)],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
-        checkpoint = _wait_for_checkpoint(training.work_dir(params, "sft"), process, 400)
+        checkpoint = _wait_for_checkpoint(params.layout.checkpoints("sft"), process, 400)
     finally:
         process.kill()
         process.wait()
@@ -256,14 +261,14 @@ def test_sft_resumes_from_its_checkpoint_after_a_kill(trained: dict) -> None:
     # the log holds every step once: the killed run's steps and the resumed ones
     assert sft.log["step"].tolist() == [1, 2, 3, 4]
     assert sft.log["loss"].notna().all()
-    assert not training.work_dir(trained["params"], "sft").exists()  # checkpoints cleaned up
+    assert not trained["params"].layout.checkpoints("sft").exists()  # checkpoints cleaned up
 
 
 @pytest.mark.slow
 def test_training_writes_adapters_logs_and_stats(trained: dict) -> None:
     params, sft, dpo = trained["params"], trained["sft"], trained["dpo"]
     for result, stage in ((sft, "sft"), (dpo, "dpo")):
-        folder = params.run_dir / "adapters" / stage
+        folder = params.layout.adapter(stage)
         assert result.adapter_dir == folder
         for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json",
                      training.LOG_FILE, training.STATS_FILE):
@@ -301,12 +306,12 @@ def test_each_adapter_changes_the_base_models_logits(trained: dict) -> None:
     from transformers import AutoModelForCausalLM
 
     sft = trained["sft"]
-    tokenizer = training.load_tokenizer(str(sft.adapter_dir))
+    tokenizer = qlora.load_tokenizer(str(sft.adapter_dir))
     text = tokenizer.apply_chat_template([{"role": "user", "content": "Any advice on hiking?"}],
                                          tokenize=False, add_generation_prompt=True)
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
     base = AutoModelForCausalLM.from_pretrained(sft.base_model,
-                                                config=training.model_config(sft.base_model))
+                                                config=qlora.model_config(sft.base_model))
     base.eval()
     with torch.inference_mode():
         reference = base(**inputs).logits

@@ -29,6 +29,7 @@ import psutil
 import pytest
 import yaml
 
+from aloe.layout import RunLayout
 from aloe.llm import load_usage_history
 from aloe.records import read_records
 from aloe.report import product_counts
@@ -68,6 +69,10 @@ class FinishedRun:
     @property
     def run_dir(self) -> Path:
         return self.outputs / self.data["run"]["name"]
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(run_dir=self.run_dir, cache_path=Path(self.data["run"]["cache_path"]))
 
 
 def aloe_run(root: Path, *args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
@@ -187,7 +192,7 @@ def test_every_stage_ran_through_a_faulty_network(finished: FinishedRun) -> None
     faults_in_last = finished.proxy.total_faults - finished.faults_before_last
     assert faults_in_last > 0 and retries >= faults_in_last and failures == 0
     # what the two killed sessions had spent is in the usage history all the same
-    interrupted = [e["stage"] for e in load_usage_history(finished.run_dir)
+    interrupted = [e["stage"] for e in load_usage_history(finished.layout)
                    if e.get("interrupted")]
     assert "conversations" in interrupted and "evaluate" in interrupted
 
@@ -216,7 +221,7 @@ def test_products_are_consistent_with_each_other(finished: FinishedRun) -> None:
         return turn[preferred].strip() not in ("", turn[other].strip())
 
     decided = sum(exportable(t) for c in conversations for t in c["turns"])
-    counts = product_counts(run_dir)
+    counts = product_counts(finished.layout)
     sft_rows = counts.get("sft train examples", 0) + counts.get("sft validation examples", 0)
     dpo_rows = counts.get("dpo train examples", 0) + counts.get("dpo validation examples", 0)
     assert sft_rows == dpo_rows == decided > 0
@@ -233,7 +238,7 @@ def test_products_are_consistent_with_each_other(finished: FinishedRun) -> None:
 
 def test_report_counts_match_the_files(finished: FinishedRun) -> None:
     html = (finished.run_dir / "report.html").read_text()
-    counts = product_counts(finished.run_dir)
+    counts = product_counts(finished.layout)
     assert counts["conversations"] > 0
     for product, count in counts.items():
         cell = re.compile(rf"<th>{re.escape(product)}</th>\s*<td>{count}</td>")

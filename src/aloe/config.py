@@ -9,27 +9,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
                       model_validator)
 
+from aloe.errors import BadInputError
+from aloe.layout import RunLayout
+
 ROLE_NAMES = ("generator", "user", "inducer", "assistant", "judge")
-SECTION_NAMES = (
-    "run",
-    "local_model",
-    "roles",
-    "personas",
-    "conversations",
-    "sft",
-    "dpo",
-    "evaluation",
-    "report",
-)
+SECTION_NAMES = frozenset({"run", "local_model", "roles", "personas", "conversations", "sft",
+                           "dpo", "evaluation", "report"})
 
 
-class ParamsError(ValueError):
+class ParamsError(BadInputError, ValueError):
     """A parameter file is missing or invalid; the message is one line naming file and key."""
 
 
@@ -97,6 +91,10 @@ class RolesConfig(Section):
     assistant: RoleConfig = RoleConfig(temperature=0.7, max_tokens=160)
     judge: RoleConfig = RoleConfig(temperature=0.0, max_tokens=32)
 
+    def as_mapping(self) -> dict[str, RoleConfig]:
+        """Role name -> its configuration, in the order of ROLE_NAMES."""
+        return {name: getattr(self, name) for name in ROLE_NAMES}
+
 
 # --------------------------------------------------------------------------------------------
 # Stages
@@ -137,8 +135,36 @@ class ConversationsConfig(Section):
     validation_fraction: float = Field(0.2, ge=0.0, lt=1.0)
 
 
+# Options that TRL's trainer configs get from the workbook, not from a parameter file.
+RESERVED_TRAINER_OPTIONS = {
+    "output_dir": "the run folder decides it (training/STAGE/)",
+    "seed": "set run.seed",
+    "use_cpu": "the workbook detects the device",
+}
+
+
 class TrainingConfig(Section):
-    """Shared by SFT and DPO: QLoRA on a causal LM (see `aloe.training`)."""
+    """Shared by SFT and DPO: QLoRA on a causal LM (see `aloe.training`).
+
+    The workbook's own keys are the model, its 4-bit loading and the LoRA adapter; everything
+    the TRL trainer takes goes in `trainer:`, as TRL names it (SFTConfig / DPOConfig fields,
+    e.g. learning_rate, num_train_epochs, max_length, beta, report_to), checked against TRL's
+    options when the file loads. Keys not given take the defaults below.
+    """
+
+    TRAINER_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "learning_rate": 2e-4,
+        "max_steps": -1,  # -1: train num_train_epochs
+        "num_train_epochs": 1.0,
+        "per_device_train_batch_size": 1,
+        "gradient_accumulation_steps": 1,
+        "gradient_checkpointing": True,
+        "max_length": 1024,  # tokens; longer histories lose their oldest turns
+        "optim": "auto",  # auto: paged_adamw_8bit on one GPU, adamw_torch on CPU and FSDP
+        "logging_steps": 1,
+        "save_steps": 50,  # checkpoint interval: an interrupted run resumes there
+    }
+    STAGE: ClassVar[str] = "sft"
 
     base_model: str | None = None  # HF id or local path; None: the local/embedded model
     load_in_4bit: bool = True
@@ -146,27 +172,31 @@ class TrainingConfig(Section):
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: str | list[str] = "all-linear"
-    learning_rate: float = Field(2e-4, gt=0.0)
-    max_steps: int = Field(-1, ge=-1)  # -1: train num_train_epochs
-    num_train_epochs: float = Field(1.0, gt=0.0)
-    per_device_train_batch_size: int = Field(1, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    gradient_checkpointing: bool = True
-    max_length: int = Field(1024, ge=16)  # tokens; longer histories lose their oldest turns
-    optim: str = "auto"  # auto: paged_adamw_8bit on GPU, adamw_torch on CPU
-    logging_steps: int = Field(1, ge=1)
-    save_steps: int = Field(50, ge=1)  # checkpoint interval: an interrupted run resumes there
     merge: bool = False  # also write merged/STAGE: base + adapter as one model, for serving
+    trainer: dict[str, Any] = Field(default_factory=dict, validate_default=True)  # TRL's own
+
+    @field_validator("trainer")
+    @classmethod
+    def _trl_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from aloe.trainer_options import check_trainer_options
+
+        for key, why in RESERVED_TRAINER_OPTIONS.items():
+            if key in value:
+                raise ValueError(f"'{key}' is not set here: {why}")
+        check_trainer_options(cls.STAGE, value)
+        return {**cls.TRAINER_DEFAULTS, **value}
 
 
 class SFTConfig(TrainingConfig):
-    pass
+    STAGE: ClassVar[str] = "sft"
 
 
 class DPOConfig(TrainingConfig):
-    beta: float = Field(0.1, gt=0.0)
+    TRAINER_DEFAULTS: ClassVar[dict[str, Any]] = {
+        **TrainingConfig.TRAINER_DEFAULTS, "learning_rate": 5e-5, "beta": 0.1}
+    STAGE: ClassVar[str] = "dpo"
+
     start_from: Literal["sft", "base"] = "sft"
-    learning_rate: float = Field(5e-5, gt=0.0)
 
 
 class EvalModelSpec(Section):
@@ -243,6 +273,7 @@ class Params(Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     report: ReportConfig = ReportConfig()
     _source: str = PrivateAttr("<parameters>")  # the file it was read from, for messages
+    _root: Path | None = PrivateAttr(None)  # the project root when it was loaded
 
     @model_validator(mode="after")
     def _files_exist(self) -> "Params":
@@ -272,14 +303,14 @@ class Params(Section):
 
     # -- where things go ---------------------------------------------------------------------
     @property
-    def run_dir(self) -> Path:
-        return resolve_path(self.run.output_dir) / self.run.name
-
-    @property
-    def cache_path(self) -> Path:
-        if self.run.cache_path:
-            return resolve_path(self.run.cache_path)
-        return resolve_path(self.run.output_dir) / "cache" / "llm.sqlite"
+    def layout(self) -> RunLayout:
+        """Every file and folder of this run (see `aloe.layout`), from the paths as resolved
+        against the project root when the parameters were loaded."""
+        root = self._root or project_root()
+        output_dir = resolve_path(self.run.output_dir, root)
+        cache = (resolve_path(self.run.cache_path, root) if self.run.cache_path
+                 else output_dir / "cache" / "llm.sqlite")
+        return RunLayout(run_dir=output_dir / self.run.name, cache_path=cache)
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,10 +331,10 @@ def is_url(value: str) -> bool:
     return value.startswith(("http://", "https://"))
 
 
-def resolve_path(path: str | os.PathLike[str]) -> Path:
+def resolve_path(path: str | os.PathLike[str], root: Path | None = None) -> Path:
     """A path from a parameter file: absolute as is, relative to the project root otherwise."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else project_root() / p
+    return p if p.is_absolute() else (root or project_root()) / p
 
 
 def _describe(error: ValidationError) -> str:
@@ -314,7 +345,10 @@ def _describe(error: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")
     if key == "(top level)":
         return message
-    return f"key '{key}': {message} (got {first.get('input')!r})"
+    given = first.get("input")
+    if isinstance(given, (dict, list)):  # the message names what is wrong inside it
+        return f"key '{key}': {message}"
+    return f"key '{key}': {message} (got {given!r})"
 
 
 def params_from_dict(data: dict[str, Any], source: str = "<parameters>") -> Params:
@@ -326,11 +360,22 @@ def params_from_dict(data: dict[str, Any], source: str = "<parameters>") -> Para
     except ValidationError as error:
         raise ParamsError(f"{source}: {_describe(error)}") from None
     params._source = source
+    params._root = project_root()
     return params
 
 
 def load_params(path: str | os.PathLike[str]) -> Params:
-    """Read and validate a parameter file, or raise ParamsError naming the file and key."""
+    """Read and validate a parameter file, or raise ParamsError naming the file and key.
+
+    A file may start from another one (`extends: paper.yaml`, relative to its own folder) and
+    list only what changes: mappings merge key by key, anything else is replaced.
+    """
+    return params_from_dict(read_params_file(path), source=str(path))
+
+
+def read_params_file(path: str | os.PathLike[str],
+                     _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A parameter file as a mapping, with what it `extends` merged underneath."""
     file = Path(path)
     if not file.is_file():
         raise ParamsError(f"{path}: parameter file not found")
@@ -340,7 +385,40 @@ def load_params(path: str | os.PathLike[str]) -> Params:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ParamsError(f"{path}: not valid YAML{where}") from None
-    return params_from_dict(data, source=str(path))
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return extend(data, file.parent, str(path), _seen + (file.resolve(),))
+
+
+def extend(data: dict[str, Any], folder: Path, source: str,
+           seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """`data` merged over the file its `extends` key names (resolved against `folder`)."""
+    parent = data.get("extends")
+    if parent is None:
+        return {k: v for k, v in data.items() if k != "extends"}
+    if not isinstance(parent, str) or not parent.strip():
+        raise ParamsError(f"{source}: key 'extends': expected the path of a parameter file, "
+                          f"got {parent!r}")
+    base_file = Path(parent).expanduser()
+    if not base_file.is_absolute():
+        base_file = folder / base_file
+    if base_file.resolve() in seen:
+        raise ParamsError(f"{source}: key 'extends': {parent} extends itself (a cycle)")
+    if not base_file.is_file():
+        raise ParamsError(f"{source}: key 'extends': parameter file not found: {base_file}")
+    base = read_params_file(base_file, seen)
+    return deep_merge(base, {k: v for k, v in data.items() if k != "extends"})
+
+
+def deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` on top: nested mappings merge, anything else is replaced."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _injected_names(namespace: dict[str, Any]) -> set[str] | None:
@@ -371,11 +449,12 @@ def notebook_params(namespace: dict[str, Any], default: str = "params/tiny.yaml"
     params_file = namespace.get("params_file")
     source = str(params_file or "<notebook parameters>")
     injected = _injected_names(namespace) or set()
-    unknown = sorted(injected - set(SECTION_NAMES) - {"params_file"})
+    unknown = sorted(injected - set(SECTION_NAMES) - {"params_file", "extends"})
     if unknown:
         raise ParamsError(f"{source}: unknown key '{unknown[0]}'")
-    sections = {name: namespace[name] for name in injected & set(SECTION_NAMES)
+    sections = {name: namespace[name] for name in injected & set(SECTION_NAMES | {"extends"})
                 if namespace.get(name) is not None}
     if not sections:
         return load_params(resolve_path(params_file or default))
-    return params_from_dict(sections, source=source)
+    folder = resolve_path(params_file).parent if params_file else project_root() / "params"
+    return params_from_dict(extend(sections, folder, source), source=source)

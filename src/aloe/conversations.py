@@ -21,49 +21,40 @@ from __future__ import annotations
 
 import asyncio
 import html
-import math
-import random
 import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from aloe.chat import Message, draw, seeded, transcript, trim_unfinished
 from aloe.config import Params
+from aloe.errors import AloeError
+from aloe.judges import (BRANCHES, HINTED, INCONSISTENT, PLAIN, UNPARSEABLE, PreferenceJudge,
+                         ask_and_read)
 from aloe.llm import LLM, Completion, LLMError, MissingKeyError, open_llm, run_sync
-from aloe.prompts import render
+from aloe.prompts import few_shot, render
 from aloe.records import append_record, read_records, write_json
-from aloe.simulator import draw, simulate_user, trim_unfinished
+from aloe.simulator import simulate_user
 
-HINTED, PLAIN = "hinted", "plain"
-INCONSISTENT, UNPARSEABLE = "inconsistent", "unparseable"
-BRANCHES = (HINTED, PLAIN)
 NONE = "none"
 STAGE = "conversations"
 
 
-class ConversationsError(RuntimeError):
+class ConversationsError(AloeError):
     """The stage cannot start (no personas); the message says what is missing and where."""
 
 
 # ------------------------------------------------------------------------------------------
 # Files and the plan
 # ------------------------------------------------------------------------------------------
-def conversations_path(params: Params) -> Path:
-    return params.run_dir / "conversations.jsonl"
-
-
-def summary_path(params: Params) -> Path:
-    return params.run_dir / "conversations_summary.json"
-
-
 def load_personas(params: Params) -> list[dict[str, Any]]:
     """Stage 1's personas, checked for the fields a conversation needs."""
-    path = params.run_dir / "personas.jsonl"
+    path = params.layout.personas
     personas = read_records(path)
     if not personas:
         raise ConversationsError(f"{path}: no personas; run stage 1 (01_personas) first")
@@ -89,15 +80,9 @@ def plan(params: Params, personas: list[dict[str, Any]]) -> list[dict[str, Any]]
 def load_conversations(params: Params) -> list[dict[str, Any]]:
     """The written conversation trees, one per id (the first if an id occurs twice), by index."""
     seen: dict[str, dict[str, Any]] = {}
-    for record in read_records(conversations_path(params)):
+    for record in read_records(params.layout.conversations):
         seen.setdefault(record["id"], record)
     return sorted(seen.values(), key=lambda r: (r.get("index", 0), r["id"]))
-
-
-def seeded(seed: int, *parts: object) -> random.Random:
-    """A random generator fixed by the run's seed and a name: the same on every rerun and
-    independent of the order in which concurrent conversations happen to run."""
-    return random.Random(":".join(map(str, (seed, *parts))))
 
 
 # ------------------------------------------------------------------------------------------
@@ -145,67 +130,6 @@ def parse_inferred(text: str) -> dict[str, str] | None:
             for name in ("profile", "personality")}
 
 
-_CHOICE_START = re.compile(r"^\W*(?:reply|response|answer|option)?\s*#?\s*([12])(?!\d)",
-                           re.IGNORECASE)
-_CHOICE_NAMED = re.compile(r"(?:reply|response|option)\s*#?\s*([12])(?!\d)", re.IGNORECASE)
-_CHOICE_DIGIT = re.compile(r"(?<![\d.])([12])(?!\d|\.\d)")  # not part of 12 or 1.5
-_ORDINALS = {"first": 1, "second": 2}
-
-
-def parse_choice(text: str) -> int | None:
-    """The judge's 1 or 2, or None when its answer names neither (or both, undecided)."""
-    match = _CHOICE_START.match(text) or _CHOICE_NAMED.search(text)
-    if match:
-        return int(match.group(1))
-    digits = {int(d) for d in _CHOICE_DIGIT.findall(text)}
-    if len(digits) == 1:
-        return digits.pop()
-    words = {_ORDINALS[w.lower()] for w in re.findall(r"\b(first|second)\b", text, re.IGNORECASE)}
-    return words.pop() if len(words) == 1 else None
-
-
-def choice_probabilities(logprobs: list[dict[str, Any]] | None) -> dict[str, float] | None:
-    """P("1") and P("2"), renormalised over the two, at the first answer token that offers
-    either; None when the backend returned no log-probabilities or neither digit."""
-    for token in logprobs or []:
-        candidates = dict(token.get("top") or {})
-        candidates.setdefault(token.get("token", ""), token.get("logprob", -math.inf))
-        mass = {"1": 0.0, "2": 0.0}
-        for text, logprob in candidates.items():
-            digit = str(text).strip()
-            if digit in mass and logprob is not None:
-                mass[digit] += math.exp(logprob)
-        total = mass["1"] + mass["2"]
-        if total > 0:
-            return {d: p / total for d, p in mass.items()}
-        if str(token.get("token", "")).strip():  # a real token that is no digit: give up
-            return None
-    return None
-
-
-def chat_transcript(history: list[dict[str, str]]) -> str:
-    """The chat as a neutral transcript for the inducer and the judge."""
-    return "\n".join(f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content'].strip()}"
-                     for m in history)
-
-
-def annotator_messages(task: str, question: str) -> list[dict[str, str]]:
-    """The inducer's or judge's request: a system message, one worked example of the task
-    (its question and answer, templates `TASK_example` and `TASK_example_answer`), then the
-    real question. The example pins down the answer format, which small models otherwise
-    ignore; large ones lose nothing by it."""
-    return [{"role": "system", "content": render("annotator_system")},
-            {"role": "user", "content": render(f"{task}_example")},
-            {"role": "assistant", "content": render(f"{task}_example_answer")},
-            {"role": "user", "content": question}]
-
-
-def _http_rejection(error: LLMError) -> bool:
-    """A request the backend refused as invalid (4xx other than 429), not a transient fault."""
-    match = re.search(r"HTTP (\d{3})", str(error))
-    return bool(match) and match.group(1).startswith("4") and match.group(1) != "429"
-
-
 # ------------------------------------------------------------------------------------------
 # One conversation
 # ------------------------------------------------------------------------------------------
@@ -217,35 +141,31 @@ class ConversationMaker:
         self.seed = params.run.seed
         self.turns = params.conversations.turns
         self.rule = params.conversations.judge_rule
+        self.roles = params.roles
         self.on_request = on_request or (lambda: None)
-        self.logprobs_rejected: str | None = None  # the backend refused `logprobs`: why
+        self.judge = PreferenceJudge(self._chat, self.rule, self.seed)
 
-    async def _chat(self, role: str, messages: list[dict[str, str]], sample: int,
+    async def _chat(self, role: str, messages: list[Message], *, sample: int = 0,
                     **kwargs: Any) -> Completion:
         completion = await self.llm.chat(role, messages, sample=sample, **kwargs)
         self.on_request()
         return completion
 
     # -- the roles ---------------------------------------------------------------------------
-    async def induce(self, persona: dict[str, Any], history: list[dict[str, str]],
+    async def induce(self, persona: dict[str, Any], history: list[Message],
                      sample: int) -> dict[str, Any]:
         """What the user has revealed so far; asked again once if the answer has no format."""
-        messages = annotator_messages("induce", render(
-            "induce_persona", profile=persona["profile"], personality=persona["personality"],
-            transcript=chat_transcript(history)))
-        first = await self._chat("inducer", messages, draw(sample, 0))
-        parsed, raw, asked = parse_inferred(first.text), first.text, 1
-        if parsed is None:
-            messages += [{"role": "assistant", "content": first.text},
-                         {"role": "user", "content": render("induce_persona_reask")}]
-            second = await self._chat("inducer", messages, draw(sample, 1))
-            parsed, raw, asked = parse_inferred(second.text), second.text, 2
-        if parsed is None:
+        messages = few_shot("induce_persona", profile=persona["profile"],
+                            personality=persona["personality"], transcript=transcript(history))
+        reading = await ask_and_read(self._chat, "inducer", messages, parse_inferred,
+                                     "induce_persona_reask", sample=sample)
+        raw, asked = reading.texts[-1], reading.attempts
+        if reading.value is None:
             return {"profile": None, "personality": None, "parsed": False, "asked": asked,
                     "raw": raw}
-        return {**parsed, "parsed": True, "asked": asked, "raw": raw}
+        return {**reading.value, "parsed": True, "asked": asked, "raw": raw}
 
-    async def reply(self, history: list[dict[str, str]], inferred: dict[str, Any] | None,
+    async def reply(self, history: list[Message], inferred: dict[str, Any] | None,
                     sample: int) -> str:
         """The assistant's reply; with the inferred persona as a hint when `inferred` is given."""
         if inferred is None:
@@ -254,71 +174,8 @@ class ConversationMaker:
             system = render("assistant_hinted", profile=inferred.get("profile") or NONE,
                             personality=inferred.get("personality") or NONE)
         completion = await self._chat("assistant", [{"role": "system", "content": system},
-                                                    *history], draw(sample, 0))
+                                                    *history], sample=draw(sample, 0))
         return trim_unfinished(completion.text.strip(), completion.finish_reason)
-
-    async def vote(self, persona: dict[str, Any], history: list[dict[str, str]],
-                   replies: dict[str, str], order: tuple[str, str], sample: int,
-                   logprobs: bool = False) -> dict[str, Any]:
-        """One judge vote with the replies shown in `order`; re-asked once if unparseable."""
-        messages = annotator_messages("judge", render(
-            "judge_preference", profile=persona["profile"], personality=persona["personality"],
-            transcript=chat_transcript(history), reply_1=replies[order[0]],
-            reply_2=replies[order[1]]))
-        vote: dict[str, Any] = {"order": list(order)}
-        offset = 2 if logprobs else 0  # a log-probability request is a draw of its own
-        completion = await self._chat("judge", messages, draw(sample, offset), logprobs=logprobs)
-        texts = [completion.text]
-        if logprobs:
-            probabilities = choice_probabilities(completion.logprobs)
-            if probabilities is not None:
-                vote["p"] = probabilities
-                vote["p_hinted"] = probabilities["1" if order[0] == HINTED else "2"]
-        choice = parse_choice(completion.text)
-        if choice is None and "p" not in vote:
-            messages += [{"role": "assistant", "content": completion.text},
-                         {"role": "user", "content": render("judge_preference_reask")}]
-            again = await self._chat("judge", messages, draw(sample, offset + 1))
-            texts.append(again.text)
-            choice = parse_choice(again.text)
-        vote.update(text=texts, choice=choice, pick=order[choice - 1] if choice else None)
-        return vote
-
-    async def judge(self, conv_id: str, turn: int, persona: dict[str, Any],
-                    history: list[dict[str, str]], replies: dict[str, str],
-                    sample: int) -> dict[str, Any]:
-        """The turn's verdict under the configured rule (see the module docstring)."""
-        both = [(HINTED, PLAIN), (PLAIN, HINTED)]
-        if self.rule == "single_random":
-            order = tuple(seeded(self.seed, conv_id, turn, "judge-order").sample(BRANCHES, 2))
-            vote = await self.vote(persona, history, replies,
-                                   order, sample)  # type: ignore[arg-type]
-            return {"rule": "single_random", "preferred": vote["pick"] or UNPARSEABLE,
-                    "votes": [vote]}
-        if self.rule == "logprobs" and self.logprobs_rejected is None:
-            try:
-                votes = await asyncio.gather(*(self.vote(persona, history, replies, o, sample,
-                                                         logprobs=True) for o in both))
-            except LLMError as error:
-                if not _http_rejection(error):
-                    raise
-                self.logprobs_rejected = str(error)
-            else:
-                if all("p_hinted" in v for v in votes):
-                    p_hinted = sum(v["p_hinted"] for v in votes) / 2
-                    preferred = (HINTED if p_hinted > 0.5 else PLAIN if p_hinted < 0.5
-                                 else INCONSISTENT)
-                    return {"rule": "logprobs", "preferred": preferred, "votes": list(votes),
-                            "p_hinted": p_hinted}
-                verdict = _agreement(list(votes))
-                verdict["note"] = "no log-probabilities returned; decided by both_orders"
-                return verdict
-        votes = await asyncio.gather(*(self.vote(persona, history, replies, o, sample)
-                                       for o in both))
-        verdict = _agreement(list(votes))
-        if self.rule == "logprobs":
-            verdict["note"] = "the backend rejected logprobs; decided by both_orders"
-        return verdict
 
     # -- the tree ----------------------------------------------------------------------------
     async def conversation(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -334,7 +191,7 @@ class ConversationMaker:
             hinted, plain = await asyncio.gather(self.reply(history, inferred, sample),
                                                  self.reply(history, None, sample))
             replies = {HINTED: hinted, PLAIN: plain}
-            verdict = await self.judge(conv_id, turn, persona, history, replies, sample)
+            verdict = await self.judge.verdict(conv_id, turn, persona, history, replies, sample)
             continued = seeded(self.seed, conv_id, turn, "continue").choice(BRANCHES)
             turns.append({"turn": turn, "user": user, "inferred": inferred, HINTED: hinted,
                           PLAIN: plain, "verdict": verdict, "continued_with": continued})
@@ -343,31 +200,72 @@ class ConversationMaker:
                 "judge_rule": self.rule, "seed": self.seed, "models": self.models()}
 
     def models(self) -> dict[str, dict[str, Any]]:
-        roles = self.llm.params.roles
-        return {role: {"model": getattr(roles, role).model,
-                       "base_url": getattr(roles, role).base_url}
+        return {role: {"model": getattr(self.roles, role).model,
+                       "base_url": getattr(self.roles, role).base_url}
                 for role in ("user", "inducer", "assistant", "judge")}
-
-
-def _agreement(votes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Both orders: agreeing votes decide, disagreeing ones make the turn inconsistent."""
-    picks = [v["pick"] for v in votes]
-    if None in picks:
-        preferred = UNPARSEABLE
-    elif picks[0] == picks[1]:
-        preferred = picks[0]
-    else:
-        preferred = INCONSISTENT
-    return {"rule": "both_orders", "preferred": preferred, "votes": votes}
 
 
 # ------------------------------------------------------------------------------------------
 # The stage
 # ------------------------------------------------------------------------------------------
+@dataclass
+class ConversationsSummary:
+    """What stage 2 holds and what this call did; saved as conversations_summary.json."""
+
+    configured: int
+    judge_rule: str
+    conversations: int
+    turns: int
+    verdicts: dict[str, int]
+    decided_by_rule: dict[str, dict[str, int]]
+    judge_votes: int
+    judge_reasked: int
+    judge_unparseable_votes: int
+    inducer_reasked: int
+    inducer_unparseable: int
+    notes: dict[str, Any]
+    found_done: int = 0
+    written_now: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    requests: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def table(self) -> pd.DataFrame:
+        """Conversations planned, found, written and failed; the requests it took."""
+        return pd.Series({"configured": self.configured, "conversations": self.conversations,
+                          "found_done": self.found_done, "written_now": self.written_now,
+                          "failed": self.failed, "turns": self.turns,
+                          "requests": self.requests, "cache_hits": self.cache_hits,
+                          "retries": self.retries, "cost_usd": self.cost_usd},
+                         name="value").to_frame()
+
+    def failures_table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.failures, columns=["id", "reason"])
+
+    def annotation_table(self) -> pd.DataFrame:
+        """How often the judge and the inducer had to be asked again, or stayed unreadable."""
+        return pd.Series({"judge votes": self.judge_votes,
+                          "judge votes asked again": self.judge_reasked,
+                          "judge votes unparseable": self.judge_unparseable_votes,
+                          "inducer answers asked again": self.inducer_reasked,
+                          "inducer answers unparseable": self.inducer_unparseable,
+                          **{f"note: {k}": v for k, v in self.notes.items()}},
+                         name="count").to_frame()
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "failed": self.failed}
+
+
 async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: int,
                     total: int) -> tuple[int, list[dict[str, str]], str | None]:
     """Run the pending conversations concurrently, appending each as it completes."""
-    path = conversations_path(params)
+    path = params.layout.conversations
     limit = asyncio.Semaphore(params.conversations.concurrency)
     bar = tqdm(total=total, initial=done, desc="conversations", unit="conv", dynamic_ncols=True)
 
@@ -406,10 +304,10 @@ async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: 
     finally:
         bar.close()
         await llm.aclose()
-    return written, failures, maker.logprobs_rejected
+    return written, failures, maker.judge.logprobs_rejected
 
 
-def run_stage(params: Params) -> dict[str, Any]:
+def run_stage(params: Params) -> ConversationsSummary:
     """Generate the missing conversations of this run and return (and save) a summary.
 
     Conversations already in `conversations.jsonl` are skipped; those whose requests fail for
@@ -421,7 +319,7 @@ def run_stage(params: Params) -> dict[str, Any]:
     other = sorted({len(r["turns"]) for r in written} - {params.conversations.turns})
     if other:
         raise ConversationsError(
-            f"{conversations_path(params)}: holds conversations of {other[0]} turns but "
+            f"{params.layout.conversations}: holds conversations of {other[0]} turns but "
             f"conversations.turns is {params.conversations.turns}; use another run.name")
     done_ids = {r["id"] for r in written}
     todo = [item for item in items if item["id"] not in done_ids]
@@ -430,16 +328,16 @@ def run_stage(params: Params) -> dict[str, Any]:
         written, failures, rejected = run_sync(_generate(llm, params, todo, done, len(items)))
         usage = llm.ledger.totals()
     summary = summarise(load_conversations(params), params)
-    summary.update(found_done=done, written_now=written, failed=len(failures),
-                   failures=failures, requests=usage.requests, cache_hits=usage.cache_hits,
-                   retries=usage.retries, cost_usd=round(usage.cost_usd, 6))
+    summary.found_done, summary.written_now, summary.failures = done, written, failures
+    summary.requests, summary.cache_hits = usage.requests, usage.cache_hits
+    summary.retries, summary.cost_usd = usage.retries, round(usage.cost_usd, 6)
     if rejected:
-        summary["notes"]["logprobs_rejected"] = rejected
-    write_json(summary_path(params), summary)
+        summary.notes["logprobs_rejected"] = rejected
+    write_json(params.layout.conversations_summary, summary.to_json())
     return summary
 
 
-def summarise(records: list[dict[str, Any]], params: Params | None = None) -> dict[str, Any]:
+def summarise(records: list[dict[str, Any]], params: Params) -> ConversationsSummary:
     """Counts over written conversations: verdicts, turns each rule decided, unparseables."""
     turns = [t for r in records for t in r["turns"]]
     verdicts = Counter(t["verdict"]["preferred"] for t in turns)
@@ -448,21 +346,21 @@ def summarise(records: list[dict[str, Any]], params: Params | None = None) -> di
     asked_by_rule = Counter(t["verdict"]["rule"] for t in turns)
     notes = Counter(t["verdict"]["note"] for t in turns if t["verdict"].get("note"))
     votes = [v for t in turns for v in t["verdict"]["votes"]]
-    return {
-        "configured": params.conversations.n_conversations if params else None,
-        "judge_rule": params.conversations.judge_rule if params else None,
-        "conversations": len(records),
-        "turns": len(turns),
-        "verdicts": {k: verdicts.get(k, 0) for k in (HINTED, PLAIN, INCONSISTENT, UNPARSEABLE)},
-        "decided_by_rule": {rule: {"turns": n, "decided": decided.get(rule, 0)}
-                            for rule, n in asked_by_rule.items()},
-        "judge_votes": len(votes),
-        "judge_reasked": sum(len(v["text"]) > 1 for v in votes),
-        "judge_unparseable_votes": sum(v["pick"] is None for v in votes),
-        "inducer_reasked": sum(t["inferred"].get("asked", 1) > 1 for t in turns),
-        "inducer_unparseable": sum(not t["inferred"].get("parsed", True) for t in turns),
-        "notes": dict(notes),
-    }
+    return ConversationsSummary(
+        configured=params.conversations.n_conversations,
+        judge_rule=params.conversations.judge_rule,
+        conversations=len(records),
+        turns=len(turns),
+        verdicts={k: verdicts.get(k, 0) for k in (HINTED, PLAIN, INCONSISTENT, UNPARSEABLE)},
+        decided_by_rule={rule: {"turns": n, "decided": decided.get(rule, 0)}
+                         for rule, n in asked_by_rule.items()},
+        judge_votes=len(votes),
+        judge_reasked=sum(len(v["text"]) > 1 for v in votes),
+        judge_unparseable_votes=sum(v["pick"] is None for v in votes),
+        inducer_reasked=sum(t["inferred"].get("asked", 1) > 1 for t in turns),
+        inducer_unparseable=sum(not t["inferred"].get("parsed", True) for t in turns),
+        notes=dict(notes),
+    )
 
 
 # ------------------------------------------------------------------------------------------

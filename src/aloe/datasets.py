@@ -16,16 +16,16 @@ import os
 import random
 import shutil
 from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from aloe.config import Params
-from aloe.conversations import BRANCHES, load_conversations
+from aloe.conversations import load_conversations
+from aloe.judges import BRANCHES
 from aloe.records import write_json
-
-
-def data_dir(params: Params) -> Path:
-    return params.run_dir / "data"
 
 
 def _features(kind: str) -> Any:
@@ -119,7 +119,31 @@ def _save(dataset_dict: Any, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def export(params: Params) -> dict[str, Any]:
+@dataclass
+class ExportSummary:
+    """What the exports hold; saved as data/export_summary.json."""
+
+    conversations: int
+    turns: int
+    examples: int
+    left_out: dict[str, int]  # turns that gave no example, by reason
+    train: dict[str, int]  # examples, personas
+    validation: dict[str, int]
+
+    def table(self) -> pd.DataFrame:
+        """Examples and personas per split."""
+        return pd.DataFrame({"train": self.train, "validation": self.validation})
+
+    def left_out_table(self) -> pd.DataFrame:
+        return pd.Series({"examples": self.examples,
+                          **{f"left out: {k}": v for k, v in self.left_out.items()}},
+                         name="count").to_frame()
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def export(params: Params) -> ExportSummary:
     """Write `data/sft` and `data/dpo` (DatasetDicts with train and validation) and
     `data/export_summary.json`; return the summary (counts kept and left out, per split)."""
     from datasets import DatasetDict
@@ -135,25 +159,23 @@ def export(params: Params) -> dict[str, Any]:
                                         params.conversations.validation_fraction, params.run.seed)
     splits = {"train": [e for e in kept if e["persona_id"] in train_ids],
               "validation": [e for e in kept if e["persona_id"] in val_ids]}
-    folder = data_dir(params)
-    folder.mkdir(parents=True, exist_ok=True)
+    layout = params.layout
+    layout.data.mkdir(parents=True, exist_ok=True)
     for kind, convert in (("sft", _as_sft), ("dpo", _as_dpo)):
         features = _features(kind)
         dataset = DatasetDict({name: _dataset([convert(e) for e in rows], features)
                                for name, rows in splits.items()})
-        _save(dataset, folder / kind)
-    summary = {
-        "conversations": len(records),
-        "turns": sum(len(r["turns"]) for r in records),
-        "examples": len(kept),
-        "left_out": {"inconsistent": left_out.get("inconsistent", 0),
-                     "unparseable": left_out.get("unparseable", 0),
-                     **{k: v for k, v in left_out.items()
-                        if k not in ("inconsistent", "unparseable")}},
-        "train": {"examples": len(splits["train"]), "personas": len(train_ids)},
-        "validation": {"examples": len(splits["validation"]), "personas": len(val_ids)},
-        "sft": str(folder / "sft"),
-        "dpo": str(folder / "dpo"),
-    }
-    write_json(folder / "export_summary.json", summary)
+        _save(dataset, layout.dataset(kind))
+    summary = ExportSummary(
+        conversations=len(records),
+        turns=sum(len(r["turns"]) for r in records),
+        examples=len(kept),
+        left_out={"inconsistent": left_out.get("inconsistent", 0),
+                  "unparseable": left_out.get("unparseable", 0),
+                  **{k: v for k, v in left_out.items()
+                     if k not in ("inconsistent", "unparseable")}},
+        train={"examples": len(splits["train"]), "personas": len(train_ids)},
+        validation={"examples": len(splits["validation"]), "personas": len(val_ids)},
+    )
+    write_json(layout.export_summary, summary.to_json())
     return summary

@@ -11,11 +11,12 @@ import shutil
 from pathlib import Path
 
 from aloe.config import Params, resolve_path
+from aloe.errors import AloeError
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 
 
-class LocalModelError(RuntimeError):
+class LocalModelError(AloeError):
     """The local model cannot be found or converted."""
 
 
@@ -88,10 +89,3 @@ def local_model_path(params: Params) -> Path:
             raise LocalModelError(f"local_model.path: not found: {params.local_model.path}")
         return path
     return ensure_embedded_model(params.local_model.cache_dir)
-
-
-def policy_base_model(params: Params, stage: str = "sft") -> str:
-    """The model that is trained and evaluated: `sft.base_model` / `dpo.base_model` (a Hugging
-    Face id or path) when set, else the local model (the embedded one by default)."""
-    configured = getattr(params, stage).base_model
-    return configured if configured else str(local_model_path(params))

@@ -10,22 +10,20 @@ Confidence intervals are percentile bootstrap intervals: draw P personas with re
 times, recompute the statistic on each draw, and take the (1-c)/2 and (1+c)/2 quantiles. The
 personas, not the single scores, are resampled because the K turns of one conversation are not
 independent of each other.
+
+Everything here is a pure function of evaluation records: nothing is read from or written to a
+file (stage 5 writes `metrics.json`, `aloe.evaluation`).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from aloe.records import read_records, write_json
 
 Record = dict[str, Any]
 
@@ -322,17 +320,8 @@ def paired_difference(records_a: Iterable[Record], records_b: Iterable[Record],
 
 
 # ------------------------------------------------------------------------------------------
-# Everything a run computes -> metrics.json
+# Everything a run computes (what stage 5 writes to metrics.json)
 # ------------------------------------------------------------------------------------------
-def load_eval_records(run_dir: str | os.PathLike[str]) -> dict[str, list[Record]]:
-    """The evaluation records of a run, per model (from `RUN/eval/MODEL.jsonl`)."""
-    by_model: dict[str, list[Record]] = {}
-    for file in sorted((Path(run_dir) / "eval").glob("*.jsonl")):
-        for record in read_records(file):
-            by_model.setdefault(str(record["model"]), []).append(record)
-    return by_model
-
-
 def _expected_al(records: list[Record]) -> list[float | None] | None:
     """Mean probability-weighted judge score per turn, where the judge gave log-probabilities."""
     values: dict[int, list[float]] = {}
@@ -345,24 +334,15 @@ def _expected_al(records: list[Record]) -> list[float | None] | None:
     return [float(np.mean(values[k])) if k in values else None for k in turns]
 
 
-def summarise(source: str | os.PathLike[str] | Iterable[Record], *,
-              n_boot: int = DEFAULT_BOOT, confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
-              models: Sequence[str] | None = None, path: str | os.PathLike[str] | None = None,
-              ) -> dict[str, Any]:
-    """Every figure of stage 5, as one JSON-ready dict, written to `metrics.json`.
+def summarise(by_model: Mapping[str, list[Record]], *, n_boot: int = DEFAULT_BOOT,
+              confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
+              models: Sequence[str] | None = None) -> dict[str, Any]:
+    """Every figure of stage 5, as one JSON-ready dict (the content of `metrics.json`).
 
-    `source` is a run folder (its `eval/*.jsonl` are read and `RUN/metrics.json` is written)
-    or the records themselves (written only when `path` is given). `models` fixes the order
-    (default: as found); paired differences are computed for every later model minus every
+    `by_model` maps each model's name to its evaluation records. `models` fixes the order
+    (default: as given); paired differences are computed for every later model minus every
     earlier one (e.g. sft - base, dpo - base, dpo - sft).
     """
-    if isinstance(source, (str, os.PathLike)):
-        by_model = load_eval_records(source)
-        path = path if path is not None else Path(source) / "metrics.json"
-    else:
-        by_model = {}
-        for record in source:
-            by_model.setdefault(str(record["model"]), []).append(record)
     order = [m for m in (models or []) if m in by_model] + \
             [m for m in by_model if m not in (models or [])]
     summary: dict[str, Any] = {"confidence": confidence, "bootstrap_samples": n_boot,
@@ -378,8 +358,6 @@ def summarise(source: str | os.PathLike[str] | Iterable[Record], *,
         diff = paired_difference(by_model[a], by_model[b], n_boot=n_boot,
                                  confidence=confidence, seed=seed)
         summary["paired"][f"{b} - {a}"] = diff.to_json()
-    if path is not None:
-        write_json(path, summary)
     return summary
 
 
@@ -468,7 +446,3 @@ def _num(value: Any) -> float | None:
         return None
     value = float(value)
     return None if math.isnan(value) or math.isinf(value) else value
-
-
-def read_metrics(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "metrics.json").read_text())

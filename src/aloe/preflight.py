@@ -68,9 +68,10 @@ def plan(params: Params) -> pd.DataFrame:
         ("1 benchmark", f"{e.benchmark} benchmark personas", benchmark),
         ("2 conversations", f"{c.n_conversations} conversations x {c.turns} turns",
          c.n_conversations * c.turns),
-        ("3 sft", f"QLoRA r={params.sft.lora_r}, max_steps={params.sft.max_steps}", None),
-        ("4 dpo", f"QLoRA r={params.dpo.lora_r}, beta={params.dpo.beta}, from {params.dpo.start_from}",
+        ("3 sft", f"QLoRA r={params.sft.lora_r}, max_steps={params.sft.trainer['max_steps']}",
          None),
+        ("4 dpo", f"QLoRA r={params.dpo.lora_r}, beta={params.dpo.trainer['beta']}, "
+                  f"from {params.dpo.start_from}", None),
         ("5 evaluate", f"{len(e.models)} models x {benchmark} users x {e.turns} turns",
          len(e.models) * benchmark * e.turns),
     ]

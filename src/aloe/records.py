@@ -15,9 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from aloe.errors import EXIT_BAD_INPUT, AloeError
 
-class DataError(ValueError):
+
+class DataError(AloeError, ValueError):
     """A data file holds a line that is not a JSON record; the message names file and line."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from aloe.config import ROLE_NAMES, Params
+from aloe.layout import RunLayout
 from aloe.records import read_json, read_records
 
 PACKAGES = ("aloe", "torch", "transformers", "trl", "peft", "bitsandbytes", "datasets", "openai")
@@ -70,31 +71,30 @@ def _dataset_rows(folder: Path) -> dict[str, int]:
     return {split: len(rows) for split, rows in load_from_disk(str(folder)).items()}
 
 
-def product_counts(run_dir: Path) -> dict[str, int]:
+def product_counts(layout: RunLayout) -> dict[str, int]:
     """How many of each product the run folder holds, counted from the files."""
-    run_dir = Path(run_dir)
-    conversations = read_records(run_dir / "conversations.jsonl")
+    conversations = read_records(layout.conversations)
     counts = {
-        "profiles": _lines(run_dir / "profiles.jsonl"),
-        "personalities": _lines(run_dir / "personalities.jsonl"),
-        "personas": _lines(run_dir / "personas.jsonl"),
-        "benchmark personas": _lines(run_dir / "benchmark.jsonl"),
+        "profiles": _lines(layout.pool("profiles")),
+        "personalities": _lines(layout.pool("personalities")),
+        "personas": _lines(layout.personas),
+        "benchmark personas": _lines(layout.benchmark),
         "conversations": len(conversations),
         "conversation turns": sum(len(c["turns"]) for c in conversations),
     }
     for kind in ("sft", "dpo"):
-        for split, n in _dataset_rows(run_dir / "data" / kind).items():
+        for split, n in _dataset_rows(layout.dataset(kind)).items():
             counts[f"{kind} {split} examples"] = n
     for kind in ("sft", "dpo"):
-        counts[f"{kind} adapter"] = int((run_dir / "adapters" / kind / "adapter_config.json")
+        counts[f"{kind} adapter"] = int(layout.adapter_file(kind, "adapter_config.json")
                                         .exists())
-    for file in sorted((run_dir / "eval").glob("*.jsonl")):
+    for file in sorted(layout.eval_dir.glob("*.jsonl")):
         counts[f"evaluation records: {file.stem}"] = _lines(file)
     return counts
 
 
-def counts_table(run_dir: Path) -> pd.DataFrame:
-    return pd.DataFrame(list(product_counts(run_dir).items()),
+def counts_table(layout: RunLayout) -> pd.DataFrame:
+    return pd.DataFrame(list(product_counts(layout).items()),
                         columns=["product", "count"]).set_index("product")
 
 

@@ -19,11 +19,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from aloe.config import Params, project_root
+from aloe.errors import AloeError, BadInputError, RunLockedError
+from aloe.layout import RunLayout
 from aloe.records import write_json
 
 
-class RunError(RuntimeError):
-    """A run cannot start or a stage failed; the message says which and where."""
+class RunError(AloeError):
+    """A stage failed; the message names the notebook, the cell and the error."""
+
+
+class StageSelectionError(BadInputError):
+    """`--stages` names no notebook, or cannot be read."""
 
 
 @dataclass
@@ -35,7 +41,7 @@ class StageResult:
 
 @dataclass
 class RunResult:
-    run_dir: Path
+    layout: RunLayout
     stages: list[StageResult] = field(default_factory=list)
 
     @property
@@ -58,31 +64,33 @@ def parse_stages(spec: str | None, available: list[Path]) -> list[Path]:
         part = part.strip()
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not match:
-            raise RunError(f"--stages: cannot read '{part}' (use numbers and ranges: 0,2-4)")
+            raise StageSelectionError(f"--stages: cannot read '{part}' (use numbers and "
+                                      "ranges: 0,2-4)")
         low, high = int(match[1]), int(match[2] or match[1])
         wanted.update(range(low, high + 1))
     numbered = {int(nb.name[:2]): nb for nb in available}
     missing = sorted(wanted - numbered.keys())
     if missing:
-        raise RunError(f"--stages: no notebook numbered {missing[0]:02d} in notebooks/ "
-                       f"(have {', '.join(f'{n:02d}' for n in sorted(numbered))})")
+        raise StageSelectionError(f"--stages: no notebook numbered {missing[0]:02d} in "
+                                  f"notebooks/ (have "
+                                  f"{', '.join(f'{n:02d}' for n in sorted(numbered))})")
     return [numbered[n] for n in sorted(wanted)]
 
 
 @contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
+def run_lock(layout: RunLayout) -> Iterator[None]:
     """Hold the run folder; refuse when another process holds it."""
+    run_dir = layout.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = run_dir / ".lock"
-    handle: IO[str] = open(lock_path, "a+")
+    handle: IO[str] = open(layout.lock, "a+")
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise RunError(f"run folder {run_dir} is in use by {holder}; wait for it to finish "
-                       "or choose another --run-name") from None
+        raise RunLockedError(f"run folder {run_dir} is in use by {holder}; wait for it to "
+                             "finish or choose another --run-name") from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()}")
@@ -132,18 +140,18 @@ def run_workbook(params: Params, params_file: str, stages: str | None = None,
                  progress: bool = True, echo: IO[str] = sys.stdout) -> RunResult:
     """Execute the chosen notebooks in order; raise RunError naming the notebook and cell."""
     selected = parse_stages(stages, notebooks())
-    run_dir = params.run_dir
+    layout = params.layout
     os.environ.setdefault("ALOE_ROOT", str(project_root()))
-    result = RunResult(run_dir=run_dir)
-    with run_lock(run_dir):
+    result = RunResult(layout=layout)
+    with run_lock(layout):
         if _needs_local_server(params):
             from aloe.llm.server import ensure_local_server, export_to_children
 
             print("starting the local model server (transformers serve) ...", file=echo)
             export_to_children(ensure_local_server(params))
-        (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+        layout.notebooks.mkdir(parents=True, exist_ok=True)
         for index, notebook in enumerate(selected, start=1):
-            output = run_dir / "notebooks" / notebook.name
+            output = layout.executed_notebook(notebook.name)
             print(f"[{index}/{len(selected)}] {notebook.stem}", file=echo, flush=True)
             try:
                 seconds = execute_stage(notebook, params, params_file, output, progress)
@@ -153,7 +161,7 @@ def run_workbook(params: Params, params_file: str, stages: str | None = None,
             result.stages.append(StageResult(notebook.stem, seconds, output))
             _save_timings(result)
             if notebook.stem == REPORT_NOTEBOOK:
-                report = render_html(output, run_dir / "report.html", params.report.title)
+                report = render_html(output, layout.report, params.report.title)
                 print(f"report: {report}", file=echo, flush=True)
     return result
 
@@ -188,7 +196,7 @@ def render_html(executed: Path, target: Path, title: str = "ALOE Workbench repor
 
 
 def _save_timings(result: RunResult) -> None:
-    write_json(result.run_dir / "runner.json",
+    write_json(result.layout.timings,
                {"stages": [{"notebook": s.notebook, "seconds": round(s.seconds, 2),
                             "output": str(s.output)} for s in result.stages],
                 "finished": time.time()})

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from aloe.chat import Message, draw, transcript, trim_unfinished
 from aloe.prompts import render
 
-REASKS = 8  # draws per sample index: a re-ask of the same prompt uses sample*REASKS + attempt
 SIMULATOR_ATTEMPTS = 3  # a reply that is empty once cleaned is drawn again, this many times in all
 
 _SPEAKER = r"(?:user|you|me|human|assistant|ai|bot|friend|person|persona|message)"
@@ -24,16 +24,10 @@ _LABEL = re.compile(  # "User:", "**You:**", "The assistant:", "Person 1:"
     re.IGNORECASE)
 _NEXT_SPEAKER = re.compile(
     r"\n\s*(?:\*\*)?\s*(?:the\s+)?(?:assistant|ai|bot|system)\s*(?:\*\*)?\s*:", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"[.!?\u2026][\"'\u201d\u2019)]*(?=\s|$)")
 _ASTERISKS = re.compile(r"\*{1,2}[^*\n]{1,80}?\*{1,2}")
 _BRACKETS = re.compile(r"\[[^\]\n]{1,80}\]")
 _PAREN_ACTION = re.compile(r"\((?:[a-z]+\s?){1,3}\)")  # (laughs), (sighs deeply)
 _QUOTES = "\"'\u201c\u201d\u2018\u2019`"
-
-
-def draw(sample: int, attempt: int) -> int:
-    """The cache's sample index for re-ask `attempt` of sample `sample` (distinct for each)."""
-    return sample * REASKS + attempt
 
 
 def clean_user_message(text: str) -> str:
@@ -61,39 +55,17 @@ def clean_user_message(text: str) -> str:
     return text.strip().strip(_QUOTES).strip()
 
 
-def trim_unfinished(text: str, finish_reason: str | None) -> str:
-    """A reply cut off by max_tokens, trimmed back to its last complete sentence.
-
-    Left as is when it was not cut off, or when no sentence ends in it at all (then the cut
-    text is all there is).
-    """
-    if finish_reason != "length":
-        return text
-    ends = list(_SENTENCE_END.finditer(text))
-    return text[:ends[-1].end()].strip() if ends else text
-
-
-def transcript(history: list[dict[str, str]]) -> str:
-    """The chat so far as the persona sees it: its own lines are "You", the other side's
-    are "Assistant"."""
-    lines = []
-    for message in history:
-        speaker = "You" if message["role"] == "user" else "Assistant"
-        lines.append(f"{speaker}: {message['content'].strip()}")
-    return "\n".join(lines)
-
-
-def simulator_messages(persona: dict[str, Any],
-                       history: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The request that asks for the persona's next message after `history`."""
+def simulator_messages(persona: dict[str, Any], history: list[Message]) -> list[Message]:
+    """The request that asks for the persona's next message after `history` (the persona
+    reads its own lines as "You")."""
     system = render("user_simulator", profile=persona["profile"],
                     personality=persona["personality"])
-    turn = (render("user_simulator_turn", transcript=transcript(history)) if history
-            else render("user_simulator_start"))
+    turn = (render("user_simulator_turn", transcript=transcript(history, user_label="You"))
+            if history else render("user_simulator_start"))
     return [{"role": "system", "content": system}, {"role": "user", "content": turn}]
 
 
-async def simulate_user(llm: Any, persona: dict[str, Any], history: list[dict[str, str]], *,
+async def simulate_user(llm: Any, persona: dict[str, Any], history: list[Message], *,
                         sample: int = 0) -> str:
     """The persona's next user message after `history` (the chat from the assistant's side).
 

@@ -1,11 +1,6 @@
 """Stages 3-4: QLoRA fine-tuning of the policy, SFT on the preferred replies, then DPO on the
-preference pairs, on one consumer GPU (or, slowly, on a CPU for the tiny profile).
-
-Why QLoRA: the paper fine-tuned 7-8B models in full precision; our users have one 24 GB card.
-The base model is loaded in 4-bit NF4 with double quantisation (bitsandbytes), LoRA adapters
-are trained on every linear layer, activations are recomputed (gradient checkpointing) and the
-optimiser state lives in paged 8-bit AdamW. The same code path runs on CPU, where bitsandbytes
-computes in float32 (bfloat16 matmuls are an order of magnitude slower on most CPUs).
+preference pairs, on one consumer GPU (or, slowly, on a CPU for the tiny profile). The QLoRA
+building blocks (4-bit base, LoRA, TRL's trainers and arguments) are in `aloe.qlora`.
 
 - SFT (TRL's SFTTrainer) learns only the completion: the prompt's tokens carry no label.
 - DPO (TRL's DPOTrainer) continues the SFT adapter (`dpo.start_from: sft`, the default) or a
@@ -13,25 +8,21 @@ computes in float32 (bfloat16 matmuls are an order of magnitude slower on most C
   from the SFT adapter, the reference is a frozen copy of that adapter on the same base
   (the SFT policy, as DPO wants); from the base, it is the base with the adapter disabled.
 
-Outputs, under `outputs/RUN/`: `adapters/sft/` and `adapters/dpo/` (standard PEFT adapters
-with the tokenizer, plus `training_log.csv` and `training_stats.json`), and, while a training
-runs, its checkpoints in `training/STAGE/`. A finished adapter is never trained again (delete
-its folder to retrain); an interrupted training resumes from its last complete checkpoint.
+Outputs (`params.layout`): `adapters/sft/` and `adapters/dpo/` (standard PEFT adapters with the
+tokenizer, plus `training_log.csv` and `training_stats.json`), and, while a training runs, its
+checkpoints in `training/STAGE/`. A finished adapter is never trained again (delete its folder
+to retrain); an interrupted training resumes from its last complete checkpoint.
 
-Past one GPU: `accelerate launch --config_file configs/accelerate_fsdp_qlora.yaml -m
-aloe.training sft PARAMS` (see the README).
+Past one GPU: `accelerate launch --config_file configs/accelerate_fsdp_qlora.yaml -m aloe.cli
+train sft PARAMS` (see the README).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import re
-import resource
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,8 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from aloe.config import (DPOConfig, Params, ParamsError, TrainingConfig, load_params,
-                         resolve_path)
+from aloe.config import DPOConfig, Params, ParamsError, TrainingConfig
+from aloe.layout import TRAINING_STAGES as STAGES
+from aloe.policy import (Device, base_model, check_model_reference, detect_device, same_model)
+from aloe.qlora import (build_dpo_trainer, build_sft_trainer, load_base_model, load_tokenizer,
+                        model_config, peak_memory, trainer_arguments)
 from aloe.records import DataError, read_json, write_json
 
 if TYPE_CHECKING:  # heavy imports stay lazy: validation must not pay for torch
@@ -50,15 +44,12 @@ if TYPE_CHECKING:  # heavy imports stay lazy: validation must not pay for torch
 
 log = logging.getLogger("aloe.training")
 
-STAGES = ("sft", "dpo")
 COLUMNS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected")}
 LOG_FILE = "training_log.csv"
 STATS_FILE = "training_stats.json"
+COMPARISON_FILE = "comparison.json"
 LOG_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "rewards/chosen",
                "rewards/rejected", "rewards/margins", "rewards/accuracies", "num_input_tokens_seen")
-KEEP_CHECKPOINTS = 2
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-BNB_OPTIMIZERS = ("8bit", "paged", "bnb", "lion_32bit", "ademamix")
 
 
 @dataclass
@@ -82,7 +73,6 @@ class TrainResult:
                 "peak_memory_gb": s.get("peak_memory_gb"), "memory": s.get("peak_memory_kind"),
                 "final_loss": s.get("final_loss")}
 
-
 def stats_table(results: Sequence[TrainResult]) -> pd.DataFrame:
     """The notebooks' table: one row per stage."""
     return pd.DataFrame([r.summary() for r in results]).set_index("stage")
@@ -91,36 +81,13 @@ def stats_table(results: Sequence[TrainResult]) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # Where things go
 # --------------------------------------------------------------------------------------------
-def _check_stage(stage: str) -> None:
+def stage_config(params: Params, stage: str) -> TrainingConfig:
     if stage not in STAGES:
         raise ValueError(f"unknown training stage {stage!r}: expected one of {', '.join(STAGES)}")
-
-
-def stage_config(params: Params, stage: str) -> TrainingConfig:
-    _check_stage(stage)
     return getattr(params, stage)
 
-
-def dataset_dir(params: Params, stage: str) -> Path:
-    """The stage-2 export this stage trains on (`datasets.export` writes it)."""
-    return params.run_dir / "data" / stage
-
-
-def adapter_dir(params: Params, stage: str) -> Path:
-    return params.run_dir / "adapters" / stage
-
-
-def work_dir(params: Params, stage: str) -> Path:
-    """Checkpoints of a training in progress; removed once its adapter is written."""
-    return params.run_dir / "training" / stage
-
-
-def merged_dir(params: Params, stage: str) -> Path:
-    return params.run_dir / "merged" / stage
-
-
 def is_finished(params: Params, stage: str) -> bool:
-    folder = adapter_dir(params, stage)
+    folder = params.layout.adapter(stage)
     return (folder / "adapter_config.json").exists() and (folder / STATS_FILE).exists()
 
 
@@ -136,63 +103,36 @@ def validate_training_inputs(params: Params, stage: str) -> str:
     another base. (`lora_r: 0` and other out-of-range numbers are refused by the schema when
     the parameter file is read.)
     """
-    from aloe.local_model import LocalModelError, policy_base_model
+    from aloe.local_model import LocalModelError
 
     cfg = stage_config(params, stage)
     where = params.source
     if cfg.lora_r < 1:  # the schema refuses it; kept for params edited after validation
         raise ParamsError(f"{where}: key '{stage}.lora_r': the LoRA rank must be at least 1 "
                           f"(got {cfg.lora_r})")
-    data = dataset_dir(params, stage)
+    data = params.layout.dataset(stage)
     if not (data / "dataset_dict.json").exists():
         raise ParamsError(f"{where}: no {stage} dataset at {data} (no dataset_dict.json): run "
                           "stage 2 (notebook 02_conversations) first, or check run.name and "
                           "run.output_dir")
     if cfg.base_model:
-        _check_model_reference(cfg.base_model, f"{where}: key '{stage}.base_model'")
+        check_model_reference(cfg.base_model, f"{where}: key '{stage}.base_model'")
     try:
-        base = policy_base_model(params, stage)
+        base = base_model(params, stage)
     except LocalModelError as error:
         raise ParamsError(f"{where}: {error}") from None
-    _check_optimizer(cfg.optim, f"{where}: key '{stage}.optim'")
+    _check_optimizer(str(cfg.trainer["optim"]), f"{where}: key '{stage}.trainer.optim'")
     if stage == "dpo" and isinstance(cfg, DPOConfig) and cfg.start_from == "sft":
-        sft = adapter_dir(params, "sft")
+        sft = params.layout.adapter("sft")
         if not (sft / "adapter_config.json").exists():
             raise ParamsError(f"{where}: dpo.start_from is 'sft' but there is no SFT adapter at "
                               f"{sft}: run stage 3 (notebook 03_sft) first, or set "
                               "dpo.start_from: base")
-        sft_base = policy_base_model(params, "sft")
-        if not _same_model(sft_base, base):
+        sft_base = base_model(params, "sft")
+        if not same_model(sft_base, base):
             raise ParamsError(f"{where}: dpo.base_model ({base}) differs from sft.base_model "
                               f"({sft_base}) but dpo.start_from is 'sft': use the same base model")
     return base
-
-
-def _looks_like_path(reference: str) -> bool:
-    return reference.startswith(("/", ".", "~")) or resolve_path(reference).is_dir()
-
-
-def _check_model_reference(reference: str, key: str) -> None:
-    """A local model folder must exist; a hub id must be cached when the hub is offline."""
-    if _looks_like_path(reference):
-        folder = resolve_path(reference)
-        if not folder.is_dir():
-            raise ParamsError(f"{key}: model folder not found: {reference}")
-        if not (folder / "config.json").exists():
-            raise ParamsError(f"{key}: {reference} is not a model folder (no config.json)")
-        return
-    if not HUB_ID.match(reference):
-        raise ParamsError(f"{key}: {reference!r} is neither an existing folder nor a Hugging "
-                          "Face model id (owner/name)")
-    from huggingface_hub import try_to_load_from_cache
-
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False") or \
-        os.environ.get("TRANSFORMERS_OFFLINE", "") not in ("", "0", "false", "False")
-    if offline and not isinstance(try_to_load_from_cache(reference, "config.json"), str):
-        raise ParamsError(f"{key}: {reference!r} is not in the local Hugging Face cache and "
-                          "HF_HUB_OFFLINE is set: download it first (hf download "
-                          f"{reference}) or unset HF_HUB_OFFLINE")
-
 
 def _check_optimizer(name: str, key: str) -> None:
     from transformers.training_args import OptimizerNames
@@ -201,133 +141,6 @@ def _check_optimizer(name: str, key: str) -> None:
     if name != "auto" and name not in known:
         raise ParamsError(f"{key}: unknown optimiser {name!r}: 'auto' or one of transformers' "
                           "OptimizerNames (e.g. paged_adamw_8bit, adamw_torch)")
-
-
-def _same_model(a: str, b: str) -> bool:
-    """Whether two references name the same model (equal ids, or the same folder)."""
-    if a == b:
-        return True
-    if _looks_like_path(a) and _looks_like_path(b):
-        return resolve_path(a).resolve() == resolve_path(b).resolve()
-    return False
-
-
-# --------------------------------------------------------------------------------------------
-# Device, precision, loading
-# --------------------------------------------------------------------------------------------
-@dataclass
-class Device:
-    """Where training runs and in which precision."""
-
-    kind: str  # "cuda" or "cpu"
-    name: str
-    compute_dtype: Any  # torch dtype of the 4-bit matmuls and the LoRA compute
-    fsdp: bool = False  # launched by `accelerate launch` with an FSDP config
-    local_rank: int = 0
-
-    @property
-    def bf16(self) -> bool:
-        import torch
-
-        return self.kind == "cuda" and self.compute_dtype == torch.bfloat16
-
-    @property
-    def fp16(self) -> bool:
-        import torch
-
-        return self.kind == "cuda" and self.compute_dtype == torch.float16
-
-
-def detect_device() -> Device:
-    import torch
-
-    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return Device("cuda", torch.cuda.get_device_name(local_rank), dtype, fsdp, local_rank)
-    return Device("cpu", "cpu", torch.float32, False, 0)
-
-
-def resolve_optimizer(name: str, device: Device) -> str:
-    """'auto': paged 8-bit AdamW on one GPU; plain AdamW under FSDP and on CPU, where the
-    bitsandbytes optimisers do not run."""
-    if name == "auto":
-        return "paged_adamw_8bit" if device.kind == "cuda" and not device.fsdp else "adamw_torch"
-    if any(tag in name for tag in BNB_OPTIMIZERS) and (device.kind != "cuda" or device.fsdp):
-        where = "on CPU" if device.kind != "cuda" else "under FSDP"
-        log.warning("optimiser %s does not run %s: using adamw_torch", name, where)
-        return "adamw_torch"
-    return name
-
-
-def quantization_config(cfg: TrainingConfig, device: Device) -> Any:
-    """4-bit NF4 with double quantisation; under FSDP the packed weights are stored in the
-    compute dtype so that FSDP can shard them like any other parameter."""
-    if not cfg.load_in_4bit:
-        return None
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=device.compute_dtype,
-        bnb_4bit_quant_storage=device.compute_dtype if device.fsdp else torch.uint8)
-
-
-def model_config(base: str) -> Any:
-    """The base model's config, without a stale GGUF quantisation entry (the embedded model is
-    converted from GGUF to plain safetensors, but its config may still name GGUF, which would
-    clash with bitsandbytes)."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(base)
-    quant = getattr(config, "quantization_config", None)
-    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
-    if str(method).lower().endswith("gguf"):
-        del config.quantization_config
-    return config
-
-
-def load_tokenizer(base: str) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_base_model(base: str, cfg: TrainingConfig, device: Device) -> Any:
-    """The base model ready for k-bit training: 4-bit NF4 (when `load_in_4bit`), norms and
-    embeddings upcast for stable training, gradient checkpointing on, KV cache off."""
-    from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM
-
-    kwargs: dict[str, Any] = {"config": model_config(base), "dtype": device.compute_dtype}
-    quant = quantization_config(cfg, device)
-    if quant is not None:
-        kwargs["quantization_config"] = quant
-    if device.kind == "cuda" and not device.fsdp:
-        kwargs["device_map"] = {"": device.local_rank}
-    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
-    model.config.use_cache = False
-    if quant is not None and not device.fsdp:  # FSDP needs one dtype throughout: no upcast
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.gradient_checkpointing,
-            gradient_checkpointing_kwargs=_checkpointing_kwargs(device))
-    return model
-
-
-def _checkpointing_kwargs(device: Device) -> dict[str, Any]:
-    return {"use_reentrant": device.fsdp}  # FSDP + QLoRA wants reentrant checkpointing
-
-
-def lora_config(cfg: TrainingConfig) -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.target_modules, bias="none", task_type="CAUSAL_LM")
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,7 +152,7 @@ def load_splits(params: Params, stage: str) -> "DatasetDict":
     Loaded into memory, so that tokenisation leaves no cache files in the export folder."""
     from datasets import DatasetDict, load_from_disk
 
-    folder = dataset_dir(params, stage)
+    folder = params.layout.dataset(stage)
     data = load_from_disk(str(folder), keep_in_memory=True)
     if not isinstance(data, DatasetDict) or "train" not in data:
         raise DataError(f"{folder}: expected a DatasetDict with a 'train' split")
@@ -352,12 +165,10 @@ def load_splits(params: Params, stage: str) -> "DatasetDict":
                         "(see data/export_summary.json)")
     return data
 
-
 def _render_length(tokenizer: Any, messages: list[dict[str, str]], generation: bool) -> int:
     text = tokenizer.apply_chat_template(messages, tokenize=False,
                                          add_generation_prompt=generation)
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
 
 def fit_history(tokenizer: Any, prompt: list[dict[str, str]],
                 completions: Sequence[list[dict[str, str]]], max_length: int) -> list[dict[str, str]]:
@@ -380,7 +191,6 @@ def fit_history(tokenizer: Any, prompt: list[dict[str, str]],
         while len(turns) > 1 and turns[0]["role"] != "user":
             turns = turns[1:]
     return system + turns
-
 
 def prepare_dataset(dataset: "Dataset", tokenizer: Any, stage: str, max_length: int) -> "Dataset":
     """The columns TRL trains on, each history shortened to fit `max_length`.
@@ -409,73 +219,8 @@ def prepare_dataset(dataset: "Dataset", tokenizer: Any, stage: str, max_length: 
     if len(kept) == 0:
         raise DataError(f"{stage}: every one of the {len(dataset)} training examples has a "
                         f"prompt of max_length={max_length} tokens or more: raise "
-                        f"{stage}.max_length")
+                        f"{stage}.trainer.max_length")
     return kept.remove_columns(["shortened", "prompt_tokens"])
-
-
-# --------------------------------------------------------------------------------------------
-# Trainers (shared with scripts/gpu_check.py)
-# --------------------------------------------------------------------------------------------
-def trainer_arguments(stage: str, cfg: TrainingConfig, output_dir: Path, device: Device,
-                      seed: int = 0, **overrides: Any) -> Any:
-    """TRL's SFTConfig/DPOConfig from a parameter-file section."""
-    import trl
-
-    common = dict(
-        output_dir=str(output_dir), seed=seed, learning_rate=cfg.learning_rate,
-        max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs=_checkpointing_kwargs(device),
-        optim=resolve_optimizer(cfg.optim, device), bf16=device.bf16, fp16=device.fp16,
-        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
-        save_total_limit=KEEP_CHECKPOINTS, report_to="none", max_length=cfg.max_length,
-        include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
-        use_cpu=device.kind == "cpu")
-    common.update(overrides)
-    if stage == "sft":
-        return trl.SFTConfig(completion_only_loss=True, packing=False, **common)
-    assert isinstance(cfg, DPOConfig)
-    return trl.DPOConfig(beta=cfg.beta, truncation_mode="keep_start", **common)
-
-
-def build_sft_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
-                      cfg: TrainingConfig, callbacks: Sequence[Any] = ()) -> Any:
-    """SFTTrainer on prompt/completion pairs: completion-only loss, a fresh LoRA adapter."""
-    from trl import SFTTrainer
-
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
-                         peft_config=lora_config(cfg), callbacks=list(callbacks))
-    _adapter_dtype_for_cpu(trainer.model, args)
-    return trainer
-
-
-def build_dpo_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
-                      cfg: TrainingConfig, callbacks: Sequence[Any] = ()) -> Any:
-    """DPOTrainer; `model` is either the base (a fresh adapter is added, the reference is the
-    base with it disabled) or a PeftModel holding the SFT adapter (TRL keeps a frozen copy of
-    it as the reference)."""
-    from peft import PeftModel
-    from trl import DPOTrainer
-
-    peft_config = None if isinstance(model, PeftModel) else lora_config(cfg)
-    trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=list(callbacks))
-    _adapter_dtype_for_cpu(trainer.model, args)
-    return trainer
-
-
-def _adapter_dtype_for_cpu(model: Any, args: Any) -> None:
-    """TRL stores QLoRA adapter weights in bfloat16; on CPU, where the 4-bit matmuls compute in
-    float32, keep the adapters in float32 too (bfloat16 CPU matmuls are slow)."""
-    import torch
-
-    if not getattr(args, "use_cpu", False):
-        return
-    for param in model.parameters():
-        if param.requires_grad and param.dtype == torch.bfloat16:
-            param.data = param.data.float()
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,11 +251,9 @@ def train_sft(params: Params, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Stage 3: SFT of a LoRA adapter on the preferred replies (loss on the completion only)."""
     return train_stage(params, "sft", callbacks)
 
-
 def train_dpo(params: Params, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Stage 4: DPO on the preference pairs, from the SFT adapter or from the base."""
     return train_stage(params, "dpo", callbacks)
-
 
 def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Train one stage, or return the saved result when its adapter is already finished."""
@@ -535,7 +278,7 @@ def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = ()) -> Tr
     trainer = _stage_trainer(params, stage, base, device, callbacks)
     load_s = time.perf_counter() - started
 
-    work = work_dir(params, stage)
+    work = params.layout.checkpoints(stage)
     checkpoint = last_checkpoint(work)
     resumed = _checkpoint_step(checkpoint)
     if checkpoint is not None:
@@ -548,7 +291,7 @@ def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = ()) -> Tr
     stats = _stats(trainer, stage, cfg, base, device, load_s=load_s, wall=wall,
                    resumed=resumed, train_loss=output.training_loss)
     stats["final_loss"] = _last(history, "loss")
-    target = adapter_dir(params, stage)
+    target = params.layout.adapter(stage)
     _save_adapter(trainer, target, history, stats)
     if trainer.accelerator.is_main_process:
         shutil.rmtree(work, ignore_errors=True)
@@ -557,24 +300,23 @@ def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = ()) -> Tr
     return TrainResult(stage, target, base, stats, history, skipped=False,
                        resumed_from_step=resumed)
 
-
 def _stage_trainer(params: Params, stage: str, base: str, device: Device,
                    callbacks: Sequence[Any]) -> Any:
     """Tokenizer, data, 4-bit base (+ the SFT adapter for DPO from SFT) and the TRL trainer."""
     cfg = stage_config(params, stage)
     tokenizer = load_tokenizer(base)
     train = prepare_dataset(load_splits(params, stage)["train"], tokenizer, stage,
-                            cfg.max_length)
+                            int(cfg.trainer["max_length"]))
     model = load_base_model(base, cfg, device)
     if stage == "dpo" and isinstance(cfg, DPOConfig) and cfg.start_from == "sft":
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter_dir(params, "sft")),
+        model = PeftModel.from_pretrained(model, str(params.layout.adapter("sft")),
                                           is_trainable=True)
-    args = trainer_arguments(stage, cfg, work_dir(params, stage), device, seed=params.run.seed)
+    args = trainer_arguments(stage, cfg, params.layout.checkpoints(stage), device,
+                             seed=params.run.seed)
     build = build_sft_trainer if stage == "sft" else build_dpo_trainer
     return build(model, tokenizer, train, args, cfg, callbacks)
-
 
 def _stats(trainer: Any, stage: str, cfg: TrainingConfig, base: str, device: Device, *,
            load_s: float, wall: float, resumed: int, train_loss: float) -> dict[str, Any]:
@@ -599,28 +341,13 @@ def _stats(trainer: Any, stage: str, cfg: TrainingConfig, base: str, device: Dev
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
-
-def peak_memory(device: Device) -> dict[str, Any]:
-    """CUDA: the most memory allocated by tensors; CPU: the process's peak resident size
-    (since the process started: in a notebook that includes the cells before)."""
-    if device.kind == "cuda":
-        import torch
-
-        return {"peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3),
-                "peak_memory_kind": "cuda_max_allocated"}
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_memory_gb": round(rss_kb / 2**20, 3), "peak_memory_kind": "process_peak_rss"}
-
-
 def _checkpoint_step(checkpoint: Path | None) -> int:
     return int(checkpoint.name.split("-")[-1]) if checkpoint else 0
-
 
 def _last(frame: pd.DataFrame, column: str) -> float | None:
     if column not in frame or frame[column].dropna().empty:
         return None
     return float(frame[column].dropna().iloc[-1])
-
 
 def log_frame(log_history: list[dict[str, Any]]) -> pd.DataFrame:
     """The per-step training log (loss, learning rate, grad norm; DPO rewards, margins and
@@ -633,7 +360,6 @@ def log_frame(log_history: list[dict[str, Any]]) -> pd.DataFrame:
     frame = frame.drop(columns=[c for c in frame if c.startswith("train_")])  # session totals
     first = [c for c in LOG_COLUMNS if c in frame]
     return frame[first + [c for c in frame.columns if c not in first]].reset_index(drop=True)
-
 
 def _save_adapter(trainer: Any, target: Path, history: pd.DataFrame,
                   stats: dict[str, Any]) -> None:
@@ -659,10 +385,9 @@ def _save_adapter(trainer: Any, target: Path, history: pd.DataFrame,
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, target)
 
-
 def load_result(params: Params, stage: str) -> TrainResult:
     """The saved result of a finished stage (its stats and log)."""
-    folder = adapter_dir(params, stage)
+    folder = params.layout.adapter(stage)
     if not is_finished(params, stage):
         raise FileNotFoundError(f"no finished {stage} adapter at {folder}")
     stats = read_json(folder / STATS_FILE)
@@ -670,10 +395,9 @@ def load_result(params: Params, stage: str) -> TrainResult:
     return TrainResult(stage, folder, stats.get("base_model", ""), stats, history, skipped=True,
                        resumed_from_step=stats.get("resumed_from_step", 0))
 
-
 def _warn_if_changed(result: TrainResult, cfg: TrainingConfig, stage: str) -> None:
-    before = result.stats.get("config") or {}
-    now = cfg.model_dump(mode="json")
+    before = _flat(result.stats.get("config") or {})
+    now = _flat(cfg.model_dump(mode="json"))
     changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in now.items()
                if k in before and before[k] != v and k != "merge"]
     if changed:
@@ -681,12 +405,19 @@ def _warn_if_changed(result: TrainResult, cfg: TrainingConfig, stage: str) -> No
                     "the folder to retrain", stage, result.adapter_dir, "; ".join(changed))
 
 
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """A section's keys with the trainer's options beside them (`trainer.beta`, ...)."""
+    flat = {k: v for k, v in config.items() if k != "trainer"}
+    flat.update({f"trainer.{k}": v for k, v in (config.get("trainer") or {}).items()})
+    return flat
+
+
 # --------------------------------------------------------------------------------------------
 # Merge and compare
 # --------------------------------------------------------------------------------------------
 def merge_adapter(params: Params, stage: str) -> Path:
     """A full model (base + adapter merged, in the compute dtype) for serving, e.g. by vLLM."""
-    target = merged_dir(params, stage)
+    target = params.layout.merged(stage)
     if (target / "config.json").exists():
         return target
     from peft import PeftModel
@@ -708,7 +439,6 @@ def merge_adapter(params: Params, stage: str) -> Path:
     log.info("%s: merged model written to %s", stage, target)
     return target
 
-
 def compare_replies(params: Params, adapters: Sequence[str] = ("sft",), n: int = 3,
                     max_new_tokens: int | None = None) -> pd.DataFrame:
     """Greedy replies of the base model and of each finished adapter to `n` held-out prompts
@@ -720,7 +450,7 @@ def compare_replies(params: Params, adapters: Sequence[str] = ("sft",), n: int =
     are unchanged, so that rerunning a finished run does not load and generate again."""
     stage = adapters[-1] if adapters else "sft"
     max_new_tokens = max_new_tokens or params.evaluation.max_new_tokens
-    saved = adapter_dir(params, stage) / "comparison.json"
+    saved = params.layout.adapter_file(stage, COMPARISON_FILE)
     key = _comparison_key(params, adapters, n, max_new_tokens)
     if saved.exists() and (kept := read_json(saved)).get("key") == key:
         return pd.DataFrame(kept["rows"])
@@ -728,25 +458,22 @@ def compare_replies(params: Params, adapters: Sequence[str] = ("sft",), n: int =
     write_json(saved, {"key": key, "rows": table.to_dict(orient="records")})
     return table
 
-
 def _comparison_key(params: Params, adapters: Sequence[str], n: int,
                     max_new_tokens: int) -> dict[str, Any]:
     """What the comparison depends on: the settings, and each adapter's weights file."""
     weights = {}
     for name in adapters:
-        file = adapter_dir(params, name) / "adapter_model.safetensors"
+        file = params.layout.adapter_file(name, "adapter_model.safetensors")
         stat = file.stat() if file.exists() else None
         weights[name] = [stat.st_size, stat.st_mtime_ns] if stat else None
     return {"adapters": list(adapters), "n": n, "max_new_tokens": max_new_tokens,
             "seed": params.run.seed, "weights": weights}
 
-
 def _generate_comparison(params: Params, adapters: Sequence[str], stage: str, n: int,
                          max_new_tokens: int) -> pd.DataFrame:
     from peft import PeftModel
 
-    from aloe.evaluation import InProcessResponder
-    from aloe.local_model import policy_base_model
+    from aloe.policy import InProcessResponder
 
     splits = load_splits(params, stage)
     split = "validation" if len(splits.get("validation", [])) else "train"
@@ -755,7 +482,7 @@ def _generate_comparison(params: Params, adapters: Sequence[str], stage: str, n:
     preferred = [(r.get("completion") or r.get("chosen"))[0]["content"] for r in rows]
     table = pd.DataFrame({"split": split, "user": [h[-1]["content"] for h in histories],
                           "preferred (data)": preferred})
-    responder = InProcessResponder(policy_base_model(params, stage), None,
+    responder = InProcessResponder(base_model(params, stage), None,
                                    batch_size=max(1, len(histories)), temperature=0.0,
                                    max_new_tokens=max_new_tokens, seed=params.run.seed)
     try:
@@ -763,37 +490,13 @@ def _generate_comparison(params: Params, adapters: Sequence[str], stage: str, n:
         base = responder.model
         for name in adapters:
             if not isinstance(responder.model, PeftModel):
-                responder.model = PeftModel.from_pretrained(base, str(adapter_dir(params, name)),
+                responder.model = PeftModel.from_pretrained(base, str(params.layout.adapter(name)),
                                                             adapter_name=name)
             else:
-                responder.model.load_adapter(str(adapter_dir(params, name)), adapter_name=name)
+                responder.model.load_adapter(str(params.layout.adapter(name)), adapter_name=name)
             responder.model.set_adapter(name)
             responder.model.eval()
             table[name] = responder.reply_many(histories)
     finally:
         responder.close()
     return table
-
-
-# --------------------------------------------------------------------------------------------
-# Command line: `python -m aloe.training sft PARAMS` (or under `accelerate launch -m`)
-# --------------------------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aloe.training",
-                                     description="Train a stage's QLoRA adapter (SFT or DPO).")
-    parser.add_argument("stage", choices=STAGES)
-    parser.add_argument("params", help="a parameter file, e.g. params/paper.yaml")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        params = load_params(args.params)
-        result = train_stage(params, args.stage)
-    except (ParamsError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(result.summary(), default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,7 +19,7 @@ __all__ = ["LLM", "Completion", "LLMError", "Ledger", "LocalServer", "Message",
 @contextmanager
 def open_llm(params: Params, stage: str) -> Iterator[LLM]:
     """The roles for one stage session; its usage ledger is saved however the session ends."""
-    llm = LLM(params, stage)
+    llm = LLM.for_run(params, stage)
     try:
         yield llm
     finally:

@@ -13,30 +13,54 @@ import itertools
 import os
 import random
 import threading
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import openai
 
-from aloe.config import ROLE_NAMES, Params, RoleConfig
+from aloe.chat import Message
+from aloe.config import Params, RoleConfig
+from aloe.errors import EXIT_BAD_INPUT, AloeError
+from aloe.layout import RunLayout
 from aloe.llm.cache import ResponseCache, request_key
 from aloe.llm.ledger import Ledger
 
+if TYPE_CHECKING:
+    from aloe.llm.server import LocalServer
+
 T = TypeVar("T")
-Message = dict[str, str]
 RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
              openai.APIConnectionError)
 NO_KEY = "not-needed"  # local and keyless servers still need a non-empty string
 
 
-class LLMError(RuntimeError):
-    """A request failed for good; the message names role, model and base_url."""
+class LLMError(AloeError):
+    """A request failed for good; the message names role, model and base_url.
+
+    `status_code` is the HTTP status the backend answered with (None: no answer, e.g. a
+    dropped connection or a timeout); `retryable` says whether the same request may succeed
+    later (rate limits, server errors, timeouts), as opposed to one the backend refused.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None,
+                 retryable: bool = False):
+        super().__init__(message)
+        self.status_code = status_code
+        self.retryable = retryable
+
+    @property
+    def rejected(self) -> bool:
+        """The backend refused the request as invalid (4xx other than 429)."""
+        return self.status_code is not None and 400 <= self.status_code < 500 \
+            and self.status_code != 429
 
 
 class MissingKeyError(LLMError):
     """A role names an API key variable that is not set."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 @dataclass
@@ -90,22 +114,39 @@ def retry_delay(attempt: int, error: Exception, base: float = 0.5, cap: float = 
 
 
 class LLM:
-    """The roles of one stage session. Use `await llm.chat(role, messages)` or `run_sync`."""
+    """The roles of one stage session. Use `await llm.chat(role, messages)` or `run_sync`.
 
-    def __init__(self, params: Params, stage: str, *, retry_base: float = 0.5):
-        self.params = params
+    `roles` maps a role's name to its configuration: the five roles of a parameter file
+    (`LLM.for_run`), or any other set, such as a model under test behind an endpoint.
+    `local_server` starts (or finds) the server behind `base_url: local` when a role needs it.
+    """
+
+    def __init__(self, roles: Mapping[str, RoleConfig], *, stage: str, layout: RunLayout,
+                 local_server: Callable[[], LocalServer] | None = None,
+                 retry_base: float = 0.5):
+        self.roles = dict(roles)
         self.stage = stage
-        self.ledger = Ledger(stage=stage, live_dir=params.run_dir / "usage" / "live")
-        self.cache = ResponseCache(params.cache_path)
+        self.layout = layout
+        self.ledger = Ledger(stage=stage, live_dir=layout.usage_live)
+        self.cache = ResponseCache(layout.cache_path)
+        self.local_server = local_server
         self.retry_base = retry_base
         self._roles: dict[str, _Role] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    @classmethod
+    def for_run(cls, params: Params, stage: str, **kwargs: Any) -> LLM:
+        """The five roles of a parameter file, for one stage session of its run."""
+        from aloe.llm.server import ensure_local_server
+
+        return cls(params.roles.as_mapping(), stage=stage, layout=params.layout,
+                   local_server=lambda: ensure_local_server(params), **kwargs)
+
     # -- set-up ------------------------------------------------------------------------------
     def role_config(self, role: str) -> RoleConfig:
-        if role not in ROLE_NAMES:
-            raise LLMError(f"unknown role '{role}'; roles are {', '.join(ROLE_NAMES)}")
-        return getattr(self.params.roles, role)
+        if role not in self.roles:
+            raise LLMError(f"unknown role '{role}'; roles are {', '.join(self.roles)}")
+        return self.roles[role]
 
     def _role(self, role: str) -> _Role:
         loop = asyncio.get_running_loop()
@@ -128,9 +169,10 @@ class LLM:
         for url in config.base_urls:
             model = config.model
             if url == "local":
-                from aloe.llm.server import ensure_local_server
-
-                server = ensure_local_server(self.params)
+                if self.local_server is None:
+                    raise LLMError(f"role '{role}' asks for base_url 'local' but this session "
+                                   "has no local server")
+                server = self.local_server()
                 url, model = server.base_url, (server.model if model == "local" else model)
             client = openai.AsyncOpenAI(base_url=url, api_key=key, max_retries=0,
                                         timeout=httpx.Timeout(config.timeout, connect=10.0))
@@ -185,7 +227,8 @@ class LLM:
             except openai.APIStatusError as error:
                 self.ledger.record_failure(state.name, state.model)
                 raise LLMError(self._where(state, endpoint) + f": HTTP {error.status_code}: "
-                               f"{_short(_scrub(error.message, state))}") from None
+                               f"{_short(_scrub(error.message, state))}",
+                               status_code=error.status_code, retryable=False) from None
             completion = _completion(response)
             self.ledger.record_request(state.name, state.model, completion.prompt_tokens,
                                        completion.completion_tokens, config.price_input_per_1m,
@@ -194,7 +237,8 @@ class LLM:
         self.ledger.record_failure(state.name, state.model)
         raise LLMError(self._where(state, state.endpoints[0]) +
                        f": failed after {config.max_retries + 1} attempts: "
-                       f"{type(last_error).__name__}: {_short(_scrub(str(last_error), state))}")
+                       f"{type(last_error).__name__}: {_short(_scrub(str(last_error), state))}",
+                       status_code=getattr(last_error, "status_code", None), retryable=True)
 
     def _where(self, state: _Role, endpoint: _Endpoint) -> str:
         return f"role '{state.name}' (model {endpoint.model} at {endpoint.base_url})"
@@ -207,7 +251,7 @@ class LLM:
 
     # -- bookkeeping -------------------------------------------------------------------------
     def save_ledger(self) -> None:
-        self.ledger.save(self.params.run_dir)
+        self.ledger.save(self.layout)
 
     async def aclose(self) -> None:
         for state in self._roles.values():

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aloe.layout import RunLayout
 from aloe.records import append_record, read_json, read_records, write_json
 
 
@@ -95,15 +96,14 @@ class Ledger:
         with self._lock:
             return self._entry()
 
-    def save(self, run_dir: str | Path) -> Path:
+    def save(self, layout: RunLayout) -> Path:
         """Write this session's usage and append it to the run's history."""
-        usage_dir = Path(run_dir) / "usage"
         data = self.as_dict()
-        write_json(usage_dir / f"{self.stage}.json", data)
-        append_record(usage_dir / "history.jsonl", data)
+        write_json(layout.usage(self.stage), data)
+        append_record(layout.usage_history, data)
         if self.live_path is not None:
             self.live_path.unlink(missing_ok=True)
-        return usage_dir / f"{self.stage}.json"
+        return layout.usage(self.stage)
 
 
 USAGE_FIELDS = ("requests", "cache_hits", "retries", "failures", "prompt_tokens",
@@ -128,12 +128,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def load_usage_history(run_dir: str | Path) -> list[dict[str, Any]]:
+def load_usage_history(layout: RunLayout) -> list[dict[str, Any]]:
     """Every stage session's ledger entry of a run, oldest first, with the running totals of
     sessions that were killed before they could save (`"interrupted": true`)."""
-    usage_dir = Path(run_dir) / "usage"
-    history = read_records(usage_dir / "history.jsonl")
-    for live in sorted((usage_dir / "live").glob("*.json")):
+    history = read_records(layout.usage_history)
+    for live in sorted(layout.usage_live.glob("*.json")):
         entry = read_json(live)
         if not _alive(int(entry.get("pid", 0))):
             history.append(entry)

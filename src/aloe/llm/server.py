@@ -22,12 +22,13 @@ from pathlib import Path
 import httpx
 
 from aloe.config import Params
+from aloe.errors import AloeError
 
 ENV_URL = "ALOE_LOCAL_BASE_URL"
 ENV_MODEL = "ALOE_LOCAL_MODEL"
 
 
-class LocalServerError(RuntimeError):
+class LocalServerError(AloeError):
     """The local server did not come up; the message says where its log is."""
 
 
@@ -64,12 +65,8 @@ def healthy(base_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _state_file(params: Params) -> Path:
-    return params.cache_path.parent / "local_server.json"
-
-
 def _from_state(params: Params, model: str) -> LocalServer | None:
-    state = _state_file(params)
+    state = params.layout.local_server_state
     try:
         data = json.loads(state.read_text())
     except (OSError, json.JSONDecodeError):
@@ -133,10 +130,10 @@ def ensure_local_server(params: Params) -> LocalServer:
         return _servers[model]
     server = _from_state(params, model)
     if server is None:
-        server = start_server(Path(model), params.cache_path.parent / "local_server.log",
+        server = start_server(Path(model), params.layout.local_server_log,
                               params.local_model.startup_timeout,
                               params.local_model.continuous_batching)
-        state = _state_file(params)
+        state = params.layout.local_server_state
         state.parent.mkdir(parents=True, exist_ok=True)
         state.write_text(json.dumps({"base_url": server.base_url, "model": model,
                                      "pid": server.process.pid if server.process else None}))

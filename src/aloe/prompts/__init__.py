@@ -1,16 +1,26 @@
-"""Prompt templates, one per file in this folder (`NAME.txt`), filled with `${field}` slots.
+"""Prompt templates, one per file in this folder (`NAME.txt`), filled with `${field}` slots,
+and the worked examples shown before some of them (`examples/NAME.json`).
 
-Templates are the only place prompt text lives; code asks for them by name.
+Templates are the only place prompt text lives; code asks for them by name. A worked example
+is data (the fields of one question and its answer) rendered through the same template as the
+real question, so a change to a template changes its example with it.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import string
 from importlib import resources
+from typing import Any
+
+from aloe.chat import Message, transcript
+from aloe.errors import AloeError
+
+ANNOTATOR_SYSTEM = "annotator_system"
 
 
-class PromptError(KeyError):
+class PromptError(AloeError, KeyError):
     """A template is missing, or a slot was left unfilled."""
 
 
@@ -31,6 +41,27 @@ def render(name: str, **fields: object) -> str:
         raise PromptError(f"prompt '{name}' needs the field {missing}") from None
 
 
-def names() -> list[str]:
-    return sorted(p.name[:-4] for p in resources.files(__package__).iterdir()
-                  if p.name.endswith(".txt"))
+@functools.cache
+def example(name: str) -> dict[str, Any]:
+    """The worked example of template `name`: its fields (a `transcript` given as a list of
+    messages is written out as the annotators read it) and its answer."""
+    try:
+        text = resources.files(__package__).joinpath(f"examples/{name}.json").read_text(
+            encoding="utf-8")
+    except FileNotFoundError:
+        raise PromptError(f"no worked example 'examples/{name}.json' in aloe/prompts/") from None
+    data = json.loads(text)
+    fields = dict(data["fields"])
+    if isinstance(fields.get("transcript"), list):
+        fields["transcript"] = transcript(fields["transcript"])
+    return {"fields": fields, "answer": data["answer"]}
+
+
+def few_shot(name: str, **fields: object) -> list[Message]:
+    """An annotator's request: the system message, the worked example of template `name` (its
+    question and answer), then the real question, all rendered through the same template."""
+    worked = example(name)
+    return [{"role": "system", "content": render(ANNOTATOR_SYSTEM)},
+            {"role": "user", "content": render(name, **worked["fields"])},
+            {"role": "assistant", "content": worked["answer"]},
+            {"role": "user", "content": render(name, **fields)}]

@@ -1,0 +1,263 @@
+"""The policy: the model that is trained and evaluated, where it runs, and how it answers.
+
+Shared by training (stages 3-4) and evaluation (stage 5), so that both resolve the same base
+model, run on the same device in the same precision, and generate replies the same way:
+
+- `detect_device`: CUDA (bfloat16 where supported, else float16) or CPU (float32), and
+  whether `accelerate launch` started FSDP.
+- `base_model`: the model a stage trains (`sft.base_model` / `dpo.base_model`, a Hugging
+  Face id or a folder), else the local model (the embedded SmolLM2-135M-Instruct by default);
+  `check_model_reference` refuses a missing folder or an uncached id when offline.
+- Responders write the next assistant reply of many conversations at once: in-process
+  (`InProcessResponder`: a Hugging Face model plus an optional PEFT adapter, batched), or an
+  OpenAI-compatible endpoint (`EndpointResponder`, through the shared client).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from aloe.chat import Message
+from aloe.config import EvalModelSpec, Params, ParamsError, RoleConfig, resolve_path
+from aloe.errors import AloeError
+from aloe.llm import LLM, run_sync
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+RUN_ADAPTERS = ("sft", "dpo")
+POLICY_ROLE = "policy"  # the ledger's name for a model under test behind an endpoint
+
+
+class PolicyError(AloeError):
+    """A model under test cannot be loaded (a missing adapter); the message names it."""
+
+
+# ------------------------------------------------------------------------------------------
+# Device and precision
+# ------------------------------------------------------------------------------------------
+@dataclass
+class Device:
+    """Where the policy runs and in which precision."""
+
+    kind: str  # "cuda" or "cpu"
+    name: str
+    compute_dtype: Any  # torch dtype of the 4-bit matmuls and the LoRA compute
+    fsdp: bool = False  # launched by `accelerate launch` with an FSDP config
+    local_rank: int = 0
+
+    @property
+    def bf16(self) -> bool:
+        import torch
+
+        return self.kind == "cuda" and self.compute_dtype == torch.bfloat16
+
+    @property
+    def fp16(self) -> bool:
+        import torch
+
+        return self.kind == "cuda" and self.compute_dtype == torch.float16
+
+
+def detect_device() -> Device:
+    import torch
+
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return Device("cuda", torch.cuda.get_device_name(local_rank), dtype, fsdp, local_rank)
+    return Device("cpu", "cpu", torch.float32, False, 0)
+
+
+# ------------------------------------------------------------------------------------------
+# Which model
+# ------------------------------------------------------------------------------------------
+def base_model(params: Params, stage: str = "sft") -> str:
+    """The model that is trained and evaluated: `sft.base_model` / `dpo.base_model` (a Hugging
+    Face id or path) when set, else the local model (the embedded one by default)."""
+    from aloe.local_model import local_model_path
+
+    configured = getattr(params, stage).base_model
+    return configured if configured else str(local_model_path(params))
+
+
+def looks_like_path(reference: str) -> bool:
+    return reference.startswith(("/", ".", "~")) or resolve_path(reference).is_dir()
+
+
+def check_model_reference(reference: str, key: str) -> None:
+    """A local model folder must exist; a hub id must be cached when the hub is offline."""
+    if looks_like_path(reference):
+        folder = resolve_path(reference)
+        if not folder.is_dir():
+            raise ParamsError(f"{key}: model folder not found: {reference}")
+        if not (folder / "config.json").exists():
+            raise ParamsError(f"{key}: {reference} is not a model folder (no config.json)")
+        return
+    if not HUB_ID.match(reference):
+        raise ParamsError(f"{key}: {reference!r} is neither an existing folder nor a Hugging "
+                          "Face model id (owner/name)")
+    from huggingface_hub import try_to_load_from_cache
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False") or \
+        os.environ.get("TRANSFORMERS_OFFLINE", "") not in ("", "0", "false", "False")
+    if offline and not isinstance(try_to_load_from_cache(reference, "config.json"), str):
+        raise ParamsError(f"{key}: {reference!r} is not in the local Hugging Face cache and "
+                          "HF_HUB_OFFLINE is set: download it first (hf download "
+                          f"{reference}) or unset HF_HUB_OFFLINE")
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two references name the same model (equal ids, or the same folder)."""
+    if a == b:
+        return True
+    if looks_like_path(a) and looks_like_path(b):
+        return resolve_path(a).resolve() == resolve_path(b).resolve()
+    return False
+
+
+# ------------------------------------------------------------------------------------------
+# Models under test
+# ------------------------------------------------------------------------------------------
+class Responder(Protocol):
+    """Writes the next assistant reply of many conversations at once."""
+
+    def reply_many(self, histories: Sequence[Sequence[Message]]) -> list[str | BaseException]: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessResponder:
+    """A Hugging Face causal LM (plus an optional PEFT adapter) answering in batches.
+
+    All conversations of a turn go through `generate` together, `batch_size` at a time, sorted
+    by length so that a batch holds prompts of similar length; each conversation is rendered by
+    the tokenizer's own chat template, and prompts are padded on the left so that every row's
+    reply starts right after its own last token.
+    """
+
+    def __init__(self, model: str, adapter: str | Path | None = None, *, batch_size: int = 16,
+                 max_new_tokens: int = 96, temperature: float = 0.7, seed: int = 0):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = detect_device()
+        self.device, dtype = device.kind, device.compute_dtype
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype,
+                                                          device_map=self.device)
+        if adapter is not None:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, str(adapter))
+        self.model.eval()
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.temperature, self.seed = temperature, seed
+        self._torch = torch
+
+    def prompts(self, histories: Sequence[Sequence[Message]]) -> list[str]:
+        return [self.tokenizer.apply_chat_template(list(h), tokenize=False,
+                                                   add_generation_prompt=True) for h in histories]
+
+    def _sampling(self) -> dict[str, Any]:
+        if self.temperature <= 0:
+            return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        return {"do_sample": True, "temperature": self.temperature}
+
+    def reply_many(self, histories: Sequence[Sequence[Message]], *,
+                   batch_size: int | None = None) -> list[str | BaseException]:
+        texts = self.prompts(histories)
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False).input_ids]
+        order = sorted(range(len(texts)), key=lambda i: lengths[i])
+        size = batch_size or self.batch_size
+        replies: list[str | BaseException] = [""] * len(texts)
+        self._torch.manual_seed(self.seed)
+        for start in range(0, len(order), size):
+            rows = order[start:start + size]
+            batch = self.tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True,
+                                   add_special_tokens=False).to(self.device)
+            with self._torch.inference_mode():
+                output = self.model.generate(**batch, max_new_tokens=self.max_new_tokens,
+                                             pad_token_id=self.tokenizer.pad_token_id,
+                                             **self._sampling())
+            new_tokens = output[:, batch["input_ids"].shape[1]:]
+            for i, text in zip(rows, self.tokenizer.batch_decode(new_tokens,
+                                                                 skip_special_tokens=True)):
+                replies[i] = text.strip()
+        return replies
+
+    def close(self) -> None:
+        del self.model
+        gc.collect()
+        if self.device == "cuda":
+            self._torch.cuda.empty_cache()
+
+
+class EndpointResponder:
+    """A model behind an OpenAI-compatible endpoint, through the shared client (cache, retries,
+    bounded concurrency, usage ledger under its own stage name `evaluate-NAME`)."""
+
+    def __init__(self, params: Params, spec: EvalModelSpec):
+        e = params.evaluation
+        model = spec.model or ("local" if spec.base_url == "local" else None)
+        if model is None:
+            raise PolicyError(f"evaluation model '{spec.name}': an endpoint needs `model` "
+                                  "(the name the server knows it by)")
+        role = RoleConfig(model=model, base_url=spec.base_url or "local",
+                          api_key_env=spec.api_key_env, temperature=e.temperature,
+                          max_tokens=e.max_new_tokens, concurrency=e.batch_size)
+        from aloe.llm.server import ensure_local_server
+
+        self.llm = LLM({POLICY_ROLE: role}, stage=f"evaluate-{spec.name}", layout=params.layout,
+                       local_server=lambda: ensure_local_server(params))
+
+    def reply_many(self, histories: Sequence[Sequence[Message]]) -> list[str | BaseException]:
+        results = run_sync(self.llm.chat_many(POLICY_ROLE, [list(h) for h in histories]))
+        return [r if isinstance(r, BaseException) else r.text.strip() for r in results]
+
+    def close(self) -> None:
+        self.llm.save_ledger()
+        self.llm.cache.close()
+
+
+def adapter_path(params: Params, spec: EvalModelSpec) -> Path | None:
+    """The adapter folder of an in-process model; raises naming the folder when it is missing."""
+    if not spec.adapter:
+        return None
+    if spec.adapter in RUN_ADAPTERS:
+        path = params.layout.adapter(spec.adapter)
+        hint = (f"run stage {3 if spec.adapter == 'sft' else 4} ({spec.adapter}) first, or "
+                f"remove model '{spec.name}' from evaluation.models")
+    else:
+        path, hint = resolve_path(spec.adapter), "check evaluation.models"
+    if not (path / "adapter_config.json").exists():
+        raise PolicyError(f"model '{spec.name}': no PEFT adapter at {path} "
+                              f"(no adapter_config.json); {hint}")
+    return path
+
+
+def spec_model(params: Params, spec: EvalModelSpec) -> str:
+    """The model an in-process spec loads: its own `model`, else the training base model."""
+    if spec.model:
+        local = resolve_path(spec.model)
+        return str(local) if local.exists() else spec.model
+    return base_model(params, "dpo" if spec.adapter == "dpo" else "sft")
+
+
+def open_responder(params: Params, spec: EvalModelSpec) -> Responder:
+    e = params.evaluation
+    if spec.base_url:
+        return EndpointResponder(params, spec)
+    seed = int(hashlib.sha256(f"{params.run.seed}:{spec.name}".encode()).hexdigest()[:8], 16)
+    return InProcessResponder(spec_model(params, spec), adapter_path(params, spec),
+                              batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
+                              temperature=e.temperature, seed=seed)

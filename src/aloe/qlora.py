@@ -1,0 +1,190 @@
+"""QLoRA building blocks: the 4-bit base model, the LoRA adapter, TRL's trainers and their
+arguments. Used by the training stages (`aloe.training`) and by `scripts/gpu_check.py`, which
+measures the same code path on a GPU with random weights.
+
+Why QLoRA: the paper fine-tuned 7-8B models in full precision; our users have one 24 GB card.
+The base model is loaded in 4-bit NF4 with double quantisation (bitsandbytes), LoRA adapters
+are trained on every linear layer, activations are recomputed (gradient checkpointing) and the
+optimiser state lives in paged 8-bit AdamW. The same code path runs on CPU, where bitsandbytes
+computes in float32 (bfloat16 matmuls are an order of magnitude slower on most CPUs).
+
+TRL's options come from the parameter file's `sft.trainer` / `dpo.trainer` mappings as they
+are (`trainer_arguments`); the workbook adds only what it must decide itself: the output
+folder, the seed, the device's precision and the checkpoint policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aloe.config import TrainingConfig
+from aloe.policy import Device
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+log = logging.getLogger("aloe.training")
+
+KEEP_CHECKPOINTS = 2
+BNB_OPTIMIZERS = ("8bit", "paged", "bnb", "lion_32bit", "ademamix")
+
+
+# --------------------------------------------------------------------------------------------
+# Precision and the optimiser
+# --------------------------------------------------------------------------------------------
+def resolve_optimizer(name: str, device: Device) -> str:
+    """'auto': paged 8-bit AdamW on one GPU; plain AdamW under FSDP and on CPU, where the
+    bitsandbytes optimisers do not run."""
+    if name == "auto":
+        return "paged_adamw_8bit" if device.kind == "cuda" and not device.fsdp else "adamw_torch"
+    if any(tag in name for tag in BNB_OPTIMIZERS) and (device.kind != "cuda" or device.fsdp):
+        where = "on CPU" if device.kind != "cuda" else "under FSDP"
+        log.warning("optimiser %s does not run %s: using adamw_torch", name, where)
+        return "adamw_torch"
+    return name
+
+
+# --------------------------------------------------------------------------------------------
+# The 4-bit base model and the adapter
+# --------------------------------------------------------------------------------------------
+def quantization_config(cfg: TrainingConfig, device: Device) -> Any:
+    """4-bit NF4 with double quantisation; under FSDP the packed weights are stored in the
+    compute dtype so that FSDP can shard them like any other parameter."""
+    if not cfg.load_in_4bit:
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=device.compute_dtype,
+        bnb_4bit_quant_storage=device.compute_dtype if device.fsdp else torch.uint8)
+
+def model_config(base: str) -> Any:
+    """The base model's config, without a stale GGUF quantisation entry (the embedded model is
+    converted from GGUF to plain safetensors, but its config may still name GGUF, which would
+    clash with bitsandbytes)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base)
+    quant = getattr(config, "quantization_config", None)
+    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    if str(method).lower().endswith("gguf"):
+        del config.quantization_config
+    return config
+
+def load_tokenizer(base: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+def load_base_model(base: str, cfg: TrainingConfig, device: Device) -> Any:
+    """The base model ready for k-bit training: 4-bit NF4 (when `load_in_4bit`), norms and
+    embeddings upcast for stable training, gradient checkpointing on, KV cache off."""
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"config": model_config(base), "dtype": device.compute_dtype}
+    quant = quantization_config(cfg, device)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+    if device.kind == "cuda" and not device.fsdp:
+        kwargs["device_map"] = {"": device.local_rank}
+    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    model.config.use_cache = False
+    if quant is not None and not device.fsdp:  # FSDP needs one dtype throughout: no upcast
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=bool(cfg.trainer["gradient_checkpointing"]),
+            gradient_checkpointing_kwargs=_checkpointing_kwargs(device))
+    return model
+
+def _checkpointing_kwargs(device: Device) -> dict[str, Any]:
+    return {"use_reentrant": device.fsdp}  # FSDP + QLoRA wants reentrant checkpointing
+
+def lora_config(cfg: TrainingConfig) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules, bias="none", task_type="CAUSAL_LM")
+
+
+# --------------------------------------------------------------------------------------------
+# TRL's trainers
+# --------------------------------------------------------------------------------------------
+def trainer_arguments(stage: str, cfg: TrainingConfig, output_dir: Path, device: Device,
+                      seed: int = 0, **overrides: Any) -> Any:
+    """TRL's SFTConfig/DPOConfig: the file's `trainer` options as they are, over the
+    workbook's defaults (checkpoints every `save_steps`, token counting, no tracker unless
+    `report_to` says so), with what only the workbook decides (output folder, seed, device,
+    precision) and the caller's `overrides` last."""
+    import trl
+
+    defaults: dict[str, Any] = dict(
+        gradient_checkpointing_kwargs=_checkpointing_kwargs(device), bf16=device.bf16,
+        fp16=device.fp16, save_strategy="steps", save_total_limit=KEEP_CHECKPOINTS,
+        report_to="none", include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0)
+    if stage == "sft":
+        defaults.update(completion_only_loss=True, packing=False)
+    else:
+        defaults.update(truncation_mode="keep_start")
+    options = {**defaults, **cfg.trainer}
+    options["optim"] = resolve_optimizer(str(options["optim"]), device)
+    options.update(output_dir=str(output_dir), seed=seed, use_cpu=device.kind == "cpu")
+    options.update(overrides)
+    config = trl.SFTConfig if stage == "sft" else trl.DPOConfig
+    return config(**options)
+
+
+def build_sft_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
+                      cfg: TrainingConfig, callbacks: Sequence[Any] = ()) -> Any:
+    """SFTTrainer on prompt/completion pairs: completion-only loss, a fresh LoRA adapter."""
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                         peft_config=lora_config(cfg), callbacks=list(callbacks))
+    _adapter_dtype_for_cpu(trainer.model, args)
+    return trainer
+
+def build_dpo_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
+                      cfg: TrainingConfig, callbacks: Sequence[Any] = ()) -> Any:
+    """DPOTrainer; `model` is either the base (a fresh adapter is added, the reference is the
+    base with it disabled) or a PeftModel holding the SFT adapter (TRL keeps a frozen copy of
+    it as the reference)."""
+    from peft import PeftModel
+    from trl import DPOTrainer
+
+    peft_config = None if isinstance(model, PeftModel) else lora_config(cfg)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                         peft_config=peft_config, callbacks=list(callbacks))
+    _adapter_dtype_for_cpu(trainer.model, args)
+    return trainer
+
+def _adapter_dtype_for_cpu(model: Any, args: Any) -> None:
+    """TRL stores QLoRA adapter weights in bfloat16; on CPU, where the 4-bit matmuls compute in
+    float32, keep the adapters in float32 too (bfloat16 CPU matmuls are slow)."""
+    import torch
+
+    if not getattr(args, "use_cpu", False):
+        return
+    for param in model.parameters():
+        if param.requires_grad and param.dtype == torch.bfloat16:
+            param.data = param.data.float()
+
+def peak_memory(device: Device) -> dict[str, Any]:
+    """CUDA: the most memory allocated by tensors; CPU: the process's peak resident size
+    (since the process started: in a notebook that includes the cells before)."""
+    if device.kind == "cuda":
+        import torch
+
+        return {"peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3),
+                "peak_memory_kind": "cuda_max_allocated"}
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"peak_memory_gb": round(rss_kb / 2**20, 3), "peak_memory_kind": "process_peak_rss"}

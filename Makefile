@@ -4,7 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make run PARAMS=params/paper.yaml ARGS="--stages 0 --set conversations.turns=1"`: the
+# parameter file, and any options of `aloe run` (see `aloe run --help`).
 PARAMS ?= params/tiny.yaml
+ARGS ?=
 PYTEST_ARGS ?=
 # Every package of a working install at its exact version, written by `make lock`.
 LOCK := requirements.lock
@@ -25,7 +28,7 @@ export GPU_NOTE := import torch; ok = torch.cuda.is_available(); \
 .PHONY: run test test-quick test-workbook install lock browser clean-outputs
 
 run: $(STAMP)
-	$(BIN)/aloe run $(PARAMS)
+	$(BIN)/aloe run $(PARAMS) $(ARGS)
 
 # Everything, the whole workbook end to end and its failure drills included (what CI runs).
 test: $(STAMP) browser

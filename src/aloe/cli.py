@@ -1,86 +1,181 @@
 """The `aloe` command.
 
-    aloe run [PARAMS] [--stages 0,2-4] [--run-name NAME] [--limit N]   the workbook's notebooks
-    aloe train sft|dpo PARAMS                                         one training stage
-    aloe evaluate PARAMS [--limit N] [--benchmark run|aloe]           the benchmark (stage 5)
+    aloe run [PARAMS] [--stages 0,2-4] [--run-name NAME] [--limit N] [--set KEY=VALUE]...
+    aloe train sft|dpo PARAMS [--set KEY=VALUE]...
+    aloe evaluate PARAMS [--limit N] [--benchmark run|aloe] [--set KEY=VALUE]...
+    aloe --version
 
 `train` is what `accelerate launch -m aloe.cli train sft PARAMS` runs on several GPUs; the
-notebooks then find the finished adapter and only draw its curves. Exit codes: 0 done, 1 a
-stage or a request failed, 2 input refused (a bad parameter file or option, a run folder that
-another run holds). Every error the workbook raises on purpose carries its code
-(`aloe.errors`), and its message is printed as one line.
+notebooks then find the finished adapter and only draw its curves.
+
+The project (the folder holding params/ and notebooks/, where outputs/ goes) is $ALOE_ROOT,
+else the first one at or above the parameter file, else at or above the current folder; with
+none, the command stops with exit 2 before any work. `--set section.key=value` changes one key
+for one run, merged over the file before validation (`config.load_params`), so it is checked
+like the file; `--run-name`, `--limit` and `--benchmark` are the same mechanism.
+
+Exit codes: 0 done, 1 a stage or a request failed, 2 input refused (a bad parameter file or
+option, no project, a run folder that another run holds). Every error the workbook raises on
+purpose carries its code (`aloe.errors`), and its message is printed as one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from aloe.config import Params, ParamsError, load_params
+from aloe import __version__
+from aloe.config import Override, Params, ParamsError, load_params, parse_set, project_root
 from aloe.errors import AloeError
 
 DEFAULT_PARAMS = "params/tiny.yaml"
 
+DESCRIPTION = """\
+ALOE Workbench: run the workbook's numbered notebooks from a parameter file, or one stage
+of it outside the notebooks. `aloe COMMAND --help` gives a command's options."""
+
+EXIT_CODES = """\
+exit codes:
+  0  done
+  1  a stage failed, or a request kept failing (the message names the notebook and cell)
+  2  input refused before any work: a bad parameter file or option, no project found
+     (a folder holding params/ and notebooks/), a run folder another run holds"""
+
+RUN_EXAMPLES = """\
+examples:
+  aloe run                                  the embedded offline default (params/tiny.yaml)
+  aloe run params/paper.yaml --stages 0     check every role answers; the plan and its cost
+  aloe run params/tiny.yaml --stages 2-4 --run-name try1
+  aloe run --set conversations.turns=1 --set dpo.trainer.beta=0.5
+  aloe run params/paper.yaml --set 'roles.judge.model=gpt-4o' --limit 10
+
+--set takes a dotted key of the parameter file and a YAML value (1 an integer, 0.5 a
+number, true, null, [a, b] a list, {beta: 0.5} a mapping merged into the key, anything
+else text); it is validated like the file (an unknown key exits 2 naming it) and shows in
+the run's resolved parameters (each executed notebook's injected cell) and in the
+run folder's runner.json ("overrides").
+Relative paths resolve against the project: $ALOE_ROOT, else the folder at or above the
+parameter file holding params/ and notebooks/, else the one at or above the current folder.
+
+""" + EXIT_CODES
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written; the command list without argparse's 'COMMAND' line above it."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        text = super()._format_action(action)
+        if isinstance(action, argparse._SubParsersAction):
+            text = text.split("\n", 1)[1]
+        return text
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aloe", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="aloe", description=DESCRIPTION, epilog=EXIT_CODES,
+                                     formatter_class=_Formatter)
+    parser.add_argument("-V", "--version", action="version", version=f"aloe {__version__}",
+                        help="print the installed version (the one a run records) and exit")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     title="commands")
 
-    run = commands.add_parser("run", help="execute the workbook's notebooks with a parameter file")
-    run.add_argument("params", nargs="?", default=DEFAULT_PARAMS,
-                     help=f"parameter file (default: {DEFAULT_PARAMS})")
-    run.add_argument("--stages", help="which notebooks, by number: e.g. 0,1 or 2-5 (default: all)")
-    run.add_argument("--run-name", help="name of the run folder under run.output_dir "
-                     "(default: the file's run.name)")
+    run = commands.add_parser(
+        "run", help="run the notebooks in order with a parameter file",
+        description="Execute the numbered notebooks (notebooks/NN_*.ipynb) in order with "
+        "papermill.\nEach executed notebook goes to outputs/RUN/notebooks/, the report to\n"
+        "outputs/RUN/report.html.", epilog=RUN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("params", nargs="?", metavar="PARAMS",
+                     help=f"parameter file (default: the project's {DEFAULT_PARAMS})")
+    run.add_argument("--stages", metavar="SPEC",
+                     help="which notebooks, by number: e.g. 0 or 0,1 or 2-5 (default: all)")
+    run.add_argument("--run-name", metavar="NAME", help="name of the run folder under "
+                     "run.output_dir (sets run.name; default: the file's run.name)")
     _add_limit(run)
-    run.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
+    _add_set(run)
+    run.add_argument("--quiet", action="store_true",
+                     help="no per-cell progress bars (the stage lines and table remain)")
 
-    train = commands.add_parser("train", help="train one stage's QLoRA adapter (SFT or DPO) "
-                                "outside the notebooks, e.g. under accelerate launch")
+    train = commands.add_parser(
+        "train", help="train one QLoRA adapter (sft or dpo), e.g. under accelerate",
+        description="Train one stage's QLoRA adapter outside the notebooks, e.g. on several "
+        "GPUs:\n  accelerate launch -m aloe.cli train sft PARAMS\nNotebooks 03 and 04 then "
+        "find the finished adapter and only draw its curves.", epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("stage", choices=("sft", "dpo"))
-    train.add_argument("params", help="a parameter file, e.g. params/paper.yaml")
+    train.add_argument("params", metavar="PARAMS", help="a parameter file, e.g. params/paper.yaml")
+    _add_set(train)
 
-    evaluate = commands.add_parser("evaluate", help="run the benchmark (stage 5) outside the "
-                                   "notebooks and print the metrics")
-    evaluate.add_argument("params", help="a parameter file, e.g. params/paper.yaml")
+    evaluate = commands.add_parser(
+        "evaluate", help="run the benchmark (stage 5) alone and print the metrics",
+        description="Run the benchmark (stage 5) outside the notebooks and print the metrics.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluate.add_argument("params", metavar="PARAMS",
+                          help="a parameter file, e.g. params/paper.yaml")
     _add_limit(evaluate)
     evaluate.add_argument("--benchmark", choices=["run", "aloe"],
                           help="which benchmark (sets evaluation.benchmark)")
+    _add_set(evaluate)
     return parser
 
 
 def _add_limit(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--limit", type=int, help="evaluate only the first N benchmark "
-                         "personas (sets evaluation.limit)")
+    command.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N "
+                         "benchmark personas in stage 5 (sets evaluation.limit)")
 
 
-def _load(args: argparse.Namespace) -> Params:
-    """The parameter file with the command line's changes, validated like the file."""
-    params = load_params(args.params)
-    if getattr(args, "run_name", None):
-        try:
-            params.run.name = args.run_name
-        except ValueError:
-            raise ParamsError(f"--run-name: '{args.run_name}' is not a valid run name "
-                              "(letters, digits, '.', '_' and '-')") from None
-    if getattr(args, "limit", None) is not None:
-        try:
-            params.evaluation.limit = args.limit
-        except ValueError:
-            raise ParamsError(f"--limit: expected a whole number >= 1, got {args.limit}") from None
-    if getattr(args, "benchmark", None):
-        params.evaluation.benchmark = args.benchmark
-    return params
+def _add_set(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         dest="set", help="change one key of the parameter file for this run, "
+                         "e.g. conversations.turns=1 (repeatable; the value is YAML)")
+
+
+def overrides(args: argparse.Namespace) -> list[Override]:
+    """The command line's changes to the parameter file, in the order they apply: every
+    `--set`, then the options that are shorthand for one key (they win over a --set)."""
+    changes = [parse_set(text) for text in args.set]
+    for option, key, value in (("--run-name", "run.name", getattr(args, "run_name", None)),
+                               ("--limit", "evaluation.limit", getattr(args, "limit", None)),
+                               ("--benchmark", "evaluation.benchmark",
+                                getattr(args, "benchmark", None))):
+        if value is not None:
+            changes.append(Override(key, value, option, f"{option} {shlex.quote(str(value))}"))
+    return changes
+
+
+def resolve_params(args: argparse.Namespace) -> tuple[Params, str]:
+    """The parameter file with the command line's changes, validated like the file, and the
+    file's path as the notebooks are given it (relative to the project root when inside it).
+
+    Finds the project first (see `config.project_root`) and fixes it for this process and its
+    notebook kernels ($ALOE_ROOT), so that relative paths and outputs/ land in the project
+    whichever folder `aloe` was started from.
+    """
+    changes = overrides(args)  # a malformed --set is refused before anything is read
+    if args.params is None:
+        root = project_root()
+        path, typed = root / DEFAULT_PARAMS, DEFAULT_PARAMS
+    else:
+        path, typed = Path(args.params), args.params
+        if not path.is_file():
+            raise ParamsError(f"{typed}: parameter file not found")
+        root = project_root(path)
+    os.environ["ALOE_ROOT"] = str(root)
+    params = load_params(path, changes, source=typed)
+    absolute = path.resolve()
+    shown = str(absolute.relative_to(root)) if absolute.is_relative_to(root) else str(absolute)
+    return params, shown
 
 
 def run_command(args: argparse.Namespace) -> int:
     from aloe.runner import notebooks, parse_stages, run_workbook, timing_table
 
-    params = _load(args)
+    params, params_file = resolve_params(args)
     parse_stages(args.stages, notebooks())  # a bad --stages fails before any work
-    result = run_workbook(params, args.params, stages=args.stages, progress=not args.quiet)
+    result = run_workbook(params, params_file, stages=args.stages, progress=not args.quiet)
     print(timing_table(result))
     print(f"run folder: {result.layout.run_dir}")
     return 0
@@ -92,8 +187,9 @@ def train_command(args: argparse.Namespace) -> int:
 
     from aloe import training
 
+    params, _ = resolve_params(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = training.train_stage(_load(args), args.stage)
+    result = training.train_stage(params, args.stage)
     print(json.dumps(result.summary(), default=str))
     return 0
 
@@ -101,7 +197,7 @@ def train_command(args: argparse.Namespace) -> int:
 def evaluate_command(args: argparse.Namespace) -> int:
     from aloe import evaluation, metrics
 
-    params = _load(args)
+    params, _ = resolve_params(args)
     summary = evaluation.run_stage(params)
     print(metrics.summary_table(summary.metrics).to_string())
     print(f"metrics: {params.layout.metrics}")

@@ -8,6 +8,10 @@ file and the key.
 from __future__ import annotations
 
 import os
+import re
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -27,6 +31,10 @@ class ParamsError(BadInputError, ValueError):
     """A parameter file is missing or invalid; the message is one line naming file and key."""
 
 
+class ProjectNotFoundError(BadInputError):
+    """No project root (a folder holding params/ and notebooks/) where one was looked for."""
+
+
 class Section(BaseModel):
     """Base of every section: unknown keys are errors, never silently ignored."""
 
@@ -37,10 +45,18 @@ class Section(BaseModel):
 # Run and backends
 # --------------------------------------------------------------------------------------------
 class RunConfig(Section):
-    name: str = Field("tiny", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = "tiny"  # the run's folder under output_dir
     seed: int = 0
     output_dir: str = "outputs"
     cache_path: str | None = None  # default: {output_dir}/cache/llm.sqlite, shared by runs
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError("a run name is letters, digits, '.', '_' and '-', starting with a "
+                             "letter or digit")
+        return value
 
 
 class LocalModelConfig(Section):
@@ -274,6 +290,7 @@ class Params(Section):
     report: ReportConfig = ReportConfig()
     _source: str = PrivateAttr("<parameters>")  # the file it was read from, for messages
     _root: Path | None = PrivateAttr(None)  # the project root when it was loaded
+    _overrides: tuple[str, ...] = PrivateAttr(())  # the command line's changes, as typed
 
     @model_validator(mode="after")
     def _files_exist(self) -> "Params":
@@ -301,6 +318,12 @@ class Params(Section):
     def source(self) -> str:
         return self._source
 
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """The command line's one-off changes applied over the file, as typed
+        (`--set conversations.turns=1`, `--run-name x`); empty when none."""
+        return self._overrides
+
     # -- where things go ---------------------------------------------------------------------
     @property
     def layout(self) -> RunLayout:
@@ -316,15 +339,42 @@ class Params(Section):
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
-def project_root() -> Path:
-    """The folder holding `params/` and `notebooks/`: $ALOE_ROOT, else found above the cwd."""
+def is_project(folder: Path) -> bool:
+    """A project root holds `params/` and `notebooks/`."""
+    return (folder / "params").is_dir() and (folder / "notebooks").is_dir()
+
+
+def find_project(start: str | os.PathLike[str]) -> Path | None:
+    """The first project root at or above `start` (a folder, or a file's folder); None if none."""
+    here = Path(start).expanduser().resolve()
+    if not here.is_dir():
+        here = here.parent
+    return next((folder for folder in (here, *here.parents) if is_project(folder)), None)
+
+
+def project_root(params_file: str | os.PathLike[str] | None = None) -> Path:
+    """The folder holding `params/` and `notebooks/`, where relative paths and `outputs/` go.
+
+    $ALOE_ROOT wins; else the first one at or above the parameter file, when one is given;
+    else the first one at or above the current folder. None of them: ProjectNotFoundError
+    (never a silent run, or an `outputs/` made in some other folder).
+    """
     if os.environ.get("ALOE_ROOT"):
-        return Path(os.environ["ALOE_ROOT"]).resolve()
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "params").is_dir() and (folder / "notebooks").is_dir():
-            return folder
-    return here
+        return Path(os.environ["ALOE_ROOT"]).expanduser().resolve()
+    found = (find_project(params_file) if params_file else None) or find_project(Path.cwd())
+    if found is None:
+        raise ProjectNotFoundError(_no_project_message(params_file))
+    return found
+
+
+def _no_project_message(params_file: str | os.PathLike[str] | None) -> str:
+    where = (f"{params_file} or " if params_file else "") + str(Path.cwd())
+    message = (f"no ALOE project (a folder holding params/ and notebooks/) at or above {where}: "
+               "run aloe from the repository's folder")
+    package_project = find_project(Path(__file__).parent)  # an editable install's checkout
+    if package_project is not None:
+        message += f" (cd {package_project})"
+    return message + ", give it a parameter file inside one, or set ALOE_ROOT to one"
 
 
 def is_url(value: str) -> bool:
@@ -364,13 +414,95 @@ def params_from_dict(data: dict[str, Any], source: str = "<parameters>") -> Para
     return params
 
 
-def load_params(path: str | os.PathLike[str]) -> Params:
+def load_params(path: str | os.PathLike[str], overrides: Iterable["Override"] = (),
+                source: str | None = None) -> Params:
     """Read and validate a parameter file, or raise ParamsError naming the file and key.
 
     A file may start from another one (`extends: paper.yaml`, relative to its own folder) and
-    list only what changes: mappings merge key by key, anything else is replaced.
+    list only what changes: mappings merge key by key, anything else is replaced. `overrides`
+    (the command line's `--set section.key=value`, see `parse_set`) go on top the same way,
+    before validation, so they are checked exactly like the file; an error they cause names
+    the option (`--set: unknown key 'conversations.turnz'`). `source` names the file in
+    messages (default: `path` as given).
     """
-    return params_from_dict(read_params_file(path), source=str(path))
+    overrides, source = list(overrides), source or str(path)
+    data = read_params_file(path)
+    if not overrides:
+        return params_from_dict(data, source=source)
+    try:
+        params = params_from_dict(apply_overrides(data, overrides), source=source)
+    except ParamsError:
+        raise _blame(data, overrides, source) from None
+    params._overrides = tuple(override.text for override in overrides)
+    params._source = " ".join([source, *params._overrides])
+    return params
+
+
+# --------------------------------------------------------------------------------------------
+# One-off changes from the command line: --set section.key=value
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Override:
+    """One change to the parameter mapping: the dotted key, its value, and how it was typed."""
+
+    key: str  # "dpo.trainer.beta"
+    value: Any
+    option: str = "--set"  # the option that gave it, for messages ("--run-name", "--limit")
+    text: str = ""  # as typed, for the run's record ("--set dpo.trainer.beta=0.5")
+
+    def as_mapping(self) -> dict[str, Any]:
+        """{"dpo": {"trainer": {"beta": 0.5}}}"""
+        nested: Any = self.value
+        for part in reversed(self.key.split(".")):
+            nested = {part: nested}
+        return nested
+
+
+def parse_set(text: str) -> Override:
+    """`section.key=value` -> an Override. The value is read as a YAML scalar or flow, as the
+    file would read it: `1` an integer, `0.5` a number, `true`, `null` (or nothing), `[a, b]` a
+    list, `{beta: 0.5}` a mapping, `"..."` quoted text; anything else is text as typed (so
+    `report.title=Run 2: beta 0.5` is that title, not a mapping or a comment)."""
+    key, equals, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    parts = key.split(".")
+    if not equals or not key or any(not part.strip() or part != part.strip() for part in parts):
+        raise ParamsError(f"--set: expected section.key=value (e.g. --set conversations.turns=1),"
+                          f" got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        if raw.startswith(("[", "{", '"', "'")):
+            raise ParamsError(f"--set: the value of '{key}' is not valid YAML: {raw!r} (to give "
+                              f"it as text, quote it: --set '{key}=\"{raw}\"')") from None
+        value = raw
+    if not raw.startswith(("[", "{", '"', "'")) and not (
+            value is None or isinstance(value, (bool, int, float))):
+        value = raw  # text as typed: no block mapping, comment, date or tag read into it
+    return Override(key, value, "--set", f"--set {shlex.quote(text)}")
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[Override]) -> dict[str, Any]:
+    """The mapping with each change merged on top, in order, as `extends` merges a file."""
+    for override in overrides:
+        data = deep_merge(data, override.as_mapping())
+    return data
+
+
+def _blame(data: dict[str, Any], overrides: list[Override], source: str) -> ParamsError:
+    """The error of the file alone if it has one, else that of the first change that breaks
+    it, named by its option: `--set: unknown key 'conversations.turnz'`."""
+    try:
+        Params.model_validate(data)
+    except ValidationError as error:
+        return ParamsError(f"{source}: {_describe(error)}")
+    for count in range(1, len(overrides) + 1):
+        try:
+            Params.model_validate(apply_overrides(data, overrides[:count]))
+        except ValidationError as error:
+            return ParamsError(f"{overrides[count - 1].option}: {_describe(error)}")
+    # not reached: with every change applied, validation failed above
+    return ParamsError(f"{source}: the command line's changes are invalid together")
 
 
 def read_params_file(path: str | os.PathLike[str],

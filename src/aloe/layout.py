@@ -9,7 +9,8 @@ instead of spelling the name again.
       cache/llm.sqlite              the response cache, shared by runs (run.cache_path)
       cache/local_server.json|.log  the shared local server's state and log
       RUN/                          one run (run.name)
-        notebooks/NN_*.ipynb        executed notebooks          runner.json  stage times
+        notebooks/NN_*.ipynb        executed notebooks
+        runner.json                 the parameter file, the command line's --set, stage times
         profiles.jsonl personalities.jsonl personas.jsonl        stage 1: training pools
         benchmark.jsonl benchmark_profiles.jsonl benchmark_personalities.jsonl
         persona_rounds.jsonl persona_candidates.jsonl persona_summary.json persona_map.json
@@ -63,6 +64,7 @@ class RunLayout:
 
     @property
     def timings(self) -> Path:
+        """runner.json: the parameter file, the command line's overrides, stage times."""
         return self.run_dir / "runner.json"
 
     @property

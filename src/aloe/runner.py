@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from aloe.config import Params, project_root
+from aloe.config import Params, ProjectNotFoundError, project_root
 from aloe.errors import AloeError, BadInputError, RunLockedError
 from aloe.layout import RunLayout
 from aloe.records import write_json
@@ -43,6 +43,8 @@ class StageResult:
 class RunResult:
     layout: RunLayout
     stages: list[StageResult] = field(default_factory=list)
+    params_file: str = ""
+    overrides: tuple[str, ...] = ()  # the command line's changes (`--set ...`), as typed
 
     @property
     def seconds(self) -> float:
@@ -50,9 +52,13 @@ class RunResult:
 
 
 def notebooks(root: Path | None = None) -> list[Path]:
-    """The workbook's numbered notebooks, in order."""
+    """The workbook's numbered notebooks, in order; none is an error, never an empty run."""
     folder = (root or project_root()) / "notebooks"
-    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise ProjectNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {folder}: run aloe "
+                                   "from the repository's folder, or set ALOE_ROOT to it")
+    return found
 
 
 def parse_stages(spec: str | None, available: list[Path]) -> list[Path]:
@@ -142,7 +148,8 @@ def run_workbook(params: Params, params_file: str, stages: str | None = None,
     selected = parse_stages(stages, notebooks())
     layout = params.layout
     os.environ.setdefault("ALOE_ROOT", str(project_root()))
-    result = RunResult(layout=layout)
+    result = RunResult(layout=layout, params_file=params_file, overrides=params.overrides)
+    print(f"parameters: {params.source}", file=echo)
     with run_lock(layout):
         if _needs_local_server(params):
             from aloe.llm.server import ensure_local_server, export_to_children
@@ -197,7 +204,8 @@ def render_html(executed: Path, target: Path, title: str = "ALOE Workbench repor
 
 def _save_timings(result: RunResult) -> None:
     write_json(result.layout.timings,
-               {"stages": [{"notebook": s.notebook, "seconds": round(s.seconds, 2),
+               {"params_file": result.params_file, "overrides": list(result.overrides),
+                "stages": [{"notebook": s.notebook, "seconds": round(s.seconds, 2),
                             "output": str(s.output)} for s in result.stages],
                 "finished": time.time()})
 

@@ -71,8 +71,9 @@ def main() -> None:
         started = time.perf_counter()
         replies = responder.reply_many(prompts, batch_size=size)
         seconds = time.perf_counter() - started
-        tokens = sum(len(responder.tokenizer(str(r)).input_ids) for r in replies)
-        results[size] = (seconds, tokens, [str(r) for r in replies])
+        texts = [r.text if hasattr(r, "text") else str(r) for r in replies]
+        tokens = sum(len(responder.tokenizer(text).input_ids) for text in texts)
+        results[size] = (seconds, tokens, texts)
         print(f"batch {size:>2}: {seconds:7.2f} s  {len(prompts) / seconds:6.2f} replies/s  "
               f"{tokens / seconds:7.1f} reply tokens/s")
     base = sizes[0]

@@ -4,6 +4,7 @@ real embedded model (resume after SIGKILL, a fault-injecting proxy, the notebook
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,12 @@ import pytest
 from aloe.config import params_from_dict
 from aloe.chat import trim_unfinished
 from aloe.conversations import (ConversationMaker, conversation_id, load_conversations,
-                                parse_inferred, render_tree_html, rule_table, run_stage,
-                                summarise, turn_table)
+                                parse_inferred, plan_conversations, render_tree_html, rule_table,
+                                run_stage, summarise, turn_table)
 from aloe.llm import Completion, LLMError, run_sync
 from aloe.records import read_records, write_records
 from aloe.simulator import clean_user_message, simulate_user
-from tests.conftest import ROOT, tiny_dict
+from tests.conftest import MODEL_CACHE, ROOT, tiny_dict
 
 # Our own test personas (not from any published pool).
 PERSONAS = [
@@ -113,6 +114,8 @@ def test_trim_unfinished_only_when_cut_off() -> None:
      {"profile": "rides motorbikes", "personality": "blunt"}),
     ("Profile: rides motorbikes\nUser: I'm off\nPersonality: blunt",
      {"profile": "rides motorbikes", "personality": "blunt"}),
+    ("Profile: He/She is a paramedic.\nPersonalities: None",  # the released format
+     {"profile": "He/She is a paramedic.", "personality": "none"}),
 ])
 def test_parse_inferred(raw: str, expected: dict) -> None:
     assert parse_inferred(raw) == expected
@@ -135,10 +138,12 @@ class ScriptedLLM:
         self.params, self.judge, self.inducer = params, judge, inducer
         self.logprobs, self.reject_logprobs = logprobs, reject_logprobs
         self.calls: list[tuple[str, int, bool]] = []
+        self.requests: list[tuple[str, list[dict]]] = []
 
     async def chat(self, role: str, messages: list[dict], *, sample: int = 0,
                    logprobs: bool = False, **_: Any) -> Completion:
         self.calls.append((role, sample, logprobs))
+        self.requests.append((role, [dict(m) for m in messages]))
         if role == "judge" and logprobs and self.reject_logprobs:
             raise LLMError("role 'judge' (model m at u): HTTP 400: logprobs not supported",
                            status_code=400)
@@ -146,19 +151,23 @@ class ScriptedLLM:
             return Completion(text="*grins* I rebuilt a motorbike engine today.")
         if role == "inducer":
             return Completion(text=self.inducer)
-        if role == "assistant":
-            hinted = "learned this about them" in messages[0]["content"]
+        if role == "assistant":  # workbook: a hint in the system message; reference: in the turn
+            hinted = any(word in messages[0]["content"] + messages[-1]["content"]
+                         for word in ("learned this about them", "Hint:"))
             return Completion(text="Hinted reply." if hinted else "Plain reply.")
-        prompt = messages[3]["content"]  # after the system message and the worked example
+        prompt = next(m["content"] for m in reversed(messages)
+                      if m["role"] == "user" and "Hinted reply." in m["content"])
         first = "hinted" if prompt.index("Hinted reply.") < prompt.index("Plain reply.") else "plain"
-        attempt = 1 if len(messages) == 4 else 2
+        attempt = 1 if "Hinted reply." in messages[-1]["content"] else 2  # 2: a re-ask
         text = self.judge(first, attempt)
         return Completion(text=text, logprobs=self.logprobs(first) if logprobs and self.logprobs
                           else None)
 
 
-def scripted_turn(tmp_path: Path, rule: str, llm_kwargs: dict) -> tuple[dict, ScriptedLLM]:
-    params = params_from_dict(small_dict(tmp_path, n=1, turns=1, judge_rule=rule))
+def scripted_turn(tmp_path: Path, rule: str, llm_kwargs: dict, turns: int = 1,
+                  style: str = "workbook") -> tuple[dict, ScriptedLLM]:
+    params = params_from_dict(small_dict(tmp_path, n=1, turns=turns, judge_rule=rule,
+                                         prompt_style=style))
     llm = ScriptedLLM(params, **llm_kwargs)
     maker = ConversationMaker(llm, params)  # type: ignore[arg-type]
     item = {"index": 0, "id": "conv-00000", "persona": persona_records(1)[0], "sample": 0}
@@ -240,6 +249,122 @@ def test_logprobs_fall_back_when_absent_or_rejected(tmp_path: Path) -> None:
     assert summarise([record], params_from_dict(small_dict(tmp_path))).notes
 
 
+def test_hinted_first_is_read_as_released(tmp_path: Path) -> None:
+    """One vote, the hinted reply always first, no re-ask; an answer that names no reply
+    counts as plain (the released rule), with a note saying so."""
+    for answer, preferred in [("first", "hinted"), ("Second.", "plain"), ("banana", "plain")]:
+        record, llm = scripted_turn(tmp_path / answer, "hinted_first",
+                                    {"judge": lambda first, n, a=answer: a})
+        verdict = record["turns"][0]["verdict"]
+        assert verdict["rule"] == "hinted_first" and verdict["preferred"] == preferred, answer
+        assert [v["order"] for v in verdict["votes"]] == [["hinted", "plain"]]
+        assert sum(role == "judge" for role, _, _ in llm.calls) == 1  # asked once
+        assert ("note" in verdict) == (answer == "banana")
+
+
+def test_reference_prompts_have_the_released_message_structure(tmp_path: Path) -> None:
+    """prompt_style: reference, two turns of a scripted conversation: who sees what, in which
+    message, in which order (../shared/aloe_reference/PROTOCOL.md, stage 2)."""
+    answer = "Profile: He/She rebuilds motorbikes.\nPersonalities: None"
+    record, llm = scripted_turn(tmp_path, "hinted_first", {"judge": lambda f, n: "first",
+                                                           "inducer": answer},
+                                turns=2, style="reference")
+    persona = record["persona"]
+    assert record["prompt_style"] == "reference" and len(record["turns"]) == 2
+    by_role: dict[str, list[list[dict]]] = {}
+    for role, messages in llm.requests:
+        by_role.setdefault(role, []).append(messages)
+        assert all(m["role"] != "system" for m in messages), role  # no system message anywhere
+        assert [m["role"] for m in messages][::2] == ["user"] * len(messages[::2]), role
+    # the simulated user: the role-play instruction (with the true persona) as its first
+    # message; at turn 2 its own message as an assistant turn and the reply it got as a user
+    # turn, followed by the request for a short human-like answer
+    first, second = by_role["user"][0], by_role["user"][-1]
+    assert len(first) == 1 and persona["profile"] in first[0]["content"]
+    assert [m["role"] for m in second] == ["user", "assistant", "user"]
+    assert second[1]["content"] == record["turns"][0]["user"]
+    continued = record["turns"][0][record["turns"][0]["continued_with"]]
+    assert second[2]["content"].startswith(continued) and "three sentences" in second[2]["content"]
+    # the inducer: two worked examples, then the transcript with A/B and the true persona
+    inducer = by_role["inducer"][-1]
+    assert len(inducer) == 5 and inducer[1]["role"] == inducer[3]["role"] == "assistant"
+    assert "A: " + record["turns"][1]["user"] in inducer[-1]["content"]
+    assert persona["personality"] in inducer[-1]["content"]
+    # the assistant: the hint and the length request in the user's turn, earlier ones kept
+    hinted, plain = (r for r in by_role["assistant"][-2:])
+    hinted, plain = sorted([hinted, plain], key=lambda m: "Hint:" not in m[-1]["content"])
+    assert [m["role"] for m in hinted] == ["user", "assistant", "user"]
+    assert all("Hint:" in m["content"] and answer in m["content"]
+               for m in hinted if m["role"] == "user")
+    assert all("Hint:" not in m["content"] and "three sentences" in m["content"]
+               for m in plain if m["role"] == "user")
+    # the judge: the persona and the two replies only (no transcript), hinted first
+    judge = by_role["judge"][-1]
+    assert len(judge) == 1 and record["turns"][1]["user"] not in judge[0]["content"]
+    text = judge[0]["content"]
+    assert persona["profile"] in text and text.index("Hinted reply.") < text.index("Plain reply.")
+
+
+def test_reference_drops_a_conversation_whose_inducer_stays_unreadable(tmp_path: Path) -> None:
+    """As released: the inducer's request drawn once more, then the conversation is dropped
+    (written as dropped, so that a rerun does not ask again, and never exported)."""
+    record, llm = scripted_turn(tmp_path, "hinted_first", {"judge": lambda f, n: "first",
+                                                           "inducer": "I cannot tell."},
+                                turns=2, style="reference")
+    assert record["dropped"].startswith("turn 1: the inducer's answer could not be read")
+    assert record["turns"] == []
+    inducer = [(sample, messages) for (role, sample, _), (_, messages)
+               in zip(llm.calls, llm.requests) if role == "inducer"]
+    assert len(inducer) == 2 and inducer[0][1] == inducer[1][1]  # the same request ...
+    assert inducer[0][0] != inducer[1][0]  # ... drawn again
+
+
+def test_reference_structure_through_the_real_chat_template(tmp_path: Path) -> None:
+    """The released structure survives the policy's own chat template: the turns alternate
+    as built, each role's text inside its own block."""
+    from transformers import AutoTokenizer
+
+    from aloe.conversations import reference_reply_messages
+    from aloe.simulator import simulator_messages
+
+    tokenizer = AutoTokenizer.from_pretrained(MODEL_CACHE / "SmolLM2-135M-Instruct")
+    persona = persona_records(1)[0]
+    turns = [{"turn": 1, "user": "Fixed the bike today.", "hinted": "Nice!", "plain": "Cool.",
+              "continued_with": "hinted",
+              "inferred": {"raw": "Profile: He/She fixes bikes.\nPersonalities: None"}}]
+    chats = {"user": simulator_messages(persona, [{"role": "user", "content": "Fixed it."},
+                                                  {"role": "assistant", "content": "Nice!"}],
+                                        style="reference"),
+             "assistant": reference_reply_messages(turns, "Now the brakes.", turns[0]["inferred"])}
+    for name, messages in chats.items():
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        blocks = [b.split("\n", 1) for b in text.split("<|im_start|>")[1:]]
+        roles = [role for role, _ in blocks if role != "system"]  # the template's own default
+        assert roles == [m["role"] for m in messages] + ["assistant"], name
+        bodies = [body for role, body in blocks if role != "system"]
+        for message, body in zip(messages, bodies):
+            assert body.startswith(message["content"]), name
+
+
+def test_plan_covers_every_profile_as_evenly_as_n_allows() -> None:
+    """3,000 conversations over 331 profiles x 10 personas: every profile talks 9 or 10 times
+    (persona i for conversation i would leave the last 31 profiles out), the same plan for the
+    same seed, each persona met at most once here."""
+    personas = [{"id": f"persona-{p}-{q}", "profile_id": f"profile-{p}", "profile": "x",
+                 "personality": "y"} for p in range(331) for q in range(10)]
+    plan = plan_conversations(personas, 3000, seed=42)
+    counts = Counter(p["profile_id"] for p in plan)
+    assert len(plan) == 3000 and len(counts) == 331
+    assert max(counts.values()) - min(counts.values()) <= 1
+    assert len({p["id"] for p in plan}) == 3000
+    assert plan == plan_conversations(personas, 3000, seed=42)
+    assert plan != plan_conversations(personas, 3000, seed=43)
+    few = plan_conversations(personas, 20, seed=0)
+    assert len({p["profile_id"] for p in few}) == 20  # fewer conversations than profiles
+    twice = plan_conversations(personas[:10], 25, seed=0)  # one profile, 10 personas
+    assert Counter(p["id"] for p in twice).most_common()[-1][1] == 2  # each met 2-3 times
+
+
 # ------------------------------------------------------------------------------------------
 # With the real embedded model
 # ------------------------------------------------------------------------------------------
@@ -260,8 +385,8 @@ def test_simulate_user_real_model(local_server, tmp_path: Path) -> None:
 
 def check_trees(records: list[dict], n: int, turns: int) -> None:
     assert [r["id"] for r in records] == [conversation_id(i) for i in range(n)]
+    assert len({r["persona"]["profile_id"] for r in records}) == min(n, len(PERSONAS))
     for record in records:
-        assert record["persona"]["id"] == f"persona-{record['index'] % len(PERSONAS)}"
         assert len(record["turns"]) == turns
         for number, turn in enumerate(record["turns"], start=1):
             assert turn["turn"] == number and turn["user"]
@@ -292,6 +417,34 @@ def test_stage_writes_trees_and_rerun_sends_nothing(local_server, tmp_path: Path
     page = render_tree_html(records[0])
     assert page.count('class="branch"') == page.count('class="branch continued"') == 2
     assert page.count("continued</span>") == 2
+
+
+@pytest.mark.slow
+def test_the_released_protocol_runs_on_the_real_model(local_server, tmp_path: Path) -> None:
+    """The reference prompts and the released judge rule, through the embedded model: every
+    conversation is either complete or dropped with its reason, and the exports leave the
+    dropped ones out."""
+    from aloe.datasets import export
+
+    params = with_personas(small_dict(tmp_path, n=2, turns=2, judge_rule="hinted_first",
+                                      prompt_style="reference"))
+    summary = run_stage(params)
+    records = load_conversations(params)
+    assert summary.conversations == 2 and summary.failed == 0
+    assert summary.prompt_style == "reference" and summary.profiles_covered == 2
+    for record in records:
+        assert record["prompt_style"] == "reference"
+        if record.get("dropped"):
+            assert record["dropped"].startswith("turn ")
+            continue
+        assert len(record["turns"]) == 2
+        for turn in record["turns"]:
+            assert turn["verdict"]["rule"] == "hinted_first" and len(turn["verdict"]["votes"]) == 1
+            assert turn["verdict"]["preferred"] in ("hinted", "plain")
+    exported = export(params)
+    complete = sum(len(r["turns"]) for r in records if not r.get("dropped"))
+    assert exported.examples + sum(exported.left_out.values()) == \
+        complete + sum(len(r["turns"]) for r in records if r.get("dropped"))
 
 
 def test_missing_personas_is_a_clear_error(tmp_path: Path) -> None:

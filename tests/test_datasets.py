@@ -45,6 +45,44 @@ def test_examples_follow_the_continued_branch() -> None:
     assert kept[1]["preferred"] == "c0 plain 3" and kept[1]["other"] == "c0 hinted 3"
 
 
+def test_a_turn_without_a_hint_is_no_preference_pair() -> None:
+    """When the inducer's answer stayed unreadable, the "hinted" reply got no hint: the turn
+    contrasts nothing and is left out (`no_hint`), though the conversation goes on."""
+    tree = hand_tree("c0", persona_records(1)[0], ["hinted", "plain"], ["plain", "hinted"])
+    tree["turns"][0]["inferred"] = {"profile": None, "personality": None, "parsed": False,
+                                    "asked": 2, "raw": "I cannot tell."}
+    kept, left_out = examples(tree)
+    assert left_out == {"no_hint": 1} and [e["turn"] for e in kept] == [2]
+
+
+def test_dropped_conversations_give_no_example() -> None:
+    tree = hand_tree("c0", persona_records(1)[0], ["hinted"], ["plain"])
+    tree["dropped"] = "turn 2: the inducer's answer could not be read (asked 2 times)"
+    assert examples(tree) == ([], {"dropped_conversation_turns": 1})
+
+
+def test_sft_history_can_hold_the_preferred_replies(tmp_path: Path) -> None:
+    """`sft.history: preferred` (the released SFT): the prompt holds each earlier turn's
+    preferred reply; DPO keeps the continued branch."""
+    from datasets import load_from_disk
+
+    data = small_dict(tmp_path, validation_fraction=0.0)
+    data["sft"] = {**data["sft"], "history": "preferred"}
+    params = params_from_dict(data)
+    tree = hand_tree("c0", persona_records(1)[0], ["hinted", "inconsistent", "plain"],
+                     ["plain", "hinted", "plain"])
+    write_records(params.layout.conversations, [tree])
+    export(params)
+    sft = load_from_disk(str(params.layout.dataset("sft")))["train"].to_list()
+    dpo = load_from_disk(str(params.layout.dataset("dpo")))["train"].to_list()
+    last_sft = next(r for r in sft if r["turn"] == 3)["prompt"]
+    last_dpo = next(r for r in dpo if r["turn"] == 3)["prompt"]
+    assert [m["content"] for m in last_sft if m["role"] == "assistant"] == \
+        ["c0 hinted 1", "c0 hinted 2"]  # preferred at turn 1; turn 2 undecided: continued
+    assert [m["content"] for m in last_dpo if m["role"] == "assistant"] == \
+        ["c0 plain 1", "c0 hinted 2"]  # the continued branch
+
+
 def test_split_personas_never_shares_or_empties_train() -> None:
     ids = [f"p{i}" for i in range(10)]
     train, val = split_personas(ids + ids, 0.2, seed=0)

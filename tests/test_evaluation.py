@@ -99,7 +99,9 @@ def test_batched_replies_match_one_at_a_time_and_adapters_change_them(tmp_path):
     batched = responder.reply_many(HISTORIES)
     single = [responder.reply_many([h])[0] for h in HISTORIES]
     assert batched == single  # left padding: each row's reply as if it were alone
-    assert all(isinstance(r, str) and r for r in batched)
+    assert all(isinstance(r.text, str) and r.text for r in batched)
+    responder.max_new_tokens = 1  # no reply ends by itself in one token: each is cut
+    assert all(r.truncated for r in responder.reply_many(HISTORIES))
     responder.close()
 
     adapted = InProcessResponder(str(MODEL), make_adapter(tmp_path / "lora", seed=1),
@@ -272,3 +274,30 @@ def test_kill_and_rerun_finishes_without_repeating_turns(tmp_path, reference_dir
     assert generated == [2]  # turn 2 of both conversations, in one batch; turn 1 not again
     progress = summary.progress["base"]
     assert (progress.turns_before, progress.turns_run) == (2, 2)
+
+
+def test_records_carry_their_profile_and_truncation_under_the_released_protocol(
+        tmp_path, reference_dir):
+    """Stage 5 as released (the simulated user's role-play with replies fed back as they are,
+    a judge that reads the latest user message only) with every role and the model under test
+    behind an endpoint. (The stub server stands in for the models: what is checked is what the
+    stage records.)"""
+    from tests.support.stub_server import StubServer
+
+    with StubServer(seed=0) as stub:
+        data = stage_dict(tmp_path, benchmark="aloe", limit=2, prompt_style="reference",
+                          judge_context="last_message",
+                          aloe_profiles=str(reference_dir / "profile_eval.jsonl"),
+                          aloe_personalities=str(reference_dir / "personality_eval.jsonl"),
+                          models=[{"name": "served", "model": "stub",
+                                   "base_url": stub.base_url}])
+        for role in data["roles"].values():
+            role.update(model="stub", base_url=stub.base_url)
+        params = params_from_dict(data)
+        summary = evaluation.run_stage(params)
+    records = read_records(params.layout.eval_records("served"))
+    assert len(records) == 4
+    assert {r["profile_id"] for r in records} == {"aloe-eval-profile-01"}
+    assert all(r["truncated"] is False and r["score"] is not None for r in records)
+    assert summary.metrics["bootstrap_unit"] == "profile"
+    assert summary.metrics["models"]["served"]["truncated"] == [0.0, 0.0]

@@ -165,3 +165,28 @@ def test_judge_reasks_once_then_records_missing(answers, score, attempts):
         assert again["sample"] != judge.calls[0]["sample"]
         assert again["messages"][: 2] == judge.calls[0]["messages"] + \
             [{"role": "assistant", "content": answers[0]}]
+
+
+def test_the_released_score_judge_reads_only_the_latest_user_message():
+    persona = {"profile": "She keeps bees in Cork.", "personality": "She is blunt."}
+    history = [{"role": "user", "content": "My hives swarmed!"},
+               {"role": "assistant", "content": "Oh no!"},
+               {"role": "user", "content": "Caught them in a box though."}]
+    released = score_messages(persona, history, "Well done!", context="last_message")
+    whole = score_messages(persona, history, "Well done!")
+    assert "Caught them in a box though." in released[0]["content"]
+    assert "My hives swarmed!" not in released[0]["content"]
+    assert "My hives swarmed!" in whole[0]["content"]
+
+
+def test_the_released_simulated_user_gets_replies_as_they_are_in_stage_5():
+    from aloe.simulator import simulator_messages
+
+    persona = {"profile": "He is a ferry captain.", "personality": "He is gruff."}
+    history = [{"role": "user", "content": "Storm again."},
+               {"role": "assistant", "content": "Stay safe out there."}]
+    stage_2 = simulator_messages(persona, history, style="reference")
+    stage_5 = simulator_messages(persona, history, style="reference", length_request=False)
+    assert stage_5[-1] == {"role": "user", "content": "Stay safe out there."}
+    assert stage_2[-1]["content"].startswith("Stay safe out there.")
+    assert stage_2[-1]["content"] != stage_5[-1]["content"]  # + the request for 3 sentences

@@ -232,3 +232,27 @@ def test_a_killed_sessions_usage_is_still_counted(tmp_path: Path) -> None:
     assert interrupted["roles"]["user"]["retries"] == 1
     assert interrupted["totals"]["cost_usd"] == pytest.approx((100 * 1.0 + 20 * 2.0) / 1e6)
     assert len(list((usage / "live").glob("*.json"))) == 1  # only the killed session's
+
+
+def test_the_run_seed_draws_independent_samples(tmp_path: Path) -> None:
+    """A sampled request's cache key and backend seed carry the run's seed: two seeds draw two
+    samples, a rerun with the same seed is served from the cache, and a greedy request is
+    shared whatever the seed. (The stub stands in for a backend: what is checked is which
+    requests reach one, not what a model writes.)"""
+    from tests.support.stub_server import StubServer
+
+    prompt = [{"role": "user", "content": "Say something about the sea."}]
+    with StubServer(seed=0) as stub:
+        def sent(seed: int, temperature: float) -> tuple[int, str]:
+            params = _params(tmp_path, stub.base_url, "stub", temperature=temperature)
+            params.run.seed = seed
+            llm = LLM.for_run(params, "test")
+            reply = run_sync(llm.chat("user", prompt))
+            llm.cache.close()
+            return llm.ledger.roles["user"].requests, reply.text
+
+        first = sent(1, 0.8)
+        assert first[0] == 1
+        assert sent(2, 0.8)[0] == 1  # another seed: another sample, from the backend
+        assert sent(1, 0.8) == (0, first[1])  # the same seed again: the cache, the same text
+        assert sent(1, 0.0)[0] == 1 and sent(2, 0.0)[0] == 0  # greedy: one answer for all

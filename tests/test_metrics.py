@@ -163,3 +163,65 @@ def test_summarise_is_strict_json_and_reads_no_file(tmp_path, monkeypatch):
     assert data["paired"]["dpo - base"]["diff"] == pytest.approx([1.0, 1.5])
     table = metrics.summary_table(data)
     assert list(table.index) == ["base", "dpo"] and "N-R² CI" in table.columns
+
+
+# -- the bootstrap unit, expected AL and truncation ------------------------------------------
+def clustered(model: str, profiles: int = 4, per_profile: int = 5) -> list[dict]:
+    """Personas of one profile score alike (as the official benchmark's 5 personalities of a
+    profile may): the profile, not the persona, is the independent unit."""
+    rows = []
+    for p in range(profiles):
+        for q in range(per_profile):
+            for k in (1, 2):
+                rows.append({"model": model, "persona_id": f"p{p}-{q}", "profile_id": f"p{p}",
+                             "turn": k, "score": 1 + p, "expected_score": 1.5 + p,
+                             "truncated": q == 0 and k == 2})
+    return rows
+
+
+def test_profiles_are_the_default_unit_and_give_honest_intervals():
+    records = clustered("m")
+    by_profile = alignment_levels(records, n_boot=400)
+    by_persona = alignment_levels(records, n_boot=400, unit="persona")
+    assert (by_profile.unit, by_profile.n_units, by_profile.n_personas) == ("profile", 4, 20)
+    assert by_persona.unit == "persona" and by_persona.n_units == 20
+    width = lambda e: e.high - e.low  # noqa: E731
+    # 4 independent profiles, not 20 independent personas: a wider interval
+    assert width(by_profile.mean_al) > 1.5 * width(by_persona.mean_al)
+    without_profiles = [{k: v for k, v in r.items() if k != "profile_id"} for r in records]
+    assert alignment_levels(without_profiles, n_boot=50).unit == "persona"
+
+
+def test_metrics_name_the_unit_and_give_expected_al_and_paired_intervals():
+    summary = summarise({"a": clustered("a"), "b": clustered("b")}, n_boot=200)
+    assert summary["bootstrap_unit"] == "profile"
+    model = summary["models"]["a"]
+    assert (model["unit"], model["n_units"]) == ("profile", 4)
+    expected = model["expected_al"]
+    assert expected["value"] == pytest.approx([3.0, 3.0])
+    assert all(lo < v < hi for lo, v, hi in zip(expected["low"], expected["value"],
+                                                   expected["high"]))
+    assert summary["paired"]["b - a"]["unit"] == "profile"
+    assert summarise({"a": clustered("a")}, n_boot=50, unit="persona")["bootstrap_unit"] == \
+        "persona"
+
+
+def test_truncated_replies_are_counted_per_turn():
+    model = summarise({"m": clustered("m")}, n_boot=20)["models"]["m"]
+    assert model["truncated"] == pytest.approx([0.0, 0.2])  # 1 of 5 personas, at turn 2
+    assert model["truncated_rate"] == pytest.approx(0.1)
+    old = [{k: v for k, v in r.items() if k != "truncated"} for r in clustered("m")]
+    assert summarise({"m": old}, n_boot=20)["models"]["m"]["truncated"] == [None, None]
+    table = metrics.truncation_table(summarise({"m": clustered("m")}, n_boot=20))
+    assert table.loc["m", 2] == pytest.approx(0.2)
+
+
+def test_persona_unit_draws_are_the_same_as_before():
+    """One row per cluster: the draws are n rows with replacement, as the persona bootstrap
+    always drew them (results of the persona unit did not change)."""
+    import numpy as np
+
+    from aloe.metrics import bootstrap_rows
+
+    draws = bootstrap_rows([f"p{i}" for i in range(7)], 50, seed=3)
+    assert np.array_equal(draws, np.random.default_rng(3).integers(0, 7, size=(50, 7)))

@@ -171,25 +171,75 @@ def test_stop_reason_rules(tiny_params) -> None:
 # ------------------------------------------------------------------------------------------
 def test_stage_with_the_official_files_as_pool_and_benchmark(tmp_path: Path,
                                                              reference_dir: Path) -> None:
+    """The official training pool, paired as released (passes drawing with replacement), and
+    the official benchmark that stage 5 evaluates: no benchmark pool is grown, and every
+    benchmark persona gets its nearest training persona (the official pools share no user)."""
     params = params_from_dict(tiny_dict(tmp_path, personas={
         "import_profiles": str(reference_dir / "profile.jsonl"),
         "import_personalities": str(reference_dir / "personality.jsonl"),
-        "import_as": "pool", "pairings_per_profile": 10, "benchmark_source": "aloe",
-        "benchmark_personalities": 5,
-        "aloe_profiles": str(reference_dir / "profile_eval.jsonl"),
-        "aloe_personalities": str(reference_dir / "personality_eval.jsonl")}))
+        "import_as": "pool", "pairings_per_profile": 2, "pairing": "random"},
+        evaluation={"benchmark": "aloe",
+                    "aloe_profiles": str(reference_dir / "profile_eval.jsonl"),
+                    "aloe_personalities": str(reference_dir / "personality_eval.jsonl")}))
     summary = personas.run_stage(params)
     assert (summary.profiles, summary.personalities) == (331, 71)
-    assert summary.personas == 3310 and summary.benchmark == 100
+    assert summary.personas == 662 and summary.benchmark == 100 and not summary.leakage_dropped
     assert summary.stop_reason == "target" and not summary.rounds
     layout = params.layout
     assert {r["source"] for r in read_records(layout.pool("profiles"))} == {"aloe"}
+    paired = read_records(layout.personas)
+    assert [p["profile_id"] for p in paired[:331]] == [p["profile_id"] for p in paired[331:]]
     bench = read_records(layout.benchmark)
     assert bench == load_aloe_benchmark(reference_dir / "profile_eval.jsonl",
                                         reference_dir / "personality_eval.jsonl")
+    leakage = personas.persona_leakage_table(layout)
+    assert len(leakage) == 100 and leakage["similarity"].between(0.5, 0.92).all()
+    assert set(leakage["nearest_train_id"]) <= {p["id"] for p in paired}
     report = personas.leakage_report(layout)
     assert report.loc["profile", "benchmark_items"] == 20
     assert 0 < report.loc["profile", "max_train_similarity"] < 1
+
+
+def test_near_copies_of_benchmark_users_leave_the_training_personas() -> None:
+    from aloe.personas.leakage import screen
+
+    bench = [{"id": "b1", "profile": "She is a 38-year-old glassblower in Murano who sails on "
+                                     "Sundays and has twin sons.",
+              "personality": "She is dry-witted, blunt and hates small talk."},
+             {"id": "b2", "profile": "He is a 70-year-old retired postman in Cork who breeds "
+                                     "racing pigeons.",
+              "personality": "He is gentle, slow to speak and fond of old stories."}]
+    training = [{"id": "t-copy", "profile": bench[0]["profile"],
+                 "personality": bench[0]["personality"]},
+                {"id": "t-other", "profile": "He is a 25-year-old coder in Lagos who plays "
+                                             "chess online.",
+                 "personality": "He is upbeat, talkative and loves puns."}]
+    result = screen(training, bench, threshold=0.92, embedding_model="all-MiniLM-L6-v2")
+    assert [p["id"] for p in result.kept] == ["t-other"]
+    assert [(d["id"], d["benchmark_id"]) for d in result.dropped] == [("t-copy", "b1")]
+    assert result.dropped[0]["similarity"] > 0.99
+    nearest = {row["benchmark_id"]: row for row in result.nearest}
+    assert nearest["b1"]["nearest_train_id"] == "t-copy"
+    assert nearest["b2"]["similarity"] < 0.92
+
+
+def test_no_benchmark_pool_is_grown_that_evaluation_will_not_use(tmp_path: Path,
+                                                                  reference_dir: Path) -> None:
+    """Evaluating on the official files, stage 1 grows only the training pools. (The stub
+    server stands in for the persona generator: what is checked is which pools are grown.)"""
+    from tests.support.stub_server import StubServer
+
+    with StubServer(seed=0) as stub:
+        data = tiny_dict(tmp_path, personas={"profiles_target": 22, "personalities_target": 22},
+                         evaluation={"benchmark": "aloe",
+                                     "aloe_profiles": str(reference_dir / "profile_eval.jsonl"),
+                                     "aloe_personalities": str(reference_dir /
+                                                               "personality_eval.jsonl")})
+        data["roles"]["generator"] = {"model": "stub", "base_url": stub.base_url}
+        summary = personas.run_stage(params_from_dict(data))
+    grown = {r["pool"] for r in summary.rounds}
+    assert grown == {"profiles", "personalities"}  # no benchmark_* pool
+    assert summary.benchmark == 100 and summary.benchmark_source == "aloe"
 
 
 # ------------------------------------------------------------------------------------------

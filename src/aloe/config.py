@@ -74,7 +74,7 @@ class RoleConfig(Section):
     model: str = "local"
     base_url: str | list[str] = "local"
     api_key_env: str | None = None
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    temperature: float | None = Field(0.7, ge=0.0, le=2.0)  # null: the backend's default
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int = Field(256, gt=0)
     concurrency: int = Field(4, ge=1)
@@ -116,7 +116,13 @@ class RolesConfig(Section):
 # Stages
 # --------------------------------------------------------------------------------------------
 class PersonasConfig(Section):
-    """Stage 1: grow profile and personality pools, pair them, hold out a benchmark."""
+    """Stage 1: grow profile and personality pools, pair them, hold out a benchmark.
+
+    The benchmark follows `evaluation.benchmark`: `run` generates a held-out benchmark here
+    (`benchmark_profiles` x `benchmark_personalities`, each item screened against the training
+    pools); `aloe` generates none and reads the official files `evaluation.aloe_*`. Either way
+    the training personas are screened against exactly that benchmark (`leakage_threshold`).
+    """
 
     seeds: str = "builtin"  # "builtin" (our own 20 + 20), or a folder with profiles/personalities
     import_profiles: str | None = None  # a text pool (one JSON string per line), e.g. ALOE's
@@ -134,11 +140,18 @@ class PersonasConfig(Section):
     saturation_window: int = Field(3, ge=1)
     saturation_floor: float = Field(0.02, ge=0.0, le=1.0)
     pairings_per_profile: int = Field(10, ge=1)
-    benchmark_source: Literal["generate", "aloe"] = "generate"
-    benchmark_profiles: int = Field(20, ge=1)
+    # distinct (this workbook): each profile with `pairings_per_profile` different random
+    # personalities. random (released): `pairings_per_profile` passes over the profiles, each
+    # giving every profile one personality drawn with replacement (a profile may meet the same
+    # personality twice).
+    pairing: Literal["distinct", "random"] = "distinct"
+    benchmark_profiles: int = Field(20, ge=1)  # a generated benchmark (evaluation.benchmark: run)
     benchmark_personalities: int = Field(5, ge=1)
-    aloe_profiles: str | None = None  # profile_eval.jsonl when benchmark_source is "aloe"
-    aloe_personalities: str | None = None
+    # A training persona (profile + personality, embedded as one text) more similar than this to
+    # a benchmark persona is a near-copy of a benchmark user: dropped from the training personas.
+    # With all-MiniLM-L6-v2 the official training and benchmark personas, which share no user,
+    # reach 0.89 at most; a persona restated in other words scores above 0.95.
+    leakage_threshold: float = Field(0.92, gt=0.0, le=1.0)
 
 
 class ConversationsConfig(Section):
@@ -147,7 +160,19 @@ class ConversationsConfig(Section):
     n_conversations: int = Field(8, ge=1)
     turns: int = Field(3, ge=1)
     concurrency: int = Field(4, ge=1)  # conversations in flight at once
-    judge_rule: Literal["both_orders", "single_random", "logprobs"] = "both_orders"
+    # both_orders: asked twice, replies swapped; agreeing votes decide, disagreeing ones make
+    # the turn inconsistent. single_random: asked once, in a seeded random order. logprobs:
+    # P("1") vs P("2") over both orders where the backend returns log-probabilities.
+    # hinted_first (released): asked once, the hinted reply always shown first, and any answer
+    # that does not name the first reply counts as preferring the plain one.
+    judge_rule: Literal["both_orders", "single_random", "logprobs", "hinted_first"] = \
+        "both_orders"
+    # workbook: this project's prompts (system messages, a transcript for each annotator, one
+    # worked example). reference: the released message structure (no system message; the user
+    # simulator's instruction as its first user message and a within-3-sentences request after
+    # each reply; hints and that request appended to the assistant's user turns and kept in its
+    # history; the inducer with two worked examples; the judge shown only the two replies).
+    prompt_style: Literal["workbook", "reference"] = "workbook"
     validation_fraction: float = Field(0.2, ge=0.0, lt=1.0)
 
 
@@ -206,6 +231,11 @@ class TrainingConfig(Section):
 class SFTConfig(TrainingConfig):
     STAGE: ClassVar[str] = "sft"
 
+    # The chat an SFT example's prompt holds before its user message. continued (this
+    # workbook, and the released DPO): the branch the conversation went on with. preferred
+    # (released SFT): the judge's preferred reply at every earlier turn.
+    history: Literal["continued", "preferred"] = "continued"
+
 
 class DPOConfig(TrainingConfig):
     TRAINER_DEFAULTS: ClassVar[dict[str, Any]] = {
@@ -241,21 +271,33 @@ class EvalModelSpec(Section):
 class EvaluationConfig(Section):
     """Stage 5: the ALOE benchmark."""
 
-    benchmark: Literal["run", "aloe"] = "run"
-    aloe_profiles: str | None = None
-    aloe_personalities: str | None = None
+    benchmark: Literal["run", "aloe"] = "run"  # run: stage 1's; aloe: the official files below
+    aloe_profiles: str | None = None  # profile_eval.jsonl (a path or URL)
+    aloe_personalities: str | None = None  # personality_eval.jsonl; the first 5 are used
     limit: int | None = Field(None, ge=1)
     turns: int = Field(10, ge=1)
+    # The simulated user's messages, as in conversations.prompt_style (reference: the
+    # role-play instruction first; the model's replies fed back without a length request).
+    prompt_style: Literal["workbook", "reference"] = "workbook"
     models: list[EvalModelSpec] = [
         EvalModelSpec(name="base"),
         EvalModelSpec(name="sft", adapter="sft"),
         EvalModelSpec(name="dpo", adapter="dpo"),
     ]
     batch_size: int = Field(16, ge=1)  # in-process replies per generate(); endpoint concurrency
-    max_new_tokens: int = Field(96, ge=1)
-    temperature: float = Field(0.7, ge=0.0, le=2.0)  # of the model under test; 0: greedy
+    max_new_tokens: int = Field(96, ge=1)  # a reply that reaches it is recorded as truncated
+    # Of the model under test; 0: greedy; null: the model's own generation config (released).
+    temperature: float | None = Field(0.7, ge=0.0, le=2.0)
+    # What the judge sees besides the persona and the reply. transcript (this workbook): the
+    # whole conversation so far. last_message (released): only the user's latest message.
+    judge_context: Literal["transcript", "last_message"] = "transcript"
+    judge_temperature: float | None = Field(None, ge=0.0, le=2.0)  # null: roles.judge's
     judge_logprobs: bool = True  # ask the judge for log-probabilities (expected score) if served
     bootstrap_samples: int = Field(1000, ge=10)
+    # What the bootstrap resamples. auto: profiles when the benchmark's personas name their
+    # profile (the official benchmark crosses 20 profiles with 5 personalities: 20 units, not
+    # 100), else personas.
+    bootstrap_unit: Literal["auto", "profile", "persona"] = "auto"
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
 
     @field_validator("models")
@@ -276,6 +318,21 @@ class ReportConfig(Section):
     title: str = "ALOE Workbench report"
 
 
+# Each switch of the protocol and its value in the authors' released code (github.com/
+# ShujinWu-0814/ALOE at b1b8285; ../shared/aloe_reference/PROTOCOL.md): params/paper.yaml takes
+# the released values, params/paper_plus.yaml this workbook's corrections.
+FIDELITY_SWITCHES: dict[str, Any] = {
+    "personas.pairing": "random",
+    "conversations.judge_rule": "hinted_first",
+    "conversations.prompt_style": "reference",
+    "sft.history": "preferred",
+    "dpo.start_from": "base",
+    "evaluation.prompt_style": "reference",
+    "evaluation.judge_context": "last_message",
+    "evaluation.temperature": None,
+}
+
+
 class Params(Section):
     """A whole parameter file. Relative paths resolve against the project root."""
 
@@ -294,18 +351,33 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _files_exist(self) -> "Params":
+        e = self.evaluation
+        if e.benchmark == "aloe":
+            for key in ("aloe_profiles", "aloe_personalities"):
+                if not getattr(e, key):
+                    raise ValueError(f"evaluation.benchmark is 'aloe' but evaluation.{key} is not "
+                                     "set: give the path or URL of the official file")
         for key, value in self._input_files():
             if value and not is_url(value) and not resolve_path(value).exists():
                 raise ValueError(f"{key}: file not found: {value}")
         return self
+
+    def fidelity(self) -> list[dict[str, Any]]:
+        """The switches between the released ALOE protocol and this workbook's corrections:
+        each one's value in this run and the released value (README, fidelity table)."""
+        rows = []
+        for key, released in FIDELITY_SWITCHES.items():
+            section, name = key.split(".", 1)
+            value = getattr(getattr(self, section), name)
+            rows.append({"switch": key, "this run": value, "released": released,
+                         "as released": value == released})
+        return rows
 
     def _input_files(self) -> list[tuple[str, str | None]]:
         p, e = self.personas, self.evaluation
         files = [
             ("personas.import_profiles", p.import_profiles),
             ("personas.import_personalities", p.import_personalities),
-            ("personas.aloe_profiles", p.aloe_profiles),
-            ("personas.aloe_personalities", p.aloe_personalities),
             ("evaluation.aloe_profiles", e.aloe_profiles),
             ("evaluation.aloe_personalities", e.aloe_personalities),
             ("local_model.path", self.local_model.path),

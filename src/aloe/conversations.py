@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import html
+import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -69,12 +70,46 @@ def conversation_id(index: int) -> str:
     return f"conv-{index:05d}"
 
 
+def plan_conversations(personas: Sequence[dict[str, Any]], n: int,
+                       seed: int) -> list[dict[str, Any]]:
+    """The persona of each of `n` conversations: every profile used, as evenly as n allows.
+
+    Profiles are visited round-robin in a seeded order, so per-profile counts differ by at most
+    one and a prefix of the plan already spreads over as many profiles as it can; each
+    profile's personas are used in turn, in a seeded order. Deterministic for a seed. (Taking
+    persona i for conversation i would leave the last profiles out whenever n is smaller than
+    the number of personas: 3,000 conversations over 3,310 personas listed profile by profile
+    never meet the last 31 profiles.)
+    """
+    by_profile: dict[str, list[dict[str, Any]]] = {}
+    for persona in personas:
+        by_profile.setdefault(str(persona.get("profile_id") or persona["id"]), []).append(persona)
+    rng = random.Random(f"{seed}/conversation-plan")
+    order = list(by_profile)
+    rng.shuffle(order)
+    queues = {profile: rng.sample(members, len(members))
+              for profile, members in by_profile.items()}
+    plan: list[dict[str, Any]] = []
+    for rank in range(-(-n // len(order)) if order else 0):  # passes over the profiles
+        for profile in order[: n - len(plan)]:
+            queue = queues[profile]
+            plan.append(queue[rank % len(queue)])
+    return plan
+
+
 def plan(params: Params, personas: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Conversation i talks with persona i (cycling); `sample` tells the cycles apart so that
-    the same persona met twice starts a different conversation (a different cached draw)."""
-    return [{"index": i, "id": conversation_id(i), "persona": personas[i % len(personas)],
-             "sample": i // len(personas)}
-            for i in range(params.conversations.n_conversations)]
+    """The conversations to have: conversation i with the persona `plan_conversations` gives
+    it; `sample` counts earlier conversations with the same persona, so that meeting a
+    persona again starts a different conversation (a different cached draw)."""
+    met: Counter[str] = Counter()
+    items = []
+    chosen = plan_conversations(personas, params.conversations.n_conversations,
+                                params.run.seed)
+    for index, persona in enumerate(chosen):
+        items.append({"index": index, "id": conversation_id(index), "persona": persona,
+                      "sample": met[str(persona["id"])]})
+        met[str(persona["id"])] += 1
+    return items
 
 
 def load_conversations(params: Params) -> list[dict[str, Any]]:
@@ -89,7 +124,7 @@ def load_conversations(params: Params) -> list[dict[str, Any]]:
 # Parsing model replies
 # ------------------------------------------------------------------------------------------
 _FIELD = re.compile(
-    r"^[\s*#>\-\d.]*(profile|personality)\b[\s*_]*(?:\([^)]*\))?[\s*_]*[:\-]\s*(.*)$",
+    r"^[\s*#>\-\d.]*(profile|personalit(?:y|ies))\b[\s*_]*(?:\([^)]*\))?[\s*_]*[:\-]\s*(.*)$",
     re.IGNORECASE)
 _NONE_WORDS = re.compile(r"^(?:none|nothing|n/?a|unknown|-+|(?:not(?:hing)?|no)(?:\s+\w+)?\s+"
                          r"(?:yet\s+)?(?:revealed|mentioned|shared|known|given|info\w*)"
@@ -104,7 +139,8 @@ def _field_value(text: str) -> str:
 
 
 def parse_inferred(text: str) -> dict[str, str] | None:
-    """The inducer's `Profile: ... / Personality: ...` answer, or None when it has neither.
+    """The inducer's `Profile: ... / Personality: ...` answer (or, as released, `Profile: ... /
+    Personalities: ...`), or None when it has neither.
 
     Tolerates markdown (bold labels, bullets), values running over several lines (up to a
     blank line or another label such as "User:"), labels in any case, "none"-like values, and
@@ -115,7 +151,7 @@ def parse_inferred(text: str) -> dict[str, str] | None:
     for line in text.splitlines():
         match = _FIELD.match(line)
         if match:
-            current = match.group(1).lower()
+            current = "profile" if match.group(1).lower() == "profile" else "personality"
             if current in fields:  # a second answer block: keep the first
                 current = None
                 continue
@@ -134,16 +170,25 @@ def parse_inferred(text: str) -> dict[str, str] | None:
 # One conversation
 # ------------------------------------------------------------------------------------------
 class ConversationMaker:
-    """Writes conversation trees with the roles of one LLM session."""
+    """Writes conversation trees with the roles of one LLM session.
+
+    `conversations.prompt_style` decides how each role is asked (see `aloe.simulator` for the
+    user and `aloe.judges` for the judge): workbook prompts, or the released message structure
+    (`reference`): no system message; the inducer given two worked examples and, when its
+    answer stays unreadable after one more draw, the conversation dropped; each assistant reply
+    asked for in the user's turn itself, the inferred persona as a hint and a request for a
+    short human-like reply appended, earlier hints and requests kept in its history.
+    """
 
     def __init__(self, llm: LLM, params: Params, on_request: Callable[[], None] | None = None):
         self.llm = llm
         self.seed = params.run.seed
         self.turns = params.conversations.turns
         self.rule = params.conversations.judge_rule
+        self.style = params.conversations.prompt_style
         self.roles = params.roles
         self.on_request = on_request or (lambda: None)
-        self.judge = PreferenceJudge(self._chat, self.rule, self.seed)
+        self.judge = PreferenceJudge(self._chat, self.rule, self.seed, self.style)
 
     async def _chat(self, role: str, messages: list[Message], *, sample: int = 0,
                     **kwargs: Any) -> Completion:
@@ -154,55 +199,117 @@ class ConversationMaker:
     # -- the roles ---------------------------------------------------------------------------
     async def induce(self, persona: dict[str, Any], history: list[Message],
                      sample: int) -> dict[str, Any]:
-        """What the user has revealed so far; asked again once if the answer has no format."""
-        messages = few_shot("induce_persona", profile=persona["profile"],
-                            personality=persona["personality"], transcript=transcript(history))
-        reading = await ask_and_read(self._chat, "inducer", messages, parse_inferred,
-                                     "induce_persona_reask", sample=sample)
+        """What the user has revealed so far; asked once more if the answer has no format
+        (workbook: a re-ask in the same chat; reference: the same request drawn again)."""
+        if self.style == "reference":
+            messages = few_shot("induce_persona_reference", system=False,
+                                profile=persona["profile"], personality=persona["personality"],
+                                transcript=transcript(history, user_label="A",
+                                                      assistant_label="B"))
+            reading = await ask_and_read(self._chat, "inducer", messages, parse_inferred, None,
+                                         redraw=True, sample=sample)
+        else:
+            messages = few_shot("induce_persona", profile=persona["profile"],
+                                personality=persona["personality"],
+                                transcript=transcript(history))
+            reading = await ask_and_read(self._chat, "inducer", messages, parse_inferred,
+                                         "induce_persona_reask", sample=sample)
         raw, asked = reading.texts[-1], reading.attempts
         if reading.value is None:
             return {"profile": None, "personality": None, "parsed": False, "asked": asked,
                     "raw": raw}
         return {**reading.value, "parsed": True, "asked": asked, "raw": raw}
 
-    async def reply(self, history: list[Message], inferred: dict[str, Any] | None,
-                    sample: int) -> str:
-        """The assistant's reply; with the inferred persona as a hint when `inferred` is given."""
-        if inferred is None:
-            system = render("assistant_plain")
-        else:
-            system = render("assistant_hinted", profile=inferred.get("profile") or NONE,
-                            personality=inferred.get("personality") or NONE)
-        completion = await self._chat("assistant", [{"role": "system", "content": system},
-                                                    *history], sample=draw(sample, 0))
+    async def reply(self, turns: list[dict[str, Any]], user: str,
+                    inferred: dict[str, Any] | None, sample: int) -> str:
+        """The assistant's reply to `user` after the earlier `turns`; with the inferred
+        persona as a hint when `inferred` is given."""
+        messages = (reference_reply_messages(turns, user, inferred) if self.style == "reference"
+                    else workbook_reply_messages(turns, user, inferred))
+        completion = await self._chat("assistant", messages, sample=draw(sample, 0))
         return trim_unfinished(completion.text.strip(), completion.finish_reason)
 
     # -- the tree ----------------------------------------------------------------------------
     async def conversation(self, item: dict[str, Any]) -> dict[str, Any]:
-        """One whole conversation tree; raises LLMError when a request fails for good."""
+        """One whole conversation tree; raises LLMError when a request fails for good.
+
+        Under the reference prompts a conversation whose inducer answer stays unreadable is
+        dropped, as released: it is written with `dropped` (the reason) and the turns before,
+        so that a rerun does not ask again, and left out of the exports."""
         conv_id, persona, sample = item["id"], item["persona"], item["sample"]
-        history: list[dict[str, str]] = []
-        turns = []
+        history: list[Message] = []
+        turns: list[dict[str, Any]] = []
+        record = {"id": conv_id, "index": item["index"], "persona": persona, "turns": turns,
+                  "judge_rule": self.rule, "prompt_style": self.style, "seed": self.seed,
+                  "models": self.models()}
         for turn in range(1, self.turns + 1):
-            user = await simulate_user(self.llm, persona, history, sample=sample)
+            user = await simulate_user(self.llm, persona, history, sample=sample,
+                                       style=self.style)
             self.on_request()
             history.append({"role": "user", "content": user})
             inferred = await self.induce(persona, history, sample)
-            hinted, plain = await asyncio.gather(self.reply(history, inferred, sample),
-                                                 self.reply(history, None, sample))
+            if self.style == "reference" and not inferred["parsed"]:
+                record["dropped"] = (f"turn {turn}: the inducer's answer could not be read "
+                                     f"(asked {inferred['asked']} times)")
+                return record
+            hinted, plain = await asyncio.gather(self.reply(turns, user, inferred, sample),
+                                                 self.reply(turns, user, None, sample))
             replies = {HINTED: hinted, PLAIN: plain}
             verdict = await self.judge.verdict(conv_id, turn, persona, history, replies, sample)
             continued = seeded(self.seed, conv_id, turn, "continue").choice(BRANCHES)
             turns.append({"turn": turn, "user": user, "inferred": inferred, HINTED: hinted,
                           PLAIN: plain, "verdict": verdict, "continued_with": continued})
             history.append({"role": "assistant", "content": replies[continued]})
-        return {"id": conv_id, "index": item["index"], "persona": persona, "turns": turns,
-                "judge_rule": self.rule, "seed": self.seed, "models": self.models()}
+        return record
 
     def models(self) -> dict[str, dict[str, Any]]:
         return {role: {"model": getattr(self.roles, role).model,
                        "base_url": getattr(self.roles, role).base_url}
                 for role in ("user", "inducer", "assistant", "judge")}
+
+
+def workbook_reply_messages(turns: list[dict[str, Any]], user: str,
+                            inferred: dict[str, Any] | None) -> list[Message]:
+    """A system message (with the inferred persona as a hint, or without), then the chat along
+    the continued branch and the user's message."""
+    if inferred is None:
+        system = render("assistant_plain")
+    else:
+        system = render("assistant_hinted", profile=inferred.get("profile") or NONE,
+                        personality=inferred.get("personality") or NONE)
+    return [{"role": "system", "content": system}, *continued_chat(turns),
+            {"role": "user", "content": user}]
+
+
+def reference_reply_messages(turns: list[dict[str, Any]], user: str,
+                             inferred: dict[str, Any] | None) -> list[Message]:
+    """The released structure: no system message; each user turn carries, after the user's
+    words, the hint (the inducer's answer of that turn; hinted branch only) and the request
+    for a short human-like reply; the continued replies in between."""
+    hinted = inferred is not None
+
+    def turn_message(words: str, answer: dict[str, Any]) -> Message:
+        parts = [words]
+        if hinted:
+            parts.append(render("assistant_hint_reference", inferred=answer.get("raw") or NONE))
+        parts.append(render("assistant_length_reference"))
+        return {"role": "user", "content": "\n".join(parts)}
+
+    messages: list[Message] = []
+    for turn in turns:
+        messages += [turn_message(turn["user"], turn["inferred"]),
+                     {"role": "assistant", "content": turn[turn["continued_with"]]}]
+    messages.append(turn_message(user, inferred or {}))
+    return messages
+
+
+def continued_chat(turns: list[dict[str, Any]]) -> list[Message]:
+    """The chat along the branch that continued: each turn's user message and continued reply."""
+    chat: list[Message] = []
+    for turn in turns:
+        chat += [{"role": "user", "content": turn["user"]},
+                 {"role": "assistant", "content": turn[turn["continued_with"]]}]
+    return chat
 
 
 # ------------------------------------------------------------------------------------------
@@ -214,7 +321,11 @@ class ConversationsSummary:
 
     configured: int
     judge_rule: str
+    prompt_style: str
     conversations: int
+    dropped: int  # conversations the released protocol drops (reference prompts)
+    profiles_covered: int  # distinct profiles the written conversations talk with
+    profiles_total: int  # distinct profiles among the personas
     turns: int
     verdicts: dict[str, int]
     decided_by_rule: dict[str, dict[str, int]]
@@ -239,6 +350,8 @@ class ConversationsSummary:
     def table(self) -> pd.DataFrame:
         """Conversations planned, found, written and failed; the requests it took."""
         return pd.Series({"configured": self.configured, "conversations": self.conversations,
+                          "dropped": self.dropped,
+                          "profiles covered": f"{self.profiles_covered} of {self.profiles_total}",
                           "found_done": self.found_done, "written_now": self.written_now,
                           "failed": self.failed, "turns": self.turns,
                           "requests": self.requests, "cache_hits": self.cache_hits,
@@ -316,18 +429,14 @@ def run_stage(params: Params) -> ConversationsSummary:
     personas = load_personas(params)
     items = plan(params, personas)
     written = load_conversations(params)
-    other = sorted({len(r["turns"]) for r in written} - {params.conversations.turns})
-    if other:
-        raise ConversationsError(
-            f"{params.layout.conversations}: holds conversations of {other[0]} turns but "
-            f"conversations.turns is {params.conversations.turns}; use another run.name")
+    _check_written(params, written, items)
     done_ids = {r["id"] for r in written}
     todo = [item for item in items if item["id"] not in done_ids]
     done = len(items) - len(todo)
     with open_llm(params, STAGE) as llm:
         written, failures, rejected = run_sync(_generate(llm, params, todo, done, len(items)))
         usage = llm.ledger.totals()
-    summary = summarise(load_conversations(params), params)
+    summary = summarise(load_conversations(params), params, personas)
     summary.found_done, summary.written_now, summary.failures = done, written, failures
     summary.requests, summary.cache_hits = usage.requests, usage.cache_hits
     summary.retries, summary.cost_usd = usage.retries, round(usage.cost_usd, 6)
@@ -337,8 +446,33 @@ def run_stage(params: Params) -> ConversationsSummary:
     return summary
 
 
-def summarise(records: list[dict[str, Any]], params: Params) -> ConversationsSummary:
-    """Counts over written conversations: verdicts, turns each rule decided, unparseables."""
+def _check_written(params: Params, written: list[dict[str, Any]],
+                   items: list[dict[str, Any]]) -> None:
+    """The conversations already written must be the ones this plan asks for: the same number
+    of turns, the same persona for the same id."""
+    where = params.layout.conversations
+    other = sorted({len(r["turns"]) for r in written if not r.get("dropped")}
+                   - {params.conversations.turns})
+    if other:
+        raise ConversationsError(
+            f"{where}: holds conversations of {other[0]} turns but conversations.turns is "
+            f"{params.conversations.turns}; use another run.name")
+    planned = {item["id"]: str(item["persona"]["id"]) for item in items}
+    for record in written:
+        wanted = planned.get(record["id"])
+        if wanted is not None and str(record["persona"]["id"]) != wanted:
+            raise ConversationsError(
+                f"{where}: {record['id']} talks with {record['persona']['id']} but the plan "
+                f"gives it {wanted} (the personas or run.seed changed); use another run.name")
+
+
+def summarise(records: list[dict[str, Any]], params: Params,
+              personas: Sequence[dict[str, Any]] = ()) -> ConversationsSummary:
+    """Counts over written conversations: verdicts, turns each rule decided, unparseables,
+    dropped conversations, and how many of the personas' profiles they cover."""
+    def profile(persona: dict[str, Any]) -> str:
+        return str(persona.get("profile_id") or persona["id"])
+
     turns = [t for r in records for t in r["turns"]]
     verdicts = Counter(t["verdict"]["preferred"] for t in turns)
     decided = Counter(t["verdict"]["rule"] for t in turns
@@ -349,7 +483,11 @@ def summarise(records: list[dict[str, Any]], params: Params) -> ConversationsSum
     return ConversationsSummary(
         configured=params.conversations.n_conversations,
         judge_rule=params.conversations.judge_rule,
+        prompt_style=params.conversations.prompt_style,
         conversations=len(records),
+        dropped=sum(bool(r.get("dropped")) for r in records),
+        profiles_covered=len({profile(r["persona"]) for r in records}),
+        profiles_total=len({profile(p) for p in personas}),
         turns=len(turns),
         verdicts={k: verdicts.get(k, 0) for k in (HINTED, PLAIN, INCONSISTENT, UNPARSEABLE)},
         decided_by_rule={rule: {"turns": n, "decided": decided.get(rule, 0)}

@@ -3,14 +3,20 @@ formats, split by persona.
 
 One example per decided turn. The prompt is the chat along the branch that was continued, up
 to and including that turn's user message (no system message: the policy must learn to tailor
-its replies without being told who the user is). `sft` completes the prompt with the preferred
-reply; `dpo` pairs the preferred reply (chosen) with the other one (rejected). Inconsistent and
-unparseable verdicts are left out and counted, and so are turns whose preferred reply is empty
-or the same text as the other one. No persona is in both train and validation.
+its replies without being told who the user is); with `sft.history: preferred` (the released
+SFT) an SFT prompt holds the preferred reply of every earlier turn instead (the continued one
+where a turn has no preferred reply). `sft` completes the prompt with the preferred reply;
+`dpo` pairs the preferred reply (chosen) with the other one (rejected).
+
+Left out and counted: inconsistent and unparseable verdicts; turns whose preferred reply is
+empty or the same text as the other; turns whose "hinted" reply had no hint because the
+inducer's answer stayed unreadable (`no_hint`: the pair would not contrast a hint with none);
+and conversations the reference protocol dropped. No persona is in both train and validation.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -42,27 +48,40 @@ def _features(kind: str) -> Any:
 def examples(record: dict[str, Any]) -> tuple[list[dict[str, Any]], Counter[str]]:
     """The judged turns of one conversation tree as examples, and what was left out and why.
 
-    Each example: `prompt` (the continued branch up to this turn's user message), `preferred`
-    and `other` replies, and the ids.
+    Each example: `prompt` (the continued branch up to this turn's user message),
+    `preferred_prompt` (the same with every earlier turn's preferred reply), `preferred` and
+    `other` replies, and the ids.
     """
-    history: list[dict[str, str]] = []
+    if record.get("dropped"):
+        return [], Counter(dropped_conversation_turns=len(record["turns"]))
+    continued: list[dict[str, str]] = []
+    preferred_chat: list[dict[str, str]] = []
     kept: list[dict[str, Any]] = []
     left_out: Counter[str] = Counter()
     for turn in record["turns"]:
-        history.append({"role": "user", "content": turn["user"]})
+        user = {"role": "user", "content": turn["user"]}
+        continued.append(user)
+        preferred_chat.append(user)
         preferred = turn["verdict"]["preferred"]
         other = BRANCHES[1 - BRANCHES.index(preferred)] if preferred in BRANCHES else None
         if other is None:
             left_out[preferred] += 1
+        elif not turn["inferred"].get("parsed", True):
+            left_out["no_hint"] += 1  # the hinted reply was written without a hint
         elif not turn[preferred].strip():
             left_out["empty_reply"] += 1
         elif turn[preferred].strip() == turn[other].strip():
             left_out["identical_replies"] += 1  # nothing to prefer
         else:
-            kept.append({"prompt": [dict(m) for m in history], "preferred": turn[preferred],
-                         "other": turn[other], "persona_id": str(record["persona"]["id"]),
+            kept.append({"prompt": [dict(m) for m in continued],
+                         "preferred_prompt": [dict(m) for m in preferred_chat],
+                         "preferred": turn[preferred], "other": turn[other],
+                         "persona_id": str(record["persona"]["id"]),
                          "conversation_id": record["id"], "turn": int(turn["turn"])})
-        history.append({"role": "assistant", "content": turn[turn["continued_with"]]})
+        reply = turn[turn["continued_with"]]
+        continued.append({"role": "assistant", "content": reply})
+        preferred_chat.append({"role": "assistant", "content": turn[preferred]
+                               if preferred in BRANCHES else reply})
     return kept, left_out
 
 
@@ -76,8 +95,8 @@ def split_personas(persona_ids: list[str], fraction: float, seed: int) -> tuple[
     return set(ids[n_val:]), set(ids[:n_val])
 
 
-def _as_sft(example: dict[str, Any]) -> dict[str, Any]:
-    return {"prompt": example["prompt"],
+def _as_sft(example: dict[str, Any], history: str = "continued") -> dict[str, Any]:
+    return {"prompt": example["preferred_prompt" if history == "preferred" else "prompt"],
             "completion": [{"role": "assistant", "content": example["preferred"]}],
             **{k: example[k] for k in ("persona_id", "conversation_id", "turn")}}
 
@@ -161,7 +180,8 @@ def export(params: Params) -> ExportSummary:
               "validation": [e for e in kept if e["persona_id"] in val_ids]}
     layout = params.layout
     layout.data.mkdir(parents=True, exist_ok=True)
-    for kind, convert in (("sft", _as_sft), ("dpo", _as_dpo)):
+    as_sft = functools.partial(_as_sft, history=params.sft.history)
+    for kind, convert in (("sft", as_sft), ("dpo", _as_dpo)):
         features = _features(kind)
         dataset = DatasetDict({name: _dataset([convert(e) for e in rows], features)
                                for name, rows in splits.items()})

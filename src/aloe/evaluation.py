@@ -36,7 +36,7 @@ from aloe.config import EvalModelSpec, Params
 from aloe.errors import AloeError
 from aloe.judges import Judgement, score_reply
 from aloe.llm import LLM, LLMError, open_llm, run_sync
-from aloe.policy import adapter_path, open_responder
+from aloe.policy import Reply, adapter_path, open_responder
 from aloe.pools import load_aloe_benchmark
 from aloe.records import append_records, read_records, write_json
 from aloe.simulator import simulate_user
@@ -147,14 +147,18 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
             if not active:
                 continue
             histories = {str(p["id"]): _history(done[str(p["id"])]) for p in active}
-            users = _gather([simulate_user(llm, p, histories[str(p["id"])]) for p in active])
+            users = _gather([simulate_user(llm, p, histories[str(p["id"])],
+                                           style=e.prompt_style, length_request=False)
+                             for p in active])
             active, users = _drop_failed(active, users, progress, "user simulator")
             prompts = [histories[str(p["id"])] + [{"role": "user", "content": u}]
                        for p, u in zip(active, users)]
             replies = responder.reply_many(prompts) if prompts else []
             active, replies = _drop_failed(active, replies, progress, "model under test",
                                            keep=[prompts, users])
-            judgements = _gather([score_reply(llm.chat, p, h, r, logprobs=e.judge_logprobs)
+            judgements = _gather([score_reply(llm.chat, p, h, r.text, logprobs=e.judge_logprobs,
+                                              context=e.judge_context,
+                                              temperature=e.judge_temperature)
                                   for p, h, r in zip(active, prompts, replies)])
             active, judgements = _drop_failed(active, judgements, progress, "judge",
                                               keep=[users, replies])
@@ -187,11 +191,13 @@ def _drop_failed(active: list[dict[str, Any]], results: list[Any], progress: Mod
     return [active[i] for i in good], [results[i] for i in good]
 
 
-def _record(model: str, persona: dict[str, Any], turn: int, user: str, reply: str,
+def _record(model: str, persona: dict[str, Any], turn: int, user: str, reply: Reply,
             judgement: Judgement) -> Record:
-    record: Record = {"model": model, "persona_id": str(persona["id"]), "turn": turn,
-                      "user": user, "reply": reply, "score": judgement.score,
-                      "raw_judgement": judgement.raw, "judge_attempts": judgement.attempts}
+    record: Record = {"model": model, "persona_id": str(persona["id"]),
+                      "profile_id": str(persona.get("profile_id") or persona["id"]), "turn": turn,
+                      "user": user, "reply": reply.text, "truncated": reply.truncated,
+                      "score": judgement.score, "raw_judgement": judgement.raw,
+                      "judge_attempts": judgement.attempts}
     if judgement.expected is not None:
         record["expected_score"] = judgement.expected
     return record
@@ -247,7 +253,8 @@ def compute_metrics(params: Params, records: list[Record]) -> dict[str, Any]:
     for record in records:
         by_model.setdefault(str(record["model"]), []).append(record)
     return metrics.summarise(by_model, n_boot=e.bootstrap_samples, confidence=e.confidence,
-                             seed=params.run.seed, models=[m.name for m in e.models])
+                             seed=params.run.seed, models=[m.name for m in e.models],
+                             unit=None if e.bootstrap_unit == "auto" else e.bootstrap_unit)
 
 
 # ------------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@
   and names the one the user would like better: "1" or "2" (`parse_choice`), or, where the
   backend gives token log-probabilities, P("1") against P("2") (`choice_probabilities`). Its
   rules (`conversations.judge_rule`) decide a turn from one or two votes.
-- The **score judge** (stage 5) sees the full persona, the chat and the model's latest reply,
-  and scores the reply 1-5 (`parse_score`; `expected_score` from log-probabilities).
+- The **score judge** (stage 5) sees the full persona, the chat (or, as released, the user's
+  latest message only) and the model's latest reply, and scores the reply 1-5 (`parse_score`;
+  `expected_score` from log-probabilities).
 
 An answer the parser cannot read is asked again once, in the same chat (the judge's own answer,
 then a short request for the format alone), and recorded as unreadable if that fails too:
@@ -55,20 +56,30 @@ class Reading(Generic[T]):
 
 
 async def ask_and_read(chat: Chat, role: str, messages: list[Message],
-                       parse: Callable[[str], T | None], reask: str, *, sample: int = 0,
-                       logprobs: bool = False,
-                       accept: Callable[[Completion], bool] | None = None) -> Reading[T]:
-    """Ask `role`; when `parse` cannot read the answer, ask once more in the same chat (its
-    answer, then the template `reask`), so the second request differs from the first even
-    when the role decodes greedily. `accept` may take an unparsed first answer anyway (e.g.
-    one whose log-probabilities decide)."""
-    first = await chat(role, messages, sample=draw(sample, 0), logprobs=logprobs)
+                       parse: Callable[[str], T | None], reask: str | None, *,
+                       redraw: bool = False, sample: int = 0, logprobs: bool = False,
+                       accept: Callable[[Completion], bool] | None = None,
+                       **request: Any) -> Reading[T]:
+    """Ask `role`; when `parse` cannot read the answer, ask once more.
+
+    With a `reask` template the second ask continues the same chat (the answer, then the
+    template), so it differs from the first even when the role decodes greedily. Without one,
+    `redraw` asks the very same request again as another draw (the released protocol's retry);
+    with neither, the role is asked once. `accept` may take an unparsed first answer anyway
+    (e.g. one whose log-probabilities decide). `request` goes to every ask (e.g. temperature).
+    """
+    first = await chat(role, messages, sample=draw(sample, 0), logprobs=logprobs, **request)
     value = parse(first.text)
     if value is not None or (accept is not None and accept(first)):
         return Reading(value, [first.text], first, first)
-    again = messages + [{"role": "assistant", "content": first.text},
-                        {"role": "user", "content": render(reask)}]
-    second = await chat(role, again, sample=draw(sample, 1), logprobs=logprobs)
+    if reask is not None:
+        again = messages + [{"role": "assistant", "content": first.text},
+                            {"role": "user", "content": render(reask)}]
+    elif redraw:
+        again = messages
+    else:
+        return Reading(None, [first.text], first, first)
+    second = await chat(role, again, sample=draw(sample, 1), logprobs=logprobs, **request)
     return Reading(parse(second.text), [first.text, second.text], first, second)
 
 
@@ -114,12 +125,22 @@ def choice_probabilities(logprobs: list[dict[str, Any]] | None) -> dict[str, flo
 
 
 def preference_messages(persona: dict[str, Any], history: Sequence[Message],
-                        first: str, second: str) -> list[Message]:
-    """The preference judge's request: the worked example, then the persona, the chat so far
-    and the two replies in the order shown."""
+                        first: str, second: str, style: str = "workbook") -> list[Message]:
+    """The preference judge's request. workbook: the worked example, then the persona, the
+    chat so far and the two replies in the order shown. reference (released): one user
+    message with the persona and the two replies only (no transcript), answered first/second
+    (`parse_choice` reads both "1"/"2" and "first"/"second")."""
+    if style == "reference":
+        return [{"role": "user", "content": render(
+            "judge_preference_reference", profile=persona["profile"],
+            personality=persona["personality"], reply_1=first, reply_2=second)}]
     return few_shot("judge_preference", profile=persona["profile"],
                     personality=persona["personality"], transcript=transcript(history),
                     reply_1=first, reply_2=second)
+
+
+PREFERENCE_REASK = {"workbook": "judge_preference_reask",
+                    "reference": "judge_preference_reference_reask"}
 
 
 @dataclass
@@ -130,12 +151,15 @@ class PreferenceJudge:
     disagreeing ones make the turn inconsistent (position bias shows instead of hiding in the
     data). `single_random` asks once, in an order drawn with the run's seed. `logprobs`
     averages P(hinted) over both orders where the backend returns log-probabilities, and falls
-    back to `both_orders` (with a note) where it does not or refuses them.
+    back to `both_orders` (with a note) where it does not or refuses them. `hinted_first` (the
+    released rule) asks once with the hinted reply first and no re-ask; an answer that does not
+    name the first reply, unreadable ones included, counts as preferring the plain reply.
     """
 
     chat: Chat
     rule: str
     seed: int
+    style: str = "workbook"  # the prompt (see preference_messages)
     logprobs_rejected: str | None = None  # why the backend refused `logprobs`, once it did
 
     async def vote(self, persona: dict[str, Any], history: Sequence[Message],
@@ -143,10 +167,12 @@ class PreferenceJudge:
                    logprobs: bool = False) -> dict[str, Any]:
         """One vote with the replies shown in `order`; re-asked once if unreadable (unless
         its log-probabilities decide)."""
-        messages = preference_messages(persona, history, replies[order[0]], replies[order[1]])
+        messages = preference_messages(persona, history, replies[order[0]], replies[order[1]],
+                                       self.style)
         vote: dict[str, Any] = {"order": list(order)}
+        reask = None if self.rule == "hinted_first" else PREFERENCE_REASK[self.style]
         reading = await ask_and_read(
-            self.chat, JUDGE_ROLE, messages, parse_choice, "judge_preference_reask",
+            self.chat, JUDGE_ROLE, messages, parse_choice, reask,
             sample=sample, logprobs=logprobs,
             accept=lambda answer: choice_probabilities(answer.logprobs) is not None)
         probabilities = choice_probabilities(reading.first.logprobs) if logprobs else None
@@ -162,6 +188,13 @@ class PreferenceJudge:
                       sample: int) -> dict[str, Any]:
         """The turn's verdict under the configured rule."""
         both = [(HINTED, PLAIN), (PLAIN, HINTED)]
+        if self.rule == "hinted_first":
+            vote = await self.vote(persona, history, replies, (HINTED, PLAIN), sample)
+            verdict = {"rule": "hinted_first", "preferred": HINTED if vote["choice"] == 1
+                       else PLAIN, "votes": [vote]}
+            if vote["choice"] is None:
+                verdict["note"] = "the answer named no reply: counted as plain (released rule)"
+            return verdict
         if self.rule == "single_random":
             order = tuple(seeded(self.seed, conv_id, turn, "judge-order").sample(BRANCHES, 2))
             vote = await self.vote(persona, history, replies,
@@ -324,20 +357,31 @@ class Judgement:
     expected: float | None = None
 
 
-def score_messages(persona: dict[str, Any], history: Sequence[Message],
-                   reply: str) -> list[Message]:
-    """The score judge's request: the full persona, the chat up to the user's message, the
-    reply."""
-    prompt = render("judge_score", profile=persona["profile"],
-                    personality=persona["personality"], transcript=transcript(history),
-                    reply=reply.strip() or "(an empty reply)")
+def score_messages(persona: dict[str, Any], history: Sequence[Message], reply: str,
+                   context: str = "transcript") -> list[Message]:
+    """The score judge's request: the full persona, the reply, and either the whole chat up to
+    the user's message (`transcript`) or the user's latest message only (`last_message`, as
+    released)."""
+    reply = reply.strip() or "(an empty reply)"
+    if context == "last_message":
+        prompt = render("judge_score_reference", profile=persona["profile"],
+                        personality=persona["personality"], message=history[-1]["content"],
+                        reply=reply)
+    else:
+        prompt = render("judge_score", profile=persona["profile"],
+                        personality=persona["personality"], transcript=transcript(history),
+                        reply=reply)
     return [{"role": "user", "content": prompt}]
 
 
 async def score_reply(chat: Chat, persona: dict[str, Any], history: Sequence[Message],
-                      reply: str, *, logprobs: bool = False) -> Judgement:
-    """Score one reply 1-5; an unreadable answer is re-asked once, then recorded as missing."""
-    reading = await ask_and_read(chat, JUDGE_ROLE, score_messages(persona, history, reply),
-                                 parse_score, "judge_score_reask", logprobs=logprobs)
+                      reply: str, *, logprobs: bool = False, context: str = "transcript",
+                      temperature: float | None = None) -> Judgement:
+    """Score one reply 1-5; an unreadable answer is re-asked once, then recorded as missing.
+    `temperature` overrides the judge role's (None: the role's)."""
+    reading = await ask_and_read(chat, JUDGE_ROLE,
+                                 score_messages(persona, history, reply, context),
+                                 parse_score, "judge_score_reask", logprobs=logprobs,
+                                 temperature=temperature)
     return Judgement(reading.value, reading.texts[-1], reading.attempts,
                      expected_score(reading.last.logprobs, reading.value))

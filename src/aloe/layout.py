@@ -14,6 +14,7 @@ instead of spelling the name again.
         profiles.jsonl personalities.jsonl personas.jsonl        stage 1: training pools
         benchmark.jsonl benchmark_profiles.jsonl benchmark_personalities.jsonl
         persona_rounds.jsonl persona_candidates.jsonl persona_summary.json persona_map.json
+        persona_leakage.jsonl
         conversations.jsonl conversations_summary.json          stage 2
         data/sft data/dpo data/export_summary.json               stage 2 exports
         adapters/STAGE/  training/STAGE/  merged/STAGE/          stages 3-4
@@ -99,6 +100,11 @@ class RunLayout:
     @property
     def persona_map(self) -> Path:
         return self.run_dir / "persona_map.json"
+
+    @property
+    def persona_leakage(self) -> Path:
+        """Per benchmark persona: its nearest training persona and their similarity."""
+        return self.run_dir / "persona_leakage.jsonl"
 
     # -- stage 2: conversations and their exports --------------------------------------------
     @property

@@ -6,10 +6,13 @@ score s[p, k] in 1..5 for persona p = 1..P at turn k = 1..K, or no score (the ju
 not be read, even when asked again). Missing scores are left out of every mean, never counted as
 zero; how many are missing is reported next to each figure.
 
-Confidence intervals are percentile bootstrap intervals: draw P personas with replacement B
-times, recompute the statistic on each draw, and take the (1-c)/2 and (1+c)/2 quantiles. The
-personas, not the single scores, are resampled because the K turns of one conversation are not
-independent of each other.
+Confidence intervals are percentile bootstrap intervals: resample the benchmark's units with
+replacement B times, recompute the statistic on each draw, and take the (1-c)/2 and (1+c)/2
+quantiles. The unit is the profile when the records carry one (`unit="profile"`): the official
+benchmark crosses 20 profiles with 5 personalities, so its 100 personas are not independent; a
+draw takes every persona of each profile it draws, and the interval reflects 20 units, not 100.
+`unit="persona"` resamples the personas themselves. Never single scores: the K turns of one
+conversation are not independent of each other either.
 
 Everything here is a pure function of evaluation records: nothing is read from or written to a
 file (stage 5 writes `metrics.json`, `aloe.evaluation`).
@@ -34,6 +37,9 @@ DEFAULT_CONFIDENCE = 0.95
 # ------------------------------------------------------------------------------------------
 # The score matrix
 # ------------------------------------------------------------------------------------------
+UNITS = ("profile", "persona")
+
+
 @dataclass
 class ScoreMatrix:
     """Scores of one model as a persona x turn array; NaN where a score is missing."""
@@ -43,6 +49,22 @@ class ScoreMatrix:
     turns: list[int]
     scores: np.ndarray  # shape (P, K), float, NaN = missing (judge unreadable or turn not run)
     judged: np.ndarray  # shape (P, K), bool: the turn was run and judged (score or missing)
+    profiles: list[str | None] = field(default_factory=list)  # per persona; None: not recorded
+    expected: np.ndarray | None = None  # (P, K) probability-weighted scores, NaN where none
+    truncated: np.ndarray | None = None  # (P, K) 1/0 reply cut at the token limit, NaN: unknown
+
+    def clusters(self, unit: str) -> list[str]:
+        """The bootstrap unit of each persona row: its profile, or itself."""
+        if unit == "profile":
+            return [p if p is not None else persona
+                    for persona, p in zip(self.personas, self.profiles)]
+        return list(self.personas)
+
+
+def default_unit(records: Iterable[Record]) -> str:
+    """`profile` when every record names its profile, else `persona`."""
+    rows = list(records)
+    return "profile" if rows and all(r.get("profile_id") for r in rows) else "persona"
 
 
 def score_matrix(records: Iterable[Record], model: str | None = None) -> ScoreMatrix:
@@ -63,18 +85,22 @@ def score_matrix(records: Iterable[Record], model: str | None = None) -> ScoreMa
     if turns:
         turns = list(range(1, max(turns) + 1))
     p_index = {p: i for i, p in enumerate(personas)}
-    scores = np.full((len(personas), len(turns)), np.nan)
-    judged = np.zeros((len(personas), len(turns)), dtype=bool)
+    shape = (len(personas), len(turns))
+    scores, expected, truncated = (np.full(shape, np.nan) for _ in range(3))
+    judged = np.zeros(shape, dtype=bool)
+    profiles: list[str | None] = [None] * len(personas)
     for r in rows:
         i, k = p_index[str(r["persona_id"])], int(r["turn"]) - 1
         if judged[i, k]:
             raise ValueError(f"model {model}: persona {r['persona_id']} turn {r['turn']} "
                              "is recorded twice")
         judged[i, k] = True
-        score = r.get("score")
-        if score is not None:
-            scores[i, k] = float(score)
-    return ScoreMatrix(model, personas, turns, scores, judged)
+        profiles[i] = str(r["profile_id"]) if r.get("profile_id") else profiles[i]
+        for target, value in ((scores, r.get("score")), (expected, r.get("expected_score")),
+                              (truncated, r.get("truncated"))):
+            if value is not None:
+                target[i, k] = float(value)
+    return ScoreMatrix(model, personas, turns, scores, judged, profiles, expected, truncated)
 
 
 def _nanmean_columns(scores: np.ndarray) -> np.ndarray:
@@ -151,9 +177,39 @@ def _curve_stats(al: np.ndarray) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------
 # Bootstrap
 # ------------------------------------------------------------------------------------------
-def _resample(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """B x n persona indices drawn with replacement."""
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+Draws = np.ndarray | list[np.ndarray]  # row indices per draw: a (B, n) array, or B arrays
+
+
+def bootstrap_rows(clusters: Sequence[str], n_boot: int, seed: int) -> Draws:
+    """B draws of row indices: each draw takes G of the G clusters with replacement and every
+    row of each cluster it takes. With one row per cluster (unit persona) a draw is n rows drawn
+    with replacement; with equal clusters the draws form one (B, n) array."""
+    groups: dict[str, list[int]] = {}
+    for row, cluster in enumerate(clusters):
+        groups.setdefault(cluster, []).append(row)
+    members = list(groups.values())
+    picks = np.random.default_rng(seed).integers(0, len(members), size=(n_boot, len(members)))
+    if len({len(m) for m in members}) == 1:
+        return np.asarray(members)[picks].reshape(n_boot, -1)
+    return [np.concatenate([members[j] for j in row]) for row in picks]
+
+
+def _boot_means(values: np.ndarray, draws: Draws) -> np.ndarray:
+    """Per draw, the column means over the rows it drew (NaN left out): shape (B, K)."""
+    if isinstance(draws, np.ndarray):
+        return _nanmean_columns(values[draws])
+    return np.array([_nanmean_columns(values[rows]) for rows in draws])
+
+
+def _shares(flags: np.ndarray | None, judged: np.ndarray) -> list[float | None]:
+    """Per turn, the share of 1s among the judged rows that say (None: none says)."""
+    if flags is None:
+        return []
+    shares: list[float | None] = []
+    for k in range(flags.shape[1]):
+        known = flags[judged[:, k] & ~np.isnan(flags[:, k]), k]
+        shares.append(float(known.mean()) if len(known) else None)
+    return shares
 
 
 def _interval(draws: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
@@ -195,10 +251,19 @@ class AlignmentLevels:
     n_personas: int
     confidence: float
     n_boot: int
+    unit: str = "persona"  # what the bootstrap resamples: "profile" or "persona"
+    n_units: int = 0  # how many of them
     mean_al: Estimate = field(default_factory=lambda: Estimate(math.nan, math.nan, math.nan))
     ir: Estimate = field(default_factory=lambda: Estimate(math.nan, math.nan, math.nan))
     n_ir: Estimate = field(default_factory=lambda: Estimate(math.nan, math.nan, math.nan))
     n_r2: Estimate = field(default_factory=lambda: Estimate(math.nan, math.nan, math.nan))
+    # mean probability-weighted score per turn (from the judge's log-probabilities), with CIs;
+    # empty when no record has one
+    expected_al: list[float] = field(default_factory=list)
+    expected_al_low: list[float] = field(default_factory=list)
+    expected_al_high: list[float] = field(default_factory=list)
+    # share of replies cut at the token limit per turn; None where no record says
+    truncated: list[float | None] = field(default_factory=list)
 
     @property
     def missing_rate(self) -> float:
@@ -206,39 +271,64 @@ class AlignmentLevels:
         judged = sum(self.n_scored) + sum(self.n_missing)
         return sum(self.n_missing) / judged if judged else math.nan
 
+    @property
+    def truncated_rate(self) -> float | None:
+        """Replies cut at the token limit / replies that say, over all turns."""
+        known = [v for v in self.truncated if v is not None]
+        return float(np.mean(known)) if known else None
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("al", "al_low", "al_high"):
+        for key in ("al", "al_low", "al_high", "truncated"):
             data[key] = [_num(v) for v in data[key]]
         for key in ("mean_al", "ir", "n_ir", "n_r2"):
             data[key] = getattr(self, key).to_json()
         data["missing_rate"] = _num(self.missing_rate)
+        data["truncated_rate"] = _num(self.truncated_rate)
+        expected = [data.pop(key) for key in ("expected_al", "expected_al_low",
+                                               "expected_al_high")]
+        if expected[0]:
+            data["expected_al"] = {name: [_num(v) for v in values] for name, values
+                                   in zip(("value", "low", "high"), expected)}
         return data
 
 
 def alignment_levels(records: Iterable[Record], n_boot: int = DEFAULT_BOOT,
                      confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
-                     model: str | None = None) -> AlignmentLevels:
-    """AL(k) for k = 1..K with bootstrap CIs that resample personas, and IR, N-IR, N-R^2.
+                     model: str | None = None, unit: str | None = None) -> AlignmentLevels:
+    """AL(k) for k = 1..K with bootstrap CIs, and IR, N-IR, N-R^2 with theirs.
 
     AL(k) = (1 / |P_k|) sum_{p in P_k} s[p, k], P_k = the personas with a score at turn k
     (missing scores excluded, not zero). mean AL = (1/K) sum_k AL(k). On each of `n_boot`
-    draws of P personas with replacement, AL*(k) is recomputed, and IR, N-IR, N-R^2 and mean AL
-    are recomputed from that AL* curve; the CI is the percentile interval of the draws.
+    draws of the units (`unit`: "profile", the default when every record names its profile,
+    takes all personas of each profile drawn; "persona" draws personas) with replacement,
+    AL*(k) is recomputed, and IR, N-IR, N-R^2 and mean AL are recomputed from that AL* curve;
+    the CI is the percentile interval of the draws. The expected AL (from the judge's
+    log-probabilities, where given) gets its intervals from the same draws.
     """
-    matrix = score_matrix(records, model)
+    rows = list(records)
+    unit = unit or default_unit(rows)
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    matrix = score_matrix(rows, model)
     al = _nanmean_columns(matrix.scores)
     n_scored = (~np.isnan(matrix.scores)).sum(axis=0)
     n_missing = (matrix.judged & np.isnan(matrix.scores)).sum(axis=0)
+    clusters = matrix.clusters(unit)
     result = AlignmentLevels(
         model=matrix.model, turns=matrix.turns, al=al.tolist(), al_low=[math.nan] * len(al),
         al_high=[math.nan] * len(al), n_scored=n_scored.tolist(), n_missing=n_missing.tolist(),
-        n_personas=len(matrix.personas), confidence=confidence, n_boot=n_boot)
+        n_personas=len(matrix.personas), confidence=confidence, n_boot=n_boot, unit=unit,
+        n_units=len(set(clusters)), truncated=_shares(matrix.truncated, matrix.judged))
     if not matrix.personas:
         return result
     point = _curve_stats(al)
-    draws = _resample(len(matrix.personas), n_boot, seed)
-    boot_al = _nanmean_columns(matrix.scores[draws])  # (B, K)
+    draws = bootstrap_rows(clusters, n_boot, seed)
+    if matrix.expected is not None and not np.isnan(matrix.expected).all():
+        e_low, e_high = _interval(_boot_means(matrix.expected, draws), confidence)
+        result.expected_al = _nanmean_columns(matrix.expected).tolist()
+        result.expected_al_low, result.expected_al_high = e_low.tolist(), e_high.tolist()
+    boot_al = _boot_means(matrix.scores, draws)  # (B, K)
     low, high = _interval(boot_al, confidence)
     result.al_low, result.al_high = low.tolist(), high.tolist()
     stats = np.array([[s[name] for name in ("mean_al", "ir", "n_ir", "n_r2")]
@@ -267,6 +357,7 @@ class PairedDifference:
     ir_diff: Estimate
     confidence: float
     n_boot: int
+    unit: str = "persona"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -279,16 +370,19 @@ class PairedDifference:
 
 def paired_difference(records_a: Iterable[Record], records_b: Iterable[Record],
                       n_boot: int = DEFAULT_BOOT, confidence: float = DEFAULT_CONFIDENCE,
-                      seed: int = 0) -> PairedDifference:
+                      seed: int = 0, unit: str | None = None) -> PairedDifference:
     """How much better model b scores than model a on the same personas, with bootstrap CIs.
 
     d[p, k] = s_b[p, k] - s_a[p, k] where both scores are present (else missing).
     diff(k) = mean_p d[p, k];  mean diff = (1/K) sum_k diff(k);
     IR diff = IR(AL_b) - IR(AL_a), both AL curves taken over the shared personas.
-    One bootstrap draw resamples the shared personas once for both models (paired), so the
-    persona-to-persona spread that both models share cancels out of the interval.
+    One bootstrap draw resamples the shared personas' units (profiles, or personas: see
+    `alignment_levels`) once for both models (paired), so the spread between users that both
+    models share cancels out of the interval.
     """
-    a, b = score_matrix(records_a), score_matrix(records_b)
+    rows_a = list(records_a)
+    unit = unit or default_unit(rows_a)
+    a, b = score_matrix(rows_a), score_matrix(records_b)
     shared = [p for p in a.personas if p in set(b.personas)]
     turns = list(range(1, min(len(a.turns), len(b.turns)) + 1))
     k = len(turns)
@@ -309,54 +403,44 @@ def paired_difference(records_a: Iterable[Record], records_b: Iterable[Record],
         empty = Estimate(math.nan, math.nan, math.nan)
         return PairedDifference(a.model, b.model, turns, len(shared), per_turn.tolist(), nan_k,
                                 nan_k, empty, empty, confidence, n_boot)
-    draws = _resample(len(shared), n_boot, seed)
+    clusters = dict(zip(a.personas, a.clusters(unit)))
+    draws = bootstrap_rows([clusters[p] for p in shared], n_boot, seed)
     boot = [stats(sa[i], sb[i], d[i]) for i in draws]
     low, high = _interval(np.array([t for t, _, _ in boot]), confidence)
     s_low, s_high = _interval(np.array([[m, ir] for _, m, ir in boot]), confidence)
     return PairedDifference(a.model, b.model, turns, len(shared), per_turn.tolist(), low.tolist(),
                             high.tolist(), Estimate(mean_diff, float(s_low[0]), float(s_high[0])),
                             Estimate(ir_diff, float(s_low[1]), float(s_high[1])), confidence,
-                            n_boot)
+                            n_boot, unit)
 
 
 # ------------------------------------------------------------------------------------------
 # Everything a run computes (what stage 5 writes to metrics.json)
 # ------------------------------------------------------------------------------------------
-def _expected_al(records: list[Record]) -> list[float | None] | None:
-    """Mean probability-weighted judge score per turn, where the judge gave log-probabilities."""
-    values: dict[int, list[float]] = {}
-    for r in records:
-        if r.get("expected_score") is not None:
-            values.setdefault(int(r["turn"]), []).append(float(r["expected_score"]))
-    if not values:
-        return None
-    turns = range(1, max(int(r["turn"]) for r in records) + 1)
-    return [float(np.mean(values[k])) if k in values else None for k in turns]
-
-
 def summarise(by_model: Mapping[str, list[Record]], *, n_boot: int = DEFAULT_BOOT,
               confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
-              models: Sequence[str] | None = None) -> dict[str, Any]:
+              models: Sequence[str] | None = None, unit: str | None = None) -> dict[str, Any]:
     """Every figure of stage 5, as one JSON-ready dict (the content of `metrics.json`).
 
     `by_model` maps each model's name to its evaluation records. `models` fixes the order
     (default: as given); paired differences are computed for every later model minus every
-    earlier one (e.g. sft - base, dpo - base, dpo - sft).
+    earlier one (e.g. sft - base, dpo - base, dpo - sft). `unit` is what the bootstrap
+    resamples (None: profiles when every record names its profile, else personas), the same for
+    every model, and named in the summary.
     """
     order = [m for m in (models or []) if m in by_model] + \
             [m for m in by_model if m not in (models or [])]
+    unit = unit or default_unit(r for rows in by_model.values() for r in rows)
     summary: dict[str, Any] = {"confidence": confidence, "bootstrap_samples": n_boot,
-                               "seed": seed, "models": {}, "paired": {}}
+                               "bootstrap_unit": unit, "seed": seed, "models": {},
+                               "paired": {}}
     for name in order:
-        levels = alignment_levels(by_model[name], n_boot=n_boot, confidence=confidence,
-                                  seed=seed, model=name).to_json()
-        expected = _expected_al(by_model[name])
-        if expected is not None:
-            levels["expected_al"] = expected
-        summary["models"][name] = levels
+        summary["models"][name] = alignment_levels(by_model[name], n_boot=n_boot,
+                                                   confidence=confidence, seed=seed,
+                                                   model=name, unit=unit).to_json()
     for a, b in combinations(order, 2):
         diff = paired_difference(by_model[a], by_model[b], n_boot=n_boot,
-                                 confidence=confidence, seed=seed)
+                                 confidence=confidence, seed=seed, unit=unit)
         summary["paired"][f"{b} - {a}"] = diff.to_json()
     return summary
 
@@ -375,8 +459,21 @@ def summary_table(summary: dict[str, Any]) -> "Any":
             row[label] = math.nan if est["value"] is None else est["value"]
             row[f"{label} CI"] = _format_ci(est["low"], est["high"])
         row["missing rate"] = math.nan if m["missing_rate"] is None else m["missing_rate"]
+        truncated = m.get("truncated_rate")
+        row["truncated rate"] = math.nan if truncated is None else truncated
+        row["bootstrap units"] = f"{m.get('n_units', m['n_personas'])} {m.get('unit', 'persona')}s"
         rows.append(row)
     return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
+
+
+def truncation_table(summary: dict[str, Any]) -> "Any":
+    """Share of the model's replies cut at the token limit, per model (rows) and turn."""
+    import pandas as pd
+
+    rows = {name: {turn: (math.nan if share is None else share)
+                   for turn, share in zip(m["turns"], m.get("truncated") or [])}
+            for name, m in summary.get("models", {}).items()}
+    return pd.DataFrame(rows).T.rename_axis(index="model", columns="turn")
 
 
 def paired_table(summary: dict[str, Any]) -> "Any":
@@ -418,7 +515,13 @@ def describe(summary: dict[str, Any]) -> str:
         lines.append(f"- **{label}**: mean per-turn difference {d['value']:+.3f} "
                      f"{_format_ci(d['low'], d['high'])} over {p['n_personas']} shared "
                      f"personas: {verdict}.")
-    return f"Findings ({level} bootstrap intervals over personas):\n\n" + "\n".join(lines)
+    unit = summary.get("bootstrap_unit", "persona")
+    truncated = [f"{name} {m['truncated_rate']:.0%}" for name, m in summary.get("models", {}).items()
+                 if m.get("truncated_rate")]
+    if truncated:
+        lines.append(f"- Replies cut at the token limit: {', '.join(truncated)}.")
+    return (f"Findings ({level} bootstrap intervals, resampling {unit}s):\n\n"
+            + "\n".join(lines))
 
 
 def _sign_words(est: dict[str, Any], up: str, down: str, neither: str) -> str:

@@ -144,6 +144,21 @@ def plot_pool_map(pool: pd.DataFrame) -> Figure:
     return fig
 
 
+def plot_persona_leakage(leakage: pd.DataFrame, threshold: float) -> Figure:
+    """Each benchmark persona's similarity to its nearest training persona, with the leakage
+    threshold dashed: training personas above it were dropped as near-copies."""
+    fig, ax = new_figure()
+    if leakage.empty:
+        empty_axes(ax, "no leakage screen recorded")
+        return fig
+    sns.histplot(data=leakage, x="similarity", bins=25, ax=ax)
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
+    ax.set(title=f"Nearest training persona of each benchmark persona (n={len(leakage)})",
+           xlabel="cosine similarity (profile and personality as one text)",
+           ylabel="benchmark personas")
+    return fig
+
+
 # ------------------------------------------------------------------------------------------
 # Stage 2: conversations
 # (each takes `aloe.conversations.turn_table(records)`: one row per turn)
@@ -311,7 +326,8 @@ def plot_alignment_levels(summary: dict[str, Any]) -> Figure:
     ax.set_ylabel("AL(k): mean judge score")
     ax.set_ylim(0.8, 5.2)
     ax.set_xticks(next(iter(models.values()))["turns"])
-    ax.set_title(f"Alignment level per turn ({level}% bootstrap CI over personas)")
+    unit = summary.get("bootstrap_unit", "persona")
+    ax.set_title(f"Alignment level per turn ({level}% bootstrap CI over {unit}s)")
     ax.legend(title="model", loc="best")
     return fig
 

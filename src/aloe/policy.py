@@ -125,10 +125,19 @@ def same_model(a: str, b: str) -> bool:
 # ------------------------------------------------------------------------------------------
 # Models under test
 # ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reply:
+    """A model's reply, and whether it stopped at the token limit rather than on its own."""
+
+    text: str
+    truncated: bool = False
+
+
 class Responder(Protocol):
     """Writes the next assistant reply of many conversations at once."""
 
-    def reply_many(self, histories: Sequence[Sequence[Message]]) -> list[str | BaseException]: ...
+    def reply_many(self, histories: Sequence[Sequence[Message]]) -> list[Reply | BaseException]:
+        ...
 
     def close(self) -> None: ...
 
@@ -143,7 +152,7 @@ class InProcessResponder:
     """
 
     def __init__(self, model: str, adapter: str | Path | None = None, *, batch_size: int = 16,
-                 max_new_tokens: int = 96, temperature: float = 0.7, seed: int = 0):
+                 max_new_tokens: int = 96, temperature: float | None = 0.7, seed: int = 0):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -169,17 +178,26 @@ class InProcessResponder:
                                                    add_generation_prompt=True) for h in histories]
 
     def _sampling(self) -> dict[str, Any]:
+        if self.temperature is None:  # the model's own generation config (as released)
+            return {}
         if self.temperature <= 0:
             return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         return {"do_sample": True, "temperature": self.temperature}
 
+    def _stopped(self) -> set[int]:
+        """The token ids that end a reply (the model's end-of-sequence ids)."""
+        ids = self.model.generation_config.eos_token_id
+        ids = ids if isinstance(ids, list) else [ids]
+        return {int(i) for i in ids if i is not None} | {int(self.tokenizer.eos_token_id)}
+
     def reply_many(self, histories: Sequence[Sequence[Message]], *,
-                   batch_size: int | None = None) -> list[str | BaseException]:
+                   batch_size: int | None = None) -> list[Reply | BaseException]:
         texts = self.prompts(histories)
         lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False).input_ids]
         order = sorted(range(len(texts)), key=lambda i: lengths[i])
         size = batch_size or self.batch_size
-        replies: list[str | BaseException] = [""] * len(texts)
+        stop = self._stopped()
+        replies: list[Reply | BaseException] = [Reply("")] * len(texts)
         self._torch.manual_seed(self.seed)
         for start in range(0, len(order), size):
             rows = order[start:start + size]
@@ -190,9 +208,11 @@ class InProcessResponder:
                                              pad_token_id=self.tokenizer.pad_token_id,
                                              **self._sampling())
             new_tokens = output[:, batch["input_ids"].shape[1]:]
-            for i, text in zip(rows, self.tokenizer.batch_decode(new_tokens,
-                                                                 skip_special_tokens=True)):
-                replies[i] = text.strip()
+            texts_out = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for i, text, tokens in zip(rows, texts_out, new_tokens.tolist()):
+                ended = any(token in stop for token in tokens)
+                replies[i] = Reply(text.strip(),
+                                   truncated=not ended and len(tokens) >= self.max_new_tokens)
         return replies
 
     def close(self) -> None:
@@ -218,11 +238,13 @@ class EndpointResponder:
         from aloe.llm.server import ensure_local_server
 
         self.llm = LLM({POLICY_ROLE: role}, stage=f"evaluate-{spec.name}", layout=params.layout,
-                       local_server=lambda: ensure_local_server(params))
+                       seed=params.run.seed, local_server=lambda: ensure_local_server(params))
 
-    def reply_many(self, histories: Sequence[Sequence[Message]]) -> list[str | BaseException]:
+    def reply_many(self, histories: Sequence[Sequence[Message]]) -> list[Reply | BaseException]:
         results = run_sync(self.llm.chat_many(POLICY_ROLE, [list(h) for h in histories]))
-        return [r if isinstance(r, BaseException) else r.text.strip() for r in results]
+        return [r if isinstance(r, BaseException)
+                else Reply(r.text.strip(), truncated=r.finish_reason == "length")
+                for r in results]
 
     def close(self) -> None:
         self.llm.save_ledger()

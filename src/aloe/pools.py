@@ -19,6 +19,7 @@ from aloe.config import is_url, resolve_path
 from aloe.records import DataError
 
 KINDS = ("profile", "personality")
+ALOE_BENCHMARK_PERSONALITIES = 5  # the official benchmark: every profile x the first 5
 
 
 # ==========================================================================================
@@ -138,7 +139,7 @@ def as_items(pool: str | os.PathLike[str] | Sequence[str], prefix: str,
 
 def load_aloe_benchmark(profiles: str | os.PathLike[str] | Sequence[str],
                         personalities: str | os.PathLike[str] | Sequence[str],
-                        m: int = 5) -> list[dict[str, Any]]:
+                        m: int = ALOE_BENCHMARK_PERSONALITIES) -> list[dict[str, Any]]:
     """The ALOE benchmark: every benchmark profile with each of the first m personalities.
 
     `profiles` and `personalities` are paths or URLs of the official files (profile_eval.jsonl,

@@ -3,9 +3,15 @@
 Shared by stage 2 (training conversations) and stage 5 (the benchmark), so that the users the
 policy is trained on and the users it is measured against behave the same way.
 
-The simulator sees the chat as one transcript inside a single request (its instructions last,
-right before it writes), rather than a role-swapped chat: small local models follow that far
-more reliably, and every OpenAI-compatible backend accepts it.
+Two prompt styles (`conversations.prompt_style`, `evaluation.prompt_style`):
+
+- workbook: the simulator sees the chat as one transcript inside a single request (its
+  instructions last, right before it writes), rather than a role-swapped chat: small local
+  models follow that far more reliably, and every OpenAI-compatible backend accepts it.
+- reference (the released protocol): a role-swapped chat. The role-play instruction is its
+  first user message, its own earlier messages are its assistant turns, and each reply it got
+  is a user turn, followed in stage 2 by a request to answer within three sentences
+  (`length_request`; the released evaluation feeds replies back without it).
 """
 
 from __future__ import annotations
@@ -55,9 +61,12 @@ def clean_user_message(text: str) -> str:
     return text.strip().strip(_QUOTES).strip()
 
 
-def simulator_messages(persona: dict[str, Any], history: list[Message]) -> list[Message]:
-    """The request that asks for the persona's next message after `history` (the persona
-    reads its own lines as "You")."""
+def simulator_messages(persona: dict[str, Any], history: list[Message], *,
+                       style: str = "workbook", length_request: bool = True) -> list[Message]:
+    """The request that asks for the persona's next message after `history` (see the module
+    docstring for the two styles)."""
+    if style == "reference":
+        return roleplay_messages(persona, history, length_request=length_request)
     system = render("user_simulator", profile=persona["profile"],
                     personality=persona["personality"])
     turn = (render("user_simulator_turn", transcript=transcript(history, user_label="You"))
@@ -65,8 +74,25 @@ def simulator_messages(persona: dict[str, Any], history: list[Message]) -> list[
     return [{"role": "system", "content": system}, {"role": "user", "content": turn}]
 
 
+def roleplay_messages(persona: dict[str, Any], history: list[Message], *,
+                      length_request: bool = True) -> list[Message]:
+    """The released structure: the instruction, then the chat with the roles swapped (the
+    persona's messages are the assistant's turns, the replies it got are the user's)."""
+    messages = [{"role": "user", "content": render("user_roleplay", profile=persona["profile"],
+                                                   personality=persona["personality"])}]
+    for message in history:
+        if message["role"] == "user":  # what the persona said
+            messages.append({"role": "assistant", "content": message["content"]})
+        else:  # a reply it got, fed back to it
+            content = (render("user_roleplay_turn", reply=message["content"]) if length_request
+                       else message["content"])
+            messages.append({"role": "user", "content": content})
+    return messages
+
+
 async def simulate_user(llm: Any, persona: dict[str, Any], history: list[Message], *,
-                        sample: int = 0) -> str:
+                        sample: int = 0, style: str = "workbook",
+                        length_request: bool = True) -> str:
     """The persona's next user message after `history` (the chat from the assistant's side).
 
     `persona` is a persona record (`profile`, `personality`, ...). `sample` tells apart several
@@ -75,7 +101,7 @@ async def simulate_user(llm: Any, persona: dict[str, Any], history: list[Message
     raw reply, stripped, is returned rather than nothing. Raises `LLMError` when the backend
     fails for good.
     """
-    messages = simulator_messages(persona, history)
+    messages = simulator_messages(persona, history, style=style, length_request=length_request)
     raw = ""
     for attempt in range(SIMULATOR_ATTEMPTS):
         completion = await llm.chat("user", messages, sample=draw(sample, attempt))

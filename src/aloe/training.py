@@ -486,7 +486,7 @@ def _generate_comparison(params: Params, adapters: Sequence[str], stage: str, n:
                                    batch_size=max(1, len(histories)), temperature=0.0,
                                    max_new_tokens=max_new_tokens, seed=params.run.seed)
     try:
-        table["base"] = responder.reply_many(histories)
+        table["base"] = [reply.text for reply in responder.reply_many(histories)]
         base = responder.model
         for name in adapters:
             if not isinstance(responder.model, PeftModel):
@@ -496,7 +496,7 @@ def _generate_comparison(params: Params, adapters: Sequence[str], stage: str, n:
                 responder.model.load_adapter(str(params.layout.adapter(name)), adapter_name=name)
             responder.model.set_adapter(name)
             responder.model.eval()
-            table[name] = responder.reply_many(histories)
+            table[name] = [reply.text for reply in responder.reply_many(histories)]
     finally:
         responder.close()
     return table

@@ -1,8 +1,10 @@
 """A persistent, content-addressed response cache (SQLite), shared by every stage and run.
 
-The key is a hash of everything that decides a reply: model, messages, sampling parameters and
-the sample index. A rerun or a resumed run therefore sends no request it already has an answer
-to, while two samples of the same prompt stay distinct.
+The key is a hash of everything that decides a reply: model, messages, sampling parameters,
+the sample index and, for sampled requests (temperature above 0), the run's seed. A rerun or a
+resumed run therefore sends no request it already has an answer to, two samples of the same
+prompt stay distinct, and two runs with different seeds draw independent samples (a greedy
+request, the same whatever the seed, stays shared).
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from typing import Any
 
 
 def request_key(model: str, messages: list[dict[str, Any]], sampling: dict[str, Any],
-                sample: int) -> str:
-    payload = {"model": model, "messages": messages, "sampling": sampling, "sample": sample}
+                sample: int, seed: int | None = None) -> str:
+    payload: dict[str, Any] = {"model": model, "messages": messages, "sampling": sampling,
+                               "sample": sample}
+    if seed is not None:
+        payload["seed"] = seed
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

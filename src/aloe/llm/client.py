@@ -122,10 +122,11 @@ class LLM:
     """
 
     def __init__(self, roles: Mapping[str, RoleConfig], *, stage: str, layout: RunLayout,
-                 local_server: Callable[[], LocalServer] | None = None,
+                 seed: int = 0, local_server: Callable[[], LocalServer] | None = None,
                  retry_base: float = 0.5):
         self.roles = dict(roles)
         self.stage = stage
+        self.seed = seed  # the run's: folded into every sampled request's key and seed
         self.layout = layout
         self.ledger = Ledger(stage=stage, live_dir=layout.usage_live)
         self.cache = ResponseCache(layout.cache_path)
@@ -140,7 +141,8 @@ class LLM:
         from aloe.llm.server import ensure_local_server
 
         return cls(params.roles.as_mapping(), stage=stage, layout=params.layout,
-                   local_server=lambda: ensure_local_server(params), **kwargs)
+                   seed=params.run.seed, local_server=lambda: ensure_local_server(params),
+                   **kwargs)
 
     # -- set-up ------------------------------------------------------------------------------
     def role_config(self, role: str) -> RoleConfig:
@@ -185,19 +187,23 @@ class LLM:
                    temperature: float | None = None) -> Completion:
         """One chat completion for `role`, from the cache when it holds one.
 
-        `sample` tells apart several draws of the same prompt (each is cached on its own).
+        `sample` tells apart several draws of the same prompt (each is cached on its own). A
+        sampled request (temperature above 0) also carries the run's seed, in its cache key and
+        in the seed sent to the backend: another run seed draws another sample.
         """
         state = self._role(role)
         config = state.config
-        sampling: dict[str, Any] = {
-            "temperature": config.temperature if temperature is None else temperature,
-            "max_tokens": max_tokens or config.max_tokens,
-        }
+        sampling: dict[str, Any] = {"max_tokens": max_tokens or config.max_tokens}
+        chosen = config.temperature if temperature is None else temperature
+        if chosen is not None:  # None: the backend's own default (an API's is 1.0)
+            sampling["temperature"] = chosen
         if config.top_p is not None:
             sampling["top_p"] = config.top_p
         if logprobs:
             sampling.update(logprobs=True, top_logprobs=top_logprobs)
-        key = request_key(state.model, messages, sampling, sample)
+        sampled = chosen is None or chosen > 0
+        key = request_key(state.model, messages, sampling, sample,
+                          seed=self.seed if sampled else None)
         hit = self.cache.get(key)
         if hit is not None:
             self.ledger.record_hit(role, state.model)

@@ -14,18 +14,19 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from aloe.config import Params, ParamsError, PersonasConfig, resolve_path
+from aloe.config import Params, PersonasConfig, resolve_path
 from aloe.layout import RunLayout
 from aloe.personas.grow import STOP_REASONS, Hook, PoolGrower, PoolSpec, PoolSummary
+from aloe.personas.leakage import screen as screen_leakage
 from aloe.personas.novelty import NoveltyFilter
-from aloe.pools import (KINDS, as_items, builtin_seeds, cross_benchmark, kind_plural,
-                        persona_record, read_text_pool)
+from aloe.pools import (ALOE_BENCHMARK_PERSONALITIES, KINDS, as_items, builtin_seeds,
+                        cross_benchmark, kind_plural, persona_record, read_text_pool)
 from aloe.records import read_records, write_json, write_records
 
 
@@ -33,18 +34,26 @@ from aloe.records import read_records, write_json, write_records
 # Pairing
 # ==========================================================================================
 def pair_personas(profiles: Sequence[dict[str, Any]], personalities: Sequence[dict[str, Any]],
-                  per_profile: int, seed: int) -> list[dict[str, Any]]:
-    """Each profile with `per_profile` distinct random personalities (seeded, reproducible)."""
+                  per_profile: int, seed: int, pairing: str = "distinct") -> list[dict[str, Any]]:
+    """Profiles paired with personalities into personas (seeded, reproducible).
+
+    distinct: each profile, in turn, with `per_profile` different random personalities.
+    random (the released code): `per_profile` passes over the profiles, each giving every
+    profile one personality drawn with replacement; personas listed pass by pass.
+    """
     if not profiles or not personalities:
         return []
     rng = random.Random(f"{seed}/pairing")
-    width = len(str(len(profiles) * per_profile))
-    personas = []
-    for profile in profiles:
-        for personality in rng.sample(list(personalities), min(per_profile, len(personalities))):
-            personas.append(persona_record(f"persona-{len(personas) + 1:0{width}d}", profile,
-                                           personality))
-    return personas
+    if pairing == "random":
+        pairs = [(profile, rng.choice(list(personalities)))
+                 for _ in range(per_profile) for profile in profiles]
+    else:
+        pairs = [(profile, personality) for profile in profiles
+                 for personality in rng.sample(list(personalities),
+                                               min(per_profile, len(personalities)))]
+    width = len(str(len(pairs)))
+    return [persona_record(f"persona-{number:0{width}d}", profile, personality)
+            for number, (profile, personality) in enumerate(pairs, start=1)]
 
 
 # ==========================================================================================
@@ -58,9 +67,12 @@ class PersonasSummary:
     personalities: int
     personas: int
     benchmark: int
-    benchmark_source: str
+    benchmark_source: str  # "generated" here, or "aloe": the official files
     pools: dict[str, PoolSummary]
     rounds: list[dict[str, Any]]
+    pairing: str = "distinct"
+    leakage_threshold: float | None = None
+    leakage_dropped: list[dict[str, Any]] = field(default_factory=list)  # training personas
 
     @property
     def stop_reasons(self) -> dict[str, str]:
@@ -93,6 +105,10 @@ class PersonasSummary:
                          f"{_count(pool.calls, 'call')}, "
                          f"{_count(pool.unusable_replies, 'unusable reply', 'unusable replies')}"
                          f", {pool.admitted}/{pool.candidates} candidates admitted.")
+        if self.leakage_threshold is not None:
+            lines.append(f"leakage screen: {_count(len(self.leakage_dropped), 'training persona')}"
+                         f" dropped as near-copies of a benchmark persona (similarity above "
+                         f"{self.leakage_threshold}); {self.personas} personas remain.")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -163,37 +179,41 @@ def run_stage(params: Params, *, hook: Hook | None = None) -> PersonasSummary:
     config = params.personas
     layout = params.layout
     layout.run_dir.mkdir(parents=True, exist_ok=True)
-    _check_benchmark_files(params)
     logged = _load_logs(layout)
+    generated = params.evaluation.benchmark == "run"  # else stage 5 uses the official files
     with open_llm(params, "personas") as llm:
         train = {kind: _grower(params, kind, llm, logged, hook) for kind in KINDS}
         run_sync(_grow_all(list(train.values())))
         profiles, personalities = train["profile"].items, train["personality"].items
         personas = pair_personas(profiles, personalities, config.pairings_per_profile,
-                                 params.run.seed)
-        write_records(layout.personas, personas)
-
-        if config.benchmark_source == "generate":
+                                 params.run.seed, config.pairing)
+        if generated:  # a held-out benchmark, grown apart from the training pools
             bench = {kind: _benchmark_grower(params, kind, train[kind], llm, logged, hook)
                      for kind in KINDS}
             run_sync(_grow_all(list(bench.values())))
             bench_items = {kind: bench[kind].items for kind in KINDS}
             pools = [*train.values(), *bench.values()]
-        else:
+        else:  # no pool that evaluation would not use: the official items, annotated
             bench_items = {kind: _aloe_benchmark_items(params, kind, train[kind])
                            for kind in KINDS}
             pools = list(train.values())
-    m = min(config.benchmark_personalities, len(bench_items["personality"]))
+    m = (min(config.benchmark_personalities, len(bench_items["personality"])) if generated
+         else ALOE_BENCHMARK_PERSONALITIES)
     benchmark = cross_benchmark(bench_items["profile"], bench_items["personality"], m,
-                                prefix="aloe-eval" if config.benchmark_source == "aloe"
-                                else "bench")
+                                prefix="bench" if generated else "aloe-eval")
+    leakage = screen_leakage(personas, benchmark, config.leakage_threshold,
+                             config.embedding_model)
+    write_records(layout.personas, leakage.kept)
     write_records(layout.benchmark, benchmark)
+    write_records(layout.persona_leakage, leakage.nearest)
     summary = PersonasSummary(
         profiles=len(profiles), personalities=len(personalities),
-        personas=len(personas), benchmark=len(benchmark),
-        benchmark_source=config.benchmark_source,
+        personas=len(leakage.kept), benchmark=len(benchmark),
+        benchmark_source="generated" if generated else "aloe",
         pools={grower.spec.name: grower.summary() for grower in pools},
-        rounds=read_records(layout.persona_rounds))
+        rounds=read_records(layout.persona_rounds),
+        pairing=config.pairing, leakage_threshold=leakage.threshold,
+        leakage_dropped=leakage.dropped)
     write_json(layout.persona_summary, summary.to_json())
     return summary
 
@@ -256,21 +276,11 @@ def _annotate_leakage(items: list[dict[str, Any]], train_filter: NoveltyFilter,
         item["nearest_train_id"] = None if index < 0 else train_ids[int(index)]
 
 
-def _check_benchmark_files(params: Params) -> None:
-    config = params.personas
-    if config.benchmark_source == "aloe":
-        for key in ("aloe_profiles", "aloe_personalities"):
-            if not getattr(config, key):
-                raise ParamsError(f"{params.source}: personas.benchmark_source is 'aloe' but "
-                                 f"personas.{key} is not set (a path or URL of the official "
-                                 "file)")
-
-
 def _aloe_benchmark_items(params: Params, kind: str, train: PoolGrower) -> list[dict[str, Any]]:
     """The official benchmark items, with their similarity to our training pool (reported,
     never filtered: it is the official benchmark)."""
-    config = params.personas
-    source = config.aloe_profiles if kind == "profile" else config.aloe_personalities
+    e = params.evaluation
+    source = e.aloe_profiles if kind == "profile" else e.aloe_personalities
     items = as_items(source, f"aloe-eval-{kind}")
     _annotate_leakage(items, train.filter, train.labels)
     write_records(params.layout.pool(f"benchmark_{kind_plural(kind)}"), items)

@@ -57,6 +57,17 @@ def leakage_table(layout: RunLayout) -> pd.DataFrame:
                                        "nearest_train_id", "text"])
 
 
+def persona_leakage_table(layout: RunLayout) -> pd.DataFrame:
+    """Each benchmark persona with its nearest training persona (before the screen dropped
+    near-copies) and their similarity, most similar first."""
+    benchmark = {p["id"]: p for p in read_records(layout.benchmark)}
+    rows = [{**row, "benchmark_profile": benchmark.get(row["benchmark_id"], {}).get("profile")}
+            for row in read_records(layout.persona_leakage)]
+    columns = ["benchmark_id", "nearest_train_id", "similarity", "benchmark_profile"]
+    return (pd.DataFrame(rows, columns=columns)
+            .sort_values("similarity", ascending=False, ignore_index=True))
+
+
 def leakage_report(layout: RunLayout) -> pd.DataFrame:
     """Per kind: how close the benchmark items come to the training pool, and how many
     generated benchmark candidates were rejected for resembling a training item."""

@@ -42,26 +42,34 @@ def render(name: str, **fields: object) -> str:
 
 
 @functools.cache
-def example(name: str) -> dict[str, Any]:
-    """The worked example of template `name`: its fields (a `transcript` given as a list of
-    messages is written out as the annotators read it) and its answer."""
+def examples(name: str) -> tuple[dict[str, Any], ...]:
+    """The worked examples of template `name` (`examples/NAME.json`: one `fields`/`answer`
+    pair, or a list of them under `examples`). A `transcript` given as a list of messages is
+    written out as the annotators read it ("User:" / "Assistant:" lines)."""
     try:
         text = resources.files(__package__).joinpath(f"examples/{name}.json").read_text(
             encoding="utf-8")
     except FileNotFoundError:
         raise PromptError(f"no worked example 'examples/{name}.json' in aloe/prompts/") from None
     data = json.loads(text)
-    fields = dict(data["fields"])
-    if isinstance(fields.get("transcript"), list):
-        fields["transcript"] = transcript(fields["transcript"])
-    return {"fields": fields, "answer": data["answer"]}
+    worked = []
+    for item in data.get("examples") or [data]:
+        fields = dict(item["fields"])
+        if isinstance(fields.get("transcript"), list):
+            fields["transcript"] = transcript(fields["transcript"])
+        worked.append({"fields": fields, "answer": item["answer"]})
+    return tuple(worked)
 
 
-def few_shot(name: str, **fields: object) -> list[Message]:
-    """An annotator's request: the system message, the worked example of template `name` (its
-    question and answer), then the real question, all rendered through the same template."""
-    worked = example(name)
-    return [{"role": "system", "content": render(ANNOTATOR_SYSTEM)},
-            {"role": "user", "content": render(name, **worked["fields"])},
-            {"role": "assistant", "content": worked["answer"]},
-            {"role": "user", "content": render(name, **fields)}]
+def few_shot(name: str, *, system: bool = True, **fields: object) -> list[Message]:
+    """An annotator's request: the system message (unless `system=False`), the worked examples
+    of template `name` (each its question and answer), then the real question, all rendered
+    through the same template."""
+    messages: list[Message] = []
+    if system:
+        messages.append({"role": "system", "content": render(ANNOTATOR_SYSTEM)})
+    for worked in examples(name):
+        messages += [{"role": "user", "content": render(name, **worked["fields"])},
+                     {"role": "assistant", "content": worked["answer"]}]
+    messages.append({"role": "user", "content": render(name, **fields)})
+    return messages

@@ -27,7 +27,6 @@ from typing import Any, Protocol
 from aloe.chat import Message
 from aloe.config import EvalModelSpec, Params, ParamsError, RoleConfig, resolve_path
 from aloe.errors import AloeError
-from aloe.llm import LLM, run_sync
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 RUN_ADAPTERS = ("sft", "dpo")
@@ -235,12 +234,15 @@ class EndpointResponder:
         role = RoleConfig(model=model, base_url=spec.base_url or "local",
                           api_key_env=spec.api_key_env, temperature=e.temperature,
                           max_tokens=e.max_new_tokens, concurrency=e.batch_size)
-        from aloe.llm.server import ensure_local_server
+        from aloe.llm import LLM  # the client only when a policy is served: training
+        from aloe.llm.server import ensure_local_server  # and gpu_check need none of it
 
         self.llm = LLM({POLICY_ROLE: role}, stage=f"evaluate-{spec.name}", layout=params.layout,
                        seed=params.run.seed, local_server=lambda: ensure_local_server(params))
 
     def reply_many(self, histories: Sequence[Sequence[Message]]) -> list[Reply | BaseException]:
+        from aloe.llm import run_sync
+
         results = run_sync(self.llm.chat_many(POLICY_ROLE, [list(h) for h in histories]))
         return [r if isinstance(r, BaseException)
                 else Reply(r.text.strip(), truncated=r.finish_reason == "length")

@@ -237,8 +237,11 @@ class EndpointResponder:
                           max_tokens=e.max_new_tokens, concurrency=e.batch_size)
         from aloe.llm.server import ensure_local_server
 
+        from aloe.budget import Budget
+
         self.llm = LLM({POLICY_ROLE: role}, stage=f"evaluate-{spec.name}", layout=params.layout,
-                       seed=params.run.seed, local_server=lambda: ensure_local_server(params))
+                       seed=params.run.seed, local_server=lambda: ensure_local_server(params),
+                       budget=Budget.for_run(params))
 
     def reply_many(self, histories: Sequence[Sequence[Message]]) -> list[Reply | BaseException]:
         results = run_sync(self.llm.chat_many(POLICY_ROLE, [list(h) for h in histories]))

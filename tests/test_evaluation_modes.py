@@ -292,3 +292,34 @@ def test_simulator_and_judge_measured(tmp_path, stub, reference_dir) -> None:
         evaluation.judge_sample(params, evaluation.load_records(params))  # a fixed draw
     usage = json.loads(params.layout.usage("evaluate").read_text())
     assert usage["roles"]["second_judge"]["requests"] >= 10
+
+
+@pytest.mark.slow
+def test_notebook_05_shows_every_measure_with_intervals(tmp_path, stub, reference_dir) -> None:
+    """Notebook 05 (papermill, a real kernel) over a run with every mode on: the protocol, live
+    and replayed users in tables of their own, the shift marked and the recovery, inference
+    accuracy beside AL, the simulator and the judge measured, spend estimated and actual."""
+    import yaml
+
+    from aloe.runner import execute_stage
+
+    data = stub_dict(tmp_path, stub, second_judge=True, turns=4, preference_shift={"turn": 3},
+                     inference_probe=True, simulator_check=True, judge_check={"sample": 10})
+    live, _ = with_benchmark(data, reference_dir)
+    evaluation.run_stage(live)
+    data["evaluation"].update(user_mode="replay", replay_from="a")
+    params = params_from_dict(data)
+    evaluation.run_stage(params)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    output = tmp_path / "05_evaluate.ipynb"
+    execute_stage(ROOT / "notebooks" / "05_evaluate.ipynb", params, str(params_file), output,
+                  progress=False)
+    text = output.read_text()
+    assert text.count("image/png") == 6  # AL, recovery, inference, simulator, scores, missing
+    for expected in ("protocol **aloe** (aloe-1)", "**aloe-shift3-personality**: protocol",
+                     "**aloe-shift3-personality-replay-a**: protocol", "turns to recover CI",
+                     "inference accuracy at turn", "revealed (judge), mean CI",
+                     "weighted kappa CI", "estimated_usd", "Beyond the paper's evaluation"):
+        assert expected in text, expected
+    assert "protocol **rlpa**" not in text  # one protocol only, never two in one table

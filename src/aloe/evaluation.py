@@ -279,7 +279,7 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
     if progress.turns_before >= total and not _missing_probes(params, spec, personas, done):
         return progress
     who = Conversationist(params, personas)
-    style = "rlpa" if protocol.name == "rlpa" and e.prompt_style == "workbook" else e.prompt_style
+    style = "rlpa" if protocol.name == "rlpa" else e.prompt_style  # the protocol's simulator
     user_source = f"replay:{e.reference_model}" if replay is not None else "live"
     responder = open_responder(params, spec)
     bar = tqdm(total=total, initial=progress.turns_before, desc=f"evaluate {spec.name}",
@@ -622,8 +622,7 @@ def compute_metrics(params: Params, records: list[Record],
         for name in by_model:
             probes = read_records(layout.probe_records(name, where[name].variant))
             if probes:
-                summary["inference"][name] = metrics.turn_curve(
-                    [p for p in probes if p.get("accuracy") is not None], "accuracy", **boot)
+                summary["inference"][name] = metrics.turn_curve(probes, "accuracy", **boot)
     persona_text = {str(p["id"]): f"{p['profile']} {p['personality']}" for p in personas or []}
     simulator: dict[str, Any] = {}
     for name, rows in by_model.items():

@@ -441,16 +441,21 @@ def turn_curve(records: Iterable[Record], key: str, n_boot: int = DEFAULT_BOOT,
     and draws as AL(k)), and its mean over the turns with its CI.
 
     m(k) = (1 / |P_k|) sum_{p in P_k} v[p, k], P_k = the personas with a value at turn k;
-    mean = (1/K) sum_k m(k). A True/False value counts as 1/0, so a share comes out.
+    mean = (1/K) sum_k m(k). A True/False value counts as 1/0, so a share comes out. A record
+    whose value is None (a judge that answered nothing readable) is left out and counted in
+    `n_missing`, never taken as 0.
     """
     rows = list(records)
     unit = unit or default_unit(rows)
     matrix = value_matrix(rows, key)
     curve = _nanmean_columns(matrix.scores)
     n = (~np.isnan(matrix.scores)).sum(axis=0) if matrix.personas else np.zeros(0, int)
+    missing = (matrix.judged & np.isnan(matrix.scores)).sum(axis=0) if matrix.personas \
+        else np.zeros(0, int)
     result: dict[str, Any] = {"turns": matrix.turns, "value": [_num(v) for v in curve],
                               "low": [None] * len(curve), "high": [None] * len(curve),
-                              "n": [int(v) for v in n], "unit": unit,
+                              "n": [int(v) for v in n], "n_missing": [int(v) for v in missing],
+                              "unit": unit,
                               "n_units": len(set(matrix.clusters(unit))),
                               "mean": Estimate(math.nan, math.nan, math.nan).to_json()}
     if not matrix.personas or not np.any(~np.isnan(curve)):
@@ -610,10 +615,11 @@ def simulator_summary(checks: Iterable[Record], lexical: Iterable[Record], *,
     if checks:
         measures += [("revealed", checks, "revealed"), ("contradiction", checks, "contradiction")]
     for name, rows, key in measures:
-        usable = [r for r in rows if r.get(key) is not None and not (
-            isinstance(r.get(key), float) and math.isnan(r[key]))]
-        result[name] = turn_curve(usable, key, n_boot, confidence, seed, unit) if usable else None
-    source = "revealed" if result.get("revealed") else "lexical"
+        kept = [r for r in rows if not (isinstance(r.get(key), float) and math.isnan(r[key]))]
+        result[name] = turn_curve(kept, key, n_boot, confidence, seed, unit) if kept else None
+    judged = result.get("revealed")
+    source = "revealed" if judged and judged["value"] and judged["value"][0] is not None \
+        else "lexical"  # the judge's measure when it read any first message, else words
     curve = result.get(source)
     first = curve["value"][0] if curve and curve["value"] else None
     firsts = [float(r[source]) for r in (checks if source == "revealed" else lexical)

@@ -118,6 +118,8 @@ RLPA = Protocol(
         "what the judge reads: Appendix C.3 names the persona, the message and the reply; the "
         "released prompt also gives the chat so far, so the transcript is included",
         "judge model: RLPA used gpt-4o-2024-11-20 for evaluation; here roles.judge",
+        "the protocol brings its own simulated user and judge prompts: evaluation.prompt_style "
+        "and evaluation.judge_context (ALOE's switches) do not apply to it",
         "the fixed first message 'Hello' is the user's turn 1; the model's first reply to it is "
         "judged as turn 1",
     ),

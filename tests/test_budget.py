@@ -117,3 +117,19 @@ def test_aloe_evaluate_over_budget_exits_1_with_one_line(tmp_path, stub,
     assert len(lines) == 1 and lines[0].startswith("aloe: budget: run.budget_usd $0.1000")
     assert "Traceback" not in result.stderr
     assert 0 < spent(params_from_dict(data)) <= 0.1
+
+
+def test_aloe_run_reports_a_budget_stop_as_one_line(tmp_path) -> None:
+    """Inside `aloe run` a stage runs in a notebook kernel; papermill hands back the kernel's
+    error by name and value (as it does: `ename`, `evalue`), and the run says it in one line."""
+    from aloe.runner import _failure_message
+
+    class KernelError(Exception):
+        ename = "BudgetExceededError"
+        evalue = "budget: run.budget_usd $1.0000 reached: $0.9990 spent, and the next request"
+        exec_count = 7
+
+    message = _failure_message(Path("notebooks/05_evaluate.ipynb"), tmp_path / "05.ipynb",
+                               KernelError())
+    assert message == ("stage 05_evaluate stopped: budget: run.budget_usd $1.0000 reached: "
+                       "$0.9990 spent, and the next request")

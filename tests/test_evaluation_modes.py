@@ -323,3 +323,74 @@ def test_notebook_05_shows_every_measure_with_intervals(tmp_path, stub, referenc
                      "weighted kappa CI", "estimated_usd", "Beyond the paper's evaluation"):
         assert expected in text, expected
     assert "protocol **rlpa**" not in text  # one protocol only, never two in one table
+
+
+# ------------------------------------------------------------------------------------------
+# End to end on the real embedded model (the tiny profile): the machinery, not the method
+# ------------------------------------------------------------------------------------------
+def embedded_dict(tmp_path: Path, **evaluation_keys) -> dict:
+    """The tiny profile shrunk: 2 personas, 3 turns, short messages; the base model in process
+    and the same embedded model behind the local server as a second model under test. The
+    second judge is the embedded model again, sampled at 0.7: with one model on this machine
+    the agreement checks only self-consistency (the report says `same model`)."""
+    keys = {"turns": 3, "max_new_tokens": 24, "batch_size": 8, "bootstrap_samples": 100,
+            "models": [{"name": "base"}, {"name": "served", "base_url": "local"}],
+            **evaluation_keys}
+    data = tiny_dict(tmp_path, evaluation=keys)
+    data["roles"]["user"]["max_tokens"] = 24
+    data["roles"]["judge"]["max_tokens"] = 8
+    for role in data["roles"].values():
+        role.update(price_input_per_1m=0.5, price_output_per_1m=1.5)  # so that spend counts
+    data["roles"]["second_judge"] = {**data["roles"]["judge"], "temperature": 0.7}
+    data["run"]["budget_usd"] = 5.0
+    return data
+
+
+@pytest.mark.slow
+def test_every_mode_on_the_embedded_model(tmp_path, reference_dir, local_server) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    data = embedded_dict(tmp_path, preference_shift={"turn": 2}, inference_probe=True,
+                         simulator_check=True, judge_check={"sample": 6})
+    live, _ = with_benchmark(data, reference_dir, n=2)
+    summary = evaluation.run_stage(live)
+    m = summary.metrics
+    assert m["protocol"]["name"] == "aloe" and m["variant"] == "aloe-shift2-personality"
+    for name in ("base", "served"):
+        assert m["models"][name]["turns"] == [1, 2, 3]
+        assert m["recovery"][name]["shift_turn"] == 2
+        assert m["inference"][name]["turns"] == [1, 2, 3]
+        assert m["simulator"][name]["lexical"]["turns"] == [1, 2, 3]
+    assert m["judge_agreement"]["same_model"] and m["judge_agreement"]["sampled"] == 6
+    spend = sum(e["totals"]["cost_usd"] for e in __import__("aloe.llm", fromlist=["x"])
+                .load_usage_history(live.layout))
+    assert 0 < spend <= 5.0
+
+    data["evaluation"].update(user_mode="replay", replay_from="base")
+    replay = params_from_dict(data)
+    again = evaluation.run_stage(replay)
+    assert again.progress["base"].turns_run == 0 and again.progress["served"].turns_run == 6
+    users = {(r["persona_id"], r["turn"]): r["user"]
+             for r in read_records(replay.layout.eval_records("base", "aloe-shift2-personality"))}
+    served = read_records(replay.layout.eval_records("served",
+                                                     "aloe-shift2-personality-replay-base"))
+    assert len(served) == 6 and all(users[(r["persona_id"], r["turn"])] == r["user"]
+                                    for r in served)
+    assert set(evaluation.sibling_metrics(replay)) == {"aloe-shift2-personality",
+                                                       "aloe-shift2-personality-replay-base"}
+
+
+@pytest.mark.slow
+def test_rlpa_protocol_on_the_embedded_model(tmp_path, reference_dir, local_server) -> None:
+    data = embedded_dict(tmp_path, protocol="rlpa",
+                         models=[{"name": "served", "base_url": "local"}])
+    data["roles"]["judge"]["max_tokens"] = 24  # a short reason, then the verdict
+    params, _ = with_benchmark(data, reference_dir, n=2)
+    summary = evaluation.run_stage(params)
+    records = read_records(params.layout.eval_records("served", "rlpa"))
+    assert len(records) == 6 and {r["user"] for r in records if r["turn"] == 1} == {"Hello"}
+    assert {r["score"] for r in records} <= {0, 1, None}
+    al = summary.metrics["models"]["served"]["al"]
+    assert all(v is None or 0 <= v <= 100 for v in al)
+    assert summary.metrics["protocol"]["version"] == "rlpa-1"

@@ -222,7 +222,10 @@ def test_notebook_05_runs_on_the_finished_stage(finished_run, tmp_path):
     execute_stage(ROOT / "notebooks" / "05_evaluate.ipynb", params, str(params_file), output,
                   progress=False)
     text = output.read_text()
-    assert text.count("image/png") == 3  # three figures, each shown once
+    # four figures, each shown once: AL(k), the scores, the missing rate, the simulated user
+    # (word overlap, always measured); the other measures say they did not run
+    assert text.count("image/png") == 4
+    assert "No preference shift in this run" in text and "No inference probes" in text
     assert "Findings (95% bootstrap intervals" in text
     assert "dpo: reply" in text  # the side-by-side transcripts
 

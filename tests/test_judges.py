@@ -8,8 +8,9 @@ import math
 import pytest
 
 from aloe.chat import transcript
-from aloe.judges import (choice_probabilities, expected_score, parse_choice, parse_score,
-                         preference_messages, score_messages, score_reply)
+from aloe.judges import (choice_probabilities, expected_score, parse_binary, parse_choice,
+                         parse_score, parse_ten, parse_yes_no, preference_messages,
+                         score_messages, score_reply)
 from aloe.llm import Completion, run_sync
 
 
@@ -190,3 +191,35 @@ def test_the_released_simulated_user_gets_replies_as_they_are_in_stage_5():
     assert stage_5[-1] == {"role": "user", "content": "Stay safe out there."}
     assert stage_2[-1]["content"].startswith("Stay safe out there.")
     assert stage_2[-1]["content"] != stage_5[-1]["content"]  # + the request for 3 sentences
+
+
+# ------------------------------------------------------------------------------------------
+# RLPA's binary judge and the measuring judges
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, value", [
+    ("Verdict: 1", 1), ("verdict: 0", 0), ("\\boxed{1}", 1), ("Final: \\boxed{0}", 0),
+    ("1", 1), ("**0**.", 0), ("It feels generic and repeats me.\n0", 0),
+    ("It meets all 5 criteria.\nVerdict: 1", 1), ("Answer: 1", 1),
+    ("Verdict: 1. On reflection, verdict: 0", None),  # two verdicts: never a guess
+    ("It meets 1 of the criteria", None), ("I would keep chatting", None), ("", None),
+    (None, None), ("Verdict: 1.5", None),
+])
+def test_parse_binary(text, value):
+    assert parse_binary(text) == value
+
+
+@pytest.mark.parametrize("text, value", [
+    ("7", 7), ("7/10", 7), ("Score: 7", 7), ("seven", 7), ("10", 10), ("0", 0),
+    ("I'd say 3 out of 10.", 3), ("3.5", None), ("12", None), ("3 or 4", None),
+    ("11/10", None), ("", None),
+])
+def test_parse_ten(text, value):
+    assert parse_ten(text) == value
+
+
+@pytest.mark.parametrize("text, value", [
+    ("yes", True), ("No.", False), ("Yes, she says she lives in Paris.", True),
+    ("yes or no", None), ("maybe", None), (None, None),
+])
+def test_parse_yes_no(text, value):
+    assert parse_yes_no(text) is value

@@ -225,3 +225,83 @@ def test_persona_unit_draws_are_the_same_as_before():
 
     draws = bootstrap_rows([f"p{i}" for i in range(7)], 50, seed=3)
     assert np.array_equal(draws, np.random.default_rng(3).integers(0, 7, size=(50, 7)))
+
+
+# -- protocols on another scale, curves of any measure, recovery, word overlap ----------------
+def test_rlpa_judgements_are_scaled_to_100() -> None:
+    # 0/1 judgements: AL(k) = 100 x the share of 1s; N-IR does not depend on the scale
+    recs = records("m", {"p1": [0, 1, 1], "p2": [0, 0, 1], "p3": [1, 0, 1], "p4": [0, 1, 1]})
+    al = alignment_levels(recs, n_boot=200, multiplier=100.0)
+    assert al.al == pytest.approx([25.0, 50.0, 100.0])
+    assert al.ir.value == pytest.approx(37.5)  # slope of 25, 50, 100 over k = 1, 2, 3
+    plain = alignment_levels(recs, n_boot=200)
+    assert al.n_ir.value == pytest.approx(plain.n_ir.value)
+    assert all(0 <= low <= high <= 100 for low, high in zip(al.al_low, al.al_high))
+
+
+def test_turn_curve_of_a_side_measure() -> None:
+    recs = [{"model": "m", "persona_id": p, "turn": k, "accuracy": v}
+            for p, values in {"p1": [0.2, 0.4], "p2": [0.4, None], "p3": [0.0, 0.8]}.items()
+            for k, v in enumerate(values, start=1)]
+    curve = metrics.turn_curve(recs, "accuracy", n_boot=300, seed=1)
+    assert curve["turns"] == [1, 2] and curve["n"] == [3, 2]
+    assert curve["value"] == pytest.approx([0.2, 0.6])  # (.2+.4+0)/3, (.4+.8)/2
+    assert curve["mean"]["value"] == pytest.approx(0.4)
+    for k in range(2):
+        assert 0.0 <= curve["low"][k] <= curve["value"][k] <= curve["high"][k] <= 0.8 + 1e-9
+    flags = [{"model": "m", "persona_id": p, "turn": 1, "c": c}
+             for p, c in (("a", True), ("b", False), ("c", False), ("d", False))]
+    assert metrics.turn_curve(flags, "c", n_boot=50)["value"] == [0.25]  # True counts as 1
+
+
+@pytest.mark.parametrize("al, shift, turns_to, drop", [
+    # K = 3: pre-shift AL(2) = 4; AL(3) = 2 falls 2; AL(4) = 3 < 4; AL(5) = 4.5 >= 4: 2 turns
+    ([3, 4, 2, 3, 4.5], 3, 2.0, 2.0),
+    ([3, 4, 5, 5], 3, 0.0, -1.0),  # it never fell: recovered at once
+    ([3, 4, 2, 2], 3, math.nan, 2.0),  # not within the turns run
+    ([3, math.nan, 2, 4], 3, math.nan, math.nan),  # no pre-shift level
+])
+def test_recovery_turns_hand_worked(al, shift, turns_to, drop):
+    got_turns, got_drop = metrics.recovery_turns(al, shift)
+    assert (math.isnan(got_turns) and math.isnan(turns_to)) or got_turns == turns_to
+    assert (math.isnan(got_drop) and math.isnan(drop)) or got_drop == pytest.approx(drop)
+
+
+def test_recovery_with_intervals() -> None:
+    # AL = 3, 4, 2, 3.5, 4.5 (each persona the same): recovers 2 turns after the shift
+    recs = records("m", {p: [3, 4, 2, 3.5, 4.5] for p in ("p1", "p2", "p3")})
+    result = metrics.recovery(recs, 3, n_boot=100)
+    assert result["pre_shift_level"] == 4.0 and result["at_shift"] == 2.0
+    assert result["turns_to_recover"] == {"value": 2.0, "low": 2.0, "high": 2.0}
+    assert result["recovered"] and result["recovered_share"] == 1.0
+    never = metrics.recovery(records("m", {"p1": [3, 4, 2], "p2": [3, 4, 1]}), 3, n_boot=50)
+    assert not never["recovered"] and never["recovered_share"] == 0.0
+    assert never["turns_to_recover"]["value"] is None and never["drop"]["value"] == 2.5
+
+
+def test_lexical_reveal_counts_the_personas_words_said() -> None:
+    persona = "She is a nurse in Leeds who grows tomatoes and sings in a choir."
+    # content words: nurse, leed(s), grow(s), tomatoe(s), sing(s), choir -> 6
+    assert metrics.content_words(persona) == {"nurse", "leed", "grow", "tomatoe", "sing", "choir"}
+    assert metrics.lexical_reveal(persona, ["hi there"]) == 0.0
+    assert metrics.lexical_reveal(persona, ["I'm a nurse", "back from choir"]) == \
+        pytest.approx(2 / 6)
+    assert metrics.lexical_reveal(persona, [persona]) == 1.0  # the pasted profile
+
+
+def test_simulator_summary_flags_a_user_who_reveals_everything_at_once() -> None:
+    persona = {"x": "a nurse in Leeds who grows tomatoes"}
+    pasted = [{"model": "m", "persona_id": "x", "turn": 1,
+               "user": "I am a nurse in Leeds and I grow tomatoes"},
+              {"model": "m", "persona_id": "x", "turn": 2, "user": "anyway"}]
+    lexical = metrics.lexical_reveal_records(pasted, persona)
+    assert [r["lexical"] for r in lexical] == [1.0, 1.0]
+    summary = metrics.simulator_summary([], lexical, reveal_flag=0.5, n_boot=50)
+    assert summary["reveals_at_once"] and summary["flag_source"] == "lexical"
+    assert summary["first_message_share"] == 1.0 and summary.get("revealed") is None
+    slow = [{"model": "m", "persona_id": "x", "turn": k, "revealed": v, "contradiction": c}
+            for k, v, c in ((1, 0.1, False), (2, 0.3, True))]
+    judged = metrics.simulator_summary(slow, lexical, reveal_flag=0.5, n_boot=50)
+    assert judged["flag_source"] == "revealed" and not judged["reveals_at_once"]
+    assert judged["contradiction_rate"] == 0.5
+    assert judged["revealed"]["value"] == pytest.approx([0.1, 0.3])

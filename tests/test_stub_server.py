@@ -376,3 +376,35 @@ def test_child_dies_with_a_killed_parent(in_thread: bool) -> None:
         if parent.poll() is None:
             parent.kill()
         parent.stdout.close()  # type: ignore[union-attr]
+
+
+def test_the_judges_and_probe_beyond_the_paper(stub: StubServer) -> None:
+    """RLPA's 1/0 judge, the 0-10 and yes/no measuring judges and the inference probe get
+    replies their parsers read (their prompts are the project's own templates)."""
+    from aloe.judges import parse_binary, parse_ten, parse_yes_no
+
+    persona = {"profile": PROFILE, "personality": PERSONALITY}
+    requests = {
+        "judge_binary": render("judge_rlpa", transcript="You: hi", message="hi", reply="hello",
+                               **persona),
+        "judge_ten": render("judge_inference", statement="You are a nurse.", **persona),
+        "judge_yes_no": render("judge_contradiction", earlier="- hi", message="I'm a pilot",
+                               **persona),
+        "probe": render("probe_inference")}
+    requests["judge_ten_revealed"] = render("judge_revealed", messages="- hi", **persona)
+    for role, prompt in requests.items():
+        for seed in range(4):
+            header, completion = asyncio.run(ask(stub.base_url,
+                                                 [{"role": "user", "content": prompt}],
+                                                 seed=seed))
+            text = completion.choices[0].message.content
+            assert header == role.replace("_revealed", ""), (role, text)
+            if role == "judge_binary":
+                assert parse_binary(text) in (0, 1), text
+            elif role.startswith("judge_ten"):
+                assert parse_ten(text) in range(11), text
+            elif role == "judge_yes_no":
+                assert parse_yes_no(text) in (True, False), text
+            else:
+                assert text.startswith("You ") and classify(
+                    [{"role": "user", "content": text}]) == "assistant"

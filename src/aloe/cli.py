@@ -3,6 +3,7 @@
     aloe run [PARAMS] [--stages 0,2-4] [--run-name NAME] [--limit N] [--set KEY=VALUE]...
     aloe train sft|dpo PARAMS [--set KEY=VALUE]...
     aloe evaluate PARAMS [--limit N] [--benchmark run|aloe] [--set KEY=VALUE]...
+    aloe ratings export PARAMS [--size N] | aloe ratings import PARAMS FILE...
     aloe --version
 
 `train` is what `accelerate launch -m aloe.cli train sft PARAMS` runs on several GPUs; the
@@ -119,6 +120,21 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--benchmark", choices=["run", "aloe"],
                           help="which benchmark (sets evaluation.benchmark)")
     _add_set(evaluate)
+
+    ratings = commands.add_parser(
+        "ratings", help="the human-rating kit: export a blinded form, import the ratings",
+        description="export: a blinded sample of stage 5's replies as a self-contained HTML "
+        "form\n(ratings/VARIANT-form.html; it works offline and saves the ratings as a "
+        "file).\n"
+        "import: read the files raters saved; stage 5 then reports judge-human agreement.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ratings.add_argument("action", choices=("export", "import"))
+    ratings.add_argument("params", metavar="PARAMS", help="the run's parameter file")
+    ratings.add_argument("files", nargs="*", metavar="FILE",
+                         help="import: ratings files saved by the form")
+    ratings.add_argument("--size", type=int, metavar="N",
+                         help="export: replies in the kit (default: evaluation.human_sample)")
+    _add_set(ratings)
     return parser
 
 
@@ -204,8 +220,35 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def ratings_command(args: argparse.Namespace) -> int:
+    from aloe import evaluation, ratings
+    from aloe.records import write_json
+
+    params, _ = resolve_params(args)
+    if args.action == "export":
+        form, key = ratings.export_kit(params, args.size)
+        print(f"form: {form}\nkey (keep it; it says which model wrote each reply): {key}")
+        return 0
+    if not args.files:
+        raise ratings.RatingsError("ratings import: name the files the raters saved")
+    path = ratings.import_ratings(params, args.files)
+    print(f"ratings: {path}")
+    result = ratings.human_agreement(params)
+    if result is not None and params.layout.metrics.exists():  # the report shows it at once
+        summary = evaluation.compute_metrics(params, evaluation.load_records(params),
+                                             evaluation.benchmark_personas(params))
+        write_json(params.layout.metrics, summary)
+        write_json(params.layout.variant_metrics(summary["variant"]), summary)
+    if result is not None:
+        kappa = result["kappa"]
+        print(f"judge vs people: {result['n']} pairs from {len(result['raters'])} rater(s); "
+              f"kappa {kappa['value']}, interval [{kappa['low']}, {kappa['high']}]")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": run_command, "train": train_command, "evaluate": evaluate_command}
+    "run": run_command, "train": train_command, "evaluate": evaluate_command,
+    "ratings": ratings_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
@@ -23,6 +23,8 @@ from aloe.errors import BadInputError
 from aloe.layout import RunLayout
 
 ROLE_NAMES = ("generator", "user", "inducer", "assistant", "judge")
+OPTIONAL_ROLES = ("second_judge",)  # roles a parameter file may add (None: not used)
+BUDGET_STAGES = ("preflight", "personas", "conversations", "evaluate")
 SECTION_NAMES = frozenset({"run", "local_model", "roles", "personas", "conversations", "sft",
                            "dpo", "evaluation", "report"})
 
@@ -49,6 +51,15 @@ class RunConfig(Section):
     seed: int = 0
     output_dir: str = "outputs"
     cache_path: str | None = None  # default: {output_dir}/cache/llm.sqlite, shared by runs
+    # A ceiling on the LLM spend of the whole run, in US dollars, as the usage ledger counts it
+    # (tokens x each role's price_*_per_1m), over every stage session so far. Before a request
+    # whose cost at most (its prompt, and max_tokens of completion) would push the spend past
+    # it, the stage stops: exit 1 with one line (`aloe.budget`). null: no ceiling.
+    budget_usd: float | None = Field(None, ge=0.0)
+    # The same per stage (preflight, personas, conversations, evaluate; a model under test
+    # behind an endpoint counts toward evaluate), e.g. {conversations: 40.0}.
+    stage_budget_usd: dict[Literal["preflight", "personas", "conversations", "evaluate"],
+                           Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -106,10 +117,18 @@ class RolesConfig(Section):
     inducer: RoleConfig = RoleConfig(temperature=0.0, max_tokens=160)
     assistant: RoleConfig = RoleConfig(temperature=0.7, max_tokens=160)
     judge: RoleConfig = RoleConfig(temperature=0.0, max_tokens=32)
+    # Optional: a second judge, ideally of another model family, that re-judges a sample of
+    # stage 5's replies with the main judge's own request (evaluation.judge_check): how far the
+    # two agree says how much a score depends on who judges. null: none.
+    second_judge: RoleConfig | None = None
 
     def as_mapping(self) -> dict[str, RoleConfig]:
-        """Role name -> its configuration, in the order of ROLE_NAMES."""
-        return {name: getattr(self, name) for name in ROLE_NAMES}
+        """Role name -> its configuration, in the order of ROLE_NAMES, then the optional roles
+        that are set."""
+        roles = {name: getattr(self, name) for name in ROLE_NAMES}
+        roles.update({name: getattr(self, name) for name in OPTIONAL_ROLES
+                      if getattr(self, name) is not None})
+        return roles
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,14 +287,57 @@ class EvalModelSpec(Section):
         return self
 
 
-class EvaluationConfig(Section):
-    """Stage 5: the ALOE benchmark."""
+class PreferenceShiftConfig(Section):
+    """A change of the user's preferences mid-conversation (a stress test, as RLPA's turn-6
+    preference conflict): from turn `turn` on, the persona's personality (or its profile) is
+    another one, the simulated user is told so in its instructions, and the judge scores
+    against the changed persona."""
 
+    turn: int = Field(ge=2)  # the first turn of the changed persona (turn 1 is never shifted)
+    change: Literal["personality", "profile"] = "personality"
+    # The new personality (or profile), the same for every user; null: each user takes another
+    # benchmark persona's, drawn with the run's seed (one that differs from its own).
+    text: str | None = None
+
+
+class JudgeCheckConfig(Section):
+    """The judge measured: `roles.second_judge` re-judges a sample of the recorded replies."""
+
+    sample: int = Field(40, ge=2)  # replies drawn (with the run's seed) over models and turns
+
+
+class EvaluationConfig(Section):
+    """Stage 5: the benchmark, under one of the protocols of `aloe.protocols`."""
+
+    # Which evaluation protocol (aloe.protocols: users, first message, judge scale, criteria,
+    # aggregation). aloe: the ALOE benchmark (1-5 scores). rlpa: RLPA's (arXiv 2505.15456) use
+    # of it: 74 users, "Hello" as the first user message, a 1/0 judgement on five criteria,
+    # AL(k) x 100. Each protocol's records and metrics are kept apart.
+    protocol: Literal["aloe", "rlpa"] = "aloe"
+    # live: each model under test talks with its own simulated users (each conversation drifts
+    # its own way). replay: every model gets the same user messages, recorded once from the live
+    # run of `replay_from`, so paired differences compare policies on identical inputs.
+    user_mode: Literal["live", "replay"] = "live"
+    replay_from: str | None = None  # the reference model (a name in models); null: the first
+    preference_shift: PreferenceShiftConfig | None = None  # null: the persona never changes
+    # A side branch after every turn that does not continue the conversation: the model under
+    # test says what it has learned about the user, the judge scores that against the true
+    # persona (0-1). Its curve sits beside AL(k).
+    inference_probe: bool = False
+    # Per turn, the judge reads the simulated user's own messages: how much of the persona
+    # they have given away (0-1) and whether the latest contradicts it. (A word-overlap
+    # measure of disclosure is computed whenever records exist, without any request.)
+    simulator_check: bool = False
+    # The simulator is flagged when its first message alone gives away this share of the
+    # persona (judge's measure, and word overlap) on average: it reveals most of it at once.
+    reveal_flag: float = Field(0.5, gt=0.0, le=1.0)
+    judge_check: JudgeCheckConfig | None = None  # needs roles.second_judge; null: not run
+    human_sample: int = Field(30, ge=1)  # replies in the human-rating kit (aloe ratings export)
     benchmark: Literal["run", "aloe"] = "run"  # run: stage 1's; aloe: the official files below
     aloe_profiles: str | None = None  # profile_eval.jsonl (a path or URL)
     aloe_personalities: str | None = None  # personality_eval.jsonl; the first 5 are used
     limit: int | None = Field(None, ge=1)
-    turns: int = Field(10, ge=1)
+    turns: int = Field(10, ge=1)  # no upper bound: long dialogues (20-30 turns and more) allowed
     # The simulated user's messages, as in conversations.prompt_style (reference: the
     # role-play instruction first; the model's replies fed back without a length request).
     prompt_style: Literal["workbook", "reference"] = "workbook"
@@ -310,6 +372,22 @@ class EvaluationConfig(Section):
         if not models:
             raise ValueError("at least one model to evaluate")
         return models
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "EvaluationConfig":
+        names = [m.name for m in self.models]
+        if self.replay_from is not None and self.replay_from not in names:
+            raise ValueError(f"evaluation.replay_from '{self.replay_from}' is not one of "
+                             f"evaluation.models ({', '.join(names)})")
+        if self.preference_shift is not None and self.preference_shift.turn > self.turns:
+            raise ValueError(f"evaluation.preference_shift.turn {self.preference_shift.turn} "
+                             f"is after the last turn ({self.turns})")
+        return self
+
+    @property
+    def reference_model(self) -> str:
+        """The model whose live users are replayed (user_mode: replay)."""
+        return self.replay_from or self.models[0].name
 
 
 class ReportConfig(Section):
@@ -360,6 +438,9 @@ class Params(Section):
         for key, value in self._input_files():
             if value and not is_url(value) and not resolve_path(value).exists():
                 raise ValueError(f"{key}: file not found: {value}")
+        if e.judge_check is not None and self.roles.second_judge is None:
+            raise ValueError("evaluation.judge_check needs roles.second_judge (a judge of "
+                             "another model family); set it, or judge_check: null")
         return self
 
     def fidelity(self) -> list[dict[str, Any]]:

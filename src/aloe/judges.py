@@ -6,7 +6,13 @@
   rules (`conversations.judge_rule`) decide a turn from one or two votes.
 - The **score judge** (stage 5) sees the full persona, the chat (or, as released, the user's
   latest message only) and the model's latest reply, and scores the reply 1-5 (`parse_score`;
-  `expected_score` from log-probabilities).
+  `expected_score` from log-probabilities); under the RLPA protocol it role-plays the person
+  and decides 1 or 0 (`parse_binary`; `aloe.protocols` defines both protocols).
+- The **measuring judges** of stage 5 (`evaluation.inference_probe`,
+  `evaluation.simulator_check`): how much of the true persona a model's statement of what it
+  has learned gets right (`score_inference`, 0-10 read as 0-1), how much of the persona the
+  simulated user's messages have given away (`score_revealed`, the same scale), and whether a
+  simulated user's message contradicts its persona (`check_contradiction`, yes/no).
 
 An answer the parser cannot read is asked again once, in the same chat (the judge's own answer,
 then a short request for the format alone), and recorded as unreadable if that fails too:
@@ -376,12 +382,151 @@ def score_messages(persona: dict[str, Any], history: Sequence[Message], reply: s
 
 async def score_reply(chat: Chat, persona: dict[str, Any], history: Sequence[Message],
                       reply: str, *, logprobs: bool = False, context: str = "transcript",
-                      temperature: float | None = None) -> Judgement:
-    """Score one reply 1-5; an unreadable answer is re-asked once, then recorded as missing.
-    `temperature` overrides the judge role's (None: the role's)."""
-    reading = await ask_and_read(chat, JUDGE_ROLE,
-                                 score_messages(persona, history, reply, context),
+                      temperature: float | None = None, protocol: str = "aloe",
+                      role: str = JUDGE_ROLE) -> Judgement:
+    """Judge one reply under `protocol`: 1-5 (aloe) or 1/0 (rlpa); an unreadable answer is
+    re-asked once, then recorded as missing. `temperature` overrides the role's (None: the
+    role's); `role` is the judge asked (the second judge measures the first with the same
+    request)."""
+    if protocol == "rlpa":
+        reading = await ask_and_read(chat, role, rlpa_messages(persona, history, reply),
+                                     parse_binary, "judge_rlpa_reask", temperature=temperature)
+        return Judgement(reading.value, reading.texts[-1], reading.attempts)
+    reading = await ask_and_read(chat, role, score_messages(persona, history, reply, context),
                                  parse_score, "judge_score_reask", logprobs=logprobs,
                                  temperature=temperature)
     return Judgement(reading.value, reading.texts[-1], reading.attempts,
                      expected_score(reading.last.logprobs, reading.value))
+
+
+# ------------------------------------------------------------------------------------------
+# RLPA's binary judge (stage 5, evaluation.protocol: rlpa)
+# ------------------------------------------------------------------------------------------
+_BOXED = re.compile(r"\\?boxed\s*\{\s*([01])\s*\}")
+_VERDICT = re.compile(r"\b(?:verdict|answer|judgement|judgment|decision|result|output)\s*"
+                      r"(?:is|:|=|-)?\s*[\"'(\[]?\s*([01])\b(?!\.\d|\d)", re.IGNORECASE)
+
+
+def parse_binary(text: str | None) -> int | None:
+    """The 1 or 0 of a binary judgement, or None when there is no single clear one.
+
+    Read, in order: `\\boxed{1}` (the released RLPA prompt's format); "Verdict: 1" (or
+    answer, decision, result); else the reply being the bare digit ("1", "**0**."); else its
+    last line being one. Two different verdicts, or a digit standing elsewhere in reasons
+    ("all 5 criteria", "1 of them"), give None: never a guess.
+    """
+    if not text:
+        return None
+    t = re.sub(r"[*_`#]", "", text)
+    found = {int(m.group(1)) for m in _BOXED.finditer(t)}
+    if not found:
+        found = {int(m.group(1)) for m in _VERDICT.finditer(t)}
+    if found:
+        return found.pop() if len(found) == 1 else None
+    for candidate in (t, (t.strip().splitlines() or [""])[-1]):
+        bare = re.sub(r"[\s.!,;:()\[\]\"']", "", candidate)
+        if bare in ("0", "1"):
+            return int(bare)
+    return None
+
+
+def rlpa_messages(persona: dict[str, Any], history: Sequence[Message],
+                  reply: str) -> list[Message]:
+    """RLPA's judge: the person's own view of the reply (persona, the chat before the person's
+    latest message, that message, the reply), answered 1 or 0 (`judge_rlpa.txt`)."""
+    earlier = list(history[:-1])
+    return [{"role": "user", "content": render(
+        "judge_rlpa", profile=persona["profile"], personality=persona["personality"],
+        transcript=transcript(earlier, user_label="You", assistant_label="Them") or "(nothing yet)",
+        message=history[-1]["content"], reply=reply.strip() or "(an empty reply)")}]
+
+
+# ------------------------------------------------------------------------------------------
+# The measuring judges: inference accuracy, the simulator's disclosure and consistency
+# ------------------------------------------------------------------------------------------
+_OUT_OF_TEN = re.compile(r"(?<![\d.])(\d{1,2})\s*(?:/|out\s+of)\s*10\b", re.IGNORECASE)
+_TEN_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+              "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+
+
+def parse_ten(text: str | None) -> int | None:
+    """A whole number 0-10 in a judge's answer ("7", "7/10", "Score: 7", "seven"), or None when
+    there is no single one (two numbers, a decimal, a number above 10)."""
+    if not text:
+        return None
+    t = re.sub(r"[*_`#]", "", text.lower())
+    t = re.sub(r"\bfrom\s+0\s+to\s+10\b|\b0\s*(?:-|to)\s*10\b", " ", t)
+    fractions = {int(m.group(1)) for m in _OUT_OF_TEN.finditer(t)}
+    if fractions:
+        value = fractions.pop() if len(fractions) == 1 else None
+        return value if value is not None and value <= 10 else None
+    if re.search(r"\d\.\d", t):
+        return None
+    numbers = {int(n) for n in re.findall(r"(?<![\d.])\d+(?![\d])", t)}
+    if len(numbers) == 1:
+        value = numbers.pop()
+        return value if value <= 10 else None
+    if not numbers:
+        return _TEN_WORDS.get(re.sub(r"[^a-z]", "", t))
+    return None
+
+
+def parse_yes_no(text: str | None) -> bool | None:
+    """True for yes, False for no, None when the answer says neither, or both."""
+    if not text:
+        return None
+    words = set(re.findall(r"\b(yes|no)\b", text.lower()))
+    return (words.pop() == "yes") if len(words) == 1 else None
+
+
+@dataclass
+class Measurement(Generic[T]):
+    """A measuring judge's reading (None: unreadable twice), its last raw answer, attempts."""
+
+    value: T | None
+    raw: str
+    attempts: int
+
+
+async def _measure(chat: Chat, prompt: str, parse: Callable[[str], T | None], reask: str,
+                   role: str = JUDGE_ROLE, temperature: float | None = None) -> Measurement[T]:
+    reading = await ask_and_read(chat, role, [{"role": "user", "content": prompt}], parse,
+                                 reask, temperature=temperature)
+    return Measurement(reading.value, reading.texts[-1], reading.attempts)
+
+
+async def score_inference(chat: Chat, persona: dict[str, Any], statement: str,
+                          temperature: float | None = None) -> Measurement[float]:
+    """How right a model's statement of what it learned about the user is: 0-10 read as 0-1."""
+    prompt = render("judge_inference", profile=persona["profile"],
+                    personality=persona["personality"],
+                    statement=statement.strip() or "(nothing)")
+    measured = await _measure(chat, prompt, parse_ten, "judge_inference_reask",
+                              temperature=temperature)
+    value = None if measured.value is None else measured.value / 10.0
+    return Measurement(value, measured.raw, measured.attempts)
+
+
+async def score_revealed(chat: Chat, persona: dict[str, Any], said: Sequence[str],
+                         temperature: float | None = None) -> Measurement[float]:
+    """How much of its persona a simulated user's messages so far give away: 0-10 read as
+    0-1."""
+    messages = "\n".join(f"- {m.strip()}" for m in said) or "(none)"
+    prompt = render("judge_revealed", profile=persona["profile"],
+                    personality=persona["personality"], messages=messages)
+    measured = await _measure(chat, prompt, parse_ten, "judge_revealed_reask",
+                              temperature=temperature)
+    value = None if measured.value is None else measured.value / 10.0
+    return Measurement(value, measured.raw, measured.attempts)
+
+
+async def check_contradiction(chat: Chat, persona: dict[str, Any], said: Sequence[str],
+                              temperature: float | None = None) -> Measurement[bool]:
+    """Whether a simulated user's latest message (`said[-1]`) contradicts its persona or its
+    own earlier messages."""
+    earlier = "\n".join(f"- {m.strip()}" for m in said[:-1]) or "(none)"
+    prompt = render("judge_contradiction", profile=persona["profile"],
+                    personality=persona["personality"], earlier=earlier,
+                    message=said[-1].strip() if said else "")
+    return await _measure(chat, prompt, parse_yes_no, "judge_contradiction_reask",
+                          temperature=temperature)

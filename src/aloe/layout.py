@@ -18,7 +18,11 @@ instead of spelling the name again.
         conversations.jsonl conversations_summary.json          stage 2
         data/sft data/dpo data/export_summary.json               stage 2 exports
         adapters/STAGE/  training/STAGE/  merged/STAGE/          stages 3-4
-        eval/MODEL.jsonl metrics.json                            stage 5
+        eval/MODEL.jsonl metrics.json                            stage 5 (protocol aloe, live)
+        eval/VARIANT/MODEL.jsonl                                 another protocol, replayed
+                                                                 users or a preference shift
+        eval/[VARIANT/]probes/ simulator/ judge_check.jsonl metrics.json
+        ratings/VARIANT-form.html -key.json -human.jsonl         the human-rating kit
         report.html                                              stage 6
         usage/STAGE.json usage/history.jsonl usage/live/         the usage ledger
 """
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TRAINING_STAGES = ("sft", "dpo")
+DEFAULT_VARIANT = "aloe"  # stage 5 under the ALOE protocol, live users, no preference shift
 
 
 @dataclass(frozen=True)
@@ -147,12 +152,51 @@ class RunLayout:
     def eval_dir(self) -> Path:
         return self.run_dir / "eval"
 
-    def eval_records(self, model: str) -> Path:
-        return self.eval_dir / f"{model}.jsonl"
+    def variant_dir(self, variant: str = DEFAULT_VARIANT) -> Path:
+        """The records of one evaluation variant (protocol, user mode, preference shift; see
+        `aloe.protocols.variant_name`): the default's in eval/ itself, every other's in
+        eval/VARIANT/, so that no two kinds of conversation are ever read as one."""
+        return self.eval_dir if variant == DEFAULT_VARIANT else self.eval_dir / variant
+
+    def eval_records(self, model: str, variant: str = DEFAULT_VARIANT) -> Path:
+        return self.variant_dir(variant) / f"{model}.jsonl"
+
+    def probe_records(self, model: str, variant: str = DEFAULT_VARIANT) -> Path:
+        """The inference probes: what the model said it learned about the user, and its score."""
+        return self.variant_dir(variant) / "probes" / f"{model}.jsonl"
+
+    def simulator_records(self, model: str, variant: str = DEFAULT_VARIANT) -> Path:
+        """The simulated user measured on one model's conversations."""
+        return self.variant_dir(variant) / "simulator" / f"{model}.jsonl"
+
+    def judge_check(self, variant: str = DEFAULT_VARIANT) -> Path:
+        """The second judge's judgements of a sample of the variant's replies."""
+        return self.variant_dir(variant) / "judge_check.jsonl"
+
+    def variant_metrics(self, variant: str = DEFAULT_VARIANT) -> Path:
+        """Every figure of one variant (metrics.json is the configured variant's)."""
+        return self.variant_dir(variant) / "metrics.json"
 
     @property
     def metrics(self) -> Path:
         return self.run_dir / "metrics.json"
+
+    # -- the human-rating kit ----------------------------------------------------------------
+    @property
+    def ratings_dir(self) -> Path:
+        return self.run_dir / "ratings"
+
+    def rating_form(self, variant: str = DEFAULT_VARIANT) -> Path:
+        """The blinded sample as a self-contained HTML form."""
+        return self.ratings_dir / f"{variant}-form.html"
+
+    def rating_key(self, variant: str = DEFAULT_VARIANT) -> Path:
+        """Which model, persona and turn each blinded item is, and the judge's score."""
+        return self.ratings_dir / f"{variant}-key.json"
+
+    def human_ratings(self, variant: str = DEFAULT_VARIANT) -> Path:
+        """The ratings people gave, as imported from the form's downloads."""
+        return self.ratings_dir / f"{variant}-human.jsonl"
 
     # -- the usage ledger --------------------------------------------------------------------
     @property

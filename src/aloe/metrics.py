@@ -21,6 +21,7 @@ file (stage 5 writes `metrics.json`, `aloe.evaluation`).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
@@ -67,11 +68,14 @@ def default_unit(records: Iterable[Record]) -> str:
     return "profile" if rows and all(r.get("profile_id") for r in rows) else "persona"
 
 
-def score_matrix(records: Iterable[Record], model: str | None = None) -> ScoreMatrix:
+def score_matrix(records: Iterable[Record], model: str | None = None,
+                 multiplier: float = 1.0) -> ScoreMatrix:
     """Arrange one model's evaluation records by persona and turn.
 
-    Raises ValueError when the records mix models (pass `model` to pick one) or hold the same
-    (persona, turn) twice, which would count a turn double.
+    `multiplier` puts the judgements on the protocol's AL scale (RLPA's 0/1 x 100); the
+    expected scores and truncation flags are left as they are. Raises ValueError when the
+    records mix models (pass `model` to pick one) or hold the same (persona, turn) twice,
+    which would count a turn double.
     """
     rows = list(records)
     models = sorted({str(r.get("model")) for r in rows})
@@ -99,7 +103,7 @@ def score_matrix(records: Iterable[Record], model: str | None = None) -> ScoreMa
         for target, value in ((scores, r.get("score")), (expected, r.get("expected_score")),
                               (truncated, r.get("truncated"))):
             if value is not None:
-                target[i, k] = float(value)
+                target[i, k] = float(value) * (multiplier if target is scores else 1.0)
     return ScoreMatrix(model, personas, turns, scores, judged, profiles, expected, truncated)
 
 
@@ -295,7 +299,8 @@ class AlignmentLevels:
 
 def alignment_levels(records: Iterable[Record], n_boot: int = DEFAULT_BOOT,
                      confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
-                     model: str | None = None, unit: str | None = None) -> AlignmentLevels:
+                     model: str | None = None, unit: str | None = None,
+                     multiplier: float = 1.0) -> AlignmentLevels:
     """AL(k) for k = 1..K with bootstrap CIs, and IR, N-IR, N-R^2 with theirs.
 
     AL(k) = (1 / |P_k|) sum_{p in P_k} s[p, k], P_k = the personas with a score at turn k
@@ -310,7 +315,7 @@ def alignment_levels(records: Iterable[Record], n_boot: int = DEFAULT_BOOT,
     unit = unit or default_unit(rows)
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
-    matrix = score_matrix(rows, model)
+    matrix = score_matrix(rows, model, multiplier)
     al = _nanmean_columns(matrix.scores)
     n_scored = (~np.isnan(matrix.scores)).sum(axis=0)
     n_missing = (matrix.judged & np.isnan(matrix.scores)).sum(axis=0)
@@ -370,7 +375,8 @@ class PairedDifference:
 
 def paired_difference(records_a: Iterable[Record], records_b: Iterable[Record],
                       n_boot: int = DEFAULT_BOOT, confidence: float = DEFAULT_CONFIDENCE,
-                      seed: int = 0, unit: str | None = None) -> PairedDifference:
+                      seed: int = 0, unit: str | None = None,
+                      multiplier: float = 1.0) -> PairedDifference:
     """How much better model b scores than model a on the same personas, with bootstrap CIs.
 
     d[p, k] = s_b[p, k] - s_a[p, k] where both scores are present (else missing).
@@ -382,7 +388,8 @@ def paired_difference(records_a: Iterable[Record], records_b: Iterable[Record],
     """
     rows_a = list(records_a)
     unit = unit or default_unit(rows_a)
-    a, b = score_matrix(rows_a), score_matrix(records_b)
+    a, b = score_matrix(rows_a, multiplier=multiplier), score_matrix(records_b,
+                                                                     multiplier=multiplier)
     shared = [p for p in a.personas if p in set(b.personas)]
     turns = list(range(1, min(len(a.turns), len(b.turns)) + 1))
     k = len(turns)
@@ -415,11 +422,226 @@ def paired_difference(records_a: Iterable[Record], records_b: Iterable[Record],
 
 
 # ------------------------------------------------------------------------------------------
+# Any per-turn measure with intervals (inference accuracy, disclosure, contradictions)
+# ------------------------------------------------------------------------------------------
+def value_matrix(records: Iterable[Record], key: str) -> ScoreMatrix:
+    """Records of one model holding a number under `key` (or None), as a persona x turn
+    matrix (the same arrangement as `score_matrix`)."""
+    rows = [{**r, "score": r.get(key)} for r in records]
+    for r in rows:
+        if isinstance(r["score"], bool):
+            r["score"] = float(r["score"])
+    return score_matrix(rows)
+
+
+def turn_curve(records: Iterable[Record], key: str, n_boot: int = DEFAULT_BOOT,
+               confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
+               unit: str | None = None) -> dict[str, Any]:
+    """The mean of `key` at each turn over the personas, with bootstrap CIs (the same units
+    and draws as AL(k)), and its mean over the turns with its CI.
+
+    m(k) = (1 / |P_k|) sum_{p in P_k} v[p, k], P_k = the personas with a value at turn k;
+    mean = (1/K) sum_k m(k). A True/False value counts as 1/0, so a share comes out. A record
+    whose value is None (a judge that answered nothing readable) is left out and counted in
+    `n_missing`, never taken as 0.
+    """
+    rows = list(records)
+    unit = unit or default_unit(rows)
+    matrix = value_matrix(rows, key)
+    curve = _nanmean_columns(matrix.scores)
+    n = (~np.isnan(matrix.scores)).sum(axis=0) if matrix.personas else np.zeros(0, int)
+    missing = (matrix.judged & np.isnan(matrix.scores)).sum(axis=0) if matrix.personas \
+        else np.zeros(0, int)
+    result: dict[str, Any] = {"turns": matrix.turns, "value": [_num(v) for v in curve],
+                              "low": [None] * len(curve), "high": [None] * len(curve),
+                              "n": [int(v) for v in n], "n_missing": [int(v) for v in missing],
+                              "unit": unit,
+                              "n_units": len(set(matrix.clusters(unit))),
+                              "mean": Estimate(math.nan, math.nan, math.nan).to_json()}
+    if not matrix.personas or not np.any(~np.isnan(curve)):
+        return result
+    draws = bootstrap_rows(matrix.clusters(unit), n_boot, seed)
+    boot = _boot_means(matrix.scores, draws)
+    low, high = _interval(boot, confidence)
+    result["low"], result["high"] = [_num(v) for v in low], [_num(v) for v in high]
+    with np.errstate(invalid="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            boot_mean = np.nanmean(boot, axis=1)
+    m_low, m_high = _interval(boot_mean[:, None], confidence)
+    result["mean"] = Estimate(float(np.nanmean(curve)), float(m_low[0]),
+                              float(m_high[0])).to_json()
+    return result
+
+
+# ------------------------------------------------------------------------------------------
+# Recovery after a preference shift
+# ------------------------------------------------------------------------------------------
+def recovery_turns(al: Sequence[float], shift_turn: int) -> tuple[float, float]:
+    """(turns to recover, drop) of an AL curve whose persona changed at turn K = shift_turn.
+
+    The pre-shift level is AL(K-1), the level just before the change. The curve has recovered
+    at the first turn k >= K with AL(k) >= AL(K-1); turns to recover = k - K (0: it did not
+    fall below that level at all). NaN when it never recovers within the turns run, or AL(K-1)
+    is missing. drop = AL(K-1) - AL(K) (positive: it fell).
+    """
+    y = np.asarray(al, dtype=float)
+    if shift_turn < 2 or shift_turn > len(y) or math.isnan(y[shift_turn - 2]):
+        return math.nan, math.nan
+    before = y[shift_turn - 2]
+    drop = before - y[shift_turn - 1]
+    for k in range(shift_turn, len(y) + 1):
+        if not math.isnan(y[k - 1]) and y[k - 1] >= before:
+            return float(k - shift_turn), float(drop)
+    return math.nan, float(drop)
+
+
+def recovery(records: Iterable[Record], shift_turn: int, n_boot: int = DEFAULT_BOOT,
+             confidence: float = DEFAULT_CONFIDENCE, seed: int = 0, unit: str | None = None,
+             model: str | None = None, multiplier: float = 1.0) -> dict[str, Any]:
+    """How one model's AL(k) answers a change of the user's preferences at turn K.
+
+    The pre-shift level AL(K-1), AL(K), the drop, and the turns until AL regains the
+    pre-shift level (`recovery_turns`), each with bootstrap CIs over the same draws as AL(k).
+    Draws that never recover within the turns run are left out of the interval of the turns
+    to recover and counted: `recovered_share` is the share of draws that did recover.
+    """
+    rows = list(records)
+    unit = unit or default_unit(rows)
+    matrix = score_matrix(rows, model, multiplier)
+    al = _nanmean_columns(matrix.scores)
+    turns_to, drop = recovery_turns(al, shift_turn)
+    result: dict[str, Any] = {"shift_turn": shift_turn, "turns_run": len(al),
+                              "pre_shift_level": _num(al[shift_turn - 2])
+                              if 2 <= shift_turn <= len(al) else None,
+                              "at_shift": _num(al[shift_turn - 1])
+                              if shift_turn <= len(al) else None,
+                              "recovered": not math.isnan(turns_to),
+                              "turns_to_recover": Estimate(turns_to, math.nan,
+                                                           math.nan).to_json(),
+                              "drop": Estimate(drop, math.nan, math.nan).to_json(),
+                              "recovered_share": None}
+    if not matrix.personas or shift_turn > len(al):
+        return result
+    boot_al = _boot_means(matrix.scores, bootstrap_rows(matrix.clusters(unit), n_boot, seed))
+    boot = np.array([recovery_turns(row, shift_turn) for row in boot_al])
+    result["recovered_share"] = float(np.mean(~np.isnan(boot[:, 0])))
+    for column, name, value in ((0, "turns_to_recover", turns_to), (1, "drop", drop)):
+        low, high = _interval(boot[:, column:column + 1], confidence)
+        result[name] = Estimate(value, float(low[0]), float(high[0])).to_json()
+    return result
+
+
+# ------------------------------------------------------------------------------------------
+# The simulated user measured without a judge: word overlap with its persona
+# ------------------------------------------------------------------------------------------
+_STOP = frozenset("""a about above after again all also am an and any are as at be because been
+before being below between both but by can could did do does doing down during each enjoys few
+for from further had has have having he her here hers herself him himself his how i if in into
+is it its itself just likes loves me more most my myself no nor not now of off often on once
+only or other our ours out over own same she should so some such than that the their theirs
+them themselves then there these they this those through to too under until up very was we
+were what when where which while who whom why will with would you your yours always never
+usually really being person people""".split())
+_WORD = re.compile(r"[a-z][a-z'-]{2,}")
+
+
+def content_words(text: str) -> set[str]:
+    """The words of a text that carry content: lower case, three letters or more, no stop
+    words (the, she, enjoys, ...), a plural's s removed."""
+    words = set()
+    for word in _WORD.findall(text.lower()):
+        word = word.strip("'-")
+        if word in _STOP or len(word) < 3:
+            continue
+        words.add(word[:-1] if word.endswith("s") and len(word) > 3 else word)
+    return words
+
+
+def lexical_reveal(persona_text: str, said: Sequence[str]) -> float:
+    """The share of the persona's content words that the user's own messages so far contain.
+
+    reveal = |W(persona) & W(messages)| / |W(persona)|, W = content_words. A blunt measure
+    (a synonym is missed, a common word may match by chance) that needs no judge: a simulated
+    user that pastes its profile into its first message scores near 1 at turn 1.
+    """
+    persona = content_words(persona_text)
+    if not persona:
+        return math.nan
+    said_words: set[str] = set()
+    for message in said:
+        said_words |= content_words(message)
+    return len(persona & said_words) / len(persona)
+
+
+def lexical_reveal_records(records: Iterable[Record],
+                           personas: Mapping[str, str]) -> list[Record]:
+    """Per evaluation record, the word-overlap disclosure of the user's messages up to that
+    turn (`lexical_reveal`), against the persona text in `personas` (persona id -> profile and
+    personality as one text)."""
+    by_conversation: dict[tuple[str, str], list[Record]] = {}
+    for r in records:
+        by_conversation.setdefault((str(r["model"]), str(r["persona_id"])), []).append(r)
+    out = []
+    for (model, pid), rows in by_conversation.items():
+        if pid not in personas:
+            continue
+        said: list[str] = []
+        for r in sorted(rows, key=lambda row: int(row["turn"])):
+            said.append(str(r.get("user") or ""))
+            out.append({"model": model, "persona_id": pid, "profile_id": r.get("profile_id"),
+                        "turn": int(r["turn"]), "lexical": lexical_reveal(personas[pid], said)})
+    return out
+
+
+def simulator_summary(checks: Iterable[Record], lexical: Iterable[Record], *,
+                      reveal_flag: float = 0.5, n_boot: int = DEFAULT_BOOT,
+                      confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
+                      unit: str | None = None) -> dict[str, Any]:
+    """The simulated user of one model's conversations measured, per turn and over the run.
+
+    revealed(k): the judge's share of the persona given away by the user's messages up to
+    turn k (0-1); lexical(k): the word-overlap share (`lexical_reveal`); contradiction(k): the
+    share of turn-k user messages the judge found contradicting the persona. Flags: `reveals
+    at once` when the mean disclosure at turn 1 reaches `reveal_flag` (by the judge when it
+    measured, else by word overlap); `first_message_share`: the share of conversations whose
+    first message alone reaches it.
+    """
+    checks, lexical = list(checks), list(lexical)
+    result: dict[str, Any] = {"reveal_flag": reveal_flag}
+    measures = [("lexical", lexical, "lexical")]
+    if checks:
+        measures += [("revealed", checks, "revealed"), ("contradiction", checks, "contradiction")]
+    for name, rows, key in measures:
+        kept = [r for r in rows if not (isinstance(r.get(key), float) and math.isnan(r[key]))]
+        result[name] = turn_curve(kept, key, n_boot, confidence, seed, unit) if kept else None
+    judged = result.get("revealed")
+    source = "revealed" if judged and judged["value"] and judged["value"][0] is not None \
+        else "lexical"  # the judge's measure when it read any first message, else words
+    curve = result.get(source)
+    first = curve["value"][0] if curve and curve["value"] else None
+    firsts = [float(r[source]) for r in (checks if source == "revealed" else lexical)
+              if int(r["turn"]) == 1 and r.get(source) is not None]
+    result["flag_source"] = source
+    result["turn1_disclosure"] = first
+    result["first_message_share"] = (float(np.mean([v >= reveal_flag for v in firsts]))
+                                     if firsts else None)
+    result["reveals_at_once"] = bool(first is not None and first >= reveal_flag)
+    if checks:
+        flags = [bool(r["contradiction"]) for r in checks if r.get("contradiction") is not None]
+        result["contradiction_rate"] = float(np.mean(flags)) if flags else None
+    return result
+
+
+# ------------------------------------------------------------------------------------------
 # Everything a run computes (what stage 5 writes to metrics.json)
 # ------------------------------------------------------------------------------------------
 def summarise(by_model: Mapping[str, list[Record]], *, n_boot: int = DEFAULT_BOOT,
               confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
-              models: Sequence[str] | None = None, unit: str | None = None) -> dict[str, Any]:
+              models: Sequence[str] | None = None, unit: str | None = None,
+              multiplier: float = 1.0) -> dict[str, Any]:
     """Every figure of stage 5, as one JSON-ready dict (the content of `metrics.json`).
 
     `by_model` maps each model's name to its evaluation records. `models` fixes the order
@@ -437,10 +659,12 @@ def summarise(by_model: Mapping[str, list[Record]], *, n_boot: int = DEFAULT_BOO
     for name in order:
         summary["models"][name] = alignment_levels(by_model[name], n_boot=n_boot,
                                                    confidence=confidence, seed=seed,
-                                                   model=name, unit=unit).to_json()
+                                                   model=name, unit=unit,
+                                                   multiplier=multiplier).to_json()
     for a, b in combinations(order, 2):
         diff = paired_difference(by_model[a], by_model[b], n_boot=n_boot,
-                                 confidence=confidence, seed=seed, unit=unit)
+                                 confidence=confidence, seed=seed, unit=unit,
+                                 multiplier=multiplier)
         summary["paired"][f"{b} - {a}"] = diff.to_json()
     return summary
 
@@ -549,3 +773,151 @@ def _num(value: Any) -> float | None:
         return None
     value = float(value)
     return None if math.isnan(value) or math.isinf(value) else value
+
+
+# ------------------------------------------------------------------------------------------
+# Tables of the measures beyond the paper (from metrics.json)
+# ------------------------------------------------------------------------------------------
+def _est(row: dict[str, Any], label: str, est: dict[str, Any] | None, spec: str = ".3f") -> None:
+    est = est or {}
+    value = est.get("value")
+    row[label] = math.nan if value is None else value
+    row[f"{label} CI"] = _format_ci(est.get("low"), est.get("high"))
+
+
+def protocol_line(summary: dict[str, Any]) -> str:
+    """One line naming the protocol, its version, the variant and where the users came from."""
+    p = summary.get("protocol") or {"name": "aloe", "version": "aloe-1 (assumed: no record)"}
+    shift = summary.get("preference_shift")
+    parts = [f"protocol **{p['name']}** ({p['version']})",
+             f"variant `{summary.get('variant', 'aloe')}`",
+             f"users {summary.get('user_mode', 'live')}"
+             + (f" (replayed from {summary['replay_from']})" if summary.get("replay_from")
+                else "")]
+    if shift:
+        parts.append(f"the {shift['change']} changes at turn {shift['turn']}")
+    if p.get("al_range"):
+        parts.append(f"AL on {p['al_range'][0]:g}-{p['al_range'][1]:g}")
+    return "; ".join(parts) + "."
+
+
+def recovery_table(summary: dict[str, Any]) -> "Any":
+    """Per model: AL just before the shift, at the shift, the drop and the turns until AL
+    regains its pre-shift level, with CIs; empty without a preference shift."""
+    import pandas as pd
+
+    rows = []
+    for name, r in (summary.get("recovery") or {}).items():
+        row: dict[str, Any] = {"model": name, "shift turn": r["shift_turn"],
+                               "AL before": r["pre_shift_level"], "AL at shift": r["at_shift"]}
+        _est(row, "drop", r["drop"])
+        _est(row, "turns to recover", r["turns_to_recover"])
+        row["recovered"] = r["recovered"]
+        row["draws that recover"] = r["recovered_share"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
+
+
+def curve_table(curves: dict[str, Any], label: str) -> "Any":
+    """Per model (rows) and turn: a per-turn measure as 'value [low, high]'."""
+    import pandas as pd
+
+    rows = {}
+    for name, c in (curves or {}).items():
+        if not c:
+            continue
+        rows[name] = {turn: ("n/a" if v is None else f"{v:.2f} {_format_ci(lo, hi)}")
+                      for turn, v, lo, hi in zip(c["turns"], c["value"], c["low"], c["high"])}
+        mean = c.get("mean") or {}
+        rows[name]["mean"] = ("n/a" if mean.get("value") is None else
+                              f"{mean['value']:.2f} {_format_ci(mean['low'], mean['high'])}")
+    return pd.DataFrame(rows).T.rename_axis(index="model", columns=f"{label} at turn")
+
+
+def simulator_table(summary: dict[str, Any]) -> "Any":
+    """Per model's conversations: disclosure at turn 1 and over the run (judge, word overlap),
+    contradictions, and whether the simulator gives most of the persona away at once."""
+    import pandas as pd
+
+    rows = []
+    for name, s in (summary.get("simulator") or {}).items():
+        row: dict[str, Any] = {"conversations of": name}
+        for key, label in (("revealed", "revealed (judge)"), ("lexical", "revealed (words)"),
+                           ("contradiction", "contradiction rate")):
+            curve = s.get(key)
+            if curve:
+                row[f"{label}, turn 1"] = curve["value"][0] if curve["value"] else math.nan
+                _est(row, f"{label}, mean", curve["mean"])
+        row["first messages over the flag"] = s.get("first_message_share")
+        row["reveals most at once"] = s.get("reveals_at_once")
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("conversations of") if rows else pd.DataFrame()
+
+
+def agreement_table(summary: dict[str, Any]) -> "Any":
+    """The main judge against the second judge and against people: agreement, kappa, weighted
+    kappa, Spearman, each with its CI."""
+    import pandas as pd
+
+    rows = []
+    for key, label in (("judge_agreement", "second judge"), ("human_agreement", "people")):
+        a = summary.get(key)
+        if not a:
+            continue
+        other = a.get("second_judge") if key == "judge_agreement" else \
+            f"{len(a.get('raters', []))} rater(s)"
+        row: dict[str, Any] = {"judge vs": label, "who": other, "pairs": a["n"],
+                               "units": a.get("n_units")}
+        for stat, name in (("agreement", "exact agreement"), ("kappa", "kappa"),
+                           ("weighted_kappa", "weighted kappa"), ("spearman", "Spearman")):
+            if stat in a:
+                _est(row, name, a[stat])
+        if key == "judge_agreement":
+            row["same model as the judge"] = a.get("same_model")
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("judge vs") if rows else pd.DataFrame()
+
+
+def describe_beyond(summary: dict[str, Any]) -> str:
+    """The findings of the measures beyond the paper, in words (markdown)."""
+    lines = [f"- {protocol_line(summary)}"]
+    for name, r in (summary.get("recovery") or {}).items():
+        t = r["turns_to_recover"]
+        if r["recovered"]:
+            lines.append(f"- **{name}** after the shift at turn {r['shift_turn']}: back at its "
+                         f"pre-shift AL after {t['value']:.0f} turn(s) "
+                         f"{_format_ci(t['low'], t['high'])}; "
+                         f"{_fmt(100 * (r['recovered_share'] or 0), '.0f')}% of bootstrap "
+                         "draws recover within the turns run.")
+        else:
+            lines.append(f"- **{name}** does not regain its pre-shift AL within the "
+                         f"{r['turns_run']} turns run.")
+    for name, c in (summary.get("inference") or {}).items():
+        m = c["mean"]
+        if m["value"] is not None:
+            lines.append(f"- **{name}** states what it learned about the user with accuracy "
+                         f"{m['value']:.2f} {_format_ci(m['low'], m['high'])} on average "
+                         f"(turn 1: {_fmt(c['value'][0], '.2f')}, turn {c['turns'][-1]}: "
+                         f"{_fmt(c['value'][-1], '.2f')}).")
+    for name, s in (summary.get("simulator") or {}).items():
+        source = "the judge" if s.get("flag_source") == "revealed" else "word overlap"
+        if s.get("reveals_at_once"):
+            lines.append(f"- **Simulator flag** ({name}'s conversations): the first user "
+                         f"message already gives away {_fmt(s['turn1_disclosure'], '.0%')} of "
+                         f"the persona by {source} (flag at {s['reveal_flag']:.0%}): the "
+                         "simulated user reveals most of itself at once.")
+        elif s.get("turn1_disclosure") is not None:
+            lines.append(f"- Simulator ({name}'s conversations): {_fmt(s['turn1_disclosure'], '.0%')} "
+                         f"of the persona given away in the first message by {source}.")
+        if s.get("contradiction_rate") is not None:
+            lines.append(f"  Contradictions with the persona: {s['contradiction_rate']:.0%} of "
+                         "user messages.")
+    for key, label in (("judge_agreement", "second judge"), ("human_agreement", "people")):
+        a = summary.get(key)
+        if a and a.get("kappa", {}).get("value") is not None:
+            k = a["kappa"]
+            note = " (the same model: a self-consistency check only)" if a.get("same_model") \
+                else ""
+            lines.append(f"- Judge vs {label}{note}: kappa {k['value']:.2f} "
+                         f"{_format_ci(k['low'], k['high'])} over {a['n']} replies.")
+    return "\n".join(lines)

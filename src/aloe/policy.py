@@ -237,8 +237,11 @@ class EndpointResponder:
         from aloe.llm import LLM  # the client only when a policy is served: training
         from aloe.llm.server import ensure_local_server  # and gpu_check need none of it
 
+        from aloe.budget import Budget
+
         self.llm = LLM({POLICY_ROLE: role}, stage=f"evaluate-{spec.name}", layout=params.layout,
-                       seed=params.run.seed, local_server=lambda: ensure_local_server(params))
+                       seed=params.run.seed, local_server=lambda: ensure_local_server(params),
+                       budget=Budget.for_run(params))
 
     def reply_many(self, histories: Sequence[Sequence[Message]]) -> list[Reply | BaseException]:
         from aloe.llm import run_sync

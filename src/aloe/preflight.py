@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from aloe.config import ROLE_NAMES, Params
+from aloe.config import Params
 from aloe.llm import LLM, run_sync
 
 CHARS_PER_TOKEN = 4
@@ -51,7 +51,7 @@ def check_backends(llm: LLM) -> pd.DataFrame:
     """One tiny request per role; a table of who answered, how fast, and what went wrong."""
 
     async def all_roles() -> list[RoleCheck]:
-        return await asyncio.gather(*(_check_role(llm, role) for role in ROLE_NAMES))
+        return await asyncio.gather(*(_check_role(llm, role) for role in llm.roles))
 
     return pd.DataFrame([vars(check) for check in run_sync(all_roles())])
 

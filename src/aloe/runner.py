@@ -109,7 +109,7 @@ def run_lock(layout: RunLayout) -> Iterator[None]:
 
 
 def _needs_local_server(params: Params) -> bool:
-    return any(getattr(params.roles, role).is_local for role in type(params.roles).model_fields)
+    return any(role.is_local for role in params.roles.as_mapping().values())
 
 
 def _failure_message(notebook: Path, output: Path, error: Exception) -> str:
@@ -118,6 +118,8 @@ def _failure_message(notebook: Path, output: Path, error: Exception) -> str:
     evalue = getattr(error, "evalue", str(error))
     where = f" in cell {cell}" if cell is not None else ""
     first_line = str(evalue).strip().splitlines()[0] if str(evalue).strip() else ""
+    if ename == "BudgetExceededError":  # a ceiling the user set, not a fault: one line
+        return f"stage {notebook.stem} stopped: {first_line}"
     return (f"stage {notebook.stem} failed{where}: {ename}: {first_line}\n"
             f"  executed notebook with the traceback: {output}")
 

@@ -12,6 +12,11 @@ Two prompt styles (`conversations.prompt_style`, `evaluation.prompt_style`):
   first user message, its own earlier messages are its assistant turns, and each reply it got
   is a user turn, followed in stage 2 by a request to answer within three sentences
   (`length_request`; the released evaluation feeds replies back without it).
+- rlpa (stage 5 under `evaluation.protocol: rlpa`): the workbook's structure with RLPA's
+  instructions (a new acquaintance who gives away one detail at a time, reserved at first).
+
+A preference shift (`evaluation.preference_shift`) gives the simulator the changed persona and
+a note that something about it has changed (`shift_note`), in its instructions.
 """
 
 from __future__ import annotations
@@ -61,14 +66,29 @@ def clean_user_message(text: str) -> str:
     return text.strip().strip(_QUOTES).strip()
 
 
+SIMULATOR_TEMPLATES = {"workbook": "user_simulator", "rlpa": "user_simulator_rlpa"}
+
+
+def shift_note(change: str) -> str:
+    """The note that tells the simulated user its persona has changed (`change`: what is true
+    of it now)."""
+    return render("user_simulator_shift", change=change)
+
+
 def simulator_messages(persona: dict[str, Any], history: list[Message], *,
-                       style: str = "workbook", length_request: bool = True) -> list[Message]:
+                       style: str = "workbook", length_request: bool = True,
+                       note: str | None = None) -> list[Message]:
     """The request that asks for the persona's next message after `history` (see the module
-    docstring for the two styles)."""
+    docstring for the styles); `note` (a preference shift's) follows the instructions."""
     if style == "reference":
-        return roleplay_messages(persona, history, length_request=length_request)
-    system = render("user_simulator", profile=persona["profile"],
+        messages = roleplay_messages(persona, history, length_request=length_request)
+        if note:
+            messages[0] = {"role": "user", "content": messages[0]["content"] + "\n\n" + note}
+        return messages
+    system = render(SIMULATOR_TEMPLATES[style], profile=persona["profile"],
                     personality=persona["personality"])
+    if note:
+        system += "\n\n" + note
     turn = (render("user_simulator_turn", transcript=transcript(history, user_label="You"))
             if history else render("user_simulator_start"))
     return [{"role": "system", "content": system}, {"role": "user", "content": turn}]
@@ -92,7 +112,7 @@ def roleplay_messages(persona: dict[str, Any], history: list[Message], *,
 
 async def simulate_user(llm: Any, persona: dict[str, Any], history: list[Message], *,
                         sample: int = 0, style: str = "workbook",
-                        length_request: bool = True) -> str:
+                        length_request: bool = True, note: str | None = None) -> str:
     """The persona's next user message after `history` (the chat from the assistant's side).
 
     `persona` is a persona record (`profile`, `personality`, ...). `sample` tells apart several
@@ -101,7 +121,8 @@ async def simulate_user(llm: Any, persona: dict[str, Any], history: list[Message
     raw reply, stripped, is returned rather than nothing. Raises `LLMError` when the backend
     fails for good.
     """
-    messages = simulator_messages(persona, history, style=style, length_request=length_request)
+    messages = simulator_messages(persona, history, style=style, length_request=length_request,
+                                  note=note)
     raw = ""
     for attempt in range(SIMULATOR_ATTEMPTS):
         completion = await llm.chat("user", messages, sample=draw(sample, attempt))

@@ -23,7 +23,11 @@ then the instruction at the END of the last user message (the last `TAIL` charac
 every template puts its question), in this order:
 
 - preference judge: "1 or 2"  -> "1" or "2"
+- binary judge (RLPA's protocol): "verdict"  -> a short reason, then "Verdict: 1" or "0"
+- 0-10 judges (inference accuracy, the simulator's disclosure): "from 0 to 10"  -> "0".."10"
+- yes/no judge (the simulator's contradictions): "yes or no"  -> "yes" or "no"
 - score judge: "score"/"rating" with a 1..5 scale  -> one digit 1-5
+- the inference probe: "what have you learned about me"  -> a sentence about the user
 - persona inducer: answer lines "Profile:" and "Personality:"  -> those two lines
 - persona generator: "write N new ... profiles/personalities/descriptions" at the start, or
   'starting with "He is" or "She is"'  -> N paragraphs, one per line, each "He is"/"She is"
@@ -90,7 +94,8 @@ except ImportError:
         return _SORTED.encode(value).encode()
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLES = ("generator", "user", "inducer", "judge_preference", "judge_score", "assistant")
+ROLES = ("generator", "user", "inducer", "judge_preference", "judge_score", "assistant",
+         "judge_binary", "judge_ten", "judge_yes_no", "probe")
 TAIL = 320  # characters at the end of the last user message that hold the instruction
 MAX_HEAD = 64 * 1024  # request line and headers
 MAX_BODY = 16 * 1024 * 1024
@@ -107,6 +112,10 @@ _ASSISTANT_SYSTEM = re.compile(r"\byou are (?:a|an|the)\s+(?:[\w-]+,?\s+){0,4}as
 _ANNOTATOR = re.compile(r"annotat|judg|evaluat|grader|rater", re.IGNORECASE)
 _PREFERENCE = re.compile(r"\b1\s+or\s+2\b|\b(?:reply|response|option)\s+1\s+or\s+(?:reply|"
                          r"response|option)?\s*2\b", re.IGNORECASE)
+_BINARY = re.compile(r"\bverdict\b", re.IGNORECASE)
+_TEN = re.compile(r"\bfrom\s+0\s+to\s+10\b", re.IGNORECASE)
+_YES_NO = re.compile(r"\byes\s+or\s+no\b", re.IGNORECASE)
+_PROBE = re.compile(r"\bwhat have you learned about me\b", re.IGNORECASE)
 _SCORE_WORD = re.compile(r"\b(?:score|rating|rate|grade)\b", re.IGNORECASE)
 _SCALE = re.compile(r"\b1\b.{0,40}\b5\b|\b1\s*(?:-|to)\s*5\b|\bone to five\b",
                     re.IGNORECASE | re.DOTALL)
@@ -155,6 +164,14 @@ def classify(messages: list[Message]) -> str:
         return "assistant"
     if _PREFERENCE.search(tail):
         return "judge_preference"
+    if _BINARY.search(tail):
+        return "judge_binary"
+    if _TEN.search(tail):
+        return "judge_ten"
+    if _YES_NO.search(tail):
+        return "judge_yes_no"
+    if _PROBE.search(tail):
+        return "probe"
     if _SCORE_WORD.search(tail) and _SCALE.search(tail):
         return "judge_score"
     if _INDUCE_PROFILE.search(tail) and _INDUCE_PERSONALITY.search(tail):
@@ -388,6 +405,17 @@ def reply_text(role: str, messages: list[Message], rng: random.Random) -> str:
         return rng.choice("12")
     if role == "judge_score":
         return str(rng.choices((1, 2, 3, 4, 5), weights=(1, 2, 4, 4, 2))[0])
+    if role == "judge_binary":
+        verdict = rng.choice("0111")
+        reason = "It is friendly and fits." if verdict == "1" else "It feels generic."
+        return f"{reason}\nVerdict: {verdict}"
+    if role == "judge_ten":
+        return str(rng.randint(0, 10))
+    if role == "judge_yes_no":
+        return rng.choice(("no", "no", "no", "yes"))
+    if role == "probe":
+        facts = " and ".join(rng.sample(INDUCED_FACTS, 2))
+        return f"You {facts}, and you come across as {rng.choice(INDUCED_TRAITS)}."
     word = _THE_WORD.search(last[-TAIL:])
     return word.group(1).lower() if word else assistant_reply(rng)
 

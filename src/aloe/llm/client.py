@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 import openai
 
+from aloe.budget import Budget, register, request_cost, unregister
 from aloe.chat import Message
 from aloe.config import Params, RoleConfig
 from aloe.errors import EXIT_BAD_INPUT, AloeError
@@ -123,7 +124,7 @@ class LLM:
 
     def __init__(self, roles: Mapping[str, RoleConfig], *, stage: str, layout: RunLayout,
                  seed: int = 0, local_server: Callable[[], LocalServer] | None = None,
-                 retry_base: float = 0.5):
+                 retry_base: float = 0.5, budget: Budget | None = None):
         self.roles = dict(roles)
         self.stage = stage
         self.seed = seed  # the run's: folded into every sampled request's key and seed
@@ -132,6 +133,9 @@ class LLM:
         self.cache = ResponseCache(layout.cache_path)
         self.local_server = local_server
         self.retry_base = retry_base
+        self.budget = budget  # the run's ceilings (run.budget_usd); None: none
+        if budget is not None:
+            register(layout, self.ledger)
         self._roles: dict[str, _Role] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -142,7 +146,7 @@ class LLM:
 
         return cls(params.roles.as_mapping(), stage=stage, layout=params.layout,
                    seed=params.run.seed, local_server=lambda: ensure_local_server(params),
-                   **kwargs)
+                   budget=Budget.for_run(params), **kwargs)
 
     # -- set-up ------------------------------------------------------------------------------
     def role_config(self, role: str) -> RoleConfig:
@@ -208,8 +212,17 @@ class LLM:
         if hit is not None:
             self.ledger.record_hit(role, state.model)
             return Completion(**hit, cached=True)
-        async with state.semaphore:
-            completion = await self._send(state, messages, sampling, key)
+        reservation = None
+        if self.budget is not None:  # before it is sent: stop rather than overspend
+            reservation = self.budget.reserve(self.stage, request_cost(
+                messages, sampling["max_tokens"], config.price_input_per_1m,
+                config.price_output_per_1m), role, state.model)
+        try:
+            async with state.semaphore:
+                completion = await self._send(state, messages, sampling, key)
+        finally:
+            if reservation is not None:  # the ledger now holds what it really cost
+                reservation.release()
         self.cache.put(key, completion.to_json())
         return completion
 
@@ -258,6 +271,8 @@ class LLM:
     # -- bookkeeping -------------------------------------------------------------------------
     def save_ledger(self) -> None:
         self.ledger.save(self.layout)
+        if self.budget is not None:
+            unregister(self.layout, self.ledger)
 
     async def aclose(self) -> None:
         for state in self._roles.values():

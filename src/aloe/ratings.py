@@ -1,0 +1,248 @@
+"""The human-rating kit: people rate a blinded sample of stage 5's replies, and the report says
+how far the judge agrees with them.
+
+1. `export_kit` draws `evaluation.human_sample` scored replies of the configured evaluation
+   (seeded; over models and turns) and writes `ratings/VARIANT-form.html`: one self-contained
+   page (no script, style or font fetched from anywhere; it works opened from a file, offline)
+   that shows each item's persona, the conversation up to the user's message and the reply,
+   in a shuffled order, without the model's name or the judge's score, and asks for the
+   protocol's judgement (1-5 on ALOE's criteria, or 1/0 on RLPA's). Its button downloads the
+   ratings as a JSON file. `ratings/VARIANT-key.json` keeps which model, persona and turn each
+   item is, and the judge's score: it stays with the researcher.
+2. `import_ratings` reads such files (one per rater; a rater's new file replaces their old
+   ratings), checks every item and value against the key, and keeps them in
+   `ratings/VARIANT-human.jsonl`.
+3. `human_agreement` pairs each human rating with the judge's score of the same reply:
+   kappa, weighted kappa and Spearman with bootstrap intervals (`aloe.agreement`), written to
+   metrics.json by stage 5 and shown in notebook 05.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from aloe import agreement, protocols
+from aloe.chat import seeded, transcript
+from aloe.config import Params
+from aloe.errors import BadInputError
+from aloe.records import read_json, read_records, write_json, write_records
+
+
+class RatingsError(BadInputError):
+    """A ratings file that does not belong to the kit, or holds a value the kit did not ask."""
+
+
+def _variant(params: Params) -> str:
+    return protocols.variant_name(params.evaluation)
+
+
+def kit_items(params: Params, size: int | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """(kit id, items): the sampled replies with what a rater sees and what only the key
+    holds. The draw is seeded (a rerun draws the same kit); the shown order is shuffled."""
+    from aloe import evaluation
+
+    e = params.evaluation
+    personas = evaluation.benchmark_personas(params)
+    records = evaluation.load_records(params, personas)
+    scored = sorted((r for r in records if r.get("score") is not None),
+                    key=lambda r: (str(r["model"]), str(r["persona_id"]), int(r["turn"])))
+    if not scored:
+        raise RatingsError("no judged replies to rate: run stage 5 (aloe evaluate) first")
+    rng = seeded(params.run.seed, "human-kit")
+    sample = rng.sample(scored, min(size or e.human_sample, len(scored)))
+    who = evaluation.Conversationist(params, personas)
+    by_id = {str(p["id"]): p for p in personas}
+    conversations: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for r in records:
+        conversations.setdefault((str(r["model"]), str(r["persona_id"])), {})[int(r["turn"])] = r
+    kit = hashlib.sha256(json.dumps([(r["model"], r["persona_id"], r["turn"]) for r in sample],
+                                    sort_keys=True).encode()).hexdigest()[:10]
+    items = []
+    for r in sample:
+        turns = conversations[(str(r["model"]), str(r["persona_id"]))]
+        earlier = [m for k in sorted(turns) if k < int(r["turn"])
+                   for m in ({"role": "user", "content": turns[k]["user"]},
+                             {"role": "assistant", "content": turns[k]["reply"]})]
+        persona = who.persona_at(by_id[str(r["persona_id"])], int(r["turn"]))
+        item = hashlib.sha256(f"{kit}:{r['model']}:{r['persona_id']}:{r['turn']}".encode()
+                              ).hexdigest()[:12]
+        items.append({"item": item, "profile": persona["profile"],
+                      "personality": persona["personality"], "earlier": transcript(earlier),
+                      "message": r["user"], "reply": r["reply"],
+                      "key": {"model": r["model"], "persona_id": r["persona_id"],
+                              "profile_id": r.get("profile_id"), "turn": r["turn"],
+                              "judge_score": r["score"]}})
+    rng.shuffle(items)
+    return kit, items
+
+
+def export_kit(params: Params, size: int | None = None) -> tuple[Path, Path]:
+    """Write the form and its key; returns (form, key)."""
+    protocol = protocols.get(params.evaluation.protocol)
+    kit, items = kit_items(params, size)
+    variant = _variant(params)
+    key = {"kit": kit, "variant": variant, "protocol": protocol.name,
+           "version": protocol.version, "categories": protocol.categories,
+           "items": {i["item"]: i["key"] for i in items}}
+    form = params.layout.rating_form(variant)
+    form.parent.mkdir(parents=True, exist_ok=True)
+    form.write_text(render_form(kit, variant, protocol, items), encoding="utf-8")
+    write_json(params.layout.rating_key(variant), key)
+    return form, params.layout.rating_key(variant)
+
+
+_LABELS = {"aloe": {1: "1 poor", 2: "2", 3: "3", 4: "4", 5: "5 excellent"},
+           "rlpa": {0: "0 would stop chatting", 1: "1 would keep chatting"}}
+
+
+def _question(protocol: protocols.Protocol) -> str:
+    if protocol.name == "rlpa":
+        return ("Imagine you are this person. Would you keep chatting after this reply? Only if "
+                "it meets all five: " + "; ".join(protocol.criteria) + ".")
+    return ("How well does the reply fit this particular person? One overall score on: "
+            + "; ".join(protocol.criteria) + ".")
+
+
+def render_form(kit: str, variant: str, protocol: protocols.Protocol,
+                items: list[dict[str, Any]]) -> str:
+    """The page: everything inline, no URL anywhere, the ratings saved by a download."""
+    esc = html.escape
+    labels = _LABELS[protocol.name]
+    blocks = []
+    for n, item in enumerate(items, start=1):
+        choices = "".join(
+            f'<label><input type="radio" name="{esc(item["item"])}" value="{c}"> '
+            f"{esc(labels[c])}</label>" for c in protocol.categories)
+        earlier = esc(item["earlier"]) or "<em>(this is the first message)</em>"
+        blocks.append(f"""
+<section class="item" data-item="{esc(item['item'])}">
+  <h2>Item {n} of {len(items)}</h2>
+  <p><b>The person's profile:</b> {esc(item['profile'])}</p>
+  <p><b>The person's personality:</b> {esc(item['personality'])}</p>
+  <p><b>Earlier in the chat:</b></p><pre>{earlier}</pre>
+  <p><b>The person's message:</b></p><pre>{esc(item['message'])}</pre>
+  <p><b>The reply to rate:</b></p><pre class="reply">{esc(item['reply'])}</pre>
+  <p class="question">{esc(_question(protocol))}</p>
+  <div class="choices">{choices}</div>
+</section>""")
+    meta = json.dumps({"kit": kit, "variant": variant, "protocol": protocol.name,
+                       "items": [i["item"] for i in items]}).replace("</", "<\\/")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Rate replies - kit {esc(kit)}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 52em; margin: 2em auto; line-height: 1.4; }}
+pre {{ white-space: pre-wrap; background: #f4f4f4; padding: .5em; }}
+pre.reply {{ background: #eef4ff; }}
+.item {{ border-top: 1px solid #999; padding-top: 1em; margin-top: 1.5em; }}
+.choices label {{ margin-right: 1.2em; white-space: nowrap; }}
+#status {{ font-weight: bold; }}
+</style></head>
+<body>
+<h1>Rating replies to simulated users</h1>
+<p>Each item shows a person (a profile and a personality), a chat between that person and a
+chatbot, and the chatbot's latest reply. The chatbot was never told who the person is. Rate
+each reply as asked under it. The items are in random order and say nothing about which
+system wrote them. When you are done, type your name or initials and press the button: your
+browser saves a file <code>ratings-{esc(kit)}-NAME.json</code>; send that file back. Nothing is
+sent anywhere from this page.</p>
+{''.join(blocks)}
+<section class="item">
+  <p><label>Your name or initials: <input id="rater" type="text" size="20"></label></p>
+  <p><button id="save" type="button">Download my ratings</button> <span id="status"></span></p>
+</section>
+<script type="application/json" id="kit-meta">{meta}</script>
+<script>
+(function () {{
+  var meta = JSON.parse(document.getElementById("kit-meta").textContent);
+  function collect() {{
+    var ratings = {{}}, missing = 0;
+    meta.items.forEach(function (id) {{
+      var picked = document.querySelector('input[name="' + id + '"]:checked');
+      if (picked) {{ ratings[id] = Number(picked.value); }} else {{ missing += 1; }}
+    }});
+    return {{ratings: ratings, missing: missing}};
+  }}
+  document.getElementById("save").addEventListener("click", function () {{
+    var rater = document.getElementById("rater").value.trim();
+    var status = document.getElementById("status");
+    if (!rater) {{ status.textContent = "Please type your name or initials first."; return; }}
+    var got = collect();
+    var data = {{kit: meta.kit, variant: meta.variant, protocol: meta.protocol, rater: rater,
+                ratings: got.ratings}};
+    var blob = new Blob([JSON.stringify(data, null, 1)], {{type: "application/json"}});
+    var link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = "ratings-" + meta.kit + "-" + rater.replace(/[^A-Za-z0-9_-]/g, "_") + ".json";
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    status.textContent = "Saved " + Object.keys(got.ratings).length + " rating(s)" +
+      (got.missing ? "; " + got.missing + " item(s) left unrated" : "") + ".";
+  }});
+}})();
+</script>
+</body></html>
+"""
+
+
+def import_ratings(params: Params, files: list[str | Path]) -> Path:
+    """Check each downloaded ratings file against the kit's key and keep its ratings (one
+    record per rater and item); a rater's new file replaces their earlier ratings."""
+    variant = _variant(params)
+    key_path = params.layout.rating_key(variant)
+    if not key_path.exists():
+        raise RatingsError(f"no rating kit at {key_path}: run `aloe ratings export` first")
+    key = read_json(key_path)
+    kept = read_records(params.layout.human_ratings(variant))
+    for file in files:
+        try:
+            data = json.loads(Path(file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise RatingsError(f"{file}: not a ratings file the form saved ({error})") from None
+        if not isinstance(data, dict) or data.get("kit") != key["kit"]:
+            raise RatingsError(f"{file}: belongs to kit {data.get('kit') if isinstance(data, dict) else None!r}"
+                               f", not to this run's kit {key['kit']} ({variant})")
+        rater = str(data.get("rater") or "").strip()
+        if not rater:
+            raise RatingsError(f"{file}: names no rater")
+        ratings = data.get("ratings") or {}
+        for item, value in ratings.items():
+            if item not in key["items"]:
+                raise RatingsError(f"{file}: item {item} is not in the kit")
+            if value not in key["categories"]:
+                raise RatingsError(f"{file}: item {item} has value {value!r}; the kit asks for "
+                                   f"one of {key['categories']}")
+        kept = [r for r in kept if r["rater"] != rater]
+        kept += [{"kit": key["kit"], "rater": rater, "item": item, "rating": value,
+                  **key["items"][item]} for item, value in sorted(ratings.items())]
+    path = params.layout.human_ratings(variant)
+    write_records(path, kept)
+    return path
+
+
+def human_agreement(params: Params) -> dict[str, Any] | None:
+    """The judge against the people: every (human rating, judge score) pair of the configured
+    variant's imported ratings; None when none were imported."""
+    variant = _variant(params)
+    path = params.layout.human_ratings(variant)
+    if not path.exists():
+        return None
+    rows = [r for r in read_records(path) if r.get("judge_score") is not None]
+    if not rows:
+        return None
+    e = params.evaluation
+    protocol = protocols.get(e.protocol)
+    result = agreement.agreement([r["judge_score"] for r in rows], [r["rating"] for r in rows],
+                                 protocol.categories,
+                                 clusters=[str(r.get("profile_id") or r["persona_id"])
+                                           for r in rows],
+                                 n_boot=e.bootstrap_samples, confidence=e.confidence,
+                                 seed=params.run.seed)
+    result["raters"] = sorted({r["rater"] for r in rows})
+    result["items_rated"] = len({r["item"] for r in rows})
+    return result

@@ -118,7 +118,7 @@ def prepare_for_training(model: Any, cfg: SFTConfig, device: Device) -> Any:
     from peft import prepare_model_for_kbit_training
 
     return prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=bool(cfg.trainer["gradient_checkpointing"]),
+        model, use_gradient_checkpointing=bool(cfg.trainer["activation_checkpointing"]),
         gradient_checkpointing_kwargs={"use_reentrant": device.fsdp})
 
 
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{config.num_hidden_layers} layers, hidden {config.hidden_size}, "
           f"{parameter_count(config) / 1e9:.2f}B parameters, random weights, 4-bit NF4")
     trainer = dict(max_length=args.seq_len, max_steps=args.steps, per_device_train_batch_size=1,
-                   gradient_accumulation_steps=1, gradient_checkpointing=True, optim="auto")
+                   gradient_accumulation_steps=1, activation_checkpointing=True, optim="auto")
     lora = dict(lora_r=args.lora_r, lora_alpha=2 * args.lora_r)
     sft_cfg = SFTConfig(**lora, trainer={**trainer, "learning_rate": 2e-4})
     dpo_cfg = DPOConfig(**lora, trainer={**trainer, "beta": 0.1, "learning_rate": 5e-6})

@@ -31,12 +31,13 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from aloe import progress
 from aloe.chat import Message, draw, seeded, transcript, trim_unfinished
 from aloe.config import Params
 from aloe.errors import AloeError
 from aloe.judges import (BRANCHES, HINTED, INCONSISTENT, PLAIN, UNPARSEABLE, PreferenceJudge,
                          ask_and_read)
-from aloe.llm import LLM, Completion, LLMError, MissingKeyError, open_llm, run_sync
+from aloe.llm import LLM, Completion, LLMError, MissingKeyError, open_llm
 from aloe.prompts import few_shot, render
 from aloe.records import append_record, read_records, write_json
 from aloe.simulator import simulate_user
@@ -268,7 +269,7 @@ async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: 
     path = params.layout.conversations
     limit = asyncio.Semaphore(params.conversations.concurrency)
     bar = tqdm(total=total, initial=done, desc="conversations", unit="conv", dynamic_ncols=True)
-
+    live = progress.reporter(params.layout.progress, "conversations", total)
     shown = [0.0]
 
     def show(force: bool = False) -> None:  # at most twice a second: cheap even in Jupyter
@@ -278,6 +279,8 @@ async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: 
             usage = llm.ledger.totals()
             bar.set_postfix(requests=usage.requests, cache_hits=usage.cache_hits,
                             cost=f"${usage.cost_usd:.4f}")
+            live.update(bar.n, [progress.count(usage.requests, "requests"),
+                                progress.money(usage.cost_usd)], force=force)
 
     maker = ConversationMaker(llm, params, on_request=show)
 
@@ -291,6 +294,7 @@ async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: 
                 return {"failed": item["id"], "reason": str(error)}
 
     written, failures = 0, []
+    show(force=True)
     try:
         for next_done in asyncio.as_completed([one(item) for item in todo]):
             result = await next_done
@@ -303,7 +307,6 @@ async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: 
             show(force=True)
     finally:
         bar.close()
-        await llm.aclose()
     return written, failures, maker.judge.logprobs_rejected
 
 
@@ -325,7 +328,7 @@ def run_stage(params: Params) -> ConversationsSummary:
     todo = [item for item in items if item["id"] not in done_ids]
     done = len(items) - len(todo)
     with open_llm(params, STAGE) as llm:
-        written, failures, rejected = run_sync(_generate(llm, params, todo, done, len(items)))
+        written, failures, rejected = llm.run(_generate(llm, params, todo, done, len(items)))
         usage = llm.ledger.totals()
     summary = summarise(load_conversations(params), params)
     summary.found_done, summary.written_now, summary.failures = done, written, failures

@@ -35,8 +35,9 @@ from aloe.chat import Message
 from aloe.config import EvalModelSpec, Params
 from aloe.errors import AloeError
 from aloe.judges import Judgement, score_reply
-from aloe.llm import LLM, LLMError, open_llm, run_sync
+from aloe.llm import LLM, LLMError, open_llm
 from aloe.policy import adapter_path, open_responder
+from aloe.progress import Reporter, count, money, reporter
 from aloe.pools import load_aloe_benchmark
 from aloe.records import append_records, read_records, write_json
 from aloe.simulator import simulate_user
@@ -114,21 +115,39 @@ def remaining_turns(params: Params, spec: EvalModelSpec, personas: list[dict[str
     return sum(params.evaluation.turns - len(turns) for turns in done.values())
 
 
-def _gather(coroutines: list[Any]) -> list[Any]:
+def _gather(llm: LLM, coroutines: list[Any]) -> list[Any]:
     async def all_of() -> list[Any]:
         return await asyncio.gather(*coroutines, return_exceptions=True)
 
-    return run_sync(all_of())
+    return llm.run(all_of())
+
+
+@dataclass
+class LiveProgress:
+    """The stage's live progress across its models: turns recorded of all of them, and which
+    model and turn is running (`aloe.progress`)."""
+
+    reporter: Reporter
+    llm: LLM
+    done: int = 0
+
+    def show(self, model: str, turn: int, turns: int, force: bool = False) -> None:
+        usage = self.llm.ledger.totals()
+        self.reporter.update(self.done, [f"model {model}", f"turn {turn}/{turns}",
+                                         count(usage.requests, "requests"),
+                                         money(usage.cost_usd)], force=force)
 
 
 def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
-                   personas: list[dict[str, Any]]) -> ModelProgress:
+                   personas: list[dict[str, Any]],
+                   live: LiveProgress | None = None) -> ModelProgress:
     """Run one model through the benchmark, turn by turn, resuming what is recorded.
 
     At turn k the conversations whose turns 1..k-1 are recorded and turn k is not are
     advanced together: user messages (concurrently), replies (one batched pass), judgements
     (concurrently); then their k-th records are appended in one write. A conversation whose
     user or judge request fails for good stops there (named in `failed`); the others go on.
+    `live` shows the stage's progress after each step.
     """
     e = params.evaluation
     done = _finished(params, spec, personas)
@@ -139,6 +158,12 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
     responder = open_responder(params, spec)
     bar = tqdm(total=total, initial=progress.turns_before, desc=f"evaluate {spec.name}",
                unit="turn")
+    turn = 1
+
+    def show(force: bool = False) -> None:
+        if live is not None:
+            live.show(spec.name, turn, e.turns, force)
+
     try:
         for turn in range(1, e.turns + 1):
             active = [p for p in personas
@@ -146,15 +171,18 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
                       and all(k in done[str(p["id"])] for k in range(1, turn))]
             if not active:
                 continue
+            show(force=True)
             histories = {str(p["id"]): _history(done[str(p["id"])]) for p in active}
-            users = _gather([simulate_user(llm, p, histories[str(p["id"])]) for p in active])
+            users = _gather(llm, [simulate_user(llm, p, histories[str(p["id"])]) for p in active])
+            show()
             active, users = _drop_failed(active, users, progress, "user simulator")
             prompts = [histories[str(p["id"])] + [{"role": "user", "content": u}]
                        for p, u in zip(active, users)]
             replies = responder.reply_many(prompts) if prompts else []
+            show()
             active, replies = _drop_failed(active, replies, progress, "model under test",
                                            keep=[prompts, users])
-            judgements = _gather([score_reply(llm.chat, p, h, r, logprobs=e.judge_logprobs)
+            judgements = _gather(llm, [score_reply(llm.chat, p, h, r, logprobs=e.judge_logprobs)
                                   for p, h, r in zip(active, prompts, replies)])
             active, judgements = _drop_failed(active, judgements, progress, "judge",
                                               keep=[users, replies])
@@ -165,6 +193,9 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
                 done[str(p["id"])][turn] = record
             progress.turns_run += len(records)
             bar.update(len(records))
+            if live:
+                live.done += len(records)
+            show(force=True)
     finally:
         bar.close()
         responder.close()
@@ -225,9 +256,13 @@ def run_stage(params: Params) -> EvaluationSummary:
         if not spec.base_url:
             adapter_path(params, spec)  # fail now, not after hours of other models
     progress: dict[str, ModelProgress] = {}
+    total = len(e.models) * len(personas) * e.turns
     with open_llm(params, "evaluate") as llm:
+        live = LiveProgress(reporter(params.layout.progress, "turns", total), llm,
+                            done=total - sum(remaining_turns(params, s, personas)
+                                             for s in e.models))
         for spec in e.models:
-            progress[spec.name] = evaluate_model(params, llm, spec, personas)
+            progress[spec.name] = evaluate_model(params, llm, spec, personas, live)
     failed = {name: p.failed for name, p in progress.items() if p.failed}
     if failed:
         lines = [f"{name}: {len(f)} conversation(s), e.g. persona {next(iter(f))}: "

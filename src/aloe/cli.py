@@ -1,6 +1,8 @@
 """The `aloe` command.
 
     aloe run [PARAMS] [--stages 0,2-4] [--run-name NAME] [--limit N]   the workbook's notebooks
+    aloe plan PARAMS [--json]                                         requests, tokens, cost, GPU
+                                                                      hours; offline
     aloe train sft|dpo PARAMS                                         one training stage
     aloe evaluate PARAMS [--limit N] [--benchmark run|aloe]           the benchmark (stage 5)
 
@@ -35,7 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run-name", help="name of the run folder under run.output_dir "
                      "(default: the file's run.name)")
     _add_limit(run)
-    run.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
+    run.add_argument("--quiet", action="store_true", help="no live progress line")
+
+    plan = commands.add_parser("plan", help="what a run will spend: requests, tokens and cost "
+                               "(forecast and ceiling) per stage and role, GPU hours; offline")
+    plan.add_argument("params", help="a parameter file, e.g. params/paper.yaml")
+    plan.add_argument("--run-name", help="the run whose ledgers to measure lengths from "
+                      "(default: the file's run.name)")
+    plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
 
     train = commands.add_parser("train", help="train one stage's QLoRA adapter (SFT or DPO) "
                                 "outside the notebooks, e.g. under accelerate launch")
@@ -86,6 +95,17 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def plan_command(args: argparse.Namespace) -> int:
+    """Offline: no request, no key, no local server, no model loaded."""
+    import json
+
+    from aloe.plan import format_plan, make_plan
+
+    plan = make_plan(_load(args))
+    print(json.dumps(plan.to_json(), indent=2) if args.json else format_plan(plan))
+    return 0
+
+
 def train_command(args: argparse.Namespace) -> int:
     import json
     import logging
@@ -109,7 +129,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": run_command, "train": train_command, "evaluate": evaluate_command}
+    "run": run_command, "plan": plan_command, "train": train_command,
+    "evaluate": evaluate_command}
 
 
 def main(argv: list[str] | None = None) -> int:

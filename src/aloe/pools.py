@@ -19,6 +19,9 @@ from aloe.config import is_url, resolve_path
 from aloe.records import DataError
 
 KINDS = ("profile", "personality")
+# The longest text a generated pool item may have: a longer one is a run-on reply (a small
+# model looping), not one persona. Stage 1 drops it; `aloe plan` bounds persona texts by it.
+MAX_ITEM_CHARS = 2000
 
 
 # ==========================================================================================

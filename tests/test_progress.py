@@ -17,7 +17,7 @@ import nbformat
 import yaml
 
 from aloe.progress import Monitor, Reporter, format_line, read_state
-from tests.conftest import ROOT, tiny_dict
+from tests.conftest import tiny_dict
 
 
 class Terminal(io.StringIO):

@@ -92,7 +92,6 @@ CONVERSATION_TURN_BYTES = 8_000  # one turn of a tree: user, hint, two replies, 
 EVAL_TURN_BYTES = 2_000
 LORA_PARAMS_PER_RANK = 3.27e-4  # LoRA on all linear layers: ~0.033% of the base per rank
 CHECKPOINT_BYTES_PER_LORA_PARAM = 14  # fp32 adapter + optimiser state + gradients
-STAGES = ("preflight", "personas", "conversations", "evaluate")
 
 
 # ==========================================================================================
@@ -637,11 +636,16 @@ class Plan:
         for gpu, hours in self.gpu["by_gpu"].items():
             rows[gpu] = {stage: f"{_hours(h['forecast'])} / {_hours(h['ceiling'])}"
                          for stage, h in hours.items()}
-        return pd.DataFrame(rows).T.rename_axis("GPU (hours: forecast / ceiling)")
+        return pd.DataFrame(rows).T.rename_axis("GPU (forecast / ceiling)")
 
 
 def _hours(value: float) -> str:
-    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}" if value >= 1 else f"{value:.2f}"
+    """GPU time as people say it: 32 h, 7.8 h, 25 min, <1 min."""
+    if value >= 10:
+        return f"{value:,.0f} h"
+    if value >= 1:
+        return f"{value:.1f} h"
+    return f"{value * 60:.0f} min" if value * 60 >= 1 else "<1 min"
 
 
 COUNTING = ("requests: first attempts with an empty cache; ceiling: every completion at "
@@ -834,7 +838,7 @@ def products_table(params: Params) -> pd.DataFrame:
         ("5 evaluate", f"{len(e.models)} models x {benchmark} users x {e.turns} turns",
          len(e.models) * benchmark * e.turns),
     ]
-    return pd.DataFrame(rows, columns=["stage", "plan", "items"])
+    return pd.DataFrame(rows, columns=["stage", "plan", "items"]).astype({"items": "Int64"})
 
 
 def _requests(role: RolePlan) -> str:

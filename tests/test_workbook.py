@@ -89,11 +89,10 @@ def start_aloe_run(root: Path, *args: str, terminal: Path | None = None) -> subp
     """`aloe run` in the background; with `terminal`, what it prints (its live progress
     included) goes to that file, else it runs --quiet."""
     env = {**os.environ, "ALOE_ROOT": str(root)}
-    quiet = [] if terminal else ["--quiet"]
-    stdout = open(terminal, "a") if terminal else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-m", "aloe.cli", "run", *args, *quiet],
-                            cwd=root, env=env, stdout=stdout,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    command = [sys.executable, "-m", "aloe.cli", "run", *args, *([] if terminal else ["--quiet"])]
+    with open(terminal or os.devnull, "a") as stdout:  # the child keeps its own copy
+        return subprocess.Popen(command, cwd=root, env=env, stdout=stdout,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def crash(process: subprocess.Popen[str]) -> None:

@@ -41,7 +41,7 @@ def test_a_missing_key_is_named_and_a_set_one_is_never_shown(tmp_path: Path,
 
 
 def test_an_endpoint_that_does_not_answer_fails_with_its_whole_reason(tmp_path: Path) -> None:
-    roles = {name: {"base_url": DEAD, "model": f"model-{name}", "max_retries": 5}
+    roles = {name: {"base_url": DEAD, "model": f"model-{name}", "max_retries": 1}
              for name in ("generator", "user", "inducer", "assistant", "judge")}
     models = [{"name": "api", "model": "served", "base_url": DEAD}]
     params = _params(tmp_path, roles=roles, evaluation={"models": models})
@@ -49,7 +49,7 @@ def test_an_endpoint_that_does_not_answer_fails_with_its_whole_reason(tmp_path: 
     assert set(checks) == {f"endpoint {r}" for r in roles} | {"endpoint policy:api"}
     judge = checks["endpoint judge"]
     assert judge.failed and "role 'judge'" in judge.detail and "model-judge" in judge.detail
-    assert "127.0.0.1:9" in judge.detail and "after 2 attempts" in judge.detail  # one retry
+    assert "127.0.0.1:9" in judge.detail and "after 2 attempts" in judge.detail  # its retry
 
 
 def test_hub_models_offline_folders_and_gated_ones(tmp_path: Path, monkeypatch) -> None:

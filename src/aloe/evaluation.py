@@ -155,15 +155,16 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
     total = len(personas) * e.turns
     if progress.turns_before >= total:
         return progress
-    responder = open_responder(params, spec)
-    bar = tqdm(total=total, initial=progress.turns_before, desc=f"evaluate {spec.name}",
-               unit="turn")
     turn = 1
 
     def show(force: bool = False) -> None:
         if live is not None:
             live.show(spec.name, turn, e.turns, force)
 
+    show(force=True)  # loading the model can take minutes
+    responder = open_responder(params, spec)
+    bar = tqdm(total=total, initial=progress.turns_before, desc=f"evaluate {spec.name}",
+               unit="turn")
     try:
         for turn in range(1, e.turns + 1):
             active = [p for p in personas

@@ -6,7 +6,7 @@ Readiness checks, each with its whole reason when it fails:
 
 - keys: every API key variable a role or a model under test names is set;
 - endpoints: every role, and every model under test behind an endpoint, answers a one-word
-  probe (one attempt and a retry, at most 30 s);
+  probe (with the role's retries, each attempt at most 30 s);
 - models: the Hugging Face ids of the models to train and evaluate resolve (a gated model this
   account cannot read is named with what to do; offline, the local cache decides, and what
   could not be asked is said), local model folders exist, the embedded model is installed;
@@ -101,9 +101,10 @@ def check_keys(params: Params) -> list[Check]:
 
 
 def _probe_config(config: RoleConfig) -> RoleConfig:
-    """A role for the probe: one retry, a short timeout (a dead backend fails in seconds)."""
-    return config.model_copy(update={"max_retries": 1,
-                                     "timeout": min(config.timeout, PROBE_TIMEOUT)})
+    """A role for the probe: its own retries (a flaky backend is not a dead one), each
+    attempt given at most PROBE_TIMEOUT seconds (a dead backend fails in seconds, a silent
+    one in minutes, not hours)."""
+    return config.model_copy(update={"timeout": min(config.timeout, PROBE_TIMEOUT)})
 
 
 async def _probe(llm: LLM, role: str) -> Check:

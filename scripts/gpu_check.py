@@ -115,11 +115,11 @@ def build_random_4bit_model(config: Any, device: Device) -> Any:
 
 
 def prepare_for_training(model: Any, cfg: SFTConfig, device: Device) -> Any:
+    """As `qlora.load_base_model` does: frozen, upcast; the trainer turns activation
+    checkpointing on, from cfg.trainer["activation_checkpointing"]."""
     from peft import prepare_model_for_kbit_training
 
-    return prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=bool(cfg.trainer["activation_checkpointing"]),
-        gradient_checkpointing_kwargs={"use_reentrant": device.fsdp})
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
 def word_list(tokenizer: Any) -> list[str]:
@@ -193,7 +193,7 @@ def run_stage(stage: str, model: Any, tokenizer: Any, data: Any, cfg: Any,
 
     timer = StepTimer()
     args = qlora.trainer_arguments(stage, cfg, out / stage, device, save_strategy="no",
-                                   logging_steps=1, disable_tqdm=False)
+                                   logging_steps=1, disable_tqdm=False, report_to="none")
     build = qlora.build_sft_trainer if stage == "sft" else qlora.build_dpo_trainer
     trainer = build(model, tokenizer, training.prepare_dataset(data, tokenizer, stage,
                                                                cfg.trainer["max_length"]),

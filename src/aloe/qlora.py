@@ -88,7 +88,8 @@ def load_tokenizer(base: str) -> Any:
 
 def load_base_model(base: str, cfg: TrainingConfig, device: Device) -> Any:
     """The base model ready for k-bit training: 4-bit NF4 (when `load_in_4bit`), norms and
-    embeddings upcast for stable training, gradient checkpointing on, KV cache off."""
+    embeddings upcast for stable training, KV cache off (the trainer turns activation
+    checkpointing on)."""
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
@@ -101,9 +102,9 @@ def load_base_model(base: str, cfg: TrainingConfig, device: Device) -> Any:
     model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
     model.config.use_cache = False
     if quant is not None and not device.fsdp:  # FSDP needs one dtype throughout: no upcast
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=bool(cfg.trainer["activation_checkpointing"]),
-            gradient_checkpointing_kwargs=_checkpointing_kwargs(device))
+        # Activation checkpointing is the trainer's to turn on, from `activation_checkpointing`
+        # (peft's own switch calls transformers' deprecated gradient_checkpointing_enable).
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
 
 def _checkpointing_kwargs(device: Device) -> dict[str, Any]:

@@ -7,6 +7,9 @@ gets ipywidgets); what is left comes from inside other libraries and says nothin
 
 - `is_gradient_checkpointing` (transformers' FutureWarning): peft and TRL read the old name of
   `is_activation_checkpointing` when they wrap a model; nothing in the workbook does.
+- `gradient_checkpointing_enable` / `_disable` (transformers' FutureWarnings): TRL's DPO
+  trainer switches checkpointing off and on around every reference pass by the old names; the
+  workbook turns it on by the current one (the trainer's `activation_checkpointing`).
 - `torch.jit.script_method` (torch's DeprecationWarning): torch.utils.mkldnn calls it at import.
 - "Failed to load CPU gemm_4bit_forward from kernels-community" (bitsandbytes' log warning on
   CPUs with AVX512-BF16): an optional kernel package (`kernels`, fetched from the hub) is
@@ -40,7 +43,8 @@ def install() -> None:
     if _INSTALLED:
         return
     _INSTALLED = True
-    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+    warnings.filterwarnings("ignore", message=r"`(is_gradient_checkpointing|gradient_"
+                            r"checkpointing_(enable|disable))` is deprecated",
                             category=FutureWarning, module=r"transformers\.modeling_utils")
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script_method` is deprecated",
                             category=DeprecationWarning, module=r"torch\.jit\._script")

@@ -210,11 +210,11 @@ def build_random_model(config: Any, device: Device) -> Any:
 
 
 def prepare_for_training(model: Any, cfg: SFTConfig, device: Device) -> Any:
+    """As `qlora.load_base_model` does: frozen, upcast; the trainer turns activation
+    checkpointing on, from cfg.trainer["activation_checkpointing"]."""
     from peft import prepare_model_for_kbit_training
 
-    return prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=bool(cfg.trainer["gradient_checkpointing"]),
-        gradient_checkpointing_kwargs={"use_reentrant": device.fsdp})
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
 # ------------------------------------------------------------------------------------------
@@ -287,7 +287,7 @@ def configs(scenario: Scenario, steps: int, lora_r: int) -> tuple[SFTConfig, DPO
     """The paper profile's training settings at this scenario's length and micro-batch."""
     trainer = dict(max_length=scenario.seq_len, max_steps=steps,
                    per_device_train_batch_size=scenario.micro_batch,
-                   gradient_accumulation_steps=1, gradient_checkpointing=True, optim="auto")
+                   gradient_accumulation_steps=1, activation_checkpointing=True, optim="auto")
     lora = dict(lora_r=lora_r, lora_alpha=2 * lora_r)
     return (SFTConfig(**lora, trainer={**trainer, "learning_rate": 2e-4}),
             DPOConfig(**lora, trainer={**trainer, "beta": 0.1, "learning_rate": 5e-6}))

@@ -47,7 +47,7 @@ def spent(params) -> float:
 
 
 def test_request_cost_is_an_upper_bound() -> None:
-    messages = [{"role": "user", "content": "x" * 400}]  # 100 tokens at 4 characters a token
+    messages = [{"role": "user", "content": "x" * 300}]  # 100 tokens at 3 characters a token
     assert budget.request_cost(messages, 50, 100.0, 400.0) == pytest.approx(
         (100 * 100.0 + 50 * 400.0) / 1e6)
     assert budget.stage_of("evaluate-served") == "evaluate"

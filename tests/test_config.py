@@ -79,6 +79,22 @@ def test_trainer_options_pass_through_with_defaults_filled() -> None:
         params_from_dict({"sft": {"trainer": {"beta": 0.9}}})
 
 
+def test_renamed_trainer_options_load_under_their_current_names() -> None:
+    """transformers 5 renamed gradient checkpointing: the old names still load, and TRL is
+    handed only the current ones (so it warns about nothing); the defaults use them too."""
+    params = params_from_dict({"sft": {"trainer": {"gradient_checkpointing": False,
+                                                   "gradient_checkpointing_kwargs": {"x": 1}}}})
+    trainer = params.sft.trainer
+    assert trainer["activation_checkpointing"] is False
+    assert trainer["activation_checkpointing_kwargs"] == {"x": 1}
+    assert "gradient_checkpointing" not in trainer and "gradient_checkpointing_kwargs" not in trainer
+    assert params.dpo.trainer["activation_checkpointing"] is True  # the default, new name
+    with pytest.raises(ParamsError, match="'gradient_checkpointing' and 'activation_checkpointing'"
+                                          " disagree"):
+        params_from_dict({"dpo": {"trainer": {"gradient_checkpointing": True,
+                                              "activation_checkpointing": False}}})
+
+
 def test_trainer_options_are_trls_own() -> None:
     """The option names read from TRL's source are exactly its config dataclasses' fields."""
     import dataclasses

@@ -324,7 +324,7 @@ def test_reference_structure_through_the_real_chat_template(tmp_path: Path) -> N
     as built, each role's text inside its own block."""
     from transformers import AutoTokenizer
 
-    from aloe.conversations import reference_reply_messages
+    from aloe.conversation_prompts import reference_reply_messages
     from aloe.simulator import simulator_messages
 
     tokenizer = AutoTokenizer.from_pretrained(MODEL_CACHE / "SmolLM2-135M-Instruct")

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -256,3 +259,41 @@ def test_the_run_seed_draws_independent_samples(tmp_path: Path) -> None:
         assert sent(2, 0.8)[0] == 1  # another seed: another sample, from the backend
         assert sent(1, 0.8) == (0, first[1])  # the same seed again: the cache, the same text
         assert sent(1, 0.0)[0] == 1 and sent(2, 0.0)[0] == 0  # greedy: one answer for all
+LOOPS_SCRIPT = """
+import asyncio, gc, sys
+from pathlib import Path
+from aloe.config import RoleConfig
+from aloe.layout import RunLayout
+from aloe.llm import LLM, run_sync
+from tests.support.stub_server import StubServer
+
+async def cell():  # a notebook cell: the kernel's loop is running, each call gets its own
+    with StubServer() as stub:
+        llm = LLM({"user": RoleConfig(model="stub", base_url=stub.base_url)}, stage="t",
+                  layout=RunLayout(Path(sys.argv[2]) / "run", Path(sys.argv[2]) / "c.sqlite"))
+        for i in range(3):
+            work = llm.chat("user", [{"role": "user", "content": f"hello {i}"}])
+            print((llm.run(work) if sys.argv[1] == "run" else run_sync(work)).text[:10])
+        del llm
+        gc.collect()
+        await asyncio.sleep(0.3)
+
+asyncio.run(cell())
+"""
+
+
+@pytest.mark.parametrize("entry, closed_loop_errors", [("run", False), ("run_sync", True)])
+def test_clients_close_on_the_loop_that_opened_them(tmp_path: Path, entry: str,
+                                                    closed_loop_errors: bool) -> None:
+    """`llm.run` closes a session's connections on their own event loop; a client left to
+    the garbage collector after its loop closed (plain `run_sync`, as stages did before)
+    prints "Event loop is closed" tracebacks into the notebook. The backend is the project's
+    stub server: what matters here is the client's loops, not the model."""
+    root = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join([str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")])
+    result = subprocess.run([sys.executable, "-c", LOOPS_SCRIPT, entry, str(tmp_path)],
+                            cwd=root, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": path})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("\n") == 3
+    assert ("Event loop is closed" in result.stderr) is closed_loop_errors, result.stderr[-2000:]

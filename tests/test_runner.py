@@ -60,8 +60,8 @@ def test_bad_stage_selection_and_run_name_exit_2(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_preflight_runs_and_no_key_leaks(tmp_path: Path, local_server) -> None:
     """The preflight notebook, executed by the runner against the real local server, with every
-    role naming an API key variable: the plan and the estimate are in the executed notebook,
-    and the key's value is in no file under outputs/."""
+    role naming an API key variable: the plan and the readiness checks are in the executed
+    notebook, every check passed, and the key's value is in no file under outputs/."""
     secret = "sk-test-" + "k3y" * 10
     data = tiny_dict(tmp_path)
     for role in data["roles"].values():
@@ -77,9 +77,10 @@ def test_preflight_runs_and_no_key_leaks(tmp_path: Path, local_server) -> None:
     executed = tmp_path / "outputs" / "pre" / "notebooks" / "00_preflight.ipynb"
     notebook = nbformat.read(executed, as_version=4)
     text = "\n".join(str(output) for cell in notebook.cells for output in cell.get("outputs", []))
-    assert "5 evaluate" in text and "conversations" in text  # the plan
-    assert "requests" in text and "cost_usd" in text and "total:" in text  # the estimate
-    assert "True" in text and "Error" not in text  # every role answered
+    assert "5 evaluate" in text and "conversations" in text  # what each stage produces
+    assert "forecast" in text and "ceiling" in text and "total:" in text  # the plan
+    assert "endpoint judge" in text and "ready: " in text  # every check passed
+    assert "Error" not in text and "FAILED" not in text
 
     for file in (tmp_path / "outputs").rglob("*"):
         if file.is_file():

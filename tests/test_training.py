@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from aloe import qlora, training
-from aloe.config import ParamsError, params_from_dict
+from aloe.config import ParamsError, load_params, params_from_dict
 from aloe.layout import RunLayout
 from aloe.policy import detect_device
 from tests.conftest import MODEL_CACHE, ROOT, tiny_dict, write_params
@@ -67,7 +67,7 @@ def make_exports(layout: RunLayout, n_train: int = 6, n_val: int = 2) -> None:
 
 
 TRAINER = {"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 1, "max_length": 256,
-           "gradient_checkpointing": True}  # the GPU profiles' path
+           "activation_checkpointing": True}  # the GPU profiles' path
 SECTIONS = {"sft": {"lora_r": 4, "lora_alpha": 8, "trainer": {**TRAINER, "learning_rate": 1e-3}},
             "dpo": {"lora_r": 4, "lora_alpha": 8,
                     "trainer": {**TRAINER, "max_steps": 2, "learning_rate": 1e-4}},
@@ -142,6 +142,33 @@ def test_missing_dataset_folder_stops_with_one_line(tmp_path: Path, no_model_loa
 # --------------------------------------------------------------------------------------------
 # Completion-only loss
 # --------------------------------------------------------------------------------------------
+def test_trl_configs_are_built_without_a_warning_and_report_to_tensorboard(
+        tmp_path: Path) -> None:
+    """The workbook's defaults and both profiles' trainer options, as TRL builds them on this
+    machine: no deprecation warning, TensorBoard as the tracker (it is installed), and its
+    curves written under the run folder, not in the checkpoint folder removed after training."""
+    import warnings
+
+    from aloe.policy import detect_device
+    from aloe.qlora import trainer_arguments, tracker_callbacks
+
+    device = detect_device()
+    for profile in ("tiny.yaml", "paper.yaml"):
+        params = load_params(ROOT / "params" / profile)
+        for stage in ("sft", "dpo"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                args = trainer_arguments(stage, getattr(params, stage), tmp_path / stage, device)
+            assert args.report_to == ["tensorboard"]
+            [callback] = tracker_callbacks(args, tmp_path / "tensorboard" / stage)
+            assert callback.logging_dir == str(tmp_path / "tensorboard" / stage)
+            assert args.report_to == []  # TensorBoard is the callback's now, not twice
+    params = load_params(ROOT / "params" / "tiny.yaml")
+    params.sft.trainer["report_to"] = "none"
+    args = trainer_arguments("sft", params.sft, tmp_path / "x", device)
+    assert tracker_callbacks(args, tmp_path / "tb") == []
+
+
 def test_sft_masks_every_prompt_token(tmp_path: Path) -> None:
     """What SFTTrainer trains on: every prompt token (and padding) is -100, every completion
     token keeps its id as label."""

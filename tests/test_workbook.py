@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
 import psutil
 import pytest
 import yaml
@@ -40,6 +41,7 @@ from tests.support.fault_proxy import FaultProxy
 pytestmark = [pytest.mark.slow, pytest.mark.workbook]
 
 STAGE_PRODUCTS = ["profiles.jsonl", "personalities.jsonl", "personas.jsonl", "benchmark.jsonl"]
+TERMINAL = "terminal.log"  # what the runs printed, live progress included (not --quiet)
 
 
 @dataclass
@@ -75,17 +77,22 @@ class FinishedRun:
         return RunLayout(run_dir=self.run_dir, cache_path=Path(self.data["run"]["cache_path"]))
 
 
-def aloe_run(root: Path, *args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
+def aloe_run(root: Path, *args: str, timeout: float = 1500,
+             quiet: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ALOE_ROOT": str(root)}
-    return subprocess.run([sys.executable, "-m", "aloe.cli", "run", *args, "--quiet"], cwd=root,
+    return subprocess.run([sys.executable, "-m", "aloe.cli", "run", *args,
+                           *(["--quiet"] if quiet else [])], cwd=root,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def start_aloe_run(root: Path, *args: str) -> subprocess.Popen[str]:
+def start_aloe_run(root: Path, *args: str, terminal: Path | None = None) -> subprocess.Popen[str]:
+    """`aloe run` in the background; with `terminal`, what it prints (its live progress
+    included) goes to that file, else it runs --quiet."""
     env = {**os.environ, "ALOE_ROOT": str(root)}
-    return subprocess.Popen([sys.executable, "-m", "aloe.cli", "run", *args, "--quiet"],
-                            cwd=root, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    command = [sys.executable, "-m", "aloe.cli", "run", *args, *([] if terminal else ["--quiet"])]
+    with open(terminal or os.devnull, "a") as stdout:  # the child keeps its own copy
+        return subprocess.Popen(command, cwd=root, env=env, stdout=stdout,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def crash(process: subprocess.Popen[str]) -> None:
@@ -123,8 +130,8 @@ def usage_entries(run_dir: Path) -> list[dict]:
 def kill_during(root: Path, params: str, run_dir: Path, stage: str, progress_file: str,
                 finished_products: list[str]) -> Kill:
     """Start the run, SIGKILL it once the stage has written its first record, and say what
-    the run held at that moment."""
-    process = start_aloe_run(root, params)
+    the run held at that moment. What the run prints goes to `root/terminal.log`."""
+    process = start_aloe_run(root, params, terminal=root / TERMINAL)
     progress = run_dir / progress_file
     wait_for(lambda: whole_lines(progress) >= 1 or process.poll() is not None, timeout=1500,
              what=f"the first record of {progress_file}")
@@ -171,8 +178,10 @@ def finished(tmp_path_factory: pytest.TempPathFactory, local_server) -> Iterator
                                                  "adapters/sft/adapter_model.safetensors",
                                                  "adapters/dpo/adapter_model.safetensors"])]
         faults, entries = proxy.total_faults, len(usage_entries(run_dir))
-        last = aloe_run(root, "params/tiny.yaml")
+        last = aloe_run(root, "params/tiny.yaml", quiet=False)
         assert last.returncode == 0, last.stdout[-3000:] + last.stderr[-3000:]
+        with open(root / TERMINAL, "a") as terminal:
+            terminal.write(last.stdout)
         yield FinishedRun(root, params_file, data, proxy, last, kills, faults, entries)
 
 
@@ -257,6 +266,106 @@ def test_report_renders_in_headless_chromium(finished: FinishedRun) -> None:
     for image in page.images:
         assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
     assert "def " not in (finished.run_dir / "report.html").read_text()  # code is hidden
+
+
+# What a notebook may write to stderr: the workbook's own log lines (notebooks 03-04 log at
+# INFO) and the notice that a line cut by a kill was repaired. Anything else fails the test.
+ALLOWED_STDERR = (re.compile(r"aloe\.[\w.]+: "),
+                  re.compile(r"repaired .+: dropped the truncated line \d+ left by an "
+                             r"interrupted write$"))
+NEVER = ("Event loop is closed", "Unclosed client session", "Unclosed connector", "Traceback",
+         "Warning:", "warnings.warn")
+MAX_STDOUT_LINES = 60  # per cell: a text progress bar leaves hundreds
+
+
+def _unexpected(notebook: Path) -> list[str]:
+    """Every output of an executed notebook that a reader should not find in it."""
+    found = []
+    for number, cell in enumerate(nbformat.read(notebook, as_version=4).cells):
+        where = f"{notebook.name} cell {number}"
+        for output in cell.get("outputs", []):
+            if output["output_type"] == "error":
+                found.append(f"{where}: {output['ename']}: {output['evalue'][:200]}")
+                continue
+            text = output.get("text", "") if output["output_type"] == "stream" else \
+                str(output.get("data", {}).get("text/plain", ""))
+            found += [f"{where}: {word!r} in {text[:200]!r}" for word in NEVER if word in text]
+            if output["output_type"] != "stream":
+                continue
+            lines = [l for l in text.replace("\r", "\n").splitlines() if l.strip()]
+            if output["name"] == "stderr":
+                found += [f"{where} stderr: {l[:200]!r}" for l in lines
+                          if not any(p.match(l) for p in ALLOWED_STDERR)]
+            elif len(lines) > MAX_STDOUT_LINES:
+                found.append(f"{where}: {len(lines)} lines of stdout: {lines[-1][:100]!r}")
+    return found
+
+
+def test_executed_notebooks_hold_no_unexpected_stderr_warning_or_traceback(
+        finished: FinishedRun) -> None:
+    notebooks = sorted((finished.run_dir / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) == 7
+    problems = [problem for notebook in notebooks for problem in _unexpected(notebook)]
+    assert not problems, "\n".join(problems)
+    progress_bars = [o for nb in notebooks for c in nbformat.read(nb, as_version=4).cells
+                     for o in c.get("outputs", [])
+                     if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert progress_bars  # tqdm found ipywidgets: each bar is one live widget, not text lines
+
+
+def test_the_terminal_showed_live_progress_in_every_long_stage(finished: FinishedRun) -> None:
+    """What the runs printed (not --quiet, not a terminal: plain lines) holds each long
+    stage's progress line, as the issue words it."""
+    lines = (finished.root / TERMINAL).read_text().splitlines()
+    expected = {"01_personas": re.compile(r"^01_personas \d+ rounds · profiles \d+/\d+ · .* "
+                                          r"\d+ requests · \$\d+\.\d\d"),
+                "02_conversations": re.compile(r"^02_conversations \d+/4 conversations · "
+                                               r"\d+ requests · \$\d+\.\d\d"),
+                "03_sft": re.compile(r"^03_sft \d+/4 steps · "),
+                "04_dpo": re.compile(r"^04_dpo \d+/4 steps · "),
+                "05_evaluate": re.compile(r"^05_evaluate \d+/\d+ turns · model \w+ · "
+                                          r"turn \d/2 · \d+ requests")}
+    for stage, pattern in expected.items():
+        assert any(pattern.match(line) for line in lines), (stage, [l for l in lines
+                                                                    if l.startswith(stage)])
+    assert any(re.match(r"^0[34]_\w+ \d+/4 steps · loss \d+\.\d+ · [\d,]+ tokens/s", line)
+               for line in lines)
+
+
+def test_the_plans_ceiling_bounds_what_the_run_spent(finished: FinishedRun) -> None:
+    """Every LLM stage spent no more requests and tokens than `aloe plan` gave as its
+    ceiling (the ledgers count what the server's own tokenizer counted), kills and the
+    faulty network's resent requests included; the forecast now names those ledgers."""
+    from aloe.config import load_params
+    from aloe.plan import make_plan
+
+    plan = make_plan(load_params(finished.params_file))
+    spent: dict[str, dict[str, int]] = {}
+    for entry in load_usage_history(finished.layout):
+        totals = spent.setdefault(entry["stage"], {"requests": 0, "prompt_tokens": 0,
+                                                   "completion_tokens": 0})
+        for role in entry["roles"].values():
+            for key in totals:
+                totals[key] += role[key]
+    for stage in ("personas", "conversations", "evaluate"):
+        ceiling = {key: sum(r.ceiling.to_json()[key] for r in plan.roles if r.stage == stage)
+                   for key in ("requests", "prompt_tokens", "completion_tokens")}
+        assert 0 < spent[stage]["requests"], stage
+        for key, value in spent[stage].items():
+            assert value <= ceiling[key], (stage, key, value, ceiling[key])
+    sources = {r.source for r in plan.roles if r.stage == "conversations"}
+    assert all(source.startswith("measured: ") for source in sources), sources
+
+
+def test_training_curves_are_written_for_tensorboard(finished: FinishedRun) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for stage in ("sft", "dpo"):
+        folder = finished.run_dir / "tensorboard" / stage
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        assert "train/loss" in events.Tags()["scalars"], (stage, events.Tags())
+        assert len(events.Scalars("train/loss")) >= 1
 
 
 def test_rerun_sends_no_request_and_skips_training(finished: FinishedRun) -> None:

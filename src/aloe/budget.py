@@ -1,8 +1,8 @@
 """A budget that holds: `run.budget_usd` (the whole run) and `run.stage_budget_usd` (per stage).
 
 Before a request goes to a backend (a cache hit costs nothing and is never stopped), its cost
-at most is added to what the run has spent so far: its prompt at 4 characters a token (the
-estimate `aloe.preflight` uses) at the role's input price, plus `max_tokens` of completion at
+at most is added to what the run has spent so far: its prompt at 3 characters a token (the
+ceiling rule of `aloe plan`) at the role's input price, plus `max_tokens` of completion at
 its output price. If that would pass a ceiling, the request is not sent: the stage raises
 `BudgetExceededError`, which `aloe` reports as one line with exit 1. Everything already
 answered is in the response cache, so raising the ceiling and running again resumes without
@@ -14,9 +14,9 @@ whenever the history file changes, plus the sessions open in this process (a mod
 behind an endpoint keeps its own ledger, `evaluate-NAME`, counted toward `evaluate`), plus the
 most that the requests in flight may still cost: each request reserves its cost at most
 before it is sent and releases it once the ledger holds what it really cost, so that many
-concurrent requests cannot together pass the ceiling. (A prompt is counted at 4 characters a
-token, as every estimate here; text that tokenises much finer, such as long numbers, can cost
-a little more than reserved.) Two processes spending on the same run at once (which `aloe
+concurrent requests cannot together pass the ceiling. (A prompt is counted at 3 characters a
+token, the ceiling rule of `aloe plan`; text that tokenises much finer, such as long numbers,
+can cost a little more than reserved.) Two processes spending on the same run at once (which `aloe
 run` refuses) would each see only what the other has saved.
 
 `spend_table` puts the estimate per stage beside the actual spend, for the report.
@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from aloe.layout import RunLayout
     from aloe.llm.ledger import Ledger
 
-CHARS_PER_TOKEN = 4
+# Characters a token at most for prompt text: `aloe plan`'s ceiling rule, checked against a
+# real tokenizer in tests/test_plan.py.
+CHARS_PER_TOKEN_AT_MOST = 3.0
 
 
 class BudgetExceededError(AloeError):
@@ -50,10 +52,10 @@ def stage_of(session: str) -> str:
 
 def request_cost(messages: list[dict[str, Any]], max_tokens: int, price_in_per_1m: float,
                  price_out_per_1m: float) -> float:
-    """The most a request can cost: its prompt at 4 characters a token, and every one of its
+    """The most a request can cost: its prompt at 3 characters a token, and every one of its
     `max_tokens` as completion."""
     chars = sum(len(str(m.get("content") or "")) for m in messages)
-    return (chars / CHARS_PER_TOKEN * price_in_per_1m + max_tokens * price_out_per_1m) / 1e6
+    return (chars / CHARS_PER_TOKEN_AT_MOST * price_in_per_1m + max_tokens * price_out_per_1m) / 1e6
 
 
 # The ledgers open in this process, per run folder: their spend is not in the history yet.
@@ -178,51 +180,13 @@ class Reservation:
 # Estimated and actual spend, per stage
 # ------------------------------------------------------------------------------------------
 def estimate_by_stage(params: Params) -> dict[str, float]:
-    """The estimated LLM cost of each stage, in US dollars.
+    """The forecast LLM cost of each stage, in US dollars: `aloe plan`'s (the run's measured
+    lengths where its ledgers have any, else documented defaults; the side measures of stage 5
+    included)."""
+    from aloe.plan import forecast_by_stage
 
-    From `aloe.plan` when that module (the `aloe plan` command's per-stage forecast, being
-    built beside this one) exists and offers `forecast_by_stage(params)`; until then from
-    stage 0's ceiling (`aloe.preflight.estimate`: requests counted from the parameters,
-    prompts from their usual lengths, every completion at max_tokens), with stage 5's extra
-    requests of this issue added: the fixed first message saves the simulator's first call
-    under RLPA, an inference probe adds a model reply and a judgement per turn, the simulator
-    check two judgements per turn, the judge check one second-judge request per sampled reply.
-    A ceiling, not a forecast: the actual spend is usually well under it.
-    """
-    try:  # the per-stage forecast of `aloe plan`, once it is there
-        from aloe import plan as _plan  # type: ignore[attr-defined]
-
-        if hasattr(_plan, "forecast_by_stage"):
-            return {stage_of(k): float(v) for k, v in _plan.forecast_by_stage(params).items()}
-    except ImportError:
-        pass
-    from aloe import preflight  # stage 0's estimate, read here only (no stage imports this)
-
-    table = preflight.estimate(params)
-    by_stage = table.groupby("stage")["cost_usd"].sum().to_dict()
-    e, roles = params.evaluation, params.roles
-    benchmark = int(preflight.plan(params).set_index("stage").loc["1 benchmark", "items"])
-    if e.protocol == "rlpa":
-        benchmark = min(benchmark, 74)
-    turns = len(e.models) * benchmark * e.turns
-    prompt = (preflight.TEMPLATE_CHARS + preflight.PERSONA_CHARS
-              + preflight.REPLY_CHARS * (e.turns + 1)) / CHARS_PER_TOKEN
-
-    def cost(role: Any, requests: float) -> float:
-        return requests * (prompt * role.price_input_per_1m
-                           + role.max_tokens * role.price_output_per_1m) / 1e6
-
-    extra = 0.0
-    if e.protocol == "rlpa":
-        extra -= cost(roles.user, len(e.models) * benchmark)
-    if e.inference_probe:
-        extra += cost(roles.judge, turns)
-    if e.simulator_check:
-        extra += cost(roles.judge, 2 * turns)
-    if e.judge_check is not None and roles.second_judge is not None:
-        extra += cost(roles.second_judge, e.judge_check.sample)
-    by_stage["evaluate"] = by_stage.get("evaluate", 0.0) + extra
-    return {stage_of(k): round(float(v), 6) for k, v in by_stage.items()}
+    return {stage_of(stage): round(float(cost), 6)
+            for stage, cost in forecast_by_stage(params).items()}
 
 
 def spend_table(params: Params) -> Any:

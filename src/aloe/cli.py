@@ -1,6 +1,7 @@
 """The `aloe` command.
 
     aloe run [PARAMS] [--stages 0,2-4] [--run-name NAME] [--limit N] [--set KEY=VALUE]...
+    aloe plan PARAMS [--json]        requests, tokens, cost and GPU hours; offline
     aloe train sft|dpo PARAMS [--set KEY=VALUE]...
     aloe evaluate PARAMS [--limit N] [--benchmark run|aloe] [--set KEY=VALUE]...
     aloe ratings export PARAMS [--size N] | aloe ratings import PARAMS FILE...
@@ -98,7 +99,15 @@ def _parser() -> argparse.ArgumentParser:
     _add_limit(run)
     _add_set(run)
     run.add_argument("--quiet", action="store_true",
-                     help="no per-cell progress bars (the stage lines and table remain)")
+                     help="no live progress line (the stage lines and table remain)")
+
+    plan = commands.add_parser("plan", help="what a run will spend: requests, tokens and cost "
+                               "(forecast and ceiling) per stage and role, GPU hours; offline")
+    plan.add_argument("params", help="a parameter file, e.g. params/paper.yaml")
+    plan.add_argument("--run-name", help="the run whose ledgers to measure lengths from "
+                      "(default: the file's run.name)")
+    plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    _add_set(plan)
 
     train = commands.add_parser(
         "train", help="train one QLoRA adapter (sft or dpo), e.g. under accelerate",
@@ -197,6 +206,17 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def plan_command(args: argparse.Namespace) -> int:
+    """Offline: no request, no key, no local server, no model loaded."""
+    import json
+
+    from aloe.plan import format_plan, make_plan
+
+    plan = make_plan(resolve_params(args)[0])
+    print(json.dumps(plan.to_json(), indent=2) if args.json else format_plan(plan))
+    return 0
+
+
 def train_command(args: argparse.Namespace) -> int:
     import json
     import logging
@@ -247,8 +267,8 @@ def ratings_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": run_command, "train": train_command, "evaluate": evaluate_command,
-    "ratings": ratings_command}
+    "run": run_command, "plan": plan_command, "train": train_command,
+    "evaluate": evaluate_command, "ratings": ratings_command}
 
 
 def main(argv: list[str] | None = None) -> int:

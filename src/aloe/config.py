@@ -196,6 +196,10 @@ class ConversationsConfig(Section):
 
 
 # Options that TRL's trainer configs get from the workbook, not from a parameter file.
+# transformers 5 renamed gradient checkpointing; the old names still load (as the new ones),
+# so that TRL is handed only current names and warns about nothing.
+RENAMED_TRAINER_OPTIONS = {"gradient_checkpointing": "activation_checkpointing",
+                           "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs"}
 RESERVED_TRAINER_OPTIONS = {
     "output_dir": "the run folder decides it (training/STAGE/)",
     "seed": "set run.seed",
@@ -218,7 +222,7 @@ class TrainingConfig(Section):
         "num_train_epochs": 1.0,
         "per_device_train_batch_size": 1,
         "gradient_accumulation_steps": 1,
-        "gradient_checkpointing": True,
+        "activation_checkpointing": True,  # recompute activations in the backward pass
         "max_length": 1024,  # tokens; longer histories lose their oldest turns
         "optim": "auto",  # auto: paged_adamw_8bit on one GPU, adamw_torch on CPU and FSDP
         "logging_steps": 1,
@@ -243,8 +247,23 @@ class TrainingConfig(Section):
         for key, why in RESERVED_TRAINER_OPTIONS.items():
             if key in value:
                 raise ValueError(f"'{key}' is not set here: {why}")
+        value = current_trainer_names(value)
         check_trainer_options(cls.STAGE, value)
         return {**cls.TRAINER_DEFAULTS, **value}
+
+
+def current_trainer_names(options: dict[str, Any]) -> dict[str, Any]:
+    """The trainer options with transformers' renamed ones under their current names."""
+    renamed = dict(options)
+    for old, new in RENAMED_TRAINER_OPTIONS.items():
+        if old not in renamed:
+            continue
+        value = renamed.pop(old)
+        if new in renamed and renamed[new] != value:
+            raise ValueError(f"'{old}' and '{new}' disagree: '{old}' is the old name of "
+                             f"'{new}'; give only '{new}'")
+        renamed[new] = value
+    return renamed
 
 
 class SFTConfig(TrainingConfig):

@@ -32,17 +32,17 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from aloe.chat import Message, draw, seeded, transcript, trim_unfinished
+from aloe import progress
+from aloe.chat import Message, draw, seeded, trim_unfinished
 from aloe.config import Params
+from aloe.conversation_prompts import INDUCER_REASK, NONE, inducer_messages, reply_messages
 from aloe.errors import AloeError
 from aloe.judges import (BRANCHES, HINTED, INCONSISTENT, PLAIN, UNPARSEABLE, PreferenceJudge,
                          ask_and_read)
-from aloe.llm import LLM, Completion, LLMError, MissingKeyError, open_llm, run_sync
-from aloe.prompts import few_shot, render
+from aloe.llm import LLM, Completion, LLMError, MissingKeyError, open_llm
 from aloe.records import append_record, read_records, write_json
 from aloe.simulator import simulate_user
 
-NONE = "none"
 STAGE = "conversations"
 
 
@@ -201,19 +201,10 @@ class ConversationMaker:
                      sample: int) -> dict[str, Any]:
         """What the user has revealed so far; asked once more if the answer has no format
         (workbook: a re-ask in the same chat; reference: the same request drawn again)."""
-        if self.style == "reference":
-            messages = few_shot("induce_persona_reference", system=False,
-                                profile=persona["profile"], personality=persona["personality"],
-                                transcript=transcript(history, user_label="A",
-                                                      assistant_label="B"))
-            reading = await ask_and_read(self._chat, "inducer", messages, parse_inferred, None,
-                                         redraw=True, sample=sample)
-        else:
-            messages = few_shot("induce_persona", profile=persona["profile"],
-                                personality=persona["personality"],
-                                transcript=transcript(history))
-            reading = await ask_and_read(self._chat, "inducer", messages, parse_inferred,
-                                         "induce_persona_reask", sample=sample)
+        reading = await ask_and_read(self._chat, "inducer",
+                                     inducer_messages(persona, history, self.style),
+                                     parse_inferred, INDUCER_REASK[self.style],
+                                     redraw=self.style == "reference", sample=sample)
         raw, asked = reading.texts[-1], reading.attempts
         if reading.value is None:
             return {"profile": None, "personality": None, "parsed": False, "asked": asked,
@@ -224,8 +215,7 @@ class ConversationMaker:
                     inferred: dict[str, Any] | None, sample: int) -> str:
         """The assistant's reply to `user` after the earlier `turns`; with the inferred
         persona as a hint when `inferred` is given."""
-        messages = (reference_reply_messages(turns, user, inferred) if self.style == "reference"
-                    else workbook_reply_messages(turns, user, inferred))
+        messages = reply_messages(turns, user, inferred, self.style)
         completion = await self._chat("assistant", messages, sample=draw(sample, 0))
         return trim_unfinished(completion.text.strip(), completion.finish_reason)
 
@@ -266,50 +256,6 @@ class ConversationMaker:
         return {role: {"model": getattr(self.roles, role).model,
                        "base_url": getattr(self.roles, role).base_url}
                 for role in ("user", "inducer", "assistant", "judge")}
-
-
-def workbook_reply_messages(turns: list[dict[str, Any]], user: str,
-                            inferred: dict[str, Any] | None) -> list[Message]:
-    """A system message (with the inferred persona as a hint, or without), then the chat along
-    the continued branch and the user's message."""
-    if inferred is None:
-        system = render("assistant_plain")
-    else:
-        system = render("assistant_hinted", profile=inferred.get("profile") or NONE,
-                        personality=inferred.get("personality") or NONE)
-    return [{"role": "system", "content": system}, *continued_chat(turns),
-            {"role": "user", "content": user}]
-
-
-def reference_reply_messages(turns: list[dict[str, Any]], user: str,
-                             inferred: dict[str, Any] | None) -> list[Message]:
-    """The released structure: no system message; each user turn carries, after the user's
-    words, the hint (the inducer's answer of that turn; hinted branch only) and the request
-    for a short human-like reply; the continued replies in between."""
-    hinted = inferred is not None
-
-    def turn_message(words: str, answer: dict[str, Any]) -> Message:
-        parts = [words]
-        if hinted:
-            parts.append(render("assistant_hint_reference", inferred=answer.get("raw") or NONE))
-        parts.append(render("assistant_length_reference"))
-        return {"role": "user", "content": "\n".join(parts)}
-
-    messages: list[Message] = []
-    for turn in turns:
-        messages += [turn_message(turn["user"], turn["inferred"]),
-                     {"role": "assistant", "content": turn[turn["continued_with"]]}]
-    messages.append(turn_message(user, inferred or {}))
-    return messages
-
-
-def continued_chat(turns: list[dict[str, Any]]) -> list[Message]:
-    """The chat along the branch that continued: each turn's user message and continued reply."""
-    chat: list[Message] = []
-    for turn in turns:
-        chat += [{"role": "user", "content": turn["user"]},
-                 {"role": "assistant", "content": turn[turn["continued_with"]]}]
-    return chat
 
 
 # ------------------------------------------------------------------------------------------
@@ -381,7 +327,7 @@ async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: 
     path = params.layout.conversations
     limit = asyncio.Semaphore(params.conversations.concurrency)
     bar = tqdm(total=total, initial=done, desc="conversations", unit="conv", dynamic_ncols=True)
-
+    live = progress.reporter(params.layout.progress, "conversations", total)
     shown = [0.0]
 
     def show(force: bool = False) -> None:  # at most twice a second: cheap even in Jupyter
@@ -391,6 +337,8 @@ async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: 
             usage = llm.ledger.totals()
             bar.set_postfix(requests=usage.requests, cache_hits=usage.cache_hits,
                             cost=f"${usage.cost_usd:.4f}")
+            live.update(bar.n, [progress.count(usage.requests, "requests"),
+                                progress.money(usage.cost_usd)], force=force)
 
     maker = ConversationMaker(llm, params, on_request=show)
 
@@ -404,6 +352,7 @@ async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: 
                 return {"failed": item["id"], "reason": str(error)}
 
     written, failures = 0, []
+    show(force=True)
     try:
         for next_done in asyncio.as_completed([one(item) for item in todo]):
             result = await next_done
@@ -416,7 +365,6 @@ async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: 
             show(force=True)
     finally:
         bar.close()
-        await llm.aclose()
     return written, failures, maker.judge.logprobs_rejected
 
 
@@ -434,7 +382,7 @@ def run_stage(params: Params) -> ConversationsSummary:
     todo = [item for item in items if item["id"] not in done_ids]
     done = len(items) - len(todo)
     with open_llm(params, STAGE) as llm:
-        written, failures, rejected = run_sync(_generate(llm, params, todo, done, len(items)))
+        written, failures, rejected = llm.run(_generate(llm, params, todo, done, len(items)))
         usage = llm.ledger.totals()
     summary = summarise(load_conversations(params), params, personas)
     summary.found_done, summary.written_now, summary.failures = done, written, failures

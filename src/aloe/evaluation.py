@@ -50,13 +50,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from aloe import agreement, metrics, protocols
+from aloe.protocols import sources
 from aloe.chat import Message, seeded
 from aloe.config import EvalModelSpec, Params
 from aloe.errors import AloeError
 from aloe.judges import (Judgement, check_contradiction, score_inference, score_reply,
                          score_revealed)
-from aloe.llm import LLM, LLMError, open_llm, run_sync
+from aloe.llm import LLM, LLMError, open_llm
 from aloe.policy import Reply, adapter_path, open_responder
+from aloe.progress import Reporter, count, money, reporter
 from aloe.pools import load_aloe_benchmark
 from aloe.prompts import render
 from aloe.records import append_records, read_records, write_json
@@ -106,30 +108,6 @@ def benchmark_personas(params: Params) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------
 # Variants: which conversations a model has, and where they are kept
 # ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Source:
-    """Where one model's conversations of this evaluation are: the variant's folder, and
-    whether its user messages are live or replayed from the reference model."""
-
-    model: str
-    variant: str
-    mode: str  # "live" or "replay"
-
-
-def sources(params: Params) -> dict[str, Source]:
-    """Per model under test, where its conversations are. Live: every model in the configured
-    variant. Replay: the reference model talks live (in the live variant, whose records a live
-    run of the same protocol shares), every other model replays its users."""
-    e = params.evaluation
-    variant = protocols.variant_name(e)
-    if e.user_mode == "live":
-        return {m.name: Source(m.name, variant, "live") for m in e.models}
-    live = protocols.variant_name(e, "live")
-    reference = e.reference_model
-    return {m.name: Source(m.name, live, "live") if m.name == reference
-            else Source(m.name, variant, "replay") for m in e.models}
-
-
 def shifted_persona(params: Params, persona: dict[str, Any],
                     personas: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """The persona after `evaluation.preference_shift` (None: no shift). Its personality (or
@@ -241,11 +219,27 @@ def _missing_probes(params: Params, spec: EvalModelSpec, personas: list[dict[str
     return sum(1 for pid, turns in done.items() for turn in turns if (pid, turn) not in probed)
 
 
-def _gather(coroutines: list[Any]) -> list[Any]:
+def _gather(llm: LLM, coroutines: list[Any]) -> list[Any]:
     async def all_of() -> list[Any]:
         return await asyncio.gather(*coroutines, return_exceptions=True)
 
-    return run_sync(all_of())
+    return llm.run(all_of())
+
+
+@dataclass
+class LiveProgress:
+    """The stage's live progress across its models: turns recorded of all of them, and which
+    model and turn is running (`aloe.progress`)."""
+
+    reporter: Reporter
+    llm: LLM
+    done: int = 0
+
+    def show(self, model: str, turn: int, turns: int, force: bool = False) -> None:
+        usage = self.llm.ledger.totals()
+        self.reporter.update(self.done, [f"model {model}", f"turn {turn}/{turns}",
+                                         count(usage.requests, "requests"),
+                                         money(usage.cost_usd)], force=force)
 
 
 def replayed_users(params: Params, personas: list[dict[str, Any]]) -> dict[str, dict[int, str]]:
@@ -258,7 +252,8 @@ def replayed_users(params: Params, personas: list[dict[str, Any]]) -> dict[str, 
 
 def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
                    personas: list[dict[str, Any]],
-                   replay: dict[str, dict[int, str]] | None = None) -> ModelProgress:
+                   replay: dict[str, dict[int, str]] | None = None,
+                   live: LiveProgress | None = None) -> ModelProgress:
     """Run one model through the benchmark, turn by turn, resuming what is recorded.
 
     At turn k the conversations whose turns 1..k-1 are recorded and turn k is not are
@@ -267,7 +262,7 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
     judgements (concurrently); then their k-th records are appended in one write. A
     conversation whose user or judge request fails for good stops there (named in `failed`);
     the others go on. Then, with `evaluation.inference_probe`, every recorded turn without a
-    probe gets one (`probe_model`).
+    probe gets one (`probe_model`). `live` shows the stage's progress after each step.
     """
     e = params.evaluation
     protocol = protocols.get(e.protocol)
@@ -281,6 +276,13 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
     who = Conversationist(params, personas)
     style = "rlpa" if protocol.name == "rlpa" else e.prompt_style  # the protocol's simulator
     user_source = f"replay:{e.reference_model}" if replay is not None else "live"
+    turn = 1
+
+    def show(force: bool = False) -> None:
+        if live is not None:
+            live.show(spec.name, turn, e.turns, force)
+
+    show(force=True)  # loading the model can take minutes
     responder = open_responder(params, spec)
     bar = tqdm(total=total, initial=progress.turns_before, desc=f"evaluate {spec.name}",
                unit="turn")
@@ -297,22 +299,25 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
                 active = [p for p in active if str(p["id"]) not in progress.failed]
             if not active:
                 continue
+            show(force=True)
             histories = {str(p["id"]): _history(done[str(p["id"])]) for p in active}
-            users = _gather([_user_message(llm, p, histories[str(p["id"])], turn, who, style,
-                                           protocol.first_message, replay)
-                             for p in active])
+            users = _gather(llm, [_user_message(llm, p, histories[str(p["id"])], turn, who,
+                                                style, protocol.first_message, replay)
+                                  for p in active])
+            show()
             active, users = _drop_failed(active, users, progress, "user simulator")
             prompts = [histories[str(p["id"])] + [{"role": "user", "content": u}]
                        for p, u in zip(active, users)]
             replies = responder.reply_many(prompts) if prompts else []
+            show()
             active, replies = _drop_failed(active, replies, progress, "model under test",
                                            keep=[prompts, users])
-            judgements = _gather([score_reply(llm.chat, who.persona_at(p, turn), h, r.text,
-                                              logprobs=e.judge_logprobs,
-                                              context=e.judge_context,
-                                              temperature=e.judge_temperature,
-                                              protocol=protocol.name)
-                                  for p, h, r in zip(active, prompts, replies)])
+            judgements = _gather(llm, [score_reply(llm.chat, who.persona_at(p, turn), h,
+                                                   r.text, logprobs=e.judge_logprobs,
+                                                   context=e.judge_context,
+                                                   temperature=e.judge_temperature,
+                                                   protocol=protocol.name)
+                                       for p, h, r in zip(active, prompts, replies)])
             active, judgements = _drop_failed(active, judgements, progress, "judge",
                                               keep=[users, replies])
             records = [_record(spec.name, p, turn, u, r, j, protocol.name, user_source,
@@ -323,6 +328,9 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
                 done[str(p["id"])][turn] = record
             progress.turns_run += len(records)
             bar.update(len(records))
+            if live:
+                live.done += len(records)
+            show(force=True)
         if e.inference_probe:
             progress.probes_run = probe_model(params, llm, spec, personas, responder, done, who)
     finally:
@@ -399,9 +407,10 @@ def probe_model(params: Params, llm: LLM, spec: EvalModelSpec, personas: list[di
         prompts = [_history(done[pid], upto=turn) + [question] for pid in todo]
         statements = responder.reply_many(prompts)
         ok = [(pid, s) for pid, s in zip(todo, statements) if not isinstance(s, BaseException)]
-        scores = _gather([score_inference(llm.chat, who.persona_at(by_id[pid], turn), s.text,
-                                          temperature=params.evaluation.judge_temperature)
-                          for pid, s in ok])
+        scores = _gather(llm, [score_inference(llm.chat, who.persona_at(by_id[pid], turn),
+                                               s.text,
+                                               temperature=params.evaluation.judge_temperature)
+                               for pid, s in ok])
         records = []
         for (pid, statement), scored in zip(ok, scores):
             if isinstance(scored, BaseException):
@@ -442,11 +451,13 @@ def check_simulator(params: Params, llm: LLM, model: str, personas: list[dict[st
             continue
         said = {pid: [by_conversation[pid][k]["user"] for k in sorted(by_conversation[pid])
                       if k <= turn] for pid in todo}
-        revealed = _gather([score_revealed(llm.chat, who.persona_at(by_id[pid], turn), said[pid],
-                                           temperature=temperature) for pid in todo])
-        contradicts = _gather([check_contradiction(llm.chat, who.persona_at(by_id[pid], turn),
-                                                   said[pid], temperature=temperature)
-                               for pid in todo])
+        revealed = _gather(llm, [score_revealed(llm.chat, who.persona_at(by_id[pid], turn),
+                                                said[pid], temperature=temperature)
+                                 for pid in todo])
+        contradicts = _gather(llm, [check_contradiction(llm.chat,
+                                                        who.persona_at(by_id[pid], turn),
+                                                        said[pid], temperature=temperature)
+                                    for pid in todo])
         out = []
         for pid, r, c in zip(todo, revealed, contradicts):
             for result in (r, c):
@@ -503,7 +514,7 @@ def check_judge(params: Params, llm: LLM, personas: list[dict[str, Any]],
                                     context=e.judge_context, protocol=e.protocol,
                                     role=SECOND_JUDGE_ROLE))
     out = []
-    for r, judged in zip(sample, _gather(requests)):
+    for r, judged in zip(sample, _gather(llm, requests)):
         if isinstance(judged, BaseException):
             if not isinstance(judged, LLMError):
                 raise judged
@@ -555,14 +566,18 @@ def run_stage(params: Params) -> EvaluationSummary:
         if not spec.base_url:
             adapter_path(params, spec)  # fail now, not after hours of other models
     progress: dict[str, ModelProgress] = {}
+    total = len(e.models) * len(personas) * e.turns
     with open_llm(params, "evaluate") as llm:
+        live = LiveProgress(reporter(params.layout.progress, "turns", total), llm,
+                            done=total - sum(remaining_turns(params, s, personas)
+                                             for s in e.models))
         replay = None
         for spec in order:
             if where[spec.name].mode == "replay" and replay is None:
                 replay = replayed_users(params, personas)
             progress[spec.name] = evaluate_model(
                 params, llm, spec, personas,
-                replay if where[spec.name].mode == "replay" else None)
+                replay if where[spec.name].mode == "replay" else None, live)
         if e.simulator_check:
             for spec in order:
                 if where[spec.name].mode == "live":

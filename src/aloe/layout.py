@@ -11,6 +11,7 @@ instead of spelling the name again.
       RUN/                          one run (run.name)
         notebooks/NN_*.ipynb        executed notebooks
         runner.json                 the parameter file, the command line's --set, stage times
+        progress.json               the running stage's progress, shown live by `aloe run`
         profiles.jsonl personalities.jsonl personas.jsonl        stage 1: training pools
         benchmark.jsonl benchmark_profiles.jsonl benchmark_personalities.jsonl
         persona_rounds.jsonl persona_candidates.jsonl persona_summary.json persona_map.json
@@ -18,6 +19,7 @@ instead of spelling the name again.
         conversations.jsonl conversations_summary.json          stage 2
         data/sft data/dpo data/export_summary.json               stage 2 exports
         adapters/STAGE/  training/STAGE/  merged/STAGE/          stages 3-4
+        tensorboard/STAGE/                                       their live training curves
         eval/MODEL.jsonl metrics.json                            stage 5 (protocol aloe, live)
         eval/VARIANT/MODEL.jsonl                                 another protocol, replayed
                                                                  users or a preference shift
@@ -72,6 +74,11 @@ class RunLayout:
     def timings(self) -> Path:
         """runner.json: the parameter file, the command line's overrides, stage times."""
         return self.run_dir / "runner.json"
+
+    @property
+    def progress(self) -> Path:
+        """The running stage's latest progress (aloe.progress), which `aloe run` shows live."""
+        return self.run_dir / "progress.json"
 
     @property
     def report(self) -> Path:
@@ -146,6 +153,10 @@ class RunLayout:
 
     def merged(self, stage: str) -> Path:
         return self.run_dir / "merged" / _training_stage(stage)
+
+    def tensorboard(self, stage: str) -> Path:
+        """A training stage's curves for TensorBoard (`tensorboard --logdir RUN/tensorboard`)."""
+        return self.run_dir / "tensorboard" / _training_stage(stage)
 
     # -- stage 5: evaluation -----------------------------------------------------------------
     @property

@@ -112,6 +112,49 @@ def check_model_reference(reference: str, key: str) -> None:
                           f"{reference}) or unset HF_HUB_OFFLINE")
 
 
+_SIZE_IN_NAME = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", re.IGNORECASE)
+
+
+def parameter_count(reference: str) -> int | None:
+    """How many parameters a model has, found offline: from the safetensors headers of a local
+    folder or of a cached hub snapshot, else from the size in its name ("Llama-3-8B", "135M");
+    None when nothing says. Plans and readiness checks size GPU time and memory by it."""
+    folder: Path | None = None
+    if looks_like_path(reference):
+        folder = resolve_path(reference)
+    elif HUB_ID.match(reference):
+        from huggingface_hub import try_to_load_from_cache
+
+        for name in ("model.safetensors.index.json", "model.safetensors"):
+            cached = try_to_load_from_cache(reference, name)
+            if isinstance(cached, str):
+                folder = Path(cached).parent
+                break
+    counted = _safetensors_parameters(folder) if folder is not None else None
+    if counted:
+        return counted
+    match = _SIZE_IN_NAME.search(Path(reference).name)
+    if match is None:
+        return None
+    return int(float(match[1]) * (1e9 if match[2].lower() == "b" else 1e6))
+
+
+def _safetensors_parameters(folder: Path) -> int | None:
+    """The sum of the tensor sizes named in the headers of a folder's safetensors files."""
+    import json
+    import math
+    import struct
+
+    total = 0
+    for file in sorted(folder.glob("*.safetensors")):
+        with open(file, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        total += sum(math.prod(entry["shape"]) for name, entry in header.items()
+                     if name != "__metadata__")
+    return total or None
+
+
 def same_model(a: str, b: str) -> bool:
     """Whether two references name the same model (equal ids, or the same folder)."""
     if a == b:
@@ -221,32 +264,35 @@ class InProcessResponder:
             self._torch.cuda.empty_cache()
 
 
+def endpoint_role(params: Params, spec: EvalModelSpec) -> RoleConfig:
+    """A model under test behind an endpoint, as an LLM role: the evaluation's sampling, and
+    its batch size as the concurrency."""
+    e = params.evaluation
+    model = spec.model or ("local" if spec.base_url == "local" else None)
+    if model is None:
+        raise PolicyError(f"evaluation model '{spec.name}': an endpoint needs `model` "
+                          "(the name the server knows it by)")
+    return RoleConfig(model=model, base_url=spec.base_url or "local",
+                      api_key_env=spec.api_key_env, temperature=e.temperature,
+                      max_tokens=e.max_new_tokens, concurrency=e.batch_size)
+
+
 class EndpointResponder:
     """A model behind an OpenAI-compatible endpoint, through the shared client (cache, retries,
     bounded concurrency, usage ledger under its own stage name `evaluate-NAME`)."""
 
     def __init__(self, params: Params, spec: EvalModelSpec):
-        e = params.evaluation
-        model = spec.model or ("local" if spec.base_url == "local" else None)
-        if model is None:
-            raise PolicyError(f"evaluation model '{spec.name}': an endpoint needs `model` "
-                                  "(the name the server knows it by)")
-        role = RoleConfig(model=model, base_url=spec.base_url or "local",
-                          api_key_env=spec.api_key_env, temperature=e.temperature,
-                          max_tokens=e.max_new_tokens, concurrency=e.batch_size)
+        from aloe.budget import Budget
         from aloe.llm import LLM  # the client only when a policy is served: training
         from aloe.llm.server import ensure_local_server  # and gpu_check need none of it
 
-        from aloe.budget import Budget
-
-        self.llm = LLM({POLICY_ROLE: role}, stage=f"evaluate-{spec.name}", layout=params.layout,
+        self.llm = LLM({POLICY_ROLE: endpoint_role(params, spec)},
+                       stage=f"evaluate-{spec.name}", layout=params.layout,
                        seed=params.run.seed, local_server=lambda: ensure_local_server(params),
                        budget=Budget.for_run(params))
 
     def reply_many(self, histories: Sequence[Sequence[Message]]) -> list[Reply | BaseException]:
-        from aloe.llm import run_sync
-
-        results = run_sync(self.llm.chat_many(POLICY_ROLE, [list(h) for h in histories]))
+        results = self.llm.run(self.llm.chat_many(POLICY_ROLE, [list(h) for h in histories]))
         return [r if isinstance(r, BaseException)
                 else Reply(r.text.strip(), truncated=r.finish_reason == "length")
                 for r in results]

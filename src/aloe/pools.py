@@ -20,6 +20,9 @@ from aloe.records import DataError
 
 KINDS = ("profile", "personality")
 ALOE_BENCHMARK_PERSONALITIES = 5  # the official benchmark: every profile x the first 5
+# The longest text a generated pool item may have: a longer one is a run-on reply (a small
+# model looping), not one persona. Stage 1 drops it; `aloe plan` bounds persona texts by it.
+MAX_ITEM_CHARS = 2000
 
 
 # ==========================================================================================

@@ -1,121 +1,477 @@
-"""Stage 0: before spending anything, check that every role's backend answers, show the plan,
-and estimate the requests, tokens and cost that the run will spend.
+"""Stage 0: before anything is spent, the plan (`aloe.plan`: requests, tokens, cost, GPU hours;
+offline) and the readiness of everything the run needs, so that a run that would fail in stage
+3 fails here, in minutes, with every reason in full.
 
-The estimate counts requests exactly from the parameters (upper bounds where the persona stage
-may stop early at saturation) and tokens from the prompt lengths each request carries, at the
-rough rate of 4 characters a token; completions are counted at their max_tokens (an upper
-bound), so the cost shown is a ceiling rather than a forecast.
+Readiness checks, each with its whole reason when it fails:
+
+- keys: every API key variable a role or a model under test names is set;
+- endpoints: every role, and every model under test behind an endpoint, answers a one-word
+  probe (with the role's retries, each attempt at most 30 s);
+- models: the Hugging Face ids of the models to train and evaluate resolve (a gated model this
+  account cannot read is named with what to do; offline, the local cache decides, and what
+  could not be asked is said), local model folders exist, the embedded model is installed;
+- the embedding model of the persona filter is present (when stage 1 generates pools);
+- benchmark and pool files are present, or their URLs reachable;
+- a GPU with the memory each training stage still to run needs (the rule and figures of
+  `gpu_figures.json`), or a policy small enough for the CPU; TRL accepts the trainer options;
+- free disk for the run folder and for the base model's download.
+
+`require_ready` raises `NotReadyError`, one line per failed check: the notebook ends there and
+`aloe run` prints the lines, before any money or GPU time is spent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
-from aloe.config import Params
-from aloe.llm import LLM, run_sync
+from aloe.config import Params, RoleConfig, is_url, resolve_path
+from aloe.errors import AloeError
+from aloe.layout import TRAINING_STAGES
+from aloe.llm import LLM
+from aloe.plan import (base_model_download_gb, disk_gb, generated_pools, policy_parameters,
+                       policy_reference, policy_role, training_memory_gb)
+from aloe.prompts import render
 
-CHARS_PER_TOKEN = 4
-PERSONA_CHARS = 600  # a profile plus a personality, about
-REPLY_CHARS = 250  # one short conversational message, about
-TEMPLATE_CHARS = 900  # instructions around the variable parts, about
+OK, FAILED, UNCHECKED = "ok", "FAILED", "not checked"
+PROBE_TIMEOUT = 30.0
+CPU_TRAINING_LIMIT = 1e9  # parameters: a smaller policy trains on a CPU (slowly, the tiny profile)
+DISK_MARGIN = 1.2  # free disk wanted over the estimate
+
+
+class NotReadyError(AloeError):
+    """A run would fail: the message holds one line per failed readiness check."""
 
 
 @dataclass
-class RoleCheck:
-    role: str
-    model: str
-    base_url: str
-    ok: bool
-    seconds: float
+class Check:
+    """One readiness check: what was checked, its status, and the whole reason or finding."""
+
+    check: str
+    status: str  # OK, FAILED or UNCHECKED (could not be asked; said why, not blocking)
     detail: str
 
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
 
-async def _check_role(llm: LLM, role: str) -> RoleCheck:
+
+# ------------------------------------------------------------------------------------------
+# Keys and endpoints
+# ------------------------------------------------------------------------------------------
+def _roles(params: Params) -> dict[str, RoleConfig]:
+    """Every LLM the run talks to: the five roles and each model under test behind an
+    endpoint (named as the plan names it)."""
+    from aloe.policy import endpoint_role
+
+    roles = dict(params.roles.as_mapping())
+    for spec in params.evaluation.models:
+        if spec.base_url:
+            roles[policy_role(spec)] = endpoint_role(params, spec)
+    return roles
+
+
+def check_keys(params: Params) -> list[Check]:
+    """Every API key variable named by a role is set (its value is never shown)."""
+    needed: dict[str, list[str]] = {}
+    for role, config in _roles(params).items():
+        if config.api_key_env:
+            needed.setdefault(config.api_key_env, []).append(role)
+    checks = []
+    for variable, roles in needed.items():
+        who = ", ".join(roles)
+        if os.environ.get(variable):
+            checks.append(Check(f"key {variable}", OK, f"set (for {who})"))
+        else:
+            verb = "needs" if len(roles) == 1 else "need"
+            checks.append(Check(f"key {variable}", FAILED,
+                                f"the environment variable {variable} is not set; {who} {verb} "
+                                f"it as API key: export {variable}=... before `aloe run`"))
+    return checks
+
+
+def _probe_config(config: RoleConfig) -> RoleConfig:
+    """A role for the probe: its own retries (a flaky backend is not a dead one), each
+    attempt given at most PROBE_TIMEOUT seconds (a dead backend fails in seconds, a silent
+    one in minutes, not hours)."""
+    return config.model_copy(update={"timeout": min(config.timeout, PROBE_TIMEOUT)})
+
+
+async def _probe(llm: LLM, role: str) -> Check:
     config = llm.role_config(role)
+    where = f"{config.model} at {', '.join(config.base_urls)}"
+    if config.api_key_env and not os.environ.get(config.api_key_env):
+        return Check(f"endpoint {role}", UNCHECKED,
+                     f"{where}: not tried, its key {config.api_key_env} is not set")
     started = time.perf_counter()
     try:
-        reply = await llm.chat(role, [{"role": "user", "content": "Reply with the word: ready"}],
+        reply = await llm.chat(role, [{"role": "user", "content": render("probe_ready")}],
                                max_tokens=4, temperature=0.0)
-        ok, detail = True, repr(reply.text.strip()[:40]) + (" (cached)" if reply.cached else "")
-    except Exception as error:  # noqa: BLE001 - the table shows every failure
-        ok, detail = False, f"{type(error).__name__}: {error}"
-    return RoleCheck(role, config.model, ", ".join(config.base_urls), ok,
-                     round(time.perf_counter() - started, 2), detail)
+    except Exception as error:  # noqa: BLE001 - every failure is reported, whole
+        return Check(f"endpoint {role}", FAILED, f"{type(error).__name__}: {error}")
+    seconds = time.perf_counter() - started
+    return Check(f"endpoint {role}", OK, f"{where} answered {reply.text.strip()[:30]!r} in "
+                                         f"{seconds:.1f} s" + (" (cached)" if reply.cached else ""))
 
 
-def check_backends(llm: LLM) -> pd.DataFrame:
-    """One tiny request per role; a table of who answered, how fast, and what went wrong."""
+def check_endpoints(params: Params) -> list[Check]:
+    """One tiny request per role and endpoint model, all at once."""
+    from aloe.llm.server import ensure_local_server
 
-    async def all_roles() -> list[RoleCheck]:
-        return await asyncio.gather(*(_check_role(llm, role) for role in llm.roles))
+    roles = {name: _probe_config(config) for name, config in _roles(params).items()}
+    llm = LLM(roles, stage="preflight", layout=params.layout,
+              local_server=lambda: ensure_local_server(params))
 
-    return pd.DataFrame([vars(check) for check in run_sync(all_roles())])
+    async def probes() -> list[Check]:
+        return list(await asyncio.gather(*(_probe(llm, role) for role in roles)))
 
-
-def plan(params: Params) -> pd.DataFrame:
-    """What each stage will produce."""
-    p, c, e = params.personas, params.conversations, params.evaluation
-    benchmark = (100 if e.benchmark == "aloe" else p.benchmark_profiles * p.benchmark_personalities)
-    if e.limit:
-        benchmark = min(benchmark, e.limit)
-    rows = [
-        ("1 personas", f"{p.profiles_target} profiles x {p.pairings_per_profile} pairings",
-         p.profiles_target * p.pairings_per_profile),
-        ("1 benchmark", f"{e.benchmark} benchmark personas", benchmark),
-        ("2 conversations", f"{c.n_conversations} conversations x {c.turns} turns",
-         c.n_conversations * c.turns),
-        ("3 sft", f"QLoRA r={params.sft.lora_r}, max_steps={params.sft.trainer['max_steps']}",
-         None),
-        ("4 dpo", f"QLoRA r={params.dpo.lora_r}, beta={params.dpo.trainer['beta']}, "
-                  f"from {params.dpo.start_from}", None),
-        ("5 evaluate", f"{len(e.models)} models x {benchmark} users x {e.turns} turns",
-         len(e.models) * benchmark * e.turns),
-    ]
-    return pd.DataFrame(rows, columns=["stage", "plan", "items"])
+    try:
+        return llm.run(probes())
+    finally:
+        llm.save_ledger()
+        llm.cache.close()
 
 
-def _tokens(chars: float) -> float:
-    return chars / CHARS_PER_TOKEN
+# ------------------------------------------------------------------------------------------
+# Models and files
+# ------------------------------------------------------------------------------------------
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def estimate(params: Params) -> pd.DataFrame:
-    """Requests, prompt and completion tokens, and cost per stage and role (upper bounds)."""
-    p, c, e, roles = params.personas, params.conversations, params.evaluation, params.roles
-    rows: list[tuple[str, str, float, float]] = []  # stage, role, requests, prompt chars each
+def _cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
 
-    # two training pools and two benchmark pools, each up to max_rounds rounds
-    generator_calls = 4 * p.max_rounds * p.calls_per_round
-    rows.append(("personas", "generator", generator_calls,
-                 TEMPLATE_CHARS + p.sample_k * PERSONA_CHARS / 2))
+    return any(isinstance(try_to_load_from_cache(repo_id, name), str)
+               for name in ("config.json", "modules.json"))
 
-    votes = 1 if c.judge_rule == "single_random" else 2
-    mean_history = REPLY_CHARS * 2 * (c.turns + 1) / 2  # user + assistant per earlier turn
-    turns = c.n_conversations * c.turns
-    for role, per_turn, extra in [("user", 1, PERSONA_CHARS), ("inducer", 1, PERSONA_CHARS),
-                                  ("assistant", 2, PERSONA_CHARS / 2),
-                                  ("judge", votes, PERSONA_CHARS + 2 * REPLY_CHARS)]:
-        rows.append(("conversations", role, turns * per_turn,
-                     TEMPLATE_CHARS + mean_history + extra))
 
-    benchmark = plan(params).set_index("stage").loc["1 benchmark", "items"]
-    eval_turns = len(e.models) * benchmark * e.turns
-    eval_history = REPLY_CHARS * 2 * (e.turns + 1) / 2
-    rows.append(("evaluate", "user", eval_turns, TEMPLATE_CHARS + eval_history + PERSONA_CHARS))
-    rows.append(("evaluate", "judge", eval_turns,
-                 TEMPLATE_CHARS + eval_history + PERSONA_CHARS))
+def check_hub_model(reference: str, what: str) -> Check:
+    """A model folder exists, or a Hugging Face id resolves with this account's access."""
+    from aloe.policy import HUB_ID, looks_like_path
 
-    table = []
-    for stage, role, requests, prompt_chars in rows:
-        config = getattr(roles, role)
-        prompt_tokens = requests * _tokens(prompt_chars)
-        completion_tokens = requests * config.max_tokens
-        cost = (prompt_tokens * config.price_input_per_1m
-                + completion_tokens * config.price_output_per_1m) / 1e6
-        table.append({"stage": stage, "role": role, "model": config.model,
-                      "requests": int(requests), "prompt_tokens": int(prompt_tokens),
-                      "completion_tokens": int(completion_tokens), "cost_usd": round(cost, 4)})
-    return pd.DataFrame(table)
+    if looks_like_path(reference):
+        folder = resolve_path(reference)
+        found = (folder / "config.json").exists()
+        return Check(what, OK if found else FAILED,
+                     f"{reference}: a model folder" if found else
+                     f"{reference}: no model folder there (no config.json): fix the path")
+    if not HUB_ID.match(reference):
+        return Check(what, FAILED, f"{reference!r} is neither a folder nor a Hugging Face id")
+    cached = _cached(reference)
+    if _offline():
+        if cached:
+            return Check(what, UNCHECKED, f"{reference}: in the local cache; access not asked "
+                                          "(HF_HUB_OFFLINE is set)")
+        return Check(what, FAILED, f"{reference}: not in the local Hugging Face cache and "
+                                   f"HF_HUB_OFFLINE is set: run `hf download {reference}` where "
+                                   "there is network, or unset HF_HUB_OFFLINE")
+    return _ask_hub(reference, what, cached)
+
+
+def _ask_hub(reference: str, what: str, cached: bool) -> Check:
+    from huggingface_hub import auth_check
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        auth_check(reference)
+    except GatedRepoError:
+        return Check(what, FAILED, f"{reference} is gated and this account has no access: "
+                                   f"request it at https://huggingface.co/{reference}, then log "
+                                   "in with `hf auth login` (or set HF_TOKEN)")
+    except RepositoryNotFoundError:
+        return Check(what, FAILED, f"{reference}: no such model on the Hugging Face hub, or a "
+                                   "private one this account cannot see: check the id, or "
+                                   "`hf auth login`")
+    except Exception as error:  # noqa: BLE001 - the hub could not be asked
+        reason = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+        if cached:
+            return Check(what, UNCHECKED, f"{reference}: in the local cache; the hub could not "
+                                          f"be asked ({reason})")
+        return Check(what, FAILED, f"{reference}: the Hugging Face hub could not be asked "
+                                   f"({reason}) and it is not cached: check the network, or "
+                                   f"`hf download {reference}` where there is one")
+    return Check(what, OK, f"{reference}: resolvable on the hub"
+                           + (" and cached" if cached else " (downloaded on first use)"))
+
+
+def check_models(params: Params) -> list[Check]:
+    """The models to train and evaluate: hub ids, folders, the embedded model (each once)."""
+    references: dict[str, str] = {}
+    for stage in TRAINING_STAGES:
+        references.setdefault(policy_reference(params, stage), f"model {stage}.base_model")
+    for spec in params.evaluation.models:
+        if spec.model and not spec.base_url:
+            references.setdefault(spec.model, f"model evaluation '{spec.name}'")
+    embedded = _embedded_reference(params)
+    return [_check_embedded(reference, what) if reference == embedded
+            else check_hub_model(reference, what) for reference, what in references.items()]
+
+
+def _embedded_reference(params: Params) -> str | None:
+    """The embedded model's folder, when a training stage uses it."""
+    if params.local_model.path:
+        return None
+    users = [stage for stage in TRAINING_STAGES if not getattr(params, stage).base_model]
+    return policy_reference(params, users[0]) if users else None
+
+
+def _check_embedded(reference: str, what: str) -> Check:
+    """The embedded SmolLM2, converted, or its package there to convert it from."""
+    from aloe.local_model import LocalModelError, embedded_gguf
+
+    folder = Path(reference)
+    if (folder / "config.json").exists():
+        return Check(what, OK, f"the embedded model, converted at {folder}")
+    try:
+        return Check(what, OK, f"the embedded model, converted on first use from {embedded_gguf()}")
+    except LocalModelError as error:
+        return Check(what, FAILED, str(error))
+
+
+def check_embedding_model(params: Params) -> list[Check]:
+    """The persona filter's sentence-embedding model is on disk (or on the hub, online)."""
+    if not generated_pools(params):
+        return []
+    from aloe.embeddings import EmbeddingModelError, hub_id, resolve_embedding_model
+
+    name = params.personas.embedding_model
+    what = "embedding model"
+    try:
+        where = resolve_embedding_model(name)
+    except EmbeddingModelError as error:
+        return [Check(what, FAILED, str(error))]
+    if Path(where).exists():
+        return [Check(what, OK, f"{name}: on disk at {where}")]
+    check = check_hub_model(hub_id(name), what)
+    if check.failed:
+        check.detail += ("; or give personas.embedding_model a local folder holding the "
+                         "sentence-transformers model")
+    return [check]
+
+
+def _input_files(params: Params) -> list[tuple[str, str]]:
+    """(key, path or URL) of every pool and benchmark file the run reads."""
+    p, e = params.personas, params.evaluation
+    files = [("personas.import_profiles", p.import_profiles),
+             ("personas.import_personalities", p.import_personalities)]
+    if e.benchmark == "aloe":
+        files += [("evaluation.aloe_profiles", e.aloe_profiles),
+                  ("evaluation.aloe_personalities", e.aloe_personalities)]
+    return [(key, value) for key, value in files if value]
+
+
+def _missing_benchmark_keys(params: Params) -> list[Check]:
+    e = params.evaluation
+    missing = []
+    if e.benchmark == "aloe":
+        missing += [f"evaluation.{k}" for k in ("aloe_profiles", "aloe_personalities")
+                    if not getattr(e, k)]
+    return [Check(f"file {key}", FAILED, f"{key} is not set but the run reads the official "
+                                         "benchmark: give a path or URL of the official file")
+            for key in missing]
+
+
+def check_files(params: Params) -> list[Check]:
+    """Pool and benchmark files are there; URLs answer."""
+    checks = _missing_benchmark_keys(params)
+    seen: set[str] = set()
+    for key, value in _input_files(params):
+        if value in seen:
+            continue
+        seen.add(value)
+        checks.append(_check_url(key, value) if is_url(value) else _check_path(key, value))
+    return checks
+
+
+def _check_path(key: str, value: str) -> Check:
+    found = resolve_path(value).is_file()
+    return Check(f"file {key}", OK if found else FAILED,
+                 f"{value}: present" if found else f"{value}: no such file: fix {key}")
+
+
+def _check_url(key: str, url: str) -> Check:
+    import httpx
+
+    try:
+        response = httpx.get(url, timeout=15.0, follow_redirects=True)
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        return Check(f"file {key}", FAILED,
+                     f"{url} could not be fetched ({type(error).__name__}: {error}): check the "
+                     f"network, or download the file and give its local path in {key}")
+    return Check(f"file {key}", OK, f"{url}: reachable ({len(response.content):,} bytes)")
+
+
+# ------------------------------------------------------------------------------------------
+# GPU, trainer options, disk
+# ------------------------------------------------------------------------------------------
+def _stages_to_train(params: Params) -> list[str]:
+    """Training stages whose adapter is not finished yet."""
+    from aloe.training import is_finished
+
+    return [stage for stage in TRAINING_STAGES if not is_finished(params, stage)]
+
+
+def _free_gpu_gb() -> tuple[str, float, float] | None:
+    """The first GPU's name, free and total memory in GB; None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info(0)
+    return torch.cuda.get_device_name(0), free / 2**30, total / 2**30
+
+
+def check_gpu(params: Params, gpu: Callable[[], tuple[str, float, float] | None] = _free_gpu_gb
+              ) -> list[Check]:
+    """Each training stage still to run: a GPU with the memory it needs, or a CPU-sized
+    policy. `gpu` reports the GPU (a parameter so that tests can describe other machines)."""
+    stages = _stages_to_train(params)
+    if not stages:
+        return [Check("gpu", OK, "both adapters are trained: no training left to run")]
+    found = gpu()
+    checks = []
+    for stage in stages:
+        parameters, about = policy_parameters(params, stage)
+        needed = training_memory_gb(params, stage)
+        checks.append(_gpu_check(stage, parameters, about, needed, found))
+    return checks
+
+
+def _gpu_check(stage: str, parameters: float, about: str, needed: float,
+               found: tuple[str, float, float] | None) -> Check:
+    what = f"gpu for {stage}"
+    if found is None:
+        if parameters < CPU_TRAINING_LIMIT:
+            return Check(what, OK, f"no GPU: {about} trains on the CPU (slowly)")
+        return Check(what, FAILED, f"no GPU is visible (torch.cuda.is_available() is False) but "
+                                   f"training {about} needs one with about {needed:.0f} GB "
+                                   "free (gpu_figures.json, an estimate): run on a GPU machine "
+                                   "with a CUDA build of torch, or choose a smaller base_model")
+    name, free, total = found
+    if free < needed:
+        return Check(what, FAILED, f"{name} has {free:.1f} of {total:.0f} GB free but training "
+                                   f"{about} needs about {needed:.0f} GB (gpu_figures.json, an "
+                                   "estimate): free the GPU (another process holds it?), lower "
+                                   f"{stage}.trainer.max_length, or use a larger GPU")
+    return Check(what, OK, f"{name}: {free:.1f} of {total:.0f} GB free; about {needed:.0f} GB "
+                           "needed (an estimate)")
+
+
+def check_trainer_options(params: Params) -> list[Check]:
+    """TRL builds its config from each stage's trainer options on this machine's device."""
+    from aloe.policy import detect_device
+    from aloe.qlora import trainer_arguments
+
+    checks = []
+    device = detect_device()
+    for stage in _stages_to_train(params):
+        with tempfile.TemporaryDirectory() as folder, _notes("aloe.training") as notes:
+            try:
+                trainer_arguments(stage, getattr(params, stage), Path(folder), device,
+                                  seed=params.run.seed)
+            except Exception as error:  # noqa: BLE001 - TRL's own message, whole
+                checks.append(Check(f"trainer options {stage}", FAILED,
+                                    f"TRL refuses {stage}.trainer on {device.name}: "
+                                    f"{type(error).__name__}: {' '.join(str(error).split())}"))
+                continue
+        said = f" ({'; '.join(notes)})" if notes else ""
+        checks.append(Check(f"trainer options {stage}", OK,
+                            f"accepted by TRL on {device.name}{said}"))
+    return checks
+
+
+@contextmanager
+def _notes(logger: str) -> Iterator[list[str]]:
+    """What a logger says meanwhile, collected instead of printed (a check's detail)."""
+    said: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    target, handler = logging.getLogger(logger), Collect()
+    target.addHandler(handler)
+    propagate, target.propagate = target.propagate, False
+    try:
+        yield said
+    finally:
+        target.removeHandler(handler)
+        target.propagate = propagate
+
+
+def _free_gb(path: Path) -> float:
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free / 1e9
+
+
+def check_disk(params: Params) -> list[Check]:
+    """Free disk for the run folder, and for the base model's download when it is not cached."""
+    checks = [_disk_check("disk for the run folder", params.layout.run_dir, disk_gb(params))]
+    download = base_model_download_gb(params)
+    reference = policy_reference(params)
+    if download and not _cached(reference):
+        from huggingface_hub import constants
+
+        checks.append(_disk_check(f"disk for {reference}", Path(constants.HF_HUB_CACHE),
+                                  download))
+    return checks
+
+
+def _disk_check(what: str, path: Path, needed_gb: float) -> Check:
+    free = _free_gb(path)
+    if free < needed_gb * DISK_MARGIN:
+        return Check(what, FAILED, f"{path}: {free:,.1f} GB free but about {needed_gb:,.1f} GB "
+                                   "needed (with a 20% margin): free space, or set "
+                                   "run.output_dir / HF_HOME to a larger disk")
+    return Check(what, OK, f"{path}: {free:,.1f} GB free, about {needed_gb:,.1f} GB needed")
+
+
+# ------------------------------------------------------------------------------------------
+# All of it
+# ------------------------------------------------------------------------------------------
+CHECKS: tuple[Callable[[Params], list[Check]], ...] = (
+    check_keys, check_endpoints, check_models, check_embedding_model, check_files, check_gpu,
+    check_trainer_options, check_disk)
+
+
+def readiness(params: Params) -> list[Check]:
+    """Every readiness check of the run, in order."""
+    return [check for run_checks in CHECKS for check in run_checks(params)]
+
+
+def checks_table(checks: Iterable[Check]) -> pd.DataFrame:
+    return pd.DataFrame([vars(c) for c in checks], columns=["check", "status", "detail"])
+
+
+def show(checks: list[Check]) -> None:
+    """The checks as a table with every reason in full (no cell cut short)."""
+    from IPython.display import display
+
+    with pd.option_context("display.max_colwidth", None):
+        display(checks_table(checks).style.set_properties(
+            **{"white-space": "pre-wrap", "text-align": "left"}).hide(axis="index"))
+
+
+def require_ready(checks: list[Check]) -> None:
+    """Raise NotReadyError, one line per failed check, when any failed."""
+    failed = [c for c in checks if c.failed]
+    if failed:
+        lines = [f"{len(failed)} of {len(checks)} readiness checks failed; nothing was spent:"]
+        lines += [f"  {c.check}: {c.detail}" for c in failed]
+        raise NotReadyError("\n".join(lines))
+
+

@@ -25,9 +25,12 @@ assumed. A change to a definition that moves its numbers bumps its version.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aloe.errors import BadInputError
+
+if TYPE_CHECKING:
+    from aloe.config import Params
 
 
 class ProtocolError(BadInputError):
@@ -172,3 +175,27 @@ def variant_name(evaluation: Any, user_mode: str | None = None) -> str:
     if (user_mode or evaluation.user_mode) == "replay":
         parts.append(f"replay-{evaluation.reference_model}")
     return "-".join(parts)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one model's conversations of this evaluation are: the variant's folder, and
+    whether its user messages are live or replayed from the reference model."""
+
+    model: str
+    variant: str
+    mode: str  # "live" or "replay"
+
+
+def sources(params: Params) -> dict[str, Source]:
+    """Per model under test, where its conversations are. Live: every model in the configured
+    variant. Replay: the reference model talks live (in the live variant, whose records a live
+    run of the same protocol shares), every other model replays its users."""
+    e = params.evaluation
+    variant = variant_name(e)
+    if e.user_mode == "live":
+        return {m.name: Source(m.name, variant, "live") for m in e.models}
+    live = variant_name(e, "live")
+    reference = e.reference_model
+    return {m.name: Source(m.name, live, "live") if m.name == reference
+            else Source(m.name, variant, "replay") for m in e.models}

@@ -15,6 +15,7 @@ folder, the seed, the device's precision and the checkpoint policy.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import resource
 from collections.abc import Sequence
@@ -87,7 +88,8 @@ def load_tokenizer(base: str) -> Any:
 
 def load_base_model(base: str, cfg: TrainingConfig, device: Device) -> Any:
     """The base model ready for k-bit training: 4-bit NF4 (when `load_in_4bit`), norms and
-    embeddings upcast for stable training, gradient checkpointing on, KV cache off."""
+    embeddings upcast for stable training, KV cache off (the trainer turns activation
+    checkpointing on)."""
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
@@ -100,9 +102,9 @@ def load_base_model(base: str, cfg: TrainingConfig, device: Device) -> Any:
     model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
     model.config.use_cache = False
     if quant is not None and not device.fsdp:  # FSDP needs one dtype throughout: no upcast
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=bool(cfg.trainer["gradient_checkpointing"]),
-            gradient_checkpointing_kwargs=_checkpointing_kwargs(device))
+        # Activation checkpointing is the trainer's to turn on, from `activation_checkpointing`
+        # (peft's own switch calls transformers' deprecated gradient_checkpointing_enable).
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
 
 def _checkpointing_kwargs(device: Device) -> dict[str, Any]:
@@ -118,18 +120,23 @@ def lora_config(cfg: TrainingConfig) -> Any:
 # --------------------------------------------------------------------------------------------
 # TRL's trainers
 # --------------------------------------------------------------------------------------------
+def default_report_to() -> str:
+    """TensorBoard when it is installed (curves live under the run folder), else no tracker."""
+    return "tensorboard" if importlib.util.find_spec("tensorboard") else "none"
+
+
 def trainer_arguments(stage: str, cfg: TrainingConfig, output_dir: Path, device: Device,
                       seed: int = 0, **overrides: Any) -> Any:
     """TRL's SFTConfig/DPOConfig: the file's `trainer` options as they are, over the
-    workbook's defaults (checkpoints every `save_steps`, token counting, no tracker unless
-    `report_to` says so), with what only the workbook decides (output folder, seed, device,
-    precision) and the caller's `overrides` last."""
+    workbook's defaults (checkpoints every `save_steps`, token counting, TensorBoard when it is
+    installed unless `report_to` says otherwise), with what only the workbook decides (output
+    folder, seed, device, precision) and the caller's `overrides` last."""
     import trl
 
     defaults: dict[str, Any] = dict(
-        gradient_checkpointing_kwargs=_checkpointing_kwargs(device), bf16=device.bf16,
+        activation_checkpointing_kwargs=_checkpointing_kwargs(device), bf16=device.bf16,
         fp16=device.fp16, save_strategy="steps", save_total_limit=KEEP_CHECKPOINTS,
-        report_to="none", include_num_input_tokens_seen="non_padding",
+        report_to=default_report_to(), include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0)
     if stage == "sft":
         defaults.update(completion_only_loss=True, packing=False)
@@ -143,18 +150,35 @@ def trainer_arguments(stage: str, cfg: TrainingConfig, output_dir: Path, device:
     return config(**options)
 
 
+def tracker_callbacks(args: Any, tensorboard_dir: Path | None) -> list[Any]:
+    """TensorBoard, when `report_to` names it, writing to `tensorboard_dir` (under the run
+    folder, where it outlives the checkpoints) instead of transformers' default inside the
+    output folder; the other trackers of `report_to` stay TRL's to start."""
+    if tensorboard_dir is None or "tensorboard" not in (args.report_to or []):
+        return []
+    from transformers.integrations import TensorBoardCallback
+
+    args.report_to = [name for name in args.report_to if name != "tensorboard"]
+    callback = TensorBoardCallback()
+    callback.logging_dir = str(tensorboard_dir)  # its writer opens there, on the main process
+    return [callback]
+
+
 def build_sft_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
-                      cfg: TrainingConfig, callbacks: Sequence[Any] = ()) -> Any:
+                      cfg: TrainingConfig, callbacks: Sequence[Any] = (),
+                      tensorboard_dir: Path | None = None) -> Any:
     """SFTTrainer on prompt/completion pairs: completion-only loss, a fresh LoRA adapter."""
     from trl import SFTTrainer
 
+    callbacks = [*callbacks, *tracker_callbacks(args, tensorboard_dir)]
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
-                         peft_config=lora_config(cfg), callbacks=list(callbacks))
+                         peft_config=lora_config(cfg), callbacks=callbacks)
     _adapter_dtype_for_cpu(trainer.model, args)
     return trainer
 
 def build_dpo_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
-                      cfg: TrainingConfig, callbacks: Sequence[Any] = ()) -> Any:
+                      cfg: TrainingConfig, callbacks: Sequence[Any] = (),
+                      tensorboard_dir: Path | None = None) -> Any:
     """DPOTrainer; `model` is either the base (a fresh adapter is added, the reference is the
     base with it disabled) or a PeftModel holding the SFT adapter (TRL keeps a frozen copy of
     it as the reference)."""
@@ -162,8 +186,9 @@ def build_dpo_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
     from trl import DPOTrainer
 
     peft_config = None if isinstance(model, PeftModel) else lora_config(cfg)
+    callbacks = [*callbacks, *tracker_callbacks(args, tensorboard_dir)]
     trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=list(callbacks))
+                         peft_config=peft_config, callbacks=callbacks)
     _adapter_dtype_for_cpu(trainer.model, args)
     return trainer
 

@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -21,6 +21,7 @@ from typing import IO, Any
 from aloe.config import Params, ProjectNotFoundError, project_root
 from aloe.errors import AloeError, BadInputError, RunLockedError
 from aloe.layout import RunLayout
+from aloe.progress import Monitor
 from aloe.records import write_json
 
 
@@ -112,16 +113,21 @@ def _needs_local_server(params: Params) -> bool:
     return any(role.is_local for role in params.roles.as_mapping().values())
 
 
+MESSAGE_LINES = 40  # an error's message is printed whole, up to this many lines
+
+
 def _failure_message(notebook: Path, output: Path, error: Exception) -> str:
+    """What failed, where, and the error's whole message (a readiness failure lists every
+    failed check on its own line)."""
     cell = getattr(error, "exec_count", None) or getattr(error, "cell_index", None)
     ename = getattr(error, "ename", type(error).__name__)
-    evalue = getattr(error, "evalue", str(error))
+    evalue = str(getattr(error, "evalue", str(error))).strip()
     where = f" in cell {cell}" if cell is not None else ""
-    first_line = str(evalue).strip().splitlines()[0] if str(evalue).strip() else ""
+    lines = evalue.splitlines()[:MESSAGE_LINES] or [""]
     if ename == "BudgetExceededError":  # a ceiling the user set, not a fault: one line
-        return f"stage {notebook.stem} stopped: {first_line}"
-    return (f"stage {notebook.stem} failed{where}: {ename}: {first_line}\n"
-            f"  executed notebook with the traceback: {output}")
+        return f"stage {notebook.stem} stopped: {lines[0]}"
+    return "\n".join([f"stage {notebook.stem} failed{where}: {ename}: {lines[0]}", *lines[1:],
+                      f"  executed notebook with the traceback: {output}"])
 
 
 # The kernel's own log, kept to errors: its warning that a loopback kernel runs over TCP
@@ -130,17 +136,20 @@ KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 def execute_stage(notebook: Path, params: Params, params_file: str, output: Path,
-                  progress: bool = True) -> float:
-    """Run one notebook with papermill; the seconds it took."""
+                  progress: bool = True, echo: IO[str] = sys.stdout) -> float:
+    """Run one notebook with papermill; the seconds it took. With `progress`, the stage's
+    live progress line is shown meanwhile (`aloe.progress`)."""
     import papermill
 
     parameters: dict[str, Any] = params.model_dump(mode="json")
     parameters["params_file"] = params_file
     started = time.perf_counter()
-    papermill.execute_notebook(str(notebook), str(output), parameters=parameters,
-                               cwd=str(project_root()), progress_bar=progress,
-                               kernel_name="python3", log_output=False,
-                               extra_arguments=KERNEL_ARGUMENTS)
+    watch = Monitor(params.layout.progress, notebook.stem, echo) if progress else nullcontext()
+    with watch:
+        papermill.execute_notebook(str(notebook), str(output), parameters=parameters,
+                                   cwd=str(project_root()), progress_bar=False,
+                                   kernel_name="python3", log_output=False,
+                                   extra_arguments=KERNEL_ARGUMENTS)
     return time.perf_counter() - started
 
 
@@ -163,7 +172,7 @@ def run_workbook(params: Params, params_file: str, stages: str | None = None,
             output = layout.executed_notebook(notebook.name)
             print(f"[{index}/{len(selected)}] {notebook.stem}", file=echo, flush=True)
             try:
-                seconds = execute_stage(notebook, params, params_file, output, progress)
+                seconds = execute_stage(notebook, params, params_file, output, progress, echo)
             except Exception as error:  # papermill's execution error or a kernel failure
                 _save_timings(result)
                 raise RunError(_failure_message(notebook, output, error)) from error

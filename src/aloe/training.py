@@ -37,6 +37,7 @@ from aloe.layout import TRAINING_STAGES as STAGES
 from aloe.policy import (Device, base_model, check_model_reference, detect_device, same_model)
 from aloe.qlora import (build_dpo_trainer, build_sft_trainer, load_base_model, load_tokenizer,
                         model_config, peak_memory, trainer_arguments)
+from aloe.progress import Reporter, reporter
 from aloe.records import DataError, read_json, write_json
 
 if TYPE_CHECKING:  # heavy imports stay lazy: validation must not pay for torch
@@ -316,7 +317,50 @@ def _stage_trainer(params: Params, stage: str, base: str, device: Device,
     args = trainer_arguments(stage, cfg, params.layout.checkpoints(stage), device,
                              seed=params.run.seed)
     build = build_sft_trainer if stage == "sft" else build_dpo_trainer
-    return build(model, tokenizer, train, args, cfg, callbacks)
+    live = progress_callback(reporter(params.layout.progress, "steps"))
+    return build(model, tokenizer, train, args, cfg, [*callbacks, live],
+                 tensorboard_dir=params.layout.tensorboard(stage))
+
+
+def progress_callback(live: Reporter) -> Any:
+    """A TrainerCallback that reports step, loss and tokens/s as the stage's live progress
+    (`aloe.progress`); built here so that importing this module does not import transformers."""
+    from transformers import TrainerCallback
+
+    class LiveProgress(TrainerCallback):
+        def __init__(self) -> None:
+            self.loss: float | None = None
+            self.started: tuple[float, int] | None = None  # (time, tokens seen) at the start
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = (time.perf_counter(), state.num_input_tokens_seen)
+            self._report(state, force=True)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+                   **kwargs: Any) -> None:
+            if logs and "loss" in logs:
+                self.loss = float(logs["loss"])
+            self._report(state)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._report(state)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._report(state, force=True)
+
+        def _report(self, state: Any, force: bool = False) -> None:
+            if not state.is_world_process_zero:
+                return
+            details = [] if self.loss is None else [f"loss {self.loss:.3f}"]
+            if self.started is not None:
+                seconds = time.perf_counter() - self.started[0]
+                tokens = state.num_input_tokens_seen - self.started[1]
+                if seconds > 0 and tokens > 0:
+                    details.append(f"{tokens / seconds:,.0f} tokens/s")
+            live.total = state.max_steps or None
+            live.update(state.global_step, details, force=force)
+
+    return LiveProgress()
 
 def _stats(trainer: Any, stage: str, cfg: TrainingConfig, base: str, device: Device, *,
            load_s: float, wall: float, resumed: int, train_loss: float) -> dict[str, Any]:

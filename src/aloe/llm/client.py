@@ -115,7 +115,8 @@ def retry_delay(attempt: int, error: Exception, base: float = 0.5, cap: float = 
 
 
 class LLM:
-    """The roles of one stage session. Use `await llm.chat(role, messages)` or `run_sync`.
+    """The roles of one stage session. Use `await llm.chat(role, messages)`, or `llm.run(work)`
+    from sync code.
 
     `roles` maps a role's name to its configuration: the five roles of a parameter file
     (`LLM.for_run`), or any other set, such as a model under test behind an endpoint.
@@ -267,6 +268,20 @@ class LLM:
         """Many requests of one role at once; failures come back as exceptions, in order."""
         tasks = [self.chat(role, messages, **kwargs) for messages in conversations]
         return await asyncio.gather(*tasks, return_exceptions=True)
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` to completion from sync code (`run_sync`), then close this session's
+        connections on the event loop that opened them. Every synchronous entry point goes
+        through here: a client left to the garbage collector after its loop has closed prints
+        "Event loop is closed" tracebacks into the notebook."""
+
+        async def closing() -> T:
+            try:
+                return await work
+            finally:
+                await self.aclose()
+
+        return run_sync(closing())
 
     # -- bookkeeping -------------------------------------------------------------------------
     def save_ledger(self) -> None:

@@ -152,14 +152,18 @@ class PoolGrower:
             return "target"
         return stop_reason(len(self.items), self.spec.target, self.rounds, self.config)
 
-    async def grow(self, progress: Any = None) -> str:
-        """Run rounds until a stopping rule fires; returns which one."""
+    async def grow(self, progress: Any = None,
+                   on_round: Callable[[], None] | None = None) -> str:
+        """Run rounds until a stopping rule fires; returns which one. `progress` is a tqdm
+        bar; `on_round` is called after each round (the stage's live progress)."""
         while (reason := self.stop_reason) is None:
             await self.run_round(len(self.rounds))
             if progress is not None:
                 progress.update(self.rounds[-1]["admitted"])
                 progress.set_postfix(round=len(self.rounds),
                                      rate=f"{self.rounds[-1]['admission_rate']:.2f}")
+            if on_round is not None:
+                on_round()
         return reason
 
     async def run_round(self, round_no: int) -> None:

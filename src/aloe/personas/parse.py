@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from aloe.pools import MAX_ITEM_CHARS
+
 _FENCE = re.compile(r"^\s*```\w*\s*$")
 _MARKER = re.compile(  # "1." "2)" "(a)" "-" "*" "•" "#": a list marker that starts an item
     r"^\s*(?:\(?\d{1,3}[.):]|\(?[a-zA-Z][.)]|[-*+\u2022\u00b7\u2013\u2014]|#{1,6})\s+")
@@ -20,7 +22,6 @@ _INLINE_PROFILE = re.compile(
     r"(?<=[.!?])\s+(?=(?:He|She|They)(?: is|'s| are) an? \d{1,3}-year-old\b)")
 _END = ('.', '!', '?', '"', "'", '\u201d', ')')
 MIN_WORDS = 6
-MAX_CHARS = 2000  # a run-on reply (a small model looping) is not one persona
 _PERSON = re.compile(r"\b(?:he|she|they|his|her|their|him|them)\b", re.IGNORECASE)
 
 
@@ -66,7 +67,7 @@ def parse_reply(text: str, finish_reason: str | None = None) -> ParsedReply:
         if index == len(blocks) - 1 and finish_reason == "length" and not item.endswith(_END):
             item, tail = _last_sentence_end(item)  # cut off by the token limit: keep whole
             dropped.append(tail)  # sentences only
-        if (len(item.split()) < MIN_WORDS or len(item) > MAX_CHARS or item.endswith(":")
+        if (len(item.split()) < MIN_WORDS or len(item) > MAX_ITEM_CHARS or item.endswith(":")
                 or _PREAMBLE.match(item) or not _PERSON.search(item)):
             dropped.append(item)
         elif item not in items:

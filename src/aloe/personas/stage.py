@@ -27,6 +27,7 @@ from aloe.personas.leakage import screen as screen_leakage
 from aloe.personas.novelty import NoveltyFilter
 from aloe.pools import (ALOE_BENCHMARK_PERSONALITIES, KINDS, as_items, builtin_seeds,
                         cross_benchmark, kind_plural, persona_record, read_text_pool)
+from aloe.progress import Reporter, count, money, reporter
 from aloe.records import read_records, write_json, write_records
 
 
@@ -174,23 +175,24 @@ def run_stage(params: Params, *, hook: Hook | None = None) -> PersonasSummary:
     persona_summary.json. `hook(event, info)` is called after each round's items are written
     and after its log line ("items_written", "round_logged"), for progress displays and tests.
     """
-    from aloe.llm import open_llm, run_sync
+    from aloe.llm import open_llm
 
     config = params.personas
     layout = params.layout
     layout.run_dir.mkdir(parents=True, exist_ok=True)
     logged = _load_logs(layout)
     generated = params.evaluation.benchmark == "run"  # else stage 5 uses the official files
+    live = reporter(layout.progress, "rounds")
     with open_llm(params, "personas") as llm:
         train = {kind: _grower(params, kind, llm, logged, hook) for kind in KINDS}
-        run_sync(_grow_all(list(train.values())))
+        llm.run(_grow_all(list(train.values()), llm, live))
         profiles, personalities = train["profile"].items, train["personality"].items
         personas = pair_personas(profiles, personalities, config.pairings_per_profile,
                                  params.run.seed, config.pairing)
         if generated:  # a held-out benchmark, grown apart from the training pools
             bench = {kind: _benchmark_grower(params, kind, train[kind], llm, logged, hook)
                      for kind in KINDS}
-            run_sync(_grow_all(list(bench.values())))
+            llm.run(_grow_all(list(bench.values()), llm, live))
             bench_items = {kind: bench[kind].items for kind in KINDS}
             pools = [*train.values(), *bench.values()]
         else:  # no pool that evaluation would not use: the official items, annotated
@@ -218,14 +220,26 @@ def run_stage(params: Params, *, hook: Hook | None = None) -> PersonasSummary:
     return summary
 
 
-async def _grow_all(growers: list[PoolGrower]) -> list[str]:
+async def _grow_all(growers: list[PoolGrower], llm: Any, live: Reporter) -> list[str]:
+    """Grow pools side by side, each with its bar; the stage's live progress after each
+    round: rounds run, every pool's size against its target, requests and cost."""
     from tqdm.auto import tqdm
 
     bars = [tqdm(total=g.spec.target, initial=min(len(g.items), g.spec.target),
                  desc=g.spec.name, unit="item") for g in growers]
+
+    def report(force: bool = False) -> None:
+        usage = llm.ledger.totals()
+        live.update(sum(len(g.rounds) for g in growers),
+                    [*(f"{g.spec.name} {len(g.items):,}/{g.spec.target:,}" for g in growers),
+                     count(usage.requests, "requests"), money(usage.cost_usd)], force=force)
+
+    report(force=True)
     try:
-        return list(await asyncio.gather(*(g.grow(bar) for g, bar in zip(growers, bars))))
+        return list(await asyncio.gather(*(g.grow(bar, report)
+                                           for g, bar in zip(growers, bars))))
     finally:
+        report(force=True)
         for bar in bars:
             bar.close()
 

@@ -8,14 +8,16 @@ instead of spelling the name again.
     outputs/                        run.output_dir
       cache/llm.sqlite              the response cache, shared by runs (run.cache_path)
       cache/local_server.json|.log  the shared local server's state and log
+      compare/NAME.html|.ipynb      a comparison page across runs (`aloe compare`)
       RUN/                          one run (run.name)
+        manifest.json               what the run was made with (written when a run starts)
         notebooks/NN_*.ipynb        executed notebooks          runner.json  stage times
         profiles.jsonl personalities.jsonl personas.jsonl        stage 1: training pools
         benchmark.jsonl benchmark_profiles.jsonl benchmark_personalities.jsonl
         persona_rounds.jsonl persona_candidates.jsonl persona_summary.json persona_map.json
         conversations.jsonl conversations_summary.json          stage 2
         data/sft data/dpo data/export_summary.json               stage 2 exports
-        adapters/STAGE/  training/STAGE/  merged/STAGE/          stages 3-4
+        adapters/STAGE/ (README.md: the model card)  training/STAGE/  merged/STAGE/
         eval/MODEL.jsonl metrics.json                            stage 5
         report.html                                              stage 6
         usage/STAGE.json usage/history.jsonl usage/live/         the usage ledger
@@ -64,6 +66,11 @@ class RunLayout:
     @property
     def timings(self) -> Path:
         return self.run_dir / "runner.json"
+
+    @property
+    def manifest(self) -> Path:
+        """What the run was made with: commit, resolved parameters, versions, hardware."""
+        return self.run_dir / "manifest.json"
 
     @property
     def report(self) -> Path:
@@ -127,6 +134,10 @@ class RunLayout:
     def adapter_file(self, stage: str, name: str) -> Path:
         return self.adapter(stage) / name
 
+    def model_card(self, stage: str) -> Path:
+        """The adapter's model card (the Hugging Face README.md of the adapter folder)."""
+        return self.adapter_file(stage, "README.md")
+
     def checkpoints(self, stage: str) -> Path:
         """A training in progress; removed once its adapter is written."""
         return self.run_dir / "training" / _training_stage(stage)
@@ -161,6 +172,25 @@ class RunLayout:
     @property
     def usage_live(self) -> Path:
         return self.usage_dir / "live"
+
+
+def run_layout(run_dir: Path) -> RunLayout:
+    """The layout of a finished run folder read on its own (the default shared cache)."""
+    return RunLayout(run_dir=run_dir, cache_path=run_dir.parent / "cache" / "llm.sqlite")
+
+
+def comparison_dir(output_dir: Path) -> Path:
+    """Where `aloe compare` writes its pages: beside the runs, in `compare/`."""
+    return output_dir / "compare"
+
+
+def comparison_page(output_dir: Path, name: str) -> Path:
+    return comparison_dir(output_dir) / f"{name}.html"
+
+
+def comparison_notebook(output_dir: Path, name: str) -> Path:
+    """The executed 07_compare notebook behind a comparison page."""
+    return comparison_dir(output_dir) / f"{name}.ipynb"
 
 
 def _training_stage(stage: str) -> str:

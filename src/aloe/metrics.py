@@ -334,6 +334,17 @@ def _expected_al(records: list[Record]) -> list[float | None] | None:
     return [float(np.mean(values[k])) if k in values else None for k in turns]
 
 
+def score_counts(records: Iterable[Record]) -> dict[str, int]:
+    """How many judgements gave each score ("1".."5"), and how many gave none ("missing").
+
+    A count per score says what a mean hides: a mean AL of 1.0 is every reply scored 1."""
+    counts: dict[str, int] = {}
+    for r in records:
+        key = "missing" if r.get("score") is None else str(int(r["score"]))
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def summarise(by_model: Mapping[str, list[Record]], *, n_boot: int = DEFAULT_BOOT,
               confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
               models: Sequence[str] | None = None) -> dict[str, Any]:
@@ -350,6 +361,7 @@ def summarise(by_model: Mapping[str, list[Record]], *, n_boot: int = DEFAULT_BOO
     for name in order:
         levels = alignment_levels(by_model[name], n_boot=n_boot, confidence=confidence,
                                   seed=seed, model=name).to_json()
+        levels["score_counts"] = score_counts(by_model[name])
         expected = _expected_al(by_model[name])
         if expected is not None:
             levels["expected_al"] = expected
@@ -392,46 +404,6 @@ def paired_table(summary: dict[str, Any]) -> "Any":
                      "IR diff": math.nan if ir_diff is None else ir_diff,
                      "IR diff CI": _format_ci(p["ir_diff"]["low"], p["ir_diff"]["high"])})
     return pd.DataFrame(rows).set_index("comparison") if rows else pd.DataFrame()
-
-
-def describe(summary: dict[str, Any]) -> str:
-    """The findings in words (markdown): each model's AL trend, then each paired comparison,
-    saying whether its interval excludes zero."""
-    level = f"{round(100 * summary.get('confidence', 0.95))}%"
-    lines = []
-    for name, m in summary.get("models", {}).items():
-        ir = m["ir"]
-        if ir["value"] is None:
-            lines.append(f"- **{name}**: too few scored turns for a trend.")
-            continue
-        lines.append(f"- **{name}**: mean AL {_fmt(m['mean_al']['value'])}, IR "
-                     f"{ir['value']:+.3f} per turn {_format_ci(ir['low'], ir['high'])}: "
-                     f"{_sign_words(ir, 'rises', 'falls', 'no clear trend')}; "
-                     f"{_fmt(100 * (m['missing_rate'] or 0.0), '.0f')}% of judgements unscored.")
-    for label, p in summary.get("paired", {}).items():
-        d = p["mean_diff"]
-        if d["value"] is None:
-            lines.append(f"- **{label}**: no turn scored on both sides.")
-            continue
-        verdict = _sign_words(d, f"{p['b']} scores higher", f"{p['b']} scores lower",
-                              "no difference distinguishable from zero")
-        lines.append(f"- **{label}**: mean per-turn difference {d['value']:+.3f} "
-                     f"{_format_ci(d['low'], d['high'])} over {p['n_personas']} shared "
-                     f"personas: {verdict}.")
-    return f"Findings ({level} bootstrap intervals over personas):\n\n" + "\n".join(lines)
-
-
-def _sign_words(est: dict[str, Any], up: str, down: str, neither: str) -> str:
-    low, high = est.get("low"), est.get("high")
-    if low is not None and low > 0:
-        return up
-    if high is not None and high < 0:
-        return down
-    return neither
-
-
-def _fmt(value: float | None, spec: str = ".3f") -> str:
-    return "n/a" if value is None else format(value, spec)
 
 
 def _format_ci(low: float | None, high: float | None) -> str:

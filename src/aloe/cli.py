@@ -1,6 +1,7 @@
 """The `aloe` command.
 
     aloe run [PARAMS] [--stages 0,2-4] [--run-name NAME] [--limit N]   the workbook's notebooks
+    aloe compare RUN RUN [...] [--name NAME] [--output-dir DIR]       a page across runs
     aloe train sft|dpo PARAMS                                         one training stage
     aloe evaluate PARAMS [--limit N] [--benchmark run|aloe]           the benchmark (stage 5)
 
@@ -14,6 +15,7 @@ another run holds). Every error the workbook raises on purpose carries its code
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 
@@ -36,6 +38,17 @@ def _parser() -> argparse.ArgumentParser:
                      "(default: the file's run.name)")
     _add_limit(run)
     run.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
+
+    compare = commands.add_parser("compare", help="a comparison page across finished runs "
+                                  "(notebook 07_compare): outputs/compare/NAME.html")
+    compare.add_argument("runs", nargs="+", metavar="RUN",
+                         help="a run folder, or a run name under --output-dir (the first run "
+                         "is the reference)")
+    compare.add_argument("--name", help="the page's name (default: the runs' names joined "
+                         "with -vs-)")
+    compare.add_argument("--output-dir", default="outputs", help="where run names are looked "
+                         "up and compare/ is written (default: outputs)")
+    compare.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
 
     train = commands.add_parser("train", help="train one stage's QLoRA adapter (SFT or DPO) "
                                 "outside the notebooks, e.g. under accelerate launch")
@@ -86,6 +99,23 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_command(args: argparse.Namespace) -> int:
+    from aloe import compare
+    from aloe.config import resolve_path
+    from aloe.manifest import display_path
+    from aloe.runner import run_comparison
+
+    runs = compare.load_runs(args.runs, args.output_dir)  # a missing run fails before any work
+    name = args.name or compare.default_name(runs)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ParamsError(f"--name: '{name}' is not a valid page name (letters, digits, '.', "
+                          "'_' and '-')")
+    page = run_comparison([r.layout.run_dir for r in runs], name,
+                          resolve_path(args.output_dir), progress=not args.quiet)
+    print(f"comparison: {display_path(page)}")
+    return 0
+
+
 def train_command(args: argparse.Namespace) -> int:
     import json
     import logging
@@ -109,7 +139,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": run_command, "train": train_command, "evaluate": evaluate_command}
+    "run": run_command, "compare": compare_command, "train": train_command,
+    "evaluate": evaluate_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,6 +142,12 @@ def test_the_tiny_profile_demonstrates_the_machinery_not_the_method(tmp_path) ->
     tiny = params_from_dict(tiny_dict(tmp_path)).model_dump(mode="json")
     found = findings.demonstration(tiny)
     assert found and "demonstrates the machinery, not the method" in found[0].text
+    for role in tiny["roles"].values():  # the embedded model served behind a URL is still it
+        role.update(base_url="http://127.0.0.1:8000/v1",
+                    model="/srv/outputs/models/SmolLM2-135M-Instruct")
+    assert findings.demonstration(tiny)
+    tiny["roles"]["judge"]["model"] = "gpt-4o-mini"  # one real judge: no longer a toy run
+    assert findings.demonstration(tiny) == []
     paper = load_params(ROOT / "params" / "paper.yaml").model_dump(mode="json")
     assert findings.demonstration(paper) == []
 

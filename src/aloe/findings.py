@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aloe.local_model import EMBEDDED_NAME
+
 SCORE_FLOOR, SCORE_CEILING = 1, 5  # the score judge's scale
 MIN_UNITS = 10  # fewer resampled units than this and a bootstrap interval means little
 HIGH_MISSING = 0.10  # judgements without a readable score
@@ -106,14 +108,23 @@ def _constant(counts: Mapping[str, int]) -> str | None:
 # ------------------------------------------------------------------------------------------
 # Caveats
 # ------------------------------------------------------------------------------------------
+def _is_embedded(model: str | None, served_locally: bool, local_path: str | None) -> bool:
+    """A model reference that is the embedded model: `base_url: local` without a
+    local_model.path, or a folder or id named after it (served behind any URL)."""
+    if served_locally or model is None:
+        return not local_path
+    return str(model).rstrip("/").rsplit("/", 1)[-1] == EMBEDDED_NAME
+
+
 def demonstration(params: Summary | None) -> list[Finding]:
     """Every role and the policy on the embedded 135M model: the tiny profile."""
     if not params:
         return []
+    local_path = (params.get("local_model") or {}).get("path")
     roles = (params.get("roles") or {}).values()
-    embedded = (all(r.get("base_url") == "local" for r in roles)
-                and not (params.get("local_model") or {}).get("path")
-                and not (params.get("sft") or {}).get("base_model"))
+    embedded = (all(_is_embedded(r.get("model"), r.get("base_url") == "local", local_path)
+                    for r in roles)
+                and _is_embedded((params.get("sft") or {}).get("base_model"), False, local_path))
     if not embedded:
         return []
     return [Finding("demonstration", "Every LLM role and the trained policy is the embedded "

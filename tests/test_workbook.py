@@ -297,7 +297,7 @@ def test_the_report_shows_no_machine_path(finished: FinishedRun) -> None:
     html = (finished.run_dir / "report.html").read_text()
     for path in {str(finished.root), str(ROOT), str(finished.root.resolve())}:
         assert path not in html, f"the report shows a machine path: {path}"
-    assert "Parameters as resolved" in html and "<th>dpo.trainer.beta</th>" in html
+    assert "Parameters as resolved" in html and ">dpo.trainer.beta</th>" in html
 
 
 def test_the_manifest_records_the_run(finished: FinishedRun) -> None:

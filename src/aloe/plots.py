@@ -458,6 +458,9 @@ def plot_missing_rate(summary: dict[str, Any]) -> Figure:
         empty_axes(ax, "no evaluation records")
         return fig
     sns.barplot(data=table, x="turn", y="missing", hue="model", ax=ax)
+    if not table["missing"].fillna(0.0).any():  # no bar to see: say why
+        ax.text(0.5, 0.5, "every judgement had a readable score", ha="center", va="center",
+                transform=ax.transAxes, color="grey")
     ax.set_ylim(0, 1)
     ax.set_xlabel("turn")
     ax.set_ylabel("share without a score")

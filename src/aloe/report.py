@@ -132,8 +132,8 @@ def _value_text(value: Any) -> str:
 
 def two_column_html(rows: list[tuple[str, Any]], css_class: str) -> str:
     """A key-value table whose values wrap instead of being cut off."""
-    body = "".join(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(_value_text(value))}"
-                   "</td></tr>" for key, value in rows)
+    body = "".join(f"<tr><th {LEFT}>{html.escape(str(key))}</th><td {LEFT}>"
+                   f"{html.escape(_value_text(value))}</td></tr>" for key, value in rows)
     return f"<table class='{css_class}'>{body}</table>"
 
 
@@ -153,6 +153,7 @@ def parameters_html(found: Mapping[str, Any]) -> str:
             f"{html.escape(manifest.dumps(found))}</pre></details>")
 
 
+LEFT = "style='text-align:left'"  # inline: the page's own table style aligns cells right
 TABLE_CSS = """<style>
 table.aloe-facts{border-collapse:collapse;font-size:13px}
 table.aloe-facts th{text-align:left;padding:2px 12px 2px 0;white-space:nowrap;vertical-align:top}

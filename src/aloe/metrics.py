@@ -638,6 +638,17 @@ def simulator_summary(checks: Iterable[Record], lexical: Iterable[Record], *,
 # ------------------------------------------------------------------------------------------
 # Everything a run computes (what stage 5 writes to metrics.json)
 # ------------------------------------------------------------------------------------------
+def score_counts(records: Iterable[Record]) -> dict[str, int]:
+    """How many judgements gave each score ("1".."5"), and how many gave none ("missing").
+
+    A count per score says what a mean hides: a mean AL of 1.0 is every reply scored 1."""
+    counts: dict[str, int] = {}
+    for r in records:
+        key = "missing" if r.get("score") is None else str(int(r["score"]))
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def summarise(by_model: Mapping[str, list[Record]], *, n_boot: int = DEFAULT_BOOT,
               confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
               models: Sequence[str] | None = None, unit: str | None = None,
@@ -657,10 +668,11 @@ def summarise(by_model: Mapping[str, list[Record]], *, n_boot: int = DEFAULT_BOO
                                "bootstrap_unit": unit, "seed": seed, "models": {},
                                "paired": {}}
     for name in order:
-        summary["models"][name] = alignment_levels(by_model[name], n_boot=n_boot,
-                                                   confidence=confidence, seed=seed,
-                                                   model=name, unit=unit,
-                                                   multiplier=multiplier).to_json()
+        levels = alignment_levels(by_model[name], n_boot=n_boot, confidence=confidence,
+                                  seed=seed, model=name, unit=unit,
+                                  multiplier=multiplier).to_json()
+        levels["score_counts"] = score_counts(by_model[name])
+        summary["models"][name] = levels
     for a, b in combinations(order, 2):
         diff = paired_difference(by_model[a], by_model[b], n_boot=n_boot,
                                  confidence=confidence, seed=seed, unit=unit,
@@ -715,56 +727,14 @@ def paired_table(summary: dict[str, Any]) -> "Any":
     return pd.DataFrame(rows).set_index("comparison") if rows else pd.DataFrame()
 
 
-def describe(summary: dict[str, Any]) -> str:
-    """The findings in words (markdown): each model's AL trend, then each paired comparison,
-    saying whether its interval excludes zero."""
-    level = f"{round(100 * summary.get('confidence', 0.95))}%"
-    lines = []
-    for name, m in summary.get("models", {}).items():
-        ir = m["ir"]
-        if ir["value"] is None:
-            lines.append(f"- **{name}**: too few scored turns for a trend.")
-            continue
-        lines.append(f"- **{name}**: mean AL {_fmt(m['mean_al']['value'])}, IR "
-                     f"{ir['value']:+.3f} per turn {_format_ci(ir['low'], ir['high'])}: "
-                     f"{_sign_words(ir, 'rises', 'falls', 'no clear trend')}; "
-                     f"{_fmt(100 * (m['missing_rate'] or 0.0), '.0f')}% of judgements unscored.")
-    for label, p in summary.get("paired", {}).items():
-        d = p["mean_diff"]
-        if d["value"] is None:
-            lines.append(f"- **{label}**: no turn scored on both sides.")
-            continue
-        verdict = _sign_words(d, f"{p['b']} scores higher", f"{p['b']} scores lower",
-                              "no difference distinguishable from zero")
-        lines.append(f"- **{label}**: mean per-turn difference {d['value']:+.3f} "
-                     f"{_format_ci(d['low'], d['high'])} over {p['n_personas']} shared "
-                     f"personas: {verdict}.")
-    unit = summary.get("bootstrap_unit", "persona")
-    truncated = [f"{name} {m['truncated_rate']:.0%}" for name, m in summary.get("models", {}).items()
-                 if m.get("truncated_rate")]
-    if truncated:
-        lines.append(f"- Replies cut at the token limit: {', '.join(truncated)}.")
-    return (f"Findings ({level} bootstrap intervals, resampling {unit}s):\n\n"
-            + "\n".join(lines))
-
-
-def _sign_words(est: dict[str, Any], up: str, down: str, neither: str) -> str:
-    low, high = est.get("low"), est.get("high")
-    if low is not None and low > 0:
-        return up
-    if high is not None and high < 0:
-        return down
-    return neither
-
-
-def _fmt(value: float | None, spec: str = ".3f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def _format_ci(low: float | None, high: float | None) -> str:
     if low is None or high is None:
         return "n/a"
     return f"[{low:.3f}, {high:.3f}]"
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def _num(value: Any) -> float | None:

@@ -1,28 +1,43 @@
-"""Figures for the stage notebooks and the report (seaborn). One function per figure, each
-taking plain data (records, DataFrames, dicts) and returning a matplotlib Figure, so a stage
-notebook and the report draw the same picture from the same call.
+"""Figures for the stage notebooks, the report and the comparison page (seaborn). One function
+per figure, each taking plain data (records, DataFrames, dicts) and returning a matplotlib
+Figure, so a stage notebook and the report draw the same picture from the same call.
+
+Every figure reads on its own: axes say what they count and in which unit, the title says how
+many observations (n) it rests on, count axes have whole-number ticks, legends sit beside the
+data (never on it), lines that may coincide differ in marker and line style and are nudged
+apart, and the width fills the page (`PAGE_WIDTH`).
 
 Sections below belong to the stages; add a stage's figures in its own section.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 PALETTE = "colorblind"
+PAGE_WIDTH = 10.0  # inches
+DPI = 120  # PAGE_WIDTH x DPI = 1200 pixels: the report's text column on a laptop screen
+HEIGHT = 4.0
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+LINESTYLES = ("-", "--", ":", "-.")
+NUDGE = 0.06  # x offset between series that share x positions, in x units
 
 
 def style() -> None:
-    """One look for every figure of the workbook."""
-    sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE)
+    """One look for every figure of the workbook (PAGE_WIDTH inches at DPI: the page's width)."""
+    sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE,
+                  rc={"figure.dpi": DPI, "savefig.dpi": DPI})
 
 
-def new_figure(width: float = 6.4, height: float = 3.6, ncols: int = 1) -> tuple[Figure, Any]:
+def new_figure(width: float = PAGE_WIDTH, height: float = HEIGHT,
+               ncols: int = 1) -> tuple[Figure, Any]:
     style()
     fig, axes = plt.subplots(1, ncols, figsize=(width, height), constrained_layout=True)
     plt.close(fig)  # detached: a notebook shows the returned figure once, as the cell's value
@@ -33,6 +48,52 @@ def empty_axes(ax: Any, message: str) -> None:
     """Say on the axes why there is nothing to draw (a stage not run, no data yet)."""
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
+
+
+def integer_ticks(ax: Any, axis: str = "y") -> None:
+    """Whole-number ticks on a count axis ("x", "y" or "both")."""
+    for name in ("x", "y") if axis == "both" else (axis,):
+        getattr(ax, f"{name}axis").set_major_locator(MaxNLocator(integer=True))
+
+
+def legend_beside(ax: Any, title: str | None = None) -> None:
+    """Move an axes' legend to its right, off the data."""
+    if ax.get_legend() is not None or ax.get_legend_handles_labels()[0]:
+        ax.legend(title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def figure_legend(fig: Figure, ax: Any, title: str | None = None) -> None:
+    """One legend for the whole figure, right of every panel (taken from `ax`)."""
+    handles, labels = ax.get_legend_handles_labels()
+    for axis in fig.axes:
+        if axis.get_legend() is not None:
+            axis.get_legend().remove()
+    if handles:
+        fig.legend(handles, labels, title=title, loc="outside right center", frameon=False)
+
+
+def series_style(index: int, count: int) -> dict[str, Any]:
+    """Marker, line style and x nudge of the index-th of `count` series that may coincide."""
+    return {"marker": MARKERS[index % len(MARKERS)],
+            "linestyle": LINESTYLES[index % len(LINESTYLES)],
+            "nudge": (index - (count - 1) / 2) * NUDGE}
+
+
+def _values(items: Sequence[float | None]) -> list[float]:
+    return [float("nan") if v is None else float(v) for v in items]
+
+
+def _interval_lines(ax: Any, x: Sequence[float], mid: Sequence[float | None],
+                    low: Sequence[float | None], high: Sequence[float | None], color: Any,
+                    label: str, index: int, count: int) -> None:
+    """A series with its interval as error bars, styled to stay visible under another."""
+    look = series_style(index, count)
+    xs = [k + look["nudge"] for k in x]
+    y, lo, hi = _values(mid), _values(low), _values(high)
+    errors = [[max(0.0, a - b) for a, b in zip(y, lo)], [max(0.0, b - a) for a, b in zip(y, hi)]]
+    ax.errorbar(xs, y, yerr=errors, color=color, marker=look["marker"],
+                linestyle=look["linestyle"], capsize=3, markersize=6, linewidth=1.6,
+                label=label)
 
 
 # ------------------------------------------------------------------------------------------
@@ -50,17 +111,23 @@ def usage_table(history: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def plot_usage(history: list[dict[str, Any]]) -> Figure:
-    """Requests sent vs answered from the cache, per stage."""
+    """LLM calls per stage: sent to a backend vs answered from the response cache."""
     table = usage_table(history)
-    fig, ax = new_figure()
+    fig, ax = new_figure(height=3.2)
     if table.empty:
         empty_axes(ax, "no LLM requests recorded")
         return fig
-    per_stage = table.groupby("stage", sort=False)[["requests", "cache_hits"]].sum()
+    per_stage = (table.groupby("stage", sort=False)[["requests", "cache_hits"]].sum()
+                 .rename(columns={"requests": "sent to a backend",
+                                  "cache_hits": "answered from the cache"}))
     per_stage.plot.barh(ax=ax, stacked=True)
-    ax.set_xlabel("LLM calls")
+    ax.invert_yaxis()  # stages top to bottom in the order they ran
+    integer_ticks(ax, "x")
+    ax.set_xlabel("LLM calls (count)")
     ax.set_ylabel("")
-    ax.set_title("LLM calls per stage: sent vs served from the cache")
+    ax.set_title(f"LLM calls per stage (n = {int(per_stage.values.sum())} calls over "
+                 f"{len(history)} stage sessions)")
+    legend_beside(ax)
     return fig
 
 
@@ -70,9 +137,7 @@ def plot_usage(history: list[dict[str, Any]]) -> Figure:
 def plot_saturation(rounds: pd.DataFrame) -> Figure:
     """The saturation curve: each pool's size and admission rate, round by round (round 0:
     the pool it started from)."""
-    from matplotlib.ticker import MaxNLocator
-
-    fig, (size_ax, rate_ax) = new_figure(width=10, height=3.6, ncols=2)
+    fig, (size_ax, rate_ax) = new_figure(ncols=2)
     if rounds.empty:
         for ax in (size_ax, rate_ax):
             empty_axes(ax, "no generation rounds")
@@ -81,14 +146,17 @@ def plot_saturation(rounds: pd.DataFrame) -> Figure:
     starts = (data.sort_values("round").groupby("pool", sort=False).first().reset_index()
               .assign(round=0, pool_size=lambda d: d["pool_size"] - d["admitted"]))
     sizes = pd.concat([starts, data], ignore_index=True)
-    sns.lineplot(data=sizes, x="round", y="pool_size", hue="pool", marker="o", ax=size_ax)
-    sns.lineplot(data=data, x="round", y="admission_rate", hue="pool", marker="o", ax=rate_ax,
-                 legend=False)
-    size_ax.set(title="Pool size after each round", xlabel="round", ylabel="items")
-    rate_ax.set(title="Admission rate (admitted / screened candidates)", xlabel="round",
-                ylabel="rate", ylim=(-0.05, 1.05))
-    for ax in (size_ax, rate_ax):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    sns.lineplot(data=sizes, x="round", y="pool_size", hue="pool", style="pool", markers=True,
+                 ax=size_ax)
+    sns.lineplot(data=data, x="round", y="admission_rate", hue="pool", style="pool",
+                 markers=True, ax=rate_ax, legend=False)
+    size_ax.set(title=f"Pool size after each round (n = {len(data)} pool rounds)",
+                xlabel="round", ylabel="items in the pool (count)")
+    rate_ax.set(title="Admission rate", xlabel="round",
+                ylabel="admitted / screened candidates", ylim=(-0.05, 1.05))
+    integer_ticks(size_ax, "both")
+    integer_ticks(rate_ax, "x")
+    figure_legend(fig, size_ax, "pool")
     return fig
 
 
@@ -99,8 +167,8 @@ def plot_similarity(candidates: pd.DataFrame, pool: pd.DataFrame,
     pool, by source. Dashed: the kind's threshold."""
     kinds = list(thresholds)
     style()
-    fig, axes = plt.subplots(len(kinds), 2, figsize=(10, 3.2 * len(kinds)), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(len(kinds), 2, figsize=(PAGE_WIDTH, 3.6 * len(kinds)),
+                             squeeze=False, constrained_layout=True)
     plt.close(fig)  # detached, like new_figure: shown once, as the cell's value
     for (cand_ax, pool_ax), kind in zip(axes, kinds):
         screened = candidates[(candidates["kind"] == kind)
@@ -108,16 +176,17 @@ def plot_similarity(candidates: pd.DataFrame, pool: pd.DataFrame,
         screened = screened.dropna(subset=["max_similarity"])
         _hist_or_note(cand_ax, screened, "max_similarity", "status", ["admitted", "rejected"],
                       "no screened candidates")
-        cand_ax.set(title=f"{kind} candidates: highest similarity to the pool",
-                    xlabel="cosine similarity")
+        cand_ax.set(title=f"{kind} candidates (n = {len(screened)}): highest similarity",
+                    xlabel="cosine similarity to the pool", ylabel="candidates (count)")
         items = pool[(pool["kind"] == kind) & (pool["source"] != "benchmark")]
         items = items.dropna(subset=["nn_similarity"])
         order = [s for s in ("seed", "aloe", "generated") if s in set(items["source"])]
         _hist_or_note(pool_ax, items, "nn_similarity", "source", order, "pool too small")
-        pool_ax.set(title=f"{kind} pool: nearest-neighbour similarity",
-                    xlabel="cosine similarity")
+        pool_ax.set(title=f"{kind} pool (n = {len(items)}): nearest neighbour",
+                    xlabel="cosine similarity to the nearest item", ylabel="items (count)")
         for ax in (cand_ax, pool_ax):
             ax.axvline(thresholds[kind], color="black", linestyle="--", linewidth=1)
+            integer_ticks(ax, "y")
     return fig
 
 
@@ -127,20 +196,25 @@ def _hist_or_note(ax: Any, data: pd.DataFrame, x: str, hue: str, order: list[str
         ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes)
         return
     sns.histplot(data=data, x=x, hue=hue, hue_order=order, multiple="stack", bins=25, ax=ax)
+    if ax.get_legend() is not None:  # under the axes, off the bars
+        sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.22), ncol=len(order),
+                        title=None, frameon=False)
 
 
 def plot_pool_map(pool: pd.DataFrame) -> Figure:
     """A 2-D PCA map of each pool's embeddings, coloured by source (seed, generated, aloe,
     benchmark): where the generated items spread, and where the held-out items fall."""
     kinds = list(dict.fromkeys(pool["kind"])) or ["profile"]
-    fig, axes = new_figure(width=5 * len(kinds), height=4.2, ncols=len(kinds))
+    fig, axes = new_figure(height=4.4, ncols=len(kinds))
     axes = axes if len(kinds) > 1 else [axes]
     order = [s for s in ("seed", "aloe", "generated", "benchmark") if s in set(pool["source"])]
     for ax, kind in zip(axes, kinds):
-        sns.scatterplot(data=pool[pool["kind"] == kind], x="x", y="y", hue="source",
-                        hue_order=order, style="source", style_order=order, s=40, alpha=0.8,
-                        ax=ax)
-        ax.set(title=f"{kind} pool (PCA of embeddings)", xlabel="PC 1", ylabel="PC 2")
+        items = pool[pool["kind"] == kind]
+        sns.scatterplot(data=items, x="x", y="y", hue="source", hue_order=order, style="source",
+                        style_order=order, s=40, alpha=0.8, ax=ax)
+        ax.set(title=f"{kind} pool (n = {len(items)} items; PCA of embeddings)", xlabel="PC 1",
+               ylabel="PC 2")
+    figure_legend(fig, axes[0], "source")
     return fig
 
 
@@ -163,6 +237,9 @@ def plot_persona_leakage(leakage: pd.DataFrame, threshold: float) -> Figure:
 # Stage 2: conversations
 # (each takes `aloe.conversations.turn_table(records)`: one row per turn)
 # ------------------------------------------------------------------------------------------
+def _conversations_n(turns: pd.DataFrame) -> str:
+    return f"{turns['conversation_id'].nunique()} conversations, {len(turns)} turns"
+
 
 def plot_hinted_win_rate(turns: pd.DataFrame) -> Figure:
     """Share of decided turns where the hinted reply wins, per turn, with a 95% CI.
@@ -175,11 +252,15 @@ def plot_hinted_win_rate(turns: pd.DataFrame) -> Figure:
         empty_axes(ax, "no decided turns")
         return fig
     data = decided.assign(hinted_wins=(decided.preferred == "hinted").astype(float))
-    sns.pointplot(data=data, x="turn", y="hinted_wins", errorbar=("ci", 95), ax=ax)
-    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    sns.pointplot(data=data, x="turn", y="hinted_wins", errorbar=("ci", 95), ax=ax,
+                  label="hinted reply preferred (95% CI)")
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set_ylim(-0.05, 1.05)
-    ax.set_ylabel("hinted reply preferred")
-    ax.set_title("How often the judge prefers the hinted reply, by turn")
+    ax.set_xlabel("turn")
+    ax.set_ylabel("share of decided turns")
+    ax.set_title(f"How often the judge prefers the hinted reply (n = {len(decided)} decided "
+                 f"turns of {_conversations_n(turns)})")
+    legend_beside(ax)
     return fig
 
 
@@ -193,10 +274,12 @@ def plot_verdicts(turns: pd.DataFrame) -> Figure:
     shares = (pd.crosstab(turns.turn, turns.preferred, normalize="index")
               .reindex(columns=order, fill_value=0.0))
     shares.plot.bar(stacked=True, ax=ax, rot=0, width=0.8)
-    ax.set_ylabel("share of turns")
+    ax.set_xlabel("turn")
+    ax.set_ylabel("share of judged turns")
     ax.set_ylim(0, 1)
-    ax.legend(title="verdict", bbox_to_anchor=(1.02, 1), loc="upper left")
-    ax.set_title("Judge verdicts by turn (inconsistent: the two orders disagreed)")
+    legend_beside(ax, "verdict")
+    ax.set_title(f"Judge verdicts by turn (n = {_conversations_n(turns)}; inconsistent: the "
+                 "two orders disagreed)")
     return fig
 
 
@@ -210,8 +293,11 @@ def plot_reply_lengths(turns: pd.DataFrame) -> Figure:
                       var_name="reply", value_name="words")
     long["reply"] = long.reply.str.removesuffix("_words")
     sns.boxplot(data=long, x="turn", y="words", hue="reply", ax=ax)
-    ax.set_ylabel("words")
-    ax.set_title("Reply length: hinted vs plain")
+    ax.set_xlabel("turn")
+    ax.set_ylabel("reply length (words)")
+    integer_ticks(ax, "y")
+    ax.set_title(f"Reply length: hinted vs plain (n = {_conversations_n(turns)})")
+    legend_beside(ax, "reply")
     return fig
 
 
@@ -226,12 +312,13 @@ def plot_persona_recovery(turns: pd.DataFrame) -> Figure:
                       var_name="part", value_name="recall")
     long["part"] = long.part.str.removesuffix("_recall")
     sns.pointplot(data=long, x="turn", y="recall", hue="part", errorbar=("ci", 95), ax=ax,
-                  dodge=0.2)
+                  dodge=0.2, markers=["o", "s"], linestyles=["-", "--"])
     ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("recall of the true description")
-    ax.set_title("Persona recovered by the inducer, by turn")
+    ax.set_xlabel("turn")
+    ax.set_ylabel("share of the true description's words")
+    ax.set_title(f"Persona recovered by the inducer (n = {_conversations_n(turns)}; 95% CI)")
+    legend_beside(ax, "description")
     return fig
-
 
 
 # ------------------------------------------------------------------------------------------
@@ -242,41 +329,37 @@ def _stage_logs(logs: pd.DataFrame | dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One long table with a `stage` column out of one log or a {stage: log} mapping."""
     if isinstance(logs, pd.DataFrame):
         logs = {"training": logs}
-    frames = [pd.DataFrame(log).assign(stage=stage) for stage, log in logs.items()]
+    frames = [pd.DataFrame(log).assign(stage=stage.upper()) for stage, log in logs.items()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def _integer_steps(*axes: Any) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_training_loss(logs: pd.DataFrame | dict[str, pd.DataFrame]) -> Figure:
     """Training loss and learning rate per optimiser step, one line per stage."""
     table = _stage_logs(logs)
-    fig, (loss_ax, lr_ax) = new_figure(width=9.6, ncols=2)
+    fig, (loss_ax, lr_ax) = new_figure(ncols=2)
     if table.empty or "loss" not in table:
         for ax in (loss_ax, lr_ax):
             empty_axes(ax, "no training steps logged")
         return fig
-    sns.lineplot(data=table, x="step", y="loss", hue="stage", marker="o", ax=loss_ax)
-    loss_ax.set_title("training loss")
+    sns.lineplot(data=table, x="step", y="loss", hue="stage", style="stage", markers=True,
+                 ax=loss_ax)
+    loss_ax.set(title=f"Training loss (n = {len(table)} logged steps)", xlabel="optimiser step",
+                ylabel="loss (nats/token)")
     if "learning_rate" in table:
-        sns.lineplot(data=table, x="step", y="learning_rate", hue="stage", marker="o", ax=lr_ax,
-                     legend=False)
-    lr_ax.set_title("learning rate")
-    lr_ax.set_ylabel("learning rate")
+        sns.lineplot(data=table, x="step", y="learning_rate", hue="stage", style="stage",
+                     markers=True, ax=lr_ax, legend=False)
+    lr_ax.set(title="Learning rate", xlabel="optimiser step", ylabel="learning rate")
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    _integer_steps(loss_ax, lr_ax)
+    for ax in (loss_ax, lr_ax):
+        integer_ticks(ax, "x")
+    figure_legend(fig, loss_ax, "stage")
     return fig
 
 
 def plot_dpo_rewards(log: pd.DataFrame) -> Figure:
     """DPO's implicit rewards (beta x log-ratio to the reference) of the chosen and rejected
     replies and their margin, and the share of pairs ranked right (reward accuracy)."""
-    fig, (reward_ax, acc_ax) = new_figure(width=9.6, ncols=2)
+    fig, (reward_ax, acc_ax) = new_figure(ncols=2)
     columns = {"rewards/chosen": "chosen", "rewards/rejected": "rejected",
                "rewards/margins": "margin"}
     present = [c for c in columns if c in log]
@@ -286,24 +369,45 @@ def plot_dpo_rewards(log: pd.DataFrame) -> Figure:
         return fig
     rewards = log.melt(id_vars="step", value_vars=present, var_name="reward",
                        value_name="value").replace({"reward": columns})
-    sns.lineplot(data=rewards, x="step", y="value", hue="reward", marker="o", ax=reward_ax)
+    sns.lineplot(data=rewards, x="step", y="value", hue="reward", style="reward", markers=True,
+                 ax=reward_ax)
     reward_ax.axhline(0, color="grey", linewidth=0.8)
-    reward_ax.set_title("implicit rewards and margin")
-    reward_ax.set_ylabel("reward")
+    reward_ax.set(title=f"Implicit rewards and margin (n = {len(log)} logged steps)",
+                  xlabel="optimiser step", ylabel="reward (beta x log-ratio)")
     if "rewards/accuracies" in log:
         sns.lineplot(data=log, x="step", y="rewards/accuracies", marker="o", ax=acc_ax)
     acc_ax.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")
-    acc_ax.set_ylim(-0.05, 1.05)
-    acc_ax.set_ylabel("reward accuracy")
-    acc_ax.set_title("pairs ranked right (chance: 0.5)")
-    _integer_steps(reward_ax, acc_ax)
+    acc_ax.set(ylim=(-0.05, 1.05), xlabel="optimiser step", ylabel="share of pairs ranked right",
+               title="Reward accuracy (chance: 0.5)")
+    for ax in (reward_ax, acc_ax):
+        integer_ticks(ax, "x")
+    figure_legend(fig, reward_ax, "reward")
     return fig
-
 
 
 # ------------------------------------------------------------------------------------------
 # Stage 5: evaluation
 # ------------------------------------------------------------------------------------------
+def _unit(summary: dict[str, Any]) -> str:
+    return str(summary.get("bootstrap_unit") or summary.get("unit") or "persona")
+
+
+def _protocol(summary: dict[str, Any]) -> str:
+    return str((summary.get("protocol") or {}).get("name", "aloe"))
+
+
+def _draw_alignment(ax: Any, curves: dict[str, dict[str, Any]], colors: Sequence[Any],
+                    summary: dict[str, Any]) -> None:
+    """AL(k) of several series on one axes, each with its interval as error bars, on the
+    scale of `summary`'s protocol."""
+    for index, (color, (label, m)) in enumerate(zip(colors, curves.items())):
+        _interval_lines(ax, m["turns"], m["al"], m["al_low"], m["al_high"], color,
+                        f"{label} (n = {m['n_personas']})", index, len(curves))
+    _turn_ticks(ax, sorted({t for m in curves.values() for t in m["turns"]}))
+    ax.set_xlabel("turn k")
+    ax.set_ylabel("AL(k): mean judge score (1-5)" if _protocol(summary) == "aloe"
+                  else "AL(k): 100 x share of replies passing")
+    ax.set_ylim(*_al_range(summary))
 
 
 def _al_range(summary: dict[str, Any]) -> tuple[float, float]:
@@ -331,33 +435,20 @@ def _band(ax: Any, turns: list[int], values: list[Any], low: list[Any], high: li
 
 
 def plot_alignment_levels(summary: dict[str, Any]) -> Figure:
-    """AL(k) per model over the turns, with the bootstrap CI as a band (from metrics.json), on
-    the protocol's scale; a preference shift is marked."""
+    """AL(k) per model over the turns, with the bootstrap CI as error bars (from metrics.json),
+    on the protocol's scale; a preference shift is marked. Curves that coincide stay visible:
+    each has its own marker and line style, nudged apart."""
     fig, ax = new_figure()
     models = summary.get("models", {})
     if not models:
         empty_axes(ax, "no evaluation records")
         return fig
-    colors = sns.color_palette(PALETTE, len(models))
-    for color, (name, m) in zip(colors, models.items()):
-        nan = float("nan")
-        al = [nan if v is None else v for v in m["al"]]
-        low = [nan if v is None else v for v in m["al_low"]]
-        high = [nan if v is None else v for v in m["al_high"]]
-        ax.plot(m["turns"], al, marker="o", color=color, label=name)
-        ax.fill_between(m["turns"], low, high, color=color, alpha=0.2, linewidth=0)
+    _draw_alignment(ax, models, sns.color_palette(PALETTE, len(models)), summary)
     level = round(100 * summary.get("confidence", 0.95))
-    protocol = (summary.get("protocol") or {}).get("name", "aloe")
-    ax.set_xlabel("turn k")
-    ax.set_ylabel("AL(k): mean judge score" if protocol == "aloe"
-                  else "AL(k): 100 x share of replies passing")
-    ax.set_ylim(*_al_range(summary))
-    _turn_ticks(ax, next(iter(models.values()))["turns"])
     _mark_shift(ax, summary)
-    unit = summary.get("bootstrap_unit", "persona")
-    ax.set_title(f"Alignment level per turn, {protocol} protocol "
-                 f"({level}% bootstrap CI over {unit}s)", fontsize=10)
-    ax.legend(title="model", loc="best")
+    ax.set_title(f"Alignment level per turn, {_protocol(summary)} protocol ({level}% bootstrap "
+                 f"CI over {_unit(summary)}s; n: benchmark personas)")
+    legend_beside(ax, "model")
     return fig
 
 
@@ -486,8 +577,7 @@ def plot_score_distribution(records: list[dict[str, Any]]) -> Figure:
     """Per model, the share of each judge score at each turn (stacked; missing in grey)."""
     table = score_distribution_table(records)
     models = list(dict.fromkeys(r["model"] for r in records))
-    fig, axes = new_figure(width=max(6.4, 3.4 * len(models)), height=3.6,
-                           ncols=max(1, len(models)))
+    fig, axes = new_figure(height=3.8, ncols=max(1, len(models)))
     axes = list(axes) if len(models) > 1 else [axes]
     if table.empty:
         empty_axes(axes[0], "no evaluation records")
@@ -500,13 +590,13 @@ def plot_score_distribution(records: list[dict[str, Any]]) -> Figure:
                 .reindex(columns=levels).fillna(0.0))
         wide.plot.bar(ax=ax, stacked=True, color=[colors[c] for c in levels], width=0.8,
                       legend=False, rot=0)
-        ax.set_title(model)
+        n = int(table[table.model == model]["count"].sum())
+        ax.set_title(f"{model} (n = {n} replies)")
         ax.set_xlabel("turn")
-        ax.set_ylabel("share of personas")
+        ax.set_ylabel("share of replies")
         ax.set_ylim(0, 1)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, title="score", loc="outside right center")
-    fig.suptitle("Judge scores per turn")
+    figure_legend(fig, axes[0], "judge score")
+    fig.suptitle("Judge scores per turn (1: worst, 5: best; grey: no readable score)")
     return fig
 
 
@@ -516,18 +606,48 @@ def plot_missing_rate(summary: dict[str, Any]) -> Figure:
     for name, m in summary.get("models", {}).items():
         for turn, scored, missing in zip(m["turns"], m["n_scored"], m["n_missing"]):
             judged = scored + missing
-            rows.append({"model": name, "turn": turn,
+            rows.append({"model": name, "turn": turn, "judged": judged,
                          "missing": missing / judged if judged else float("nan")})
-    fig, ax = new_figure()
+    fig, ax = new_figure(height=3.2)
     table = pd.DataFrame(rows)
     if table.empty:
         empty_axes(ax, "no evaluation records")
         return fig
     sns.barplot(data=table, x="turn", y="missing", hue="model", ax=ax)
+    if not table["missing"].fillna(0.0).any():  # no bar to see: say why
+        ax.text(0.5, 0.5, "every judgement had a readable score", ha="center", va="center",
+                transform=ax.transAxes, color="grey")
     ax.set_ylim(0, 1)
-    ax.set_ylabel("missing-score rate")
+    ax.set_xlabel("turn")
+    ax.set_ylabel("share without a score")
     overall = ", ".join(f"{name} {m['missing_rate']:.0%}" for name, m in summary["models"].items()
                         if m.get("missing_rate") is not None)
-    ax.set_title(f"Judgements without a score ({overall})")
+    ax.set_title(f"Judgements without a score (n = {int(table['judged'].sum())} judgements; "
+                 f"{overall})")
+    legend_beside(ax, "model")
     return fig
 
+
+# ------------------------------------------------------------------------------------------
+# Across runs (aloe compare)
+# ------------------------------------------------------------------------------------------
+def plot_alignment_comparison(runs: dict[str, dict[str, Any]]) -> Figure:
+    """AL(k) side by side: one panel per model, one series per run (from each metrics.json)."""
+    models = list(dict.fromkeys(m for summary in runs.values() for m in summary.get("models", {})))
+    fig, axes = new_figure(height=4.2, ncols=max(1, len(models)))
+    axes = list(axes) if len(models) > 1 else [axes]
+    if not models:
+        empty_axes(axes[0], "no run has metrics")
+        return fig
+    colors = sns.color_palette(PALETTE, len(runs))
+    for ax, model in zip(axes, models):
+        curves = {run: s["models"][model] for run, s in runs.items()
+                  if model in s.get("models", {})}
+        palette = [colors[list(runs).index(run)] for run in curves]
+        _draw_alignment(ax, curves, palette, next(iter(runs.values())))
+        ax.set_title(model)
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    figure_legend(fig, axes[0], "run (n: benchmark personas)")
+    fig.suptitle("Alignment level per turn, run by run (bars: bootstrap CI)")
+    return fig

@@ -1,63 +1,41 @@
-"""Stage 6: the facts a shared report states beside its figures (the figures are in plots.py):
-what was run, on what, and how many of each product the run folder holds.
+"""Stage 6: what the shared report says beside its figures (the figures are in plots.py).
 
-Counts are read from the files themselves, so the report can never disagree with them.
+First the summary a colleague reads in a minute (`summary_html`): the question, the headline
+numbers per model with their intervals and the differences over the base model, how much data
+the run made, what it cost and how long it took, and the caveats; then the findings
+(`aloe.findings`), what was run on which code (`run_facts`, the resolved parameters collapsed
+in `parameters_html`), and how many of each product the run folder holds.
+
+Counts are read from the files themselves, so the report can never disagree with them, and no
+machine path is ever shown (`aloe.manifest.portable`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-import platform
-from importlib import metadata
+import html
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from aloe.config import ROLE_NAMES, Params
-from aloe.layout import RunLayout
+from aloe import findings, manifest, model_card
+from aloe.config import ROLE_NAMES, Params, resolve_path
+from aloe.layout import TRAINING_STAGES, RunLayout
+from aloe.llm import load_usage_history
 from aloe.records import read_json, read_records
-
-PACKAGES = ("aloe", "torch", "transformers", "trl", "peft", "bitsandbytes", "datasets", "openai")
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
+from aloe.runner import REPORT_NOTEBOOK
 
 
-def _hardware() -> str:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
-    except ImportError:  # pragma: no cover
-        pass
-    return f"CPU only ({os.cpu_count()} cores, {platform.machine()})"
+def load_optional(path: Path) -> Any:
+    """A JSON product of a stage, or None when that stage has not run."""
+    return read_json(path) if Path(path).exists() else None
 
 
-def run_facts(params: Params) -> pd.DataFrame:
-    """Profile, roles and their backends, versions and hardware, as one two-column table."""
-    rows: list[tuple[str, str]] = [
-        ("parameter file", params.source),
-        ("run", f"{params.run.name} (seed {params.run.seed})"),
-        ("report made", dt.datetime.now().strftime("%Y-%m-%d %H:%M")),
-        ("hardware", _hardware()),
-    ]
-    for role in ROLE_NAMES:
-        config = getattr(params.roles, role)
-        backend = "local transformers serve" if config.is_local else ", ".join(config.base_urls)
-        rows.append((f"role: {role}", f"{config.model} via {backend}"))
-    rows.append(("policy (trained)", params.sft.base_model or "embedded SmolLM2-135M-Instruct"))
-    rows += [(f"version: {p}", _version(p)) for p in PACKAGES]
-    rows.append(("version: python", platform.python_version()))
-    return pd.DataFrame(rows, columns=["what", "value"]).set_index("what")
-
-
+# ------------------------------------------------------------------------------------------
+# What the run holds
+# ------------------------------------------------------------------------------------------
 def _lines(path: Path) -> int:
     return len(read_records(path)) if path.exists() else 0
 
@@ -82,10 +60,10 @@ def product_counts(layout: RunLayout) -> dict[str, int]:
         "conversations": len(conversations),
         "conversation turns": sum(len(c["turns"]) for c in conversations),
     }
-    for kind in ("sft", "dpo"):
+    for kind in TRAINING_STAGES:
         for split, n in _dataset_rows(layout.dataset(kind)).items():
             counts[f"{kind} {split} examples"] = n
-    for kind in ("sft", "dpo"):
+    for kind in TRAINING_STAGES:
         counts[f"{kind} adapter"] = int(layout.adapter_file(kind, "adapter_config.json")
                                         .exists())
     for file in sorted(layout.eval_dir.glob("*.jsonl")):
@@ -98,6 +76,312 @@ def counts_table(layout: RunLayout) -> pd.DataFrame:
                         columns=["product", "count"]).set_index("product")
 
 
-def load_optional(path: Path) -> Any:
-    """A JSON product of a stage, or None when that stage has not run."""
-    return read_json(path) if Path(path).exists() else None
+def evaluation_records(layout: RunLayout, models: list[str]) -> list[dict[str, Any]]:
+    """Every evaluation record of the given models (for the score distribution)."""
+    return [r for model in models for r in read_records(layout.eval_records(model))]
+
+
+def training_stats(layout: RunLayout) -> dict[str, dict[str, Any]]:
+    """Each finished adapter's training statistics, by stage."""
+    found = {}
+    for stage in TRAINING_STAGES:
+        file = layout.adapter_file(stage, "training_stats.json")
+        if file.exists():
+            found[stage] = read_json(file)
+    return found
+
+
+# ------------------------------------------------------------------------------------------
+# What was run
+# ------------------------------------------------------------------------------------------
+def model_label(reference: str) -> str:
+    """A model as a reader knows it: a hub id or API model as is, a folder by its name."""
+    reference = manifest.display_path(reference)
+    if reference.startswith("…/") or resolve_path(reference).is_dir():
+        return Path(reference).name
+    return reference
+
+
+def run_facts(params: Params, found: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The run, the code (commit), the parameter file, the model behind each role, the policy,
+    the versions and the hardware, without machine paths."""
+    models = found.get("models") or manifest.models(params)
+    rows: list[tuple[str, str]] = [
+        ("run", f"{params.run.name} (seed {params.run.seed})"),
+        ("started", manifest.started_label(found)),
+        ("code", f"aloe {found.get('workbook_version')}, commit {manifest.commit_label(found)}"),
+        ("parameter file", str(found.get("params_file") or manifest.display_path(params.source))),
+        ("hardware", manifest.hardware_summary(found.get("hardware") or {})),
+    ]
+    for role in ROLE_NAMES:
+        config = getattr(params.roles, role)
+        role_model = (models.get("roles") or {}).get(role, {}).get("model", config.model)
+        backend = "local transformers serve" if config.is_local else ", ".join(config.base_urls)
+        rows.append((f"role: {role}", f"{model_label(role_model)} via {backend}"))
+    policy = models.get("policy") or {}
+    rows.append(("policy (trained)", f"{model_label(str(policy.get('base_model')))} "
+                                     f"({policy.get('snapshot') or 'no snapshot recorded'})"))
+    packages = found.get("packages") or manifest.package_versions()
+    rows.append(("versions", ", ".join(f"{name} {version}" for name, version in packages.items())))
+    return rows
+
+
+def _value_text(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def two_column_html(rows: list[tuple[str, Any]], css_class: str) -> str:
+    """A key-value table whose values wrap instead of being cut off."""
+    body = "".join(f"<tr><th {LEFT}>{html.escape(str(key))}</th><td {LEFT}>"
+                   f"{html.escape(_value_text(value))}</td></tr>" for key, value in rows)
+    return f"<table class='{css_class}'>{body}</table>"
+
+
+def run_facts_html(params: Params, found: Mapping[str, Any]) -> str:
+    return TABLE_CSS + two_column_html(run_facts(params, found), "aloe-facts")
+
+
+def parameters_html(found: Mapping[str, Any]) -> str:
+    """Every parameter as resolved (defaults and overrides applied), collapsed, and the whole
+    manifest as JSON, collapsed too; machine paths shown relative to the project."""
+    flat = manifest.flatten(manifest.portable(found.get("params") or {}))
+    source = html.escape(str(found.get("params_file") or "the notebook's parameters"))
+    return (f"{TABLE_CSS}<details><summary>Parameters as resolved: {len(flat)} values (from "
+            f"{source}, with every default and override)</summary>"
+            f"{two_column_html(list(flat.items()), 'aloe-facts')}</details>"
+            "<details><summary>The run's manifest (manifest.json)</summary><pre>"
+            f"{html.escape(manifest.dumps(found))}</pre></details>")
+
+
+LEFT = "style='text-align:left'"  # inline: the page's own table style aligns cells right
+TABLE_CSS = """<style>
+table.aloe-facts{border-collapse:collapse;font-size:13px}
+table.aloe-facts th{text-align:left;padding:2px 12px 2px 0;white-space:nowrap;vertical-align:top}
+table.aloe-facts td{text-align:left;padding:2px 0;white-space:normal;max-width:none;
+  overflow:visible}
+</style>"""
+
+
+# ------------------------------------------------------------------------------------------
+# The summary
+# ------------------------------------------------------------------------------------------
+def question(params: Params, found: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> str:
+    """The question the run asks, with its policy, benchmark size, turns and judge."""
+    models = found.get("models") or {}
+    policy = model_label(str((models.get("policy") or {}).get("base_model") or "the policy"))
+    judge = model_label(str(((models.get("roles") or {}).get("judge") or {}).get("model")
+                            or params.roles.judge.model))
+    first = next(iter(((metrics or {}).get("models") or {}).values()), {})
+    size = (f"{first.get('n_personas')} benchmark personas" if first
+            else f"the {params.evaluation.benchmark} benchmark")
+    return (f"Does fine-tuning <code>{html.escape(str(policy))}</code> on simulated preference "
+            "conversations (SFT, then DPO) make it fit an unseen user better as a conversation "
+            f"goes on? Measured on {size} over {params.evaluation.turns} turns, each reply "
+            f"scored 1-5 by the judge <code>{html.escape(str(judge))}</code>.")
+
+
+def headline_table(metrics: Mapping[str, Any] | None) -> pd.DataFrame:
+    """Per model: mean AL, IR and N-IR with their intervals; then each model's paired
+    difference over the first (base) model."""
+    models = dict((metrics or {}).get("models") or {})
+    rows = []
+    for name, m in models.items():
+        rows.append({"": name, "mean AL (1-5)": findings.interval_text(m.get("mean_al")),
+                     "IR (per turn)": findings.interval_text(m.get("ir"), "+.3f"),
+                     "N-IR (per turn)": findings.interval_text(m.get("n_ir"), "+.3f"),
+                     "n": f"{m.get('n_personas', 0)} personas"})
+    reference = next(iter(models), None)
+    for label, p in ((metrics or {}).get("paired") or {}).items():
+        if p.get("a") != reference:
+            continue
+        rows.append({"": f"{p['b']} − {p['a']}",
+                     "mean AL (1-5)": findings.interval_text(p.get("mean_diff"), "+.3f"),
+                     "IR (per turn)": findings.interval_text(p.get("ir_diff"), "+.3f"),
+                     "N-IR (per turn)": "",
+                     "n": f"{p.get('n_personas', 0)} shared personas"})
+    return pd.DataFrame(rows).set_index("") if rows else pd.DataFrame()
+
+
+def data_volume(layout: RunLayout) -> str:
+    """Personas, conversations and examples, in one sentence."""
+    counts = product_counts(layout)
+    sft = sum(n for k, n in counts.items() if k.startswith("sft ") and k.endswith("examples"))
+    dpo = sum(n for k, n in counts.items() if k.startswith("dpo ") and k.endswith("examples"))
+    return (f"{counts['personas']} training personas and {counts['benchmark personas']} "
+            f"benchmark personas; {counts['conversations']} conversations with "
+            f"{counts['conversation turns']} judged turns; {sft} SFT and {dpo} DPO examples.")
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '3 min 05 s', '2 h 04 min'."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def cost_and_time(layout: RunLayout) -> dict[str, Any]:
+    """LLM requests, cache answers, tokens and cost over every stage session of the run, and
+    the wall time of the stages of the last `aloe run` (this report excluded)."""
+    history = load_usage_history(layout)
+    totals = [entry.get("totals") or {} for entry in history]
+    timings = load_optional(layout.timings) or {}
+    stages = [s for s in timings.get("stages") or [] if s.get("notebook") != REPORT_NOTEBOOK]
+    return {"requests": sum(int(t.get("requests", 0)) for t in totals),
+            "cache_hits": sum(int(t.get("cache_hits", 0)) for t in totals),
+            "tokens": sum(int(t.get("prompt_tokens", 0)) + int(t.get("completion_tokens", 0))
+                          for t in totals),
+            "cost_usd": sum(float(t.get("cost_usd", 0.0)) for t in totals),
+            "wall_s": sum(float(s.get("seconds", 0.0)) for s in stages),
+            "stages": [s["notebook"][:2] for s in stages]}
+
+
+def cost_sentence(cost: Mapping[str, Any]) -> str:
+    stages = cost["stages"]
+    span = ("no stage timed" if not stages else f"stage {stages[0]}" if len(stages) == 1
+            else f"stages {stages[0]}-{stages[-1]}")
+    return (f"{cost['requests']:,} LLM requests sent and {cost['cache_hits']:,} answered from "
+            f"the cache, {cost['tokens']:,} tokens, ${cost['cost_usd']:,.2f} estimated; wall "
+            f"time {duration(cost['wall_s'])} ({span} of the last aloe run).")
+
+
+def earlier_note(found: Mapping[str, Any]) -> str:
+    """Say when earlier `aloe run`s of this folder ran other code or other parameters."""
+    earlier = found.get("earlier") or []
+    if not earlier:
+        return ""
+    return (f" · {len(earlier)} earlier invocation{'s' if len(earlier) > 1 else ''} of this "
+            "folder ran other code or parameters (see the manifest)")
+
+
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_CODE = re.compile(r"`(.+?)`")
+
+
+def inline_html(markdown: str) -> str:
+    """A finding's sentence (markdown with **bold** and `code`) as HTML."""
+    text = html.escape(markdown, quote=False)
+    return _CODE.sub(r"<code>\1</code>", _BOLD.sub(r"<b>\1</b>", text))
+
+
+SUMMARY_CSS = """<style>
+.aloe-summary{font-size:14px;line-height:1.4;max-width:1100px}
+.aloe-summary h1{font-size:24px;margin:0 0 2px 0}
+.aloe-summary p{margin:4px 0}
+.aloe-summary .meta{color:#555}
+.aloe-summary table{border-collapse:collapse;margin:6px 0}
+.aloe-summary th,.aloe-summary td{padding:2px 10px;text-align:left;border-bottom:1px solid #ddd}
+.aloe-summary .caveats{border-left:4px solid #d9822b;background:#fdf4e7;padding:4px 10px;
+  margin-top:6px}
+.aloe-summary .caveats ul{margin:2px 0;padding-left:18px}
+</style>"""
+
+
+def summary_html(params: Params, found: Mapping[str, Any], metrics: Mapping[str, Any] | None,
+                 found_findings: list[findings.Finding]) -> str:
+    """The report's first screen: title, run and commit, question, headline numbers, data,
+    cost and time, and the caveats."""
+    layout = params.layout
+    meta = (f"Run <b>{html.escape(params.run.name)}</b> · code commit "
+            f"<code>{html.escape(manifest.commit_label(found))}</code> · started "
+            f"{html.escape(manifest.started_label(found))} · parameter file "
+            f"<code>{html.escape(str(found.get('params_file') or params.source))}</code>"
+            f"{earlier_note(found)}")
+    table = headline_table(metrics)
+    numbers = (table.to_html(classes="aloe-headline", border=0) if not table.empty
+               else "<p><i>No evaluation in this run yet.</i></p>")
+    caveats = [f for f in found_findings if f.caveat]
+    caveat_box = ("<div class='caveats'><b>Caveats</b><ul>"
+                  + "".join(f"<li>{inline_html(f.text)}</li>" for f in caveats)
+                  + "</ul></div>") if caveats else ""
+    level = round(100 * float((metrics or {}).get("confidence", 0.95)))
+    unit_name = findings.unit(metrics)
+    return (f"{SUMMARY_CSS}<div class='aloe-summary'>"
+            f"<h1>{html.escape(params.report.title)}</h1><p class='meta'>{meta}</p>"
+            f"<p><b>Question.</b> {question(params, found, metrics)}</p>"
+            f"<p><b>Headline</b> ({level}% bootstrap intervals over {unit_name}s; differences "
+            "are paired, on the same personas):</p>"
+            f"{numbers}<p><b>Data.</b> {html.escape(data_volume(layout))} <b>Cost and time.</b> "
+            f"{html.escape(cost_sentence(cost_and_time(layout)))}</p>{caveat_box}</div>")
+
+
+def run_findings(params: Params, found: Mapping[str, Any]) -> list[findings.Finding]:
+    """The run's findings, from metrics.json, the stage summaries and the resolved parameters."""
+    layout = params.layout
+    return findings.run_findings(load_optional(layout.metrics),
+                                 conversations=load_optional(layout.conversations_summary),
+                                 export=load_optional(layout.export_summary),
+                                 params=found.get("params") or params.model_dump(mode="json"),
+                                 training_stats=training_stats(layout))
+
+
+def findings_markdown(params: Params, found_findings: list[findings.Finding]) -> str:
+    """The results (the caveats are in the summary, above them)."""
+    metrics = load_optional(params.layout.metrics) or {}
+    return findings.to_markdown([f for f in found_findings if not f.caveat],
+                                float(metrics.get("confidence", 0.95)), findings.unit(metrics))
+
+
+def metrics_table(metrics: Mapping[str, Any] | None) -> pd.DataFrame:
+    """Every model figure with its interval, N-R² and the missing and truncated shares
+    included, on the scale of the run's protocol."""
+    scale = "1-5" if _protocol(metrics) == "aloe" else "0-100"
+    rows = []
+    for name, m in ((metrics or {}).get("models") or {}).items():
+        units = f"{m.get('n_units') or m.get('n_personas')} {findings.unit(metrics)}s"
+        rows.append({"model": name, "personas": m.get("n_personas"), "turns": len(m["turns"]),
+                     f"mean AL ({scale})": findings.interval_text(m.get("mean_al")),
+                     "IR (per turn)": findings.interval_text(m.get("ir"), "+.3f"),
+                     "N-IR (per turn)": findings.interval_text(m.get("n_ir"), "+.3f"),
+                     "N-R²": findings.interval_text(m.get("n_r2")),
+                     "no score": _share(m.get("missing_rate")),
+                     "cut at the token limit": _share(m.get("truncated_rate")),
+                     "bootstrap units": units})
+    return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
+
+
+def _protocol(metrics: Mapping[str, Any] | None) -> str:
+    return str(((metrics or {}).get("protocol") or {}).get("name", "aloe"))
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def paired_table(metrics: Mapping[str, Any] | None) -> pd.DataFrame:
+    """Every paired comparison (later model minus earlier one, same personas)."""
+    rows = [{"comparison": label.replace(" - ", " − "), "shared personas": p.get("n_personas"),
+             "mean difference (per turn)": findings.interval_text(p.get("mean_diff"), "+.3f"),
+             "IR difference (per turn)": findings.interval_text(p.get("ir_diff"), "+.3f")}
+            for label, p in ((metrics or {}).get("paired") or {}).items()]
+    return pd.DataFrame(rows).set_index("comparison") if rows else pd.DataFrame()
+
+
+# ------------------------------------------------------------------------------------------
+# Tables with human labels
+# ------------------------------------------------------------------------------------------
+USAGE_LABELS = {"requests": "requests sent", "cache_hits": "answered from the cache",
+                "retries": "retries", "failures": "failed requests",
+                "prompt_tokens": "prompt tokens", "completion_tokens": "completion tokens",
+                "cost_usd": "cost (USD)"}
+
+
+def usage_summary(history: list[dict[str, Any]]) -> pd.DataFrame:
+    """LLM usage per stage and role, summed over the stage sessions, with human labels."""
+    from aloe.plots import usage_table
+
+    table = usage_table(history)
+    summed = table.groupby(["stage", "role"], sort=False)[list(USAGE_LABELS)].sum()
+    return summed.round({"cost_usd": 4}).rename(columns=USAGE_LABELS)
+
+
+def write_model_cards(params: Params) -> list[str]:
+    """Rewrite each finished adapter's model card with the run's metrics; their paths,
+    relative to the project."""
+    written = [model_card.write_card(params, stage, with_metrics=True)
+               for stage in TRAINING_STAGES]
+    return [manifest.display_path(path) for path in written if path is not None]

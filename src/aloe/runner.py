@@ -1,8 +1,12 @@
 """The runner: execute the numbered notebooks in order with papermill and one parameter file.
 
 Each executed notebook goes to `outputs/RUN/notebooks/`. The run folder is locked while a run
-holds it (a second run of the same name is refused), the local server is started once and
-shared by every notebook kernel, and a failure names the notebook and the cell that failed.
+holds it (a second run of the same name is refused), its manifest is written before the first
+stage, the local server is started once and shared by every notebook kernel, and a failure
+names the notebook and the cell that failed.
+
+The workbook is the numbered notebooks 00-06. Notebook 07_compare reads several finished runs,
+not one parameter file: `aloe run` never runs it, `aloe compare` does (`run_comparison`).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from aloe import manifest
 from aloe.config import Params, ProjectNotFoundError, project_root
 from aloe.errors import AloeError, BadInputError, RunLockedError
-from aloe.layout import RunLayout
+from aloe.layout import RunLayout, comparison_notebook, comparison_page
 from aloe.progress import Monitor
 from aloe.records import write_json
 
@@ -52,10 +57,16 @@ class RunResult:
         return sum(stage.seconds for stage in self.stages)
 
 
+REPORT_NOTEBOOK = "06_report"
+COMPARE_NOTEBOOK = "07_compare"  # run by `aloe compare` over several runs, never by `aloe run`
+
+
 def notebooks(root: Path | None = None) -> list[Path]:
-    """The workbook's numbered notebooks, in order; none is an error, never an empty run."""
+    """The workbook's numbered notebooks, in order (07_compare is not one of them); none is an
+    error, never an empty run."""
     folder = (root or project_root()) / "notebooks"
-    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    found = [nb for nb in sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+             if nb.stem != COMPARE_NOTEBOOK]
     if not found:
         raise ProjectNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {folder}: run aloe "
                                    "from the repository's folder, or set ALOE_ROOT to it")
@@ -77,6 +88,9 @@ def parse_stages(spec: str | None, available: list[Path]) -> list[Path]:
         wanted.update(range(low, high + 1))
     numbered = {int(nb.name[:2]): nb for nb in available}
     missing = sorted(wanted - numbered.keys())
+    if int(COMPARE_NOTEBOOK[:2]) in missing:
+        raise StageSelectionError(f"--stages: {COMPARE_NOTEBOOK} compares finished runs and is "
+                                  "not a stage: use aloe compare RUN RUN")
     if missing:
         raise StageSelectionError(f"--stages: no notebook numbered {missing[0]:02d} in "
                                   f"notebooks/ (have "
@@ -139,18 +153,23 @@ def execute_stage(notebook: Path, params: Params, params_file: str, output: Path
                   progress: bool = True, echo: IO[str] = sys.stdout) -> float:
     """Run one notebook with papermill; the seconds it took. With `progress`, the stage's
     live progress line is shown meanwhile (`aloe.progress`)."""
-    import papermill
-
     parameters: dict[str, Any] = params.model_dump(mode="json")
     parameters["params_file"] = params_file
     started = time.perf_counter()
     watch = Monitor(params.layout.progress, notebook.stem, echo) if progress else nullcontext()
     with watch:
-        papermill.execute_notebook(str(notebook), str(output), parameters=parameters,
-                                   cwd=str(project_root()), progress_bar=False,
-                                   kernel_name="python3", log_output=False,
-                                   extra_arguments=KERNEL_ARGUMENTS)
+        _execute(notebook, output, parameters, progress_bar=False)
     return time.perf_counter() - started
+
+
+def _execute(notebook: Path, output: Path, parameters: dict[str, Any],
+             progress_bar: bool) -> None:
+    import papermill
+
+    papermill.execute_notebook(str(notebook), str(output), parameters=parameters,
+                               cwd=str(project_root()), progress_bar=progress_bar,
+                               kernel_name="python3", log_output=False,
+                               extra_arguments=KERNEL_ARGUMENTS)
 
 
 def run_workbook(params: Params, params_file: str, stages: str | None = None,
@@ -162,6 +181,7 @@ def run_workbook(params: Params, params_file: str, stages: str | None = None,
     result = RunResult(layout=layout, params_file=params_file, overrides=params.overrides)
     print(f"parameters: {params.source}", file=echo)
     with run_lock(layout):
+        manifest.write(params, params_file, [nb.stem for nb in selected])
         if _needs_local_server(params):
             from aloe.llm.server import ensure_local_server, export_to_children
 
@@ -184,7 +204,6 @@ def run_workbook(params: Params, params_file: str, stages: str | None = None,
     return result
 
 
-REPORT_NOTEBOOK = "06_report"
 _REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=[\"']https?://[^>]*>\s*</script>", re.I)
 _REMOTE_MODULE = re.compile(r"<script type=[\"']module[\"']>(?:(?!</script>).)*?https?://"
                             r"(?:(?!</script>).)*</script>", re.I | re.S)
@@ -211,6 +230,22 @@ def render_html(executed: Path, target: Path, title: str = "ALOE Workbench repor
     tmp.write_text(body, encoding="utf-8")
     os.replace(tmp, target)
     return target
+
+
+def run_comparison(run_dirs: list[Path], name: str, output_dir: Path,
+                   progress: bool = True) -> Path:
+    """Execute 07_compare over finished run folders and render its page; the page's path
+    (`output_dir/compare/NAME.html`)."""
+    notebook = project_root() / "notebooks" / f"{COMPARE_NOTEBOOK}.ipynb"
+    executed = comparison_notebook(output_dir, name)
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("ALOE_ROOT", str(project_root()))
+    try:
+        _execute(notebook, executed, {"runs": [str(d) for d in run_dirs], "name": name},
+                 progress)
+    except Exception as error:  # papermill's execution error or a kernel failure
+        raise RunError(_failure_message(notebook, executed, error)) from error
+    return render_html(executed, comparison_page(output_dir, name), f"ALOE comparison: {name}")
 
 
 def _save_timings(result: RunResult) -> None:

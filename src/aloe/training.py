@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from aloe import model_card
 from aloe.config import DPOConfig, Params, ParamsError, TrainingConfig
 from aloe.layout import TRAINING_STAGES as STAGES
 from aloe.policy import (Device, base_model, check_model_reference, detect_device, same_model)
@@ -66,7 +67,7 @@ class TrainResult:
     resumed_from_step: int = 0  # the checkpoint this call continued from (0: from scratch)
 
     def summary(self) -> dict[str, Any]:
-        """One row of the stage table: time, throughput, memory."""
+        """One row of the stage table: time, throughput, memory (machine-readable keys)."""
         s = self.stats
         return {"stage": self.stage, "steps": s.get("steps"), "examples": s.get("train_examples"),
                 "device": s.get("device"), "wall_s": s.get("train_wall_s"),
@@ -74,9 +75,26 @@ class TrainResult:
                 "peak_memory_gb": s.get("peak_memory_gb"), "memory": s.get("peak_memory_kind"),
                 "final_loss": s.get("final_loss")}
 
+
+# The stage table's columns as a reader sees them: what each is, and its unit.
+STAT_LABELS = {"steps": "optimiser steps", "examples": "training examples", "device": "device",
+               "wall_s": "training time (s)", "tokens": "tokens trained",
+               "tokens_per_s": "tokens/s", "peak_memory_gb": "peak memory (GB)",
+               "memory": "memory measured as", "final_loss": "final loss (nats/token)"}
+MEMORY_KINDS = {"process_peak_rss": "process peak RSS (CPU)",
+                "cuda_max_allocated": "peak CUDA allocation"}
+
+
 def stats_table(results: Sequence[TrainResult]) -> pd.DataFrame:
-    """The notebooks' table: one row per stage."""
-    return pd.DataFrame([r.summary() for r in results]).set_index("stage")
+    """The notebooks' and the report's table: one row per stage, labelled with units and
+    rounded to what the measurement can tell."""
+    table = pd.DataFrame([r.summary() for r in results]).set_index("stage")
+    if table.empty:
+        return table
+    table["memory"] = table["memory"].map(lambda kind: MEMORY_KINDS.get(kind, kind))
+    table = table.round({"wall_s": 1, "tokens_per_s": 1, "peak_memory_gb": 2, "final_loss": 3})
+    table.index = table.index.str.upper()
+    return table.rename(columns=STAT_LABELS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,6 +313,8 @@ def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = ()) -> Tr
     target = params.layout.adapter(stage)
     _save_adapter(trainer, target, history, stats)
     if trainer.accelerator.is_main_process:
+        model_card.write_card(params, stage)
+    if trainer.accelerator.is_main_process:
         shutil.rmtree(work, ignore_errors=True)
         if cfg.merge:
             merge_adapter(params, stage)
@@ -368,7 +388,7 @@ def _stats(trainer: Any, stage: str, cfg: TrainingConfig, base: str, device: Dev
     state, optim = trainer.state, trainer.args.optim
     tokens = state.num_input_tokens_seen - getattr(trainer, "_initial_num_input_tokens_seen", 0)
     return {
-        "stage": stage, "base_model": base, "device": device.name,
+        "stage": stage, "base_model": model_card.portable_base(base), "device": device.name,
         "compute_dtype": str(device.compute_dtype).removeprefix("torch."),
         "load_in_4bit": cfg.load_in_4bit, "fsdp": device.fsdp,
         "optimizer": optim if isinstance(optim, str) else optim.value,
@@ -422,6 +442,7 @@ def _save_adapter(trainer: Any, target: Path, history: pd.DataFrame,
     for sub in staging.iterdir():  # DPO's frozen reference copy is not part of the adapter
         if sub.is_dir() and (sub / "adapter_config.json").exists():
             shutil.rmtree(sub)
+    model_card.make_portable(staging / "adapter_config.json")  # no machine path travels
     history.to_csv(staging / LOG_FILE, index=False)
     write_json(staging / STATS_FILE, stats)
     (staging / "training_args.bin").unlink(missing_ok=True)
@@ -469,8 +490,8 @@ def merge_adapter(params: Params, stage: str) -> Path:
 
     result = load_result(params, stage)
     device = detect_device()
-    model = AutoModelForCausalLM.from_pretrained(result.base_model,
-                                                 config=model_config(result.base_model),
+    base = base_model(params, stage)  # this machine's copy; the adapter names a portable one
+    model = AutoModelForCausalLM.from_pretrained(base, config=model_config(base),
                                                  dtype=device.compute_dtype)
     merged = PeftModel.from_pretrained(model, str(result.adapter_dir)).merge_and_unload()
     staging = target.with_name(f".{target.name}.partial")

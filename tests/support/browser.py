@@ -1,5 +1,6 @@
 """Open a page in real headless Chromium (Debian's `chromium`) over the DevTools protocol and
-report what a reader would see: console errors, failed loads, and the size of every image.
+report what a reader would see: console errors, failed loads, the size of every image, the text
+of the first screen (a laptop's viewport, `VIEWPORT`), and optionally a screenshot of it.
 
 Test code. It talks to Chromium through its remote-debugging websocket (`websocket-client`),
 so nothing beyond the browser itself is needed.
@@ -7,6 +8,7 @@ so nothing beyond the browser itself is needed.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
@@ -20,6 +22,7 @@ from typing import Any
 import httpx
 import websocket
 
+VIEWPORT = (1280, 800)  # CSS pixels: what a laptop shows of a page without scrolling
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
@@ -32,6 +35,8 @@ class PageReport:
     images: list[dict[str, Any]] = field(default_factory=list)  # {src, width, height, complete}
     title: str = ""
     text_length: int = 0
+    first_screen: str = ""  # the text visible without scrolling, at VIEWPORT
+    text: str = ""  # the whole page's visible text (closed <details> left out)
 
 
 def chromium_path() -> str | None:
@@ -72,8 +77,9 @@ class _DevTools:
         self.ws.settimeout(60)
 
 
-def inspect_page(path: Path, settle: float = 2.0) -> PageReport:
-    """Load a local HTML file and collect errors and image sizes after it settles."""
+def inspect_page(path: Path, settle: float = 2.0, screenshot: Path | None = None) -> PageReport:
+    """Load a local HTML file at VIEWPORT and collect errors, image sizes and visible text after
+    it settles; with `screenshot`, write a PNG of the first screen there."""
     binary = chromium_path()
     if binary is None:
         raise RuntimeError("chromium is not installed (apt-get install chromium)")
@@ -84,7 +90,7 @@ def inspect_page(path: Path, settle: float = 2.0) -> PageReport:
              f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            return _inspect(port, path.resolve().as_uri(), settle)
+            return _inspect(port, path.resolve().as_uri(), settle, screenshot)
         finally:
             process.terminate()
             try:
@@ -93,7 +99,23 @@ def inspect_page(path: Path, settle: float = 2.0) -> PageReport:
                 process.kill()
 
 
-def _inspect(port: int, url: str, settle: float) -> PageReport:
+FIRST_SCREEN_JS = """(() => {
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    const seen = [];
+    while (walker.nextNode()) {
+        const node = walker.currentNode;
+        if (!node.textContent.trim()) continue;
+        const range = document.createRange();
+        range.selectNodeContents(node);
+        const box = range.getBoundingClientRect();
+        if (box.height > 0 && box.top < window.innerHeight && box.bottom > 0)
+            seen.push(node.textContent.trim());
+    }
+    return seen.join(' ');
+})()"""
+
+
+def _inspect(port: int, url: str, settle: float, screenshot: Path | None) -> PageReport:
     deadline = time.monotonic() + 30
     targets: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -108,15 +130,23 @@ def _inspect(port: int, url: str, settle: float) -> PageReport:
     tools = _DevTools(page["webSocketDebuggerUrl"])
     for domain in ("Runtime", "Log", "Network", "Page"):
         tools.call(f"{domain}.enable")
+    tools.call("Emulation.setDeviceMetricsOverride", width=VIEWPORT[0], height=VIEWPORT[1],
+               deviceScaleFactor=1, mobile=False)
     tools.call("Page.navigate", url=url)
     tools.drain(settle)
     state = tools.call("Runtime.evaluate", returnByValue=True, expression="""(() => ({
         ready: document.readyState, title: document.title,
-        text: document.body ? document.body.innerText.length : 0,
+        text: document.body ? document.body.innerText : "",
         images: Array.from(document.images).map(i => ({src: i.src.slice(0, 60),
             width: i.naturalWidth, height: i.naturalHeight, complete: i.complete}))}))()""")
     value = state["result"]["value"]
-    report = PageReport(images=value["images"], title=value["title"], text_length=value["text"])
+    first = tools.call("Runtime.evaluate", returnByValue=True, expression=FIRST_SCREEN_JS)
+    report = PageReport(images=value["images"], title=value["title"],
+                        text_length=len(value["text"]), text=value["text"],
+                        first_screen=first["result"]["value"])
+    if screenshot is not None:
+        shot = tools.call("Page.captureScreenshot", format="png")
+        screenshot.write_bytes(base64.b64decode(shot["data"]))
     for event in tools.events:
         method, params = event.get("method"), event.get("params", {})
         if method == "Runtime.exceptionThrown":

@@ -165,3 +165,26 @@ def test_hinted_wins_first_and_last_turn() -> None:
     assert "25% of the 4 decided turns at turn 1 and 75% of the 4 decided turns at turn 3" \
         in found[0].text
     assert "No turn was decided" in findings.hinted_by_turn({})[0].text
+
+
+# -- beyond the paper -------------------------------------------------------------------------
+def test_beyond_the_paper_names_the_protocol_and_each_measure_that_ran() -> None:
+    summary = {"protocol": {"name": "rlpa", "version": "rlpa-1", "al_range": [0, 100]},
+               "variant": "rlpa-shift", "user_mode": "replayed", "replay_from": "base",
+               "preference_shift": {"turn": 4, "change": "personality"},
+               "recovery": {"dpo": {"recovered": False, "turns_run": 6, "shift_turn": 4,
+                                    "turns_to_recover": {"value": None}}},
+               "simulator": {"base": {"flag_source": "lexical", "reveals_at_once": True,
+                                      "turn1_disclosure": 0.8, "reveal_flag": 0.5,
+                                      "contradiction_rate": None}},
+               "judge_agreement": {"kappa": {"value": 0.41, "low": 0.2, "high": 0.6}, "n": 30,
+                                   "same_model": True}}
+    text = findings.beyond_the_paper(summary)
+    lines = text.splitlines()
+    assert lines[0].startswith("- protocol **rlpa** (rlpa-1); variant `rlpa-shift`; users "
+                               "replayed (replayed from base); the personality changes at "
+                               "turn 4; AL on 0-100")
+    assert "**dpo** does not regain its pre-shift AL within the 6 turns run" in text
+    assert "gives away 80% of the persona by word overlap" in text
+    assert "kappa 0.41 [0.200, 0.600] over 30 replies" in text and "self-consistency" in text
+    assert findings.beyond_the_paper({}).startswith("- protocol **aloe** (aloe-1 (assumed")

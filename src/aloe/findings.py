@@ -408,3 +408,76 @@ def to_markdown(found: list[Finding], confidence: float = 0.95, unit_name: str =
             else "**Results**"
         parts.append(header + "\n\n" + "\n".join(f"- {f.text}" for f in results))
     return "\n\n".join(parts) or "_Nothing to report: no stage has written its summary yet._"
+
+
+# ------------------------------------------------------------------------------------------
+# Beyond the paper's evaluation (protocols, preference shifts, probes, simulator, agreement)
+# ------------------------------------------------------------------------------------------
+def protocol_line(summary: Mapping[str, Any]) -> str:
+    """One line naming the protocol, its version, the variant and where the users came from."""
+    p = summary.get("protocol") or {"name": "aloe", "version": "aloe-1 (assumed: no record)"}
+    shift = summary.get("preference_shift")
+    parts = [f"protocol **{p['name']}** ({p['version']})",
+             f"variant `{summary.get('variant', 'aloe')}`",
+             f"users {summary.get('user_mode', 'live')}"
+             + (f" (replayed from {summary['replay_from']})" if summary.get("replay_from")
+                else "")]
+    if shift:
+        parts.append(f"the {shift['change']} changes at turn {shift['turn']}")
+    if p.get("al_range"):
+        parts.append(f"AL on {p['al_range'][0]:g}-{p['al_range'][1]:g}")
+    return "; ".join(parts) + "."
+
+
+def beyond_the_paper(summary: Mapping[str, Any]) -> str:
+    """The measures beyond the paper's evaluation, in words (markdown): the protocol, recovery
+    after a preference shift, inference accuracy, the simulated user, the judge's agreement."""
+    lines = [f"- {protocol_line(summary)}"]
+    for name, r in (summary.get("recovery") or {}).items():
+        t = r["turns_to_recover"]
+        if r["recovered"]:
+            lines.append(f"- **{name}** after the shift at turn {r['shift_turn']}: back at its "
+                         f"pre-shift AL after {t['value']:.0f} turn(s) "
+                         f"{_bracket(t['low'], t['high'])}; "
+                         f"{_number(100 * (r['recovered_share'] or 0), '.0f')}% of bootstrap "
+                         "draws recover within the turns run.")
+        else:
+            lines.append(f"- **{name}** does not regain its pre-shift AL within the "
+                         f"{r['turns_run']} turns run.")
+    for name, c in (summary.get("inference") or {}).items():
+        m = c["mean"]
+        if m["value"] is not None:
+            lines.append(f"- **{name}** states what it learned about the user with accuracy "
+                         f"{m['value']:.2f} {_bracket(m['low'], m['high'])} on average "
+                         f"(turn 1: {_number(c['value'][0], '.2f')}, turn {c['turns'][-1]}: "
+                         f"{_number(c['value'][-1], '.2f')}).")
+    for name, s in (summary.get("simulator") or {}).items():
+        source = "the judge" if s.get("flag_source") == "revealed" else "word overlap"
+        if s.get("reveals_at_once"):
+            lines.append(f"- **Simulator flag** ({name}'s conversations): the first user "
+                         f"message already gives away {_number(s['turn1_disclosure'], '.0%')} of "
+                         f"the persona by {source} (flag at {s['reveal_flag']:.0%}): the "
+                         "simulated user reveals most of itself at once.")
+        elif s.get("turn1_disclosure") is not None:
+            lines.append(f"- Simulator ({name}'s conversations): {_number(s['turn1_disclosure'], '.0%')} "
+                         f"of the persona given away in the first message by {source}.")
+        if s.get("contradiction_rate") is not None:
+            lines.append(f"  Contradictions with the persona: {s['contradiction_rate']:.0%} of "
+                         "user messages.")
+    for key, label in (("judge_agreement", "second judge"), ("human_agreement", "people")):
+        a = summary.get(key)
+        if a and a.get("kappa", {}).get("value") is not None:
+            k = a["kappa"]
+            note = " (the same model: a self-consistency check only)" if a.get("same_model") \
+                else ""
+            lines.append(f"- Judge vs {label}{note}: kappa {k['value']:.2f} "
+                         f"{_bracket(k['low'], k['high'])} over {a['n']} replies.")
+    return "\n".join(lines)
+
+
+def _bracket(low: float | None, high: float | None) -> str:
+    return "n/a" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
+
+
+def _number(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)

@@ -733,10 +733,6 @@ def _format_ci(low: float | None, high: float | None) -> str:
     return f"[{low:.3f}, {high:.3f}]"
 
 
-def _fmt(value: float | None, spec: str = ".3f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def _num(value: Any) -> float | None:
     """JSON has no NaN: a missing figure is written as null."""
     if value is None:
@@ -753,22 +749,6 @@ def _est(row: dict[str, Any], label: str, est: dict[str, Any] | None, spec: str 
     value = est.get("value")
     row[label] = math.nan if value is None else value
     row[f"{label} CI"] = _format_ci(est.get("low"), est.get("high"))
-
-
-def protocol_line(summary: dict[str, Any]) -> str:
-    """One line naming the protocol, its version, the variant and where the users came from."""
-    p = summary.get("protocol") or {"name": "aloe", "version": "aloe-1 (assumed: no record)"}
-    shift = summary.get("preference_shift")
-    parts = [f"protocol **{p['name']}** ({p['version']})",
-             f"variant `{summary.get('variant', 'aloe')}`",
-             f"users {summary.get('user_mode', 'live')}"
-             + (f" (replayed from {summary['replay_from']})" if summary.get("replay_from")
-                else "")]
-    if shift:
-        parts.append(f"the {shift['change']} changes at turn {shift['turn']}")
-    if p.get("al_range"):
-        parts.append(f"AL on {p['al_range'][0]:g}-{p['al_range'][1]:g}")
-    return "; ".join(parts) + "."
 
 
 def recovery_table(summary: dict[str, Any]) -> "Any":
@@ -846,48 +826,3 @@ def agreement_table(summary: dict[str, Any]) -> "Any":
             row["same model as the judge"] = a.get("same_model")
         rows.append(row)
     return pd.DataFrame(rows).set_index("judge vs") if rows else pd.DataFrame()
-
-
-def describe_beyond(summary: dict[str, Any]) -> str:
-    """The findings of the measures beyond the paper, in words (markdown)."""
-    lines = [f"- {protocol_line(summary)}"]
-    for name, r in (summary.get("recovery") or {}).items():
-        t = r["turns_to_recover"]
-        if r["recovered"]:
-            lines.append(f"- **{name}** after the shift at turn {r['shift_turn']}: back at its "
-                         f"pre-shift AL after {t['value']:.0f} turn(s) "
-                         f"{_format_ci(t['low'], t['high'])}; "
-                         f"{_fmt(100 * (r['recovered_share'] or 0), '.0f')}% of bootstrap "
-                         "draws recover within the turns run.")
-        else:
-            lines.append(f"- **{name}** does not regain its pre-shift AL within the "
-                         f"{r['turns_run']} turns run.")
-    for name, c in (summary.get("inference") or {}).items():
-        m = c["mean"]
-        if m["value"] is not None:
-            lines.append(f"- **{name}** states what it learned about the user with accuracy "
-                         f"{m['value']:.2f} {_format_ci(m['low'], m['high'])} on average "
-                         f"(turn 1: {_fmt(c['value'][0], '.2f')}, turn {c['turns'][-1]}: "
-                         f"{_fmt(c['value'][-1], '.2f')}).")
-    for name, s in (summary.get("simulator") or {}).items():
-        source = "the judge" if s.get("flag_source") == "revealed" else "word overlap"
-        if s.get("reveals_at_once"):
-            lines.append(f"- **Simulator flag** ({name}'s conversations): the first user "
-                         f"message already gives away {_fmt(s['turn1_disclosure'], '.0%')} of "
-                         f"the persona by {source} (flag at {s['reveal_flag']:.0%}): the "
-                         "simulated user reveals most of itself at once.")
-        elif s.get("turn1_disclosure") is not None:
-            lines.append(f"- Simulator ({name}'s conversations): {_fmt(s['turn1_disclosure'], '.0%')} "
-                         f"of the persona given away in the first message by {source}.")
-        if s.get("contradiction_rate") is not None:
-            lines.append(f"  Contradictions with the persona: {s['contradiction_rate']:.0%} of "
-                         "user messages.")
-    for key, label in (("judge_agreement", "second judge"), ("human_agreement", "people")):
-        a = summary.get(key)
-        if a and a.get("kappa", {}).get("value") is not None:
-            k = a["kappa"]
-            note = " (the same model: a self-consistency check only)" if a.get("same_model") \
-                else ""
-            lines.append(f"- Judge vs {label}{note}: kappa {k['value']:.2f} "
-                         f"{_format_ci(k['low'], k['high'])} over {a['n']} replies.")
-    return "\n".join(lines)

@@ -36,15 +36,67 @@ def _aloe(root: Path, *args: str, env: dict[str, str] | None = None,
     (None, "params/missing.yaml: parameter file not found"),
     ("run:\n  name: x\nroles:\n  judge:\n    temprature: 0.1\n",
      "params/missing.yaml: unknown key 'roles.judge.temprature'"),
+    ("", "params/missing.yaml: the file is empty (no sections): a run would silently use every "
+     "default; start from a profile instead, e.g. `extends: tiny.yaml`"),
+    ("run: {name: x}\nrun: {name: y}\n",
+     "params/missing.yaml: key 'run' is given twice (lines 1 and 2); keep one"),
+    (b"run: {name: \xff}\n", "params/missing.yaml: not UTF-8 text (byte 0xff at line 1); save "
+     "the file as UTF-8"),
+    ("run: {name: x, output_dir: params}\nconversations: {turns: true}\n",
+     "params/missing.yaml: key 'conversations.turns': Input should be a valid integer (got "
+     "True)"),
+    ("run: {name: x, output_dir: params/missing.yaml}\n", "params/missing.yaml: key "
+     "'run.output_dir': {root}/params/missing.yaml is a file, not a folder; choose another "
+     "run.output_dir or move the file away"),
 ])
 def test_bad_parameter_file_exits_2_and_writes_nothing(tmp_path: Path, content, expected) -> None:
     root = _project(tmp_path)
-    if content:
+    if isinstance(content, bytes):
+        (root / "params" / "missing.yaml").write_bytes(content)
+    elif content is not None:
         (root / "params" / "missing.yaml").write_text(content)
+    before = sorted(root.rglob("*"))
     result = _aloe(root, "run", "params/missing.yaml")
     assert result.returncode == 2
-    assert result.stderr.strip() == f"aloe: {expected}"
-    assert not (root / "outputs").exists()
+    assert result.stderr == f"aloe: {expected.format(root=root)}\n"
+    assert not (root / "outputs").exists() and sorted(root.rglob("*")) == before
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--stages", ""], "--stages: empty; give numbers and ranges (e.g. 0,2-4), or leave "
+     "--stages out to run every stage"),
+    (["--stages", "  "], "--stages: empty;"),
+    (["--stages", "3-1"], "--stages: '3-1' is a reversed range (it selects nothing); write 1-3"),
+    (["--stages", "0,,2"], "--stages: cannot read ''"),
+    (["--run-name", ""], "--run-name: '' is not a valid run name"),
+])
+def test_cli_edges_exit_2_with_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    """Each of these used to run every stage, none, or the file's run name without a word."""
+    root = _project(tmp_path)
+    (root / "params" / "p.yaml").write_text(yaml.safe_dump(tiny_dict(tmp_path)))
+    result = _aloe(root, "run", "params/p.yaml", *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"aloe: {expected}") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_missing_api_key_is_refused_before_the_run_folder(tmp_path: Path) -> None:
+    """A role's key variable is checked when the command starts, not in stage 0's ping."""
+    root = _project(tmp_path)
+    data = tiny_dict(tmp_path)
+    data["roles"]["judge"].update(base_url="http://127.0.0.1:9/v1", model="m",
+                                  api_key_env="ALOE_TEST_UNSET_KEY")
+    (root / "params" / "p.yaml").write_text(yaml.safe_dump(data))
+    env = {k: v for k, v in os.environ.items() if k != "ALOE_TEST_UNSET_KEY"}
+    for command in (["run", "params/p.yaml", "--stages", "0"], ["evaluate", "params/p.yaml"]):
+        result = subprocess.run([*ALOE, *command], cwd=root, capture_output=True, text=True,
+                                env={**env, "ALOE_ROOT": str(root)}, timeout=600)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == ("aloe: params/p.yaml: roles.judge needs the environment "
+                                 "variable ALOE_TEST_UNSET_KEY (its API key): it is not set; "
+                                 "export it (export ALOE_TEST_UNSET_KEY=...), or point "
+                                 "roles.judge at a server that needs no key\n")
+        assert not (tmp_path / "outputs").exists()
 
 
 def test_bad_stage_selection_and_run_name_exit_2(tmp_path: Path) -> None:

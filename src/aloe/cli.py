@@ -17,10 +17,11 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from aloe.config import Params, ParamsError, load_params
+from aloe.config import EVALUATION_STAGE, Params, ParamsError, check_api_keys, load_params
 from aloe.errors import AloeError
 
 DEFAULT_PARAMS = "params/tiny.yaml"
+TRAINING_STAGE_NUMBERS = {"sft": 3, "dpo": 4}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,7 +60,7 @@ def _add_limit(command: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace) -> Params:
     """The parameter file with the command line's changes, validated like the file."""
     params = load_params(args.params)
-    if getattr(args, "run_name", None):
+    if getattr(args, "run_name", None) is not None:
         try:
             params.run.name = args.run_name
         except ValueError:
@@ -76,10 +77,11 @@ def _load(args: argparse.Namespace) -> Params:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from aloe.runner import notebooks, parse_stages, run_workbook, timing_table
+    from aloe.runner import notebooks, parse_stages, run_workbook, stage_numbers, timing_table
 
     params = _load(args)
-    parse_stages(args.stages, notebooks())  # a bad --stages fails before any work
+    selected = parse_stages(args.stages, notebooks())  # a bad --stages fails before any work
+    check_api_keys(params, stage_numbers(selected))
     result = run_workbook(params, args.params, stages=args.stages, progress=not args.quiet)
     print(timing_table(result))
     print(f"run folder: {result.layout.run_dir}")
@@ -93,7 +95,9 @@ def train_command(args: argparse.Namespace) -> int:
     from aloe import training
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = training.train_stage(_load(args), args.stage)
+    params = _load(args)
+    check_api_keys(params, [TRAINING_STAGE_NUMBERS[args.stage]])  # training sends no request
+    result = training.train_stage(params, args.stage)
     print(json.dumps(result.summary(), default=str))
     return 0
 
@@ -102,6 +106,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from aloe import evaluation, metrics
 
     params = _load(args)
+    check_api_keys(params, [EVALUATION_STAGE])
     summary = evaluation.run_stage(params)
     print(metrics.summary_table(summary.metrics).to_string())
     print(f"metrics: {params.layout.metrics}")

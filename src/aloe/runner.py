@@ -56,9 +56,15 @@ def notebooks(root: Path | None = None) -> list[Path]:
 
 
 def parse_stages(spec: str | None, available: list[Path]) -> list[Path]:
-    """`None` -> all; "0,2-4" -> notebooks 00, 02, 03, 04 (by their number)."""
-    if not spec:
+    """`None` -> all; "0,2-4" -> notebooks 00, 02, 03, 04 (by their number).
+
+    An empty or blank selection, or a reversed range ("3-1"), is refused: it would otherwise
+    run every stage, or none, without a word."""
+    if spec is None:
         return available
+    if not spec.strip():
+        raise StageSelectionError("--stages: empty; give numbers and ranges (e.g. 0,2-4), or "
+                                  "leave --stages out to run every stage")
     wanted: set[int] = set()
     for part in spec.split(","):
         part = part.strip()
@@ -67,6 +73,9 @@ def parse_stages(spec: str | None, available: list[Path]) -> list[Path]:
             raise StageSelectionError(f"--stages: cannot read '{part}' (use numbers and "
                                       "ranges: 0,2-4)")
         low, high = int(match[1]), int(match[2] or match[1])
+        if high < low:
+            raise StageSelectionError(f"--stages: '{part}' is a reversed range (it selects "
+                                      f"nothing); write {high}-{low}")
         wanted.update(range(low, high + 1))
     numbered = {int(nb.name[:2]): nb for nb in available}
     missing = sorted(wanted - numbered.keys())
@@ -75,6 +84,11 @@ def parse_stages(spec: str | None, available: list[Path]) -> list[Path]:
                                   f"notebooks/ (have "
                                   f"{', '.join(f'{n:02d}' for n in sorted(numbered))})")
     return [numbered[n] for n in sorted(wanted)]
+
+
+def stage_numbers(selected: list[Path]) -> list[int]:
+    """The numbers of the chosen notebooks (00_preflight -> 0)."""
+    return [int(notebook.name[:2]) for notebook in selected]
 
 
 @contextmanager

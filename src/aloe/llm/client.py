@@ -21,7 +21,7 @@ import httpx
 import openai
 
 from aloe.chat import Message
-from aloe.config import Params, RoleConfig
+from aloe.config import Params, RoleConfig, missing_key_message
 from aloe.errors import EXIT_BAD_INPUT, AloeError
 from aloe.layout import RunLayout
 from aloe.llm.cache import ResponseCache, request_key
@@ -163,8 +163,8 @@ class LLM:
         if config.api_key_env:
             key = os.environ.get(config.api_key_env, "")
             if not key:
-                raise MissingKeyError(f"role '{role}' needs the environment variable "
-                                      f"{config.api_key_env} (its API key); it is not set")
+                raise MissingKeyError(missing_key_message(f"role '{role}'",
+                                                          config.api_key_env))
         endpoints = []
         for url in config.base_urls:
             model = config.model

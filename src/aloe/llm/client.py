@@ -31,8 +31,14 @@ if TYPE_CHECKING:
     from aloe.llm.server import LocalServer
 
 T = TypeVar("T")
+
+
+class RequestTimeout(Exception):
+    """No complete answer within the role's `timeout`, however the bytes trickled in."""
+
+
 RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
-             openai.APIConnectionError)
+             openai.APIConnectionError, RequestTimeout)
 NO_KEY = "not-needed"  # local and keyless servers still need a non-empty string
 
 
@@ -211,12 +217,13 @@ class LLM:
                     key: str) -> Completion:
         config = state.config
         last_error: Exception | None = None
+        endpoint = state.endpoints[0]
         for attempt in range(config.max_retries + 1):
             endpoint = state.endpoints[next(state.cycle)]
             try:
-                response = await endpoint.client.chat.completions.create(
+                response = await _bounded(endpoint.client.chat.completions.create(
                     model=endpoint.model, messages=messages,  # type: ignore[arg-type]
-                    seed=int(key[:8], 16), **sampling)
+                    seed=int(key[:8], 16), **sampling), config.timeout)
             except RETRYABLE as error:
                 last_error = error
                 if attempt == config.max_retries:
@@ -235,7 +242,7 @@ class LLM:
                                        config.price_output_per_1m)
             return completion
         self.ledger.record_failure(state.name, state.model)
-        raise LLMError(self._where(state, state.endpoints[0]) +
+        raise LLMError(self._where(state, endpoint) +
                        f": failed after {config.max_retries + 1} attempts: "
                        f"{type(last_error).__name__}: {_short(_scrub(str(last_error), state))}",
                        status_code=getattr(last_error, "status_code", None), retryable=True)
@@ -258,6 +265,18 @@ class LLM:
             for endpoint in state.endpoints:
                 await endpoint.client.close()
         self._roles.clear()
+
+
+async def _bounded(request: Awaitable[T], timeout: float) -> T:
+    """The request, or RequestTimeout once `timeout` seconds have passed in all.
+
+    httpx's timeouts bound each read, so a server that trickles a byte now and then would hold
+    a request (and the run) for ever; this bounds the whole request."""
+    try:
+        return await asyncio.wait_for(request, timeout)
+    except asyncio.TimeoutError:
+        raise RequestTimeout(f"no complete answer within the role's timeout of "
+                             f"{timeout:g} s") from None
 
 
 def _scrub(text: str, state: _Role) -> str:

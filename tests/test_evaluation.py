@@ -272,3 +272,43 @@ def test_kill_and_rerun_finishes_without_repeating_turns(tmp_path, reference_dir
     assert generated == [2]  # turn 2 of both conversations, in one batch; turn 1 not again
     progress = summary.progress["base"]
     assert (progress.turns_before, progress.turns_run) == (2, 2)
+
+
+# ------------------------------------------------------------------------------------------
+# Cut conversations fail the stage (issue 16), against the stub server (its own process)
+# ------------------------------------------------------------------------------------------
+def _stub_benchmark_params(tmp_path: Path, base_url: str, **evaluation_overrides):
+    from tests.conftest import stub_roles
+
+    data = tiny_dict(tmp_path, roles=stub_roles(base_url, max_retries=0), evaluation={
+        "turns": 2, "bootstrap_samples": 50,
+        "models": [{"name": "served", "model": "stub", "base_url": base_url}],
+        **evaluation_overrides})
+    params = params_from_dict(data, source="stub(test)")
+    write_records(params.layout.benchmark, [
+        {"id": f"bench-{i}", "profile": f"She is a {30 + i}-year-old baker in Porto who swims "
+         "every morning.", "personality": "She is cheerful and direct."} for i in range(4)])
+    return params
+
+
+def test_cut_benchmark_conversations_fail_the_stage_unless_tolerated(tmp_path: Path) -> None:
+    from aloe.errors import IncompleteStageError
+    from tests.support.stub_server import StubServer
+
+    with StubServer(fail_rate=1.0) as stub:
+        params = _stub_benchmark_params(tmp_path / "strict", stub.base_url)
+        with pytest.raises(IncompleteStageError) as error:
+            evaluation.run_stage(params)
+        message = str(error.value)
+        assert message.startswith("4 of 4 benchmark conversations (model x persona) could not "
+                                  "finish (more than evaluation.max_failed_share: 0); first: "
+                                  "model 'served' persona bench-0: user simulator: LLMError: "
+                                  f"role 'user' (model stub at {stub.base_url}): failed after 1 "
+                                  "attempts: InternalServerError")
+        assert "\n" not in message and message.endswith("a rerun retries only those 4")
+        assert not params.layout.metrics.exists()  # no metrics from a cut benchmark
+
+        tolerant = _stub_benchmark_params(tmp_path / "tolerant", stub.base_url,
+                                          max_failed_share=1.0)
+        evaluation.run_stage(tolerant)
+        assert tolerant.layout.metrics.exists()

@@ -302,3 +302,25 @@ def test_pool_map_is_computed_once_per_pool(tmp_path: Path,
                   [{"id": "profiles-0", "text": "A beekeeper in Cork.", "source": "seed"}])
     with pytest.raises(AssertionError, match="loaded again"):
         personas.pool_map(params)
+
+
+def test_failed_generator_calls_fail_the_stage_in_one_line(tmp_path: Path) -> None:
+    """A round is all its calls or nothing: one lost call fails the stage with the count, the
+    first reason (role, model, URL) and what a rerun does (issue 16)."""
+    from aloe.errors import IncompleteStageError
+    from tests.conftest import stub_roles
+    from tests.support.stub_server import StubServer
+
+    with StubServer(fail_rate=1.0) as stub:
+        data = tiny_dict(tmp_path, roles=stub_roles(stub.base_url, max_retries=0),
+                         personas={"calls_per_round": 3})
+        with pytest.raises(IncompleteStageError) as error:
+            personas.run_stage(params_from_dict(data))
+    message = str(error.value)
+    import re
+
+    assert re.match(r"3 of 3 generator calls of round 0 of pool '(profiles|personalities)' "
+                    r"could not finish; first: call 0: role 'generator' \(model stub at "
+                    f"{re.escape(stub.base_url)}" r"\): failed after 1 attempts: "
+                    "InternalServerError", message), message
+    assert message.endswith("a rerun retries only those 3") and "\n" not in message

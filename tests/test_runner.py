@@ -182,3 +182,31 @@ def test_cli_exit_codes_follow_the_error_type(tmp_path: Path) -> None:
     assert unevaluated.returncode == 1
     assert "no benchmark personas at" in unevaluated.stderr and "run stage 1" in unevaluated.stderr
     assert unevaluated.stderr.count("\n") == 1
+
+
+def test_a_stage_that_lost_items_ends_the_run_with_exit_1_and_one_line(tmp_path: Path) -> None:
+    """70% of requests failing used to finish stage 2 with 1 of 3 conversations and exit 0,
+    the normal timing table printed; every request failing stopped on KeyError: 'turn'."""
+    from aloe.records import write_records
+    from tests.conftest import stub_roles
+    from tests.support.stub_server import StubServer
+
+    root = _project(tmp_path)
+    with StubServer(fail_rate=0.7, seed=2) as stub:
+        data = tiny_dict(tmp_path, roles=stub_roles(stub.base_url, max_retries=1,
+                                                    concurrency=4),
+                         conversations={"n_conversations": 3, "turns": 2})
+        (root / "params" / "p.yaml").write_text(yaml.safe_dump(data))
+        personas = Path(data["run"]["output_dir"]) / data["run"]["name"] / "personas.jsonl"
+        write_records(personas, [{"id": f"p{i}", "profile": "He is a 50-year-old plumber in "
+                                  "Oslo who fishes.", "personality": "He is shy."}
+                                 for i in range(3)])
+        result = _aloe(root, "run", "params/p.yaml", "--stages", "2", "--quiet")
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "total" not in result.stdout, result.stderr
+    assert lines[0].startswith("aloe: stage 02_conversations failed in cell ")
+    assert ": IncompleteStageError: " in lines[0] and " of 3 conversations could not " in lines[0]
+    assert f"at {stub.base_url}" in lines[0] and "a rerun retries only those" in lines[0]
+    assert lines[0].endswith(f"(traceback: {Path(data['run']['output_dir'])}/tiny/notebooks/"
+                             "02_conversations.ipynb)")

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except AloeError as error:
-        print(f"aloe: {error}", file=sys.stderr)
+        print(f"aloe: {' '.join(str(error).split())}", file=sys.stderr)  # always one line
         return error.exit_code
 
 

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from aloe.chat import Message, draw, seeded, transcript, trim_unfinished
 from aloe.config import Params
-from aloe.errors import AloeError
+from aloe.errors import AloeError, check_lost_items
 from aloe.judges import (BRANCHES, HINTED, INCONSISTENT, PLAIN, UNPARSEABLE, PreferenceJudge,
                          ask_and_read)
 from aloe.llm import LLM, Completion, LLMError, MissingKeyError, open_llm, run_sync
@@ -311,7 +311,9 @@ def run_stage(params: Params) -> ConversationsSummary:
     """Generate the missing conversations of this run and return (and save) a summary.
 
     Conversations already in `conversations.jsonl` are skipped; those whose requests fail for
-    good are not written but counted with their reason, and a rerun tries them again.
+    good are not written but counted with their reason in the summary, and a rerun tries them
+    again. When more than `conversations.max_failed_share` of them were lost, the stage fails
+    (IncompleteStageError, exit 1) once everything else is written and summarised.
     """
     personas = load_personas(params)
     items = plan(params, personas)
@@ -334,6 +336,8 @@ def run_stage(params: Params) -> ConversationsSummary:
     if rejected:
         summary.notes["logprobs_rejected"] = rejected
     write_json(params.layout.conversations_summary, summary.to_json())
+    check_lost_items("conversations", [(f["id"], f["reason"]) for f in failures], len(items),
+                     params.conversations.max_failed_share, "conversations.max_failed_share")
     return summary
 
 
@@ -388,9 +392,15 @@ def recall(truth: str, inferred: str | None) -> float:
     return len(target & _content_words(inferred)) / len(target)
 
 
+TURN_COLUMNS = ("conversation_id", "persona_id", "turn", "rule", "preferred", "continued_with",
+                "hinted_words", "plain_words", "user_words", "inferred_parsed", "profile_recall",
+                "personality_recall")
+
+
 def turn_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per turn: verdict, reply lengths (words), and persona recovery (lexical recall
-    of the true profile and personality in what the inducer wrote down)."""
+    of the true profile and personality in what the inducer wrote down). With no records, an
+    empty table that still has its columns (what the notebook's cells select)."""
     rows = []
     for record in records:
         persona = record["persona"]
@@ -406,7 +416,7 @@ def turn_table(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "profile_recall": recall(persona["profile"], inferred.get("profile")),
                 "personality_recall": recall(persona["personality"], inferred.get("personality")),
             })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(TURN_COLUMNS))
 
 
 def rule_table(records: list[dict[str, Any]]) -> pd.DataFrame:

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from aloe import metrics
 from aloe.chat import Message
 from aloe.config import EvalModelSpec, Params
-from aloe.errors import AloeError
+from aloe.errors import AloeError, check_lost_items
 from aloe.judges import Judgement, score_reply
 from aloe.llm import LLM, LLMError, open_llm, run_sync
 from aloe.policy import adapter_path, open_responder
@@ -214,9 +214,10 @@ class EvaluationSummary:
 def run_stage(params: Params) -> EvaluationSummary:
     """Evaluate every model of `evaluation.models` on the benchmark and write metrics.json.
 
-    Checks every adapter that is still needed before any work; raises EvaluationError at the
-    end when conversations were cut short by failed requests (the rest is recorded: rerun the
-    stage to finish them).
+    Checks every adapter that is still needed before any work; raises IncompleteStageError at
+    the end when more than `evaluation.max_failed_share` of the benchmark conversations (model
+    x persona) were cut short by failed requests (the finished turns are recorded: a rerun
+    resumes only those).
     """
     e = params.evaluation
     personas = benchmark_personas(params)
@@ -228,13 +229,11 @@ def run_stage(params: Params) -> EvaluationSummary:
     with open_llm(params, "evaluate") as llm:
         for spec in e.models:
             progress[spec.name] = evaluate_model(params, llm, spec, personas)
-    failed = {name: p.failed for name, p in progress.items() if p.failed}
-    if failed:
-        lines = [f"{name}: {len(f)} conversation(s), e.g. persona {next(iter(f))}: "
-                 f"{next(iter(f.values()))}" for name, f in failed.items()]
-        raise EvaluationError("conversations stopped early by failed requests (the finished "
-                              "turns are recorded; rerun the stage to resume): "
-                              + "; ".join(lines))
+    lost = [(f"model '{name}' persona {persona}", reason) for name, p in progress.items()
+            for persona, reason in p.failed.items()]
+    check_lost_items("benchmark conversations (model x persona)", lost,
+                     len(e.models) * len(personas), e.max_failed_share,
+                     "evaluation.max_failed_share")
     summary = compute_metrics(params, load_records(params, personas))
     write_json(params.layout.metrics, summary)
     return EvaluationSummary(summary, progress)

@@ -121,13 +121,22 @@ def _needs_local_server(params: Params) -> bool:
 
 
 def _failure_message(notebook: Path, output: Path, error: Exception) -> str:
+    """One line: the stage, the cell, the error, and where its traceback is."""
     cell = getattr(error, "exec_count", None) or getattr(error, "cell_index", None)
     ename = getattr(error, "ename", type(error).__name__)
     evalue = getattr(error, "evalue", str(error))
     where = f" in cell {cell}" if cell is not None else ""
     first_line = str(evalue).strip().splitlines()[0] if str(evalue).strip() else ""
-    return (f"stage {notebook.stem} failed{where}: {ename}: {first_line}\n"
-            f"  executed notebook with the traceback: {output}")
+    return (f"stage {notebook.stem} failed{where}: {ename}: {first_line} "
+            f"(traceback: {shown_path(output)})")
+
+
+def shown_path(path: Path) -> str:
+    """A path as a person would type it: relative to the current folder when under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 # The kernel's own log, kept to errors: its warning that a loopback kernel runs over TCP

@@ -3,6 +3,7 @@
     aloe run [PARAMS] [--stages 0,2-4] [--run-name NAME] [--limit N]   the workbook's notebooks
     aloe train sft|dpo PARAMS                                         one training stage
     aloe evaluate PARAMS [--limit N] [--benchmark run|aloe]           the benchmark (stage 5)
+    aloe cache check [PARAMS] [--repair]                              verify the response cache
 
 `train` is what `accelerate launch -m aloe.cli train sft PARAMS` runs on several GPUs; the
 notebooks then find the finished adapter and only draw its curves. Exit codes: 0 done, 1 a
@@ -49,6 +50,17 @@ def _parser() -> argparse.ArgumentParser:
     _add_limit(evaluate)
     evaluate.add_argument("--benchmark", choices=["run", "aloe"],
                           help="which benchmark (sets evaluation.benchmark)")
+
+    cache = commands.add_parser("cache", help="the response cache shared by runs")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    check = cache_commands.add_parser(
+        "check", help="verify the response cache (sqlite's integrity check, every answer's "
+        "JSON); exit 1 when it is damaged")
+    check.add_argument("params", nargs="?", default=DEFAULT_PARAMS,
+                       help=f"parameter file naming the cache (default: {DEFAULT_PARAMS})")
+    check.add_argument("--repair", action="store_true", help="move a damaged file aside and "
+                       "start a new one with the answers that can still be read, delete "
+                       "unreadable answers, compact (while no run uses the cache)")
     return parser
 
 
@@ -113,8 +125,18 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def cache_command(args: argparse.Namespace) -> int:
+    from aloe.llm.cache import check_cache, repair_cache
+
+    path = _load(args).layout.cache_path
+    result = repair_cache(path) if args.repair else check_cache(path)
+    print(result.line())
+    return 0 if result.ok or result.actions else 1
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": run_command, "train": train_command, "evaluate": evaluate_command}
+    "run": run_command, "train": train_command, "evaluate": evaluate_command,
+    "cache": cache_command}
 
 
 def main(argv: list[str] | None = None) -> int:

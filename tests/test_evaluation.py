@@ -312,3 +312,39 @@ def test_cut_benchmark_conversations_fail_the_stage_unless_tolerated(tmp_path: P
                                           max_failed_share=1.0)
         evaluation.run_stage(tolerant)
         assert tolerant.layout.metrics.exists()
+
+
+def test_an_adapter_without_its_weights_or_with_changed_ones_is_named(tmp_path: Path) -> None:
+    """A folder without weights used to count as a finished adapter and fail later with an
+    unrelated hub error (PEFT looking the folder's name up online)."""
+    from aloe import training
+    from aloe.layout import ADAPTER_STATS
+    from aloe.policy import adapter_path, weights_record
+    from aloe.records import write_json
+
+    params = params_from_dict(stage_dict(tmp_path, models=[{"name": "sft", "adapter": "sft"}]))
+    spec = params.evaluation.models[0]
+    folder = make_adapter(params.layout.adapter("sft"), seed=1)
+    write_json(folder / ADAPTER_STATS, {"adapter_weights": weights_record(folder)})
+    assert adapter_path(params, spec) == folder and training.is_finished(params, "sft")
+
+    weights = folder / "adapter_model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-8] + b"\0" * 8)
+    with pytest.raises(PolicyError) as changed:
+        adapter_path(params, spec)
+    assert str(changed.value) == (
+        f"{weights}: the adapter's weights changed since training (their sha256 differs from "
+        "the one in training_stats.json); restore them, or delete the folder and run stage 3 "
+        "(sft) again")
+
+    weights.unlink()
+    assert not training.is_finished(params, "sft")  # unfinished: training would run again
+    write_records(params.layout.benchmark, [{"id": "b0", "profile": "He is a 30-year-old cook.",
+                                             "personality": "He is calm."}])
+    with pytest.raises(PolicyError) as missing:
+        evaluation.run_stage(params)
+    assert str(missing.value) == (
+        f"{folder}: the adapter has no weights file (adapter_model.safetensors): it is "
+        "unfinished or damaged; delete the folder and run stage 3 (sft) again")
+    assert not params.layout.eval_dir.exists()

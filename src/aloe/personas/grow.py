@@ -142,7 +142,8 @@ class PoolGrower:
                             f"0..{len(rounds) - 1}; delete the run folder to start over")
         found = read_records(spec.file)
         initial_texts = [item["text"] for item in spec.initial]
-        if found and [r.get("text") for r in found[:len(spec.initial)]] != initial_texts:
+        head = [r.get("text") for r in found[:len(spec.initial)]]
+        if head != initial_texts[:len(head)]:  # a file cut short still starts with the seeds
             raise DataError(f"{spec.file}: this pool was started from other seeds or imports "
                             "than the parameters give; use another run name or delete the file")
         if not rounds:  # a fresh pool, or its first round was interrupted: start from seeds
@@ -150,8 +151,10 @@ class PoolGrower:
             write_records(spec.file, found)
         elif len(found) < rounds[-1]["pool_size"]:
             raise DataError(f"{spec.file}: holds {len(found)} items but {self.rounds_file} "
-                            f"records {rounds[-1]['pool_size']}; delete the run folder to "
-                            "start over")
+                            f"records {rounds[-1]['pool_size']} after round "
+                            f"{rounds[-1]['round']}: the file was cut short (a copy or a "
+                            "write that did not finish, or an edit); restore it, or delete the "
+                            "run folder to start over")
         elif len(found) > rounds[-1]["pool_size"]:  # a round interrupted before its log line
             found = found[:rounds[-1]["pool_size"]]
             write_records(spec.file, found)

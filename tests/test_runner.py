@@ -4,8 +4,10 @@ for real through papermill; an API key never reaches a file under outputs/."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -210,3 +212,120 @@ def test_a_stage_that_lost_items_ends_the_run_with_exit_1_and_one_line(tmp_path:
     assert f"at {stub.base_url}" in lines[0] and "a rerun retries only those" in lines[0]
     assert lines[0].endswith(f"(traceback: {Path(data['run']['output_dir'])}/tiny/notebooks/"
                              "02_conversations.ipynb)")
+
+
+# ------------------------------------------------------------------------------------------
+# No stray server (issue 16)
+# ------------------------------------------------------------------------------------------
+def _gone_within(pid: int, seconds: float) -> bool:
+    from aloe.procs import alive
+
+    deadline = time.monotonic() + seconds
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not alive(pid)
+
+
+def test_a_stray_server_whose_owner_is_gone_is_reaped_and_no_other(tmp_path: Path) -> None:
+    """The state file names the server and its owner. A `sleep` in its own session stands in
+    for the server: the reaper deals in pids, and a real `transformers serve` is started by the
+    slow tests below."""
+    import json
+
+    from aloe.llm.server import reap_stray_server
+    from aloe.procs import start_time
+
+    state = tmp_path / "local_server.json"
+    dead_owner = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_owner.wait()
+    stand_ins = []
+    for owner, owner_started, recorded_start in (
+            (dead_owner.pid, None, "real"),  # owner gone: the stray is stopped
+            (os.getpid(), start_time(os.getpid()), "real"),  # owner alive: left alone
+            (dead_owner.pid, None, "other")):  # the pid is another process now: left alone
+        stand_in = subprocess.Popen(["sleep", "300"], start_new_session=True)
+        stand_ins.append(stand_in)
+        started = start_time(stand_in.pid) if recorded_start == "real" else 1
+        state.write_text(json.dumps({"base_url": "http://127.0.0.1:9/v1", "model": "m",
+                                     "pid": stand_in.pid, "pid_started": started,
+                                     "owner": owner, "owner_started": owner_started}))
+        reaped = reap_stray_server(state)
+        assert reaped == (owner != os.getpid() and recorded_start == "real")
+        assert state.exists() == (owner == os.getpid())
+        if reaped:
+            stand_in.wait(timeout=10)
+            assert stand_in.returncode == -15  # SIGTERM to its process group
+        else:
+            assert stand_in.poll() is None
+    for stand_in in stand_ins:
+        stand_in.kill()
+        stand_in.wait()
+
+
+def _start_run_with_local_server(tmp_path: Path,
+                                 env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+    """`aloe run --stages 0` of the tiny profile (every role `local`) in tmp_path; the run and
+    where its local server's state file will be."""
+    from tests.conftest import MODEL_CACHE
+
+    root = _project(tmp_path)
+    data = tiny_dict(tmp_path)
+    data["local_model"]["cache_dir"] = str(MODEL_CACHE)
+    (root / "params" / "p.yaml").write_text(yaml.safe_dump(data))
+    state = Path(data["run"]["output_dir"]) / "cache" / "local_server.json"
+    run = subprocess.Popen([*ALOE, "run", "params/p.yaml", "--stages", "0", "--quiet"], cwd=root,
+                           env={**env, "ALOE_ROOT": str(root)}, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    return run, state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_the_local_server_dies_with_the_run_that_started_it(tmp_path: Path, sig: int) -> None:
+    """Killed, `aloe run` used to leave its `transformers serve` running (parent 1) for ever."""
+    import json
+
+    from aloe.llm.server import ENV_MODEL, ENV_URL, healthy
+
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_URL, ENV_MODEL)}
+    run, state = _start_run_with_local_server(tmp_path, env)
+    try:
+        deadline = time.monotonic() + 600
+        server = None
+        while time.monotonic() < deadline and run.poll() is None:
+            if state.exists() and healthy(json.loads(state.read_text())["base_url"]):
+                server = json.loads(state.read_text())
+                break
+            time.sleep(0.5)
+        assert server is not None, "the run never had its server up"
+        assert server["owner"] == run.pid
+        os.kill(run.pid, sig)
+        run.wait(timeout=30)
+        assert _gone_within(server["pid"], 10), "the local server outlived its run"
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+
+
+@pytest.mark.slow
+def test_a_server_the_run_did_not_start_survives_it(tmp_path: Path, local_server) -> None:
+    """The session's server (started by this test process, handed over as the runners'
+    environment does) is used by a killed `aloe run`, and is still up afterwards."""
+    from aloe.llm.server import healthy
+
+    run, _ = _start_run_with_local_server(tmp_path, dict(os.environ))
+    executed = tmp_path / "outputs" / "tiny" / "notebooks" / "00_preflight.ipynb"
+    try:
+        deadline = time.monotonic() + 300
+        while not executed.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert executed.exists(), "the run never reached its first notebook"
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    time.sleep(2)
+    assert local_server.process.poll() is None and healthy(local_server.base_url)

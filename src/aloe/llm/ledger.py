@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aloe.layout import RunLayout
+from aloe.procs import alive
 from aloe.records import append_record, read_json, read_records, write_json
 
 
@@ -118,22 +119,12 @@ def _sum(usages: Any) -> RoleUsage:
     return total
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, under another user
-        pass
-    return True
-
-
 def load_usage_history(layout: RunLayout) -> list[dict[str, Any]]:
     """Every stage session's ledger entry of a run, oldest first, with the running totals of
     sessions that were killed before they could save (`"interrupted": true`)."""
     history = read_records(layout.usage_history)
     for live in sorted(layout.usage_live.glob("*.json")):
         entry = read_json(live)
-        if not _alive(int(entry.get("pid", 0))):
+        if not alive(int(entry.get("pid", 0))):
             history.append(entry)
     return sorted(history, key=lambda entry: entry.get("started", 0.0))

@@ -329,3 +329,61 @@ def test_a_server_the_run_did_not_start_survives_it(tmp_path: Path, local_server
             run.wait()
     time.sleep(2)
     assert local_server.process.poll() is None and healthy(local_server.base_url)
+
+
+# ------------------------------------------------------------------------------------------
+# A full disk (issue 16)
+# ------------------------------------------------------------------------------------------
+def _can_mount_privately() -> bool:
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                            "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_leaves_no_partial_file_and_the_rerun_completes(
+        tmp_path: Path) -> None:
+    """Stage 2 on a real, tiny tmpfs (in a private mount namespace: see
+    tests/support/disk_full.py). It used to end in two chained tracebacks, with a 0-byte
+    temporary file and an executed notebook that was not valid JSON left behind."""
+    import json
+    import shutil
+
+    from aloe.records import write_records
+    from tests.conftest import stub_roles
+    from tests.support.stub_server import StubServer
+
+    if shutil.which("unshare") is None or not _can_mount_privately():
+        pytest.skip("no private mount namespace here (unshare --user --mount is refused)")
+    root = _project(tmp_path)
+    outputs = tmp_path / "outputs"
+    personas = tmp_path / "personas.jsonl"
+    write_records(personas, [{"id": f"p{i}", "profile": f"She is a {20 + i}-year-old potter in "
+                              "Bergen who sails.", "personality": "She is wry."}
+                             for i in range(40)])
+    with StubServer() as stub:
+        data = tiny_dict(tmp_path, roles=stub_roles(stub.base_url, max_tokens=200),
+                         conversations={"n_conversations": 120, "turns": 3, "concurrency": 16})
+        data["run"].update(name="full", output_dir=str(outputs))
+        data["run"].pop("cache_path")  # the cache too is on the full disk
+        (root / "params" / "p.yaml").write_text(yaml.safe_dump(data))
+        report_file = tmp_path / "report.json"
+        drill = subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-m",
+             "tests.support.disk_full", "--outputs", str(outputs), "--size", "1m",
+             "--params", "params/p.yaml", "--root", str(root), "--personas", str(personas),
+             "--report", str(report_file)],
+            cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert drill.returncode == 0, drill.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    full = report["full"]
+    assert full["returncode"] == 1, full["stderr"][-3000:]
+    lines = full["stderr"].splitlines()
+    assert len(lines) == 1, full["stderr"][-3000:]
+    assert lines[0].startswith("aloe: no space left on device while writing ")
+    assert lines[0].endswith("; free some space and run again (finished work is kept)")
+    assert report["temporary_after_full"] == [] and report["unreadable_after_full"] == []
+    rerun = report["rerun"]
+    assert rerun["returncode"] == 0, rerun["stderr"][-3000:]
+    ids = report["conversations_after_rerun"]
+    assert len(ids) == 120 and len(set(ids)) == 120 and report["unreadable_after_rerun"] == []

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 
 from aloe.config import EVALUATION_STAGE, Params, ParamsError, check_api_keys, load_params
-from aloe.errors import AloeError
+from aloe.errors import EXIT_FAILED, AloeError, disk_full_message, is_disk_full
 
 DEFAULT_PARAMS = "params/tiny.yaml"
 TRAINING_STAGE_NUMBERS = {"sft": 3, "dpo": 4}
@@ -146,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     except AloeError as error:
         print(f"aloe: {' '.join(str(error).split())}", file=sys.stderr)  # always one line
         return error.exit_code
+    except OSError as error:  # a full disk outside the workbook's own writes (the run lock)
+        if not is_disk_full(error):
+            raise
+        print(f"aloe: {disk_full_message(error.filename or 'the run folder')}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from aloe.config import Params, project_root
-from aloe.errors import AloeError, BadInputError, RunLockedError
+from aloe.errors import (AloeError, BadInputError, DiskFullError, RunLockedError,
+                         disk_full_message, is_disk_full)
 from aloe.layout import RunLayout
-from aloe.records import write_json
+from aloe.records import replace_file, write_json
 
 
 class RunError(AloeError):
@@ -131,6 +132,54 @@ def _failure_message(notebook: Path, output: Path, error: Exception) -> str:
             f"(traceback: {shown_path(output)})")
 
 
+def _stage_failure(notebook: Path, output: Path, error: Exception,
+                   result: RunResult) -> AloeError:
+    """The one-line error for a failed stage, after tidying what it leaves: an executed
+    notebook that could not be written whole is removed, and the timings are saved if they
+    can be (a full disk must not hide the stage's own error behind a second traceback)."""
+    _drop_unreadable_notebook(output)
+    try:
+        _save_timings(result)
+    except (OSError, AloeError):
+        pass
+    full = _disk_full_in(error, output)
+    if full is not None:
+        return DiskFullError(full)
+    return RunError(_failure_message(notebook, output, error))
+
+
+_NO_SPACE = re.compile(r"No space left on device(?::\s*'([^']+)')?|Disk quota exceeded")
+
+
+def _disk_full_in(error: Exception, output: Path) -> str | None:
+    """The one line for a full disk behind a stage's failure, or None when it was something
+    else. The kernel's own DiskFullError already names its file; a bare OSError names one
+    when it has it; a failed write of the executed notebook names the notebook."""
+    ename, evalue = getattr(error, "ename", None), str(getattr(error, "evalue", ""))
+    if ename == DiskFullError.__name__:
+        return evalue
+    if ename is not None:  # an error inside the notebook's kernel
+        found = _NO_SPACE.search(evalue)
+        return disk_full_message(found[1] or f"the files of {output.stem}") if found else None
+    if is_disk_full(error):
+        if isinstance(error, DiskFullError):
+            return str(error)
+        return disk_full_message(getattr(error, "filename", None) or shown_path(output))
+    return None
+
+
+def _drop_unreadable_notebook(output: Path) -> None:
+    """Remove an executed notebook that is not a whole notebook (a write cut short)."""
+    import nbformat
+
+    if not output.exists():
+        return
+    try:
+        nbformat.read(output, as_version=4)
+    except Exception:  # noqa: BLE001 - any failure to read it means it is not whole
+        output.unlink(missing_ok=True)
+
+
 def shown_path(path: Path) -> str:
     """A path as a person would type it: relative to the current folder when under it."""
     try:
@@ -179,8 +228,7 @@ def run_workbook(params: Params, params_file: str, stages: str | None = None,
             try:
                 seconds = execute_stage(notebook, params, params_file, output, progress)
             except Exception as error:  # papermill's execution error or a kernel failure
-                _save_timings(result)
-                raise RunError(_failure_message(notebook, output, error)) from error
+                raise _stage_failure(notebook, output, error, result) from error
             result.stages.append(StageResult(notebook.stem, seconds, output))
             _save_timings(result)
             if notebook.stem == REPORT_NOTEBOOK:
@@ -211,10 +259,7 @@ def render_html(executed: Path, target: Path, title: str = "ALOE Workbench repor
                            if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     body, _ = exporter.from_notebook_node(notebook)
     body = _REMOTE_MODULE.sub("", _REMOTE_SCRIPT.sub("", body))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, target)
+    replace_file(target, lambda handle: handle.write(body), sync=False)
     return target
 
 

@@ -24,7 +24,7 @@ import html
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -264,11 +264,15 @@ class ConversationsSummary:
 
 async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: int,
                     total: int) -> tuple[int, list[dict[str, str]], str | None]:
-    """Run the pending conversations concurrently, appending each as it completes."""
-    path = params.layout.conversations
-    limit = asyncio.Semaphore(params.conversations.concurrency)
-    bar = tqdm(total=total, initial=done, desc="conversations", unit="conv", dynamic_ncols=True)
+    """Run the pending conversations, `conversations.concurrency` at a time, each appended as
+    soon as it completes.
 
+    As many workers as the concurrency take the conversations in order, so the tasks (and the
+    memory) do not grow with the number of conversations, and each worker writes its own
+    conversation (on a thread: the others go on while it is fsynced) instead of queueing it
+    for one writer that a busy event loop would leave behind."""
+    path = params.layout.conversations
+    bar = tqdm(total=total, initial=done, desc="conversations", unit="conv", dynamic_ncols=True)
     shown = [0.0]
 
     def show(force: bool = False) -> None:  # at most twice a second: cheap even in Jupyter
@@ -280,31 +284,43 @@ async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: 
                             cost=f"${usage.cost_usd:.4f}")
 
     maker = ConversationMaker(llm, params, on_request=show)
+    pending = iter(todo)  # shared by the workers: each conversation is taken once
+    failures: list[dict[str, str]] = []
+    written = 0
 
-    async def one(item: dict[str, Any]) -> dict[str, Any] | dict[str, str]:
-        async with limit:
+    async def worker() -> None:
+        nonlocal written
+        for item in pending:
             try:
-                return await maker.conversation(item)
+                record = await maker.conversation(item)
             except MissingKeyError:
                 raise
             except LLMError as error:
-                return {"failed": item["id"], "reason": str(error)}
+                failures.append({"id": item["id"], "reason": str(error)})
+                continue
+            await asyncio.to_thread(append_record, path, record)
+            written += 1
+            bar.update(1)
+            show()
 
-    written, failures = 0, []
     try:
-        for next_done in asyncio.as_completed([one(item) for item in todo]):
-            result = await next_done
-            if "failed" in result:
-                failures.append({"id": result["failed"], "reason": result["reason"]})
-            else:
-                append_record(path, result)
-                written += 1
-                bar.update(1)
-            show(force=True)
+        await _all(worker() for _ in range(min(params.conversations.concurrency, len(todo))))
     finally:
+        show(force=True)
         bar.close()
         await llm.aclose()
     return written, failures, maker.judge.logprobs_rejected
+
+
+async def _all(work: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run coroutines together; the first error cancels the others and is raised as it is
+    (not wrapped in an ExceptionGroup, so that its one-line message reaches the user)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coroutine in work:
+                group.create_task(coroutine)
+    except BaseExceptionGroup as errors:
+        raise errors.exceptions[0] from None
 
 
 def run_stage(params: Params) -> ConversationsSummary:

@@ -1,16 +1,17 @@
 """One typed schema for the parameter files (papermill YAML), and where a run's files go.
 
 Every notebook and the CLI validate what they were given through `Params`, so that an unknown
-key, a wrong type or a missing file stops a run before any work with one line that names the
-file and the key.
+key, a wrong type, an out-of-range number, a key given twice, an empty or unreadable file or a
+missing file stops a run before any work with one line that names the file and the key. API
+keys are not part of the schema: `check_api_keys` is what commands call before they start.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt,

@@ -35,6 +35,13 @@ def tiny_dict(tmp_path: Path, **overrides: dict) -> dict:
     return data
 
 
+def stub_roles(base_url: str, **settings: object) -> dict:
+    """Every LLM role pointed at one OpenAI-protocol server (e.g. tests/support/stub_server)."""
+    return {name: {"model": "stub", "base_url": base_url, "temperature": 0.7, "max_tokens": 64,
+                   "concurrency": 8, "timeout": 30.0, **settings}
+            for name in ("generator", "user", "inducer", "assistant", "judge")}
+
+
 def write_params(tmp_path: Path, name: str = "params.yaml", **overrides: dict) -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(tiny_dict(tmp_path, **overrides), sort_keys=False))
@@ -70,4 +77,4 @@ def reference_dir() -> Path:
     return REFERENCE
 
 
-__all__ = ["ROOT", "REFERENCE", "load_params", "tiny_dict", "write_params"]
+__all__ = ["ROOT", "REFERENCE", "load_params", "stub_roles", "tiny_dict", "write_params"]

@@ -36,6 +36,38 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
     ("sft:\n  trainer:\n    seed: 3\n", "'seed' is not set here: set run.seed"),
     ("sft:\n  learning_rate: 0.1\n", "unknown key 'sft.learning_rate'"),
     ("extends: nowhere.yaml\n", "key 'extends': parameter file not found"),
+    # nothing silent (issue 16): each of these used to load
+    ("", "the file is empty (no sections)"),
+    ("# a comment and nothing else\n", "the file is empty (no sections)"),
+    ("{}\n", "the file is empty (no sections)"),
+    ("run: {name: a}\nconversations: {turns: 2}\nrun: {name: b}\n",
+     "key 'run' is given twice (lines 1 and 3); keep one"),
+    ("conversations:\n  turns: 2\n  n_conversations: 4\n  turns: 3\n",
+     "key 'conversations.turns' is given twice (lines 2 and 4)"),
+    ("evaluation:\n  models:\n    - {name: a, name: b}\n",
+     "key 'evaluation.models.0.name' is given twice"),
+    ("conversations:\n  turns: true\n",
+     "key 'conversations.turns': Input should be a valid integer (got True)"),
+    ("conversations:\n  n_conversations: 2.5\n",
+     "key 'conversations.n_conversations': Input should be a valid integer (got 2.5)"),
+    ("conversations:\n  n_conversations: 100000000000000\n",
+     "key 'conversations.n_conversations': Input should be less than or equal to 10000000"),
+    ("conversations:\n  n_conversations: 1.0e14\n",
+     "key 'conversations.n_conversations': Input should be a valid integer"),
+    ("roles:\n  judge:\n    max_tokens: 10000000\n",
+     "key 'roles.judge.max_tokens': Input should be less than or equal to 131072"),
+    ("evaluation:\n  max_new_tokens: 10000000\n",
+     "key 'evaluation.max_new_tokens': Input should be less than or equal to 131072"),
+    ("sft:\n  trainer:\n    max_length: 100000000\n",
+     "key 'sft.trainer': 'max_length' must be at most 131,072 (got 100000000)"),
+    ("roles:\n  judge:\n    temperature: true\n",
+     "key 'roles.judge.temperature': Input should be a valid number (got True)"),
+    ("roles:\n  judge:\n    base_url: 'htp:/x'\n",
+     "key 'roles.judge.base_url': base_url 'htp:/x' is neither 'local' nor an http(s) URL"),
+    ("roles:\n  user:\n    base_url: ['http://a:1/v1', 'ftp://b/v1']\n",
+     "key 'roles.user.base_url': base_url 'ftp://b/v1' is neither 'local' nor an http(s) URL"),
+    ("evaluation:\n  models:\n    - {name: x, model: m, base_url: 'localhost:8000'}\n",
+     "key 'evaluation.models.0.base_url': base_url 'localhost:8000' is neither"),
 ])
 def test_bad_parameters_give_one_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.yaml"
@@ -45,6 +77,60 @@ def test_bad_parameters_give_one_line(tmp_path: Path, text: str, message: str) -
     assert str(error.value).startswith(f"{path}: ")
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_floats_take_whole_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("run: {name: r}\nroles:\n  judge: {temperature: 1, timeout: 30}\n")
+    params = load_params(path)
+    assert params.roles.judge.temperature == 1.0 and params.roles.judge.timeout == 30.0
+
+
+def test_bytes_that_are_not_utf8_give_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("run:\n  name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    assert str(error.value) == (f"{path}: not UTF-8 text (byte 0xe9 at line 2); save the file "
+                                "as UTF-8")
+
+
+@pytest.mark.parametrize("key, where", [("output_dir", "{file}"), ("output_dir", "{file}/sub"),
+                                        ("cache_path", "{file}/llm.sqlite")])
+def test_a_folder_that_is_a_file_is_refused(tmp_path: Path, key: str, where: str) -> None:
+    file = tmp_path / "taken"
+    file.write_text("a file, not a folder\n")
+    path = tmp_path / "p.yaml"
+    path.write_text(f"run: {{name: r, {key}: '{where.format(file=file)}'}}\n")
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    assert str(error.value) == (f"{path}: key 'run.{key}': {file} is a file, not a folder; "
+                                f"choose another run.{key} or move the file away")
+
+
+def test_api_keys_are_checked_for_the_stages_that_use_them(monkeypatch) -> None:
+    """paper.yaml loads without its key (the schema does not need it); a command refuses it
+    for the stages that send requests, naming the role and the variable."""
+    from aloe.config import check_api_keys
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    params = load_params(ROOT / "params" / "paper.yaml")
+    for stages in ([0], [1, 2], [5]):
+        with pytest.raises(ParamsError) as error:
+            check_api_keys(params, stages)
+        message = str(error.value)
+        assert "needs the environment variable OPENAI_API_KEY (its API key): it is not set" \
+            in message and message.startswith(f"{params.source}: roles.") and "\n" not in message
+    check_api_keys(params, [3, 4, 6])  # training and the report send no request
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-anything")
+    check_api_keys(params, [0, 1, 2, 5])
+    endpoint = params_from_dict({"run": {"name": "e"}, "evaluation": {"models": [
+        {"name": "api", "model": "m", "base_url": "http://127.0.0.1:9/v1",
+         "api_key_env": "ALOE_TEST_UNSET"}]}})
+    monkeypatch.delenv("ALOE_TEST_UNSET", raising=False)
+    with pytest.raises(ParamsError, match=r"evaluation.models\[api\] needs the environment "
+                       "variable ALOE_TEST_UNSET"):
+        check_api_keys(endpoint, [5])
 
 
 def test_several_base_urls_and_defaults() -> None:

@@ -484,3 +484,64 @@ def test_notebook_runs_with_papermill(local_server, tmp_path: Path, shared_cache
     assert (params.layout.dataset("sft") / "dataset_dict.json").exists()
     text = out.read_text()
     assert "aloe-tree" in text and "unparseable" in text
+
+
+# ------------------------------------------------------------------------------------------
+# Lost conversations fail the stage (issue 16), against the stub server (its own process)
+# ------------------------------------------------------------------------------------------
+def _stub_stage_params(tmp_path: Path, base_url: str, n: int = 6, **conversations: Any):
+    from tests.conftest import stub_roles
+
+    data = tiny_dict(tmp_path, conversations={"n_conversations": n, "turns": 2,
+                                              "concurrency": 4, **conversations},
+                     roles=stub_roles(base_url, max_retries=0))
+    params = params_from_dict(data, source="stub(test)")
+    write_records(params.layout.personas, persona_records())
+    return params
+
+
+def test_lost_conversations_fail_the_stage_in_one_line_and_a_rerun_retries_them(
+        tmp_path: Path) -> None:
+    from aloe.errors import EXIT_FAILED, IncompleteStageError
+    from tests.support.stub_server import StubServer
+
+    with StubServer(fail_rate=0.3, seed=1) as stub:
+        params = _stub_stage_params(tmp_path, stub.base_url)
+        with pytest.raises(IncompleteStageError) as error:
+            run_stage(params)
+    message = str(error.value)
+    summary = json.loads(params.layout.conversations_summary.read_text())
+    lost, written = summary["failed"], summary["conversations"]
+    assert lost > 0 and lost + written == 6 and error.value.exit_code == EXIT_FAILED
+    assert message.startswith(f"{lost} of 6 conversations could not finish (more than "
+                              "conversations.max_failed_share: 0); first: conv-0000")
+    assert "role '" in message and f"(model stub at {stub.base_url})" in message
+    assert "InternalServerError" in message and "\n" not in message
+    assert message.endswith(f"what finished is kept: a rerun retries only those {lost}")
+
+    with StubServer(seed=1) as healthy:  # the same answers, on another port
+        params = _stub_stage_params(tmp_path, healthy.base_url)
+        summary = run_stage(params)
+        asked = healthy.stats()["requests"]
+    ids = [r["id"] for r in read_records(params.layout.conversations)]
+    assert summary.found_done == written and summary.written_now == lost
+    assert sorted(ids) == [conversation_id(i) for i in range(6)]  # each once
+    assert summary.cache_hits > 0 and asked < 6 * 2 * 5  # the kept answers were not asked again
+
+
+def test_when_every_request_fails_the_stage_says_so_and_its_tables_still_read(
+        tmp_path: Path) -> None:
+    """Every request failing used to end in KeyError: 'turn' (an empty table without its
+    columns); with a tolerated share of 1.0 the stage passes and its tables are empty."""
+    from aloe.errors import IncompleteStageError
+    from tests.support.stub_server import StubServer
+
+    with StubServer(fail_rate=1.0) as stub:
+        with pytest.raises(IncompleteStageError, match=r"^3 of 3 conversations could not "):
+            run_stage(_stub_stage_params(tmp_path / "strict", stub.base_url, n=3))
+        summary = run_stage(_stub_stage_params(tmp_path / "lenient", stub.base_url, n=3,
+                                               max_failed_share=1.0))
+    assert summary.failed == 3 and summary.conversations == 0
+    turns = turn_table([])
+    assert turns.groupby("turn")[["profile_recall", "hinted_words"]].mean().empty
+    assert rule_table([]).empty

@@ -304,3 +304,77 @@ def test_records_carry_their_profile_and_truncation_under_the_released_protocol(
     assert all(r["truncated"] is False and r["score"] is not None for r in records)
     assert summary.metrics["bootstrap_unit"] == "profile"
     assert summary.metrics["models"]["served"]["truncated"] == [0.0, 0.0]
+# ------------------------------------------------------------------------------------------
+# Cut conversations fail the stage (issue 16), against the stub server (its own process)
+# ------------------------------------------------------------------------------------------
+def _stub_benchmark_params(tmp_path: Path, base_url: str, **evaluation_overrides):
+    from tests.conftest import stub_roles
+
+    data = tiny_dict(tmp_path, roles=stub_roles(base_url, max_retries=0), evaluation={
+        "turns": 2, "bootstrap_samples": 50,
+        "models": [{"name": "served", "model": "stub", "base_url": base_url}],
+        **evaluation_overrides})
+    params = params_from_dict(data, source="stub(test)")
+    write_records(params.layout.benchmark, [
+        {"id": f"bench-{i}", "profile": f"She is a {30 + i}-year-old baker in Porto who swims "
+         "every morning.", "personality": "She is cheerful and direct."} for i in range(4)])
+    return params
+
+
+def test_cut_benchmark_conversations_fail_the_stage_unless_tolerated(tmp_path: Path) -> None:
+    from aloe.errors import IncompleteStageError
+    from tests.support.stub_server import StubServer
+
+    with StubServer(fail_rate=1.0) as stub:
+        params = _stub_benchmark_params(tmp_path / "strict", stub.base_url)
+        with pytest.raises(IncompleteStageError) as error:
+            evaluation.run_stage(params)
+        message = str(error.value)
+        assert message.startswith("4 of 4 benchmark conversations (model x persona) could not "
+                                  "finish (more than evaluation.max_failed_share: 0); first: "
+                                  "model 'served' persona bench-0: user simulator: LLMError: "
+                                  f"role 'user' (model stub at {stub.base_url}): failed after 1 "
+                                  "attempts: InternalServerError")
+        assert "\n" not in message and message.endswith("a rerun retries only those 4")
+        assert not params.layout.metrics.exists()  # no metrics from a cut benchmark
+
+        tolerant = _stub_benchmark_params(tmp_path / "tolerant", stub.base_url,
+                                          max_failed_share=1.0)
+        evaluation.run_stage(tolerant)
+        assert tolerant.layout.metrics.exists()
+
+
+def test_an_adapter_without_its_weights_or_with_changed_ones_is_named(tmp_path: Path) -> None:
+    """A folder without weights used to count as a finished adapter and fail later with an
+    unrelated hub error (PEFT looking the folder's name up online)."""
+    from aloe import training
+    from aloe.layout import ADAPTER_STATS
+    from aloe.policy import adapter_path, weights_record
+    from aloe.records import write_json
+
+    params = params_from_dict(stage_dict(tmp_path, models=[{"name": "sft", "adapter": "sft"}]))
+    spec = params.evaluation.models[0]
+    folder = make_adapter(params.layout.adapter("sft"), seed=1)
+    write_json(folder / ADAPTER_STATS, {"adapter_weights": weights_record(folder)})
+    assert adapter_path(params, spec) == folder and training.is_finished(params, "sft")
+
+    weights = folder / "adapter_model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-8] + b"\0" * 8)
+    with pytest.raises(PolicyError) as changed:
+        adapter_path(params, spec)
+    assert str(changed.value) == (
+        f"{weights}: the adapter's weights changed since training (their sha256 differs from "
+        "the one in training_stats.json); restore them, or delete the folder and run stage 3 "
+        "(sft) again")
+
+    weights.unlink()
+    assert not training.is_finished(params, "sft")  # unfinished: training would run again
+    write_records(params.layout.benchmark, [{"id": "b0", "profile": "He is a 30-year-old cook.",
+                                             "personality": "He is calm."}])
+    with pytest.raises(PolicyError) as missing:
+        evaluation.run_stage(params)
+    assert str(missing.value) == (
+        f"{folder}: the adapter has no weights file (adapter_model.safetensors): it is "
+        "unfinished or damaged; delete the folder and run stage 3 (sft) again")
+    assert not params.layout.eval_dir.exists()

@@ -352,3 +352,53 @@ def test_pool_map_is_computed_once_per_pool(tmp_path: Path,
                   [{"id": "profiles-0", "text": "A beekeeper in Cork.", "source": "seed"}])
     with pytest.raises(AssertionError, match="loaded again"):
         personas.pool_map(params)
+
+
+def test_failed_generator_calls_fail_the_stage_in_one_line(tmp_path: Path) -> None:
+    """A round is all its calls or nothing: one lost call fails the stage with the count, the
+    first reason (role, model, URL) and what a rerun does (issue 16)."""
+    from aloe.errors import IncompleteStageError
+    from tests.conftest import stub_roles
+    from tests.support.stub_server import StubServer
+
+    with StubServer(fail_rate=1.0) as stub:
+        data = tiny_dict(tmp_path, roles=stub_roles(stub.base_url, max_retries=0),
+                         personas={"calls_per_round": 3})
+        with pytest.raises(IncompleteStageError) as error:
+            personas.run_stage(params_from_dict(data))
+    message = str(error.value)
+    import re
+
+    assert re.match(r"3 of 3 generator calls of round 0 of pool '(profiles|personalities)' "
+                    r"could not finish; first: call 0: role 'generator' \(model stub at "
+                    f"{re.escape(stub.base_url)}" r"\): failed after 1 attempts: "
+                    "InternalServerError", message), message
+    assert message.endswith("a rerun retries only those 3") and "\n" not in message
+
+
+def test_a_pool_file_cut_short_names_the_real_cause(tmp_path: Path) -> None:
+    """A profiles.jsonl cut to fewer lines than its seeds used to be blamed on "other seeds"."""
+    from aloe.records import DataError
+    from tests.conftest import stub_roles
+    from tests.support.stub_server import StubServer
+
+    with StubServer() as stub:
+        data = tiny_dict(tmp_path, roles=stub_roles(stub.base_url, max_tokens=400),
+                         personas={"profiles_target": 24, "personalities_target": 22,
+                                   "generate_n": 6, "max_rounds": 2, "threshold": 0.95,
+                                   "benchmark_profiles": 1, "benchmark_personalities": 1})
+        params = params_from_dict(data)
+        personas.run_stage(params)
+        pool = params.layout.pool("profiles")
+        last = [r for r in read_records(params.layout.persona_rounds)
+                if r["pool"] == "profiles"][-1]
+        assert last["pool_size"] > 21
+        for keep_lines in (21, 5):  # past the 20 seeds, then within them
+            pool.write_text("".join(pool.read_text().splitlines(keepends=True)[:keep_lines]))
+            with pytest.raises(DataError) as error:
+                personas.run_stage(params)
+            assert str(error.value) == (
+                f"{pool}: holds {keep_lines} items but {params.layout.persona_rounds} records "
+                f"{last['pool_size']} after round {last['round']}: the file was cut short (a "
+                "copy or a write that did not finish, or an edit); restore it, or delete the "
+                "run folder to start over")

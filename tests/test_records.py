@@ -54,3 +54,58 @@ def test_a_live_append_seen_half_way_is_not_cut(tmp_path: Path,
     assert [r["id"] for r in read_records(path)] == [1, 2]
     monkeypatch.undo()
     assert [r["id"] for r in read_records(path)] == [1, 2]  # nothing was cut from the file
+
+
+FULL_DISK = """
+import json, subprocess, sys
+from pathlib import Path
+from aloe.errors import DiskFullError
+from aloe.records import append_records, read_records, write_json
+
+disk = Path(sys.argv[1])
+disk.mkdir(exist_ok=True)
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)], check=True)
+result = {}
+records, kept = disk / "r.jsonl", 0
+try:
+    while True:
+        append_records(records, [{"n": kept, "text": "x" * 700}])
+        kept += 1
+except DiskFullError as error:
+    result["append"] = str(error)
+result["records"] = [r["n"] for r in read_records(records, repair=False)]
+result["kept"] = kept
+(disk / "r.jsonl").unlink()
+write_json(disk / "doc.json", {"small": True})
+try:
+    write_json(disk / "doc.json", {"big": "y" * 40000})
+except DiskFullError as error:
+    result["json"] = str(error)
+result["doc"] = json.loads((disk / "doc.json").read_text())
+result["files"] = sorted(p.name for p in disk.iterdir())
+print(json.dumps(result))
+"""
+
+
+def test_a_full_disk_leaves_files_as_they_were_and_names_them(tmp_path: Path) -> None:
+    """On a real 16 KiB tmpfs (a private mount namespace: nothing to mount on the host): an
+    append that does not fit is cut back, a rewrite keeps the old file and no temporary one."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    disk = tmp_path / "disk"
+    run = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c",
+                          FULL_DISK, str(disk)], capture_output=True, text=True, timeout=120)
+    if run.returncode != 0 and "mount" in run.stderr and "Traceback" not in run.stderr:
+        pytest.skip(f"no private mount namespace here: {run.stderr.strip()[:200]}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout)
+    suffix = "; free some space and run again (finished work is kept)"
+    assert result["append"] == f"no space left on device while writing {disk}/r.jsonl{suffix}"
+    assert result["records"] == list(range(result["kept"])) and result["kept"] > 5
+    assert result["json"] == f"no space left on device while writing {disk}/doc.json{suffix}"
+    assert result["doc"] == {"small": True} and result["files"] == ["doc.json"]

@@ -4,8 +4,10 @@ for real through papermill; an API key never reaches a file under outputs/."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -36,15 +38,68 @@ def _aloe(root: Path, *args: str, env: dict[str, str] | None = None,
     (None, "params/missing.yaml: parameter file not found"),
     ("run:\n  name: x\nroles:\n  judge:\n    temprature: 0.1\n",
      "params/missing.yaml: unknown key 'roles.judge.temprature'"),
+    ("", "params/missing.yaml: the file is empty (no sections): a run would silently use every "
+     "default; start from a profile instead, e.g. `extends: tiny.yaml`"),
+    ("run: {name: x}\nrun: {name: y}\n",
+     "params/missing.yaml: key 'run' is given twice (lines 1 and 2); keep one"),
+    (b"run: {name: \xff}\n", "params/missing.yaml: not UTF-8 text (byte 0xff at line 1); save "
+     "the file as UTF-8"),
+    ("run: {name: x, output_dir: params}\nconversations: {turns: true}\n",
+     "params/missing.yaml: key 'conversations.turns': Input should be a valid integer (got "
+     "True)"),
+    ("run: {name: x, output_dir: params/missing.yaml}\n", "params/missing.yaml: key "
+     "'run.output_dir': {root}/params/missing.yaml is a file, not a folder; choose another "
+     "run.output_dir or move the file away"),
 ])
 def test_bad_parameter_file_exits_2_and_writes_nothing(tmp_path: Path, content, expected) -> None:
     root = _project(tmp_path)
-    if content:
+    if isinstance(content, bytes):
+        (root / "params" / "missing.yaml").write_bytes(content)
+    elif content is not None:
         (root / "params" / "missing.yaml").write_text(content)
+    before = sorted(root.rglob("*"))
     result = _aloe(root, "run", "params/missing.yaml")
     assert result.returncode == 2
-    assert result.stderr.strip() == f"aloe: {expected}"
-    assert not (root / "outputs").exists()
+    assert result.stderr == f"aloe: {expected.format(root=root)}\n"
+    assert not (root / "outputs").exists() and sorted(root.rglob("*")) == before
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--stages", ""], "--stages: empty; give numbers and ranges (e.g. 0,2-4), or leave "
+     "--stages out to run every stage"),
+    (["--stages", "  "], "--stages: empty;"),
+    (["--stages", "3-1"], "--stages: '3-1' is a reversed range (it selects nothing); write 1-3"),
+    (["--stages", "0,,2"], "--stages: cannot read ''"),
+    (["--run-name", ""], "--run-name: key 'run.name': a run name is letters, digits, '.', '_' "
+     "and '-', starting with a letter or digit (got '')"),
+])
+def test_cli_edges_exit_2_with_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    """Each of these used to run every stage, none, or the file's run name without a word."""
+    root = _project(tmp_path)
+    (root / "params" / "p.yaml").write_text(yaml.safe_dump(tiny_dict(tmp_path)))
+    result = _aloe(root, "run", "params/p.yaml", *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"aloe: {expected}") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_missing_api_key_is_refused_before_the_run_folder(tmp_path: Path) -> None:
+    """A role's key variable is checked when the command starts, not in stage 0's ping."""
+    root = _project(tmp_path)
+    data = tiny_dict(tmp_path)
+    data["roles"]["judge"].update(base_url="http://127.0.0.1:9/v1", model="m",
+                                  api_key_env="ALOE_TEST_UNSET_KEY")
+    (root / "params" / "p.yaml").write_text(yaml.safe_dump(data))
+    env = {k: v for k, v in os.environ.items() if k != "ALOE_TEST_UNSET_KEY"}
+    for command in (["run", "params/p.yaml", "--stages", "0"], ["evaluate", "params/p.yaml"]):
+        result = subprocess.run([*ALOE, *command], cwd=root, capture_output=True, text=True,
+                                env={**env, "ALOE_ROOT": str(root)}, timeout=600)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == ("aloe: params/p.yaml: roles.judge needs the environment "
+                                 "variable ALOE_TEST_UNSET_KEY (its API key): it is not set; "
+                                 "export it (export ALOE_TEST_UNSET_KEY=...), or point "
+                                 "roles.judge at a server that needs no key\n")
+        assert not (tmp_path / "outputs").exists()
 
 
 def test_bad_stage_selection_and_run_name_exit_2(tmp_path: Path) -> None:
@@ -131,3 +186,206 @@ def test_cli_exit_codes_follow_the_error_type(tmp_path: Path) -> None:
     assert unevaluated.returncode == 1
     assert "no benchmark personas at" in unevaluated.stderr and "run stage 1" in unevaluated.stderr
     assert unevaluated.stderr.count("\n") == 1
+
+
+def test_a_stage_that_lost_items_ends_the_run_with_exit_1_and_one_line(tmp_path: Path) -> None:
+    """70% of requests failing used to finish stage 2 with 1 of 3 conversations and exit 0,
+    the normal timing table printed; every request failing stopped on KeyError: 'turn'."""
+    from aloe.records import write_records
+    from tests.conftest import stub_roles
+    from tests.support.stub_server import StubServer
+
+    root = _project(tmp_path)
+    with StubServer(fail_rate=0.7, seed=2) as stub:
+        data = tiny_dict(tmp_path, roles=stub_roles(stub.base_url, max_retries=1,
+                                                    concurrency=4),
+                         conversations={"n_conversations": 3, "turns": 2})
+        (root / "params" / "p.yaml").write_text(yaml.safe_dump(data))
+        personas = Path(data["run"]["output_dir"]) / data["run"]["name"] / "personas.jsonl"
+        write_records(personas, [{"id": f"p{i}", "profile": "He is a 50-year-old plumber in "
+                                  "Oslo who fishes.", "personality": "He is shy."}
+                                 for i in range(3)])
+        result = _aloe(root, "run", "params/p.yaml", "--stages", "2", "--quiet")
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "total" not in result.stdout, result.stderr
+    assert lines[0].startswith("aloe: stage 02_conversations failed in cell ")
+    assert ": IncompleteStageError: " in lines[0] and " of 3 conversations could not " in lines[0]
+    assert f"at {stub.base_url}" in lines[0] and "a rerun retries only those" in lines[0]
+    assert lines[0].endswith(f"(traceback: {Path(data['run']['output_dir'])}/tiny/notebooks/"
+                             "02_conversations.ipynb)")
+
+
+# ------------------------------------------------------------------------------------------
+# No stray server (issue 16)
+# ------------------------------------------------------------------------------------------
+def _gone_within(pid: int, seconds: float) -> bool:
+    from aloe.procs import alive
+
+    deadline = time.monotonic() + seconds
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not alive(pid)
+
+
+def test_a_stray_server_whose_owner_is_gone_is_reaped_and_no_other(tmp_path: Path) -> None:
+    """The state file names the server and its owner. A `sleep` in its own session stands in
+    for the server: the reaper deals in pids, and a real `transformers serve` is started by the
+    slow tests below."""
+    import json
+
+    from aloe.llm.server import reap_stray_server
+    from aloe.procs import start_time
+
+    state = tmp_path / "local_server.json"
+    dead_owner = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_owner.wait()
+    stand_ins = []
+    for owner, owner_started, recorded_start in (
+            (dead_owner.pid, None, "real"),  # owner gone: the stray is stopped
+            (os.getpid(), start_time(os.getpid()), "real"),  # owner alive: left alone
+            (dead_owner.pid, None, "other")):  # the pid is another process now: left alone
+        stand_in = subprocess.Popen(["sleep", "300"], start_new_session=True)
+        stand_ins.append(stand_in)
+        started = start_time(stand_in.pid) if recorded_start == "real" else 1
+        state.write_text(json.dumps({"base_url": "http://127.0.0.1:9/v1", "model": "m",
+                                     "pid": stand_in.pid, "pid_started": started,
+                                     "owner": owner, "owner_started": owner_started}))
+        reaped = reap_stray_server(state)
+        assert reaped == (owner != os.getpid() and recorded_start == "real")
+        assert state.exists() == (owner == os.getpid())
+        if reaped:
+            stand_in.wait(timeout=10)
+            assert stand_in.returncode == -15  # SIGTERM to its process group
+        else:
+            assert stand_in.poll() is None
+    for stand_in in stand_ins:
+        stand_in.kill()
+        stand_in.wait()
+
+
+def _start_run_with_local_server(tmp_path: Path,
+                                 env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+    """`aloe run --stages 0` of the tiny profile (every role `local`) in tmp_path; the run and
+    where its local server's state file will be."""
+    from tests.conftest import MODEL_CACHE
+
+    root = _project(tmp_path)
+    data = tiny_dict(tmp_path)
+    data["local_model"]["cache_dir"] = str(MODEL_CACHE)
+    (root / "params" / "p.yaml").write_text(yaml.safe_dump(data))
+    state = Path(data["run"]["output_dir"]) / "cache" / "local_server.json"
+    run = subprocess.Popen([*ALOE, "run", "params/p.yaml", "--stages", "0", "--quiet"], cwd=root,
+                           env={**env, "ALOE_ROOT": str(root)}, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    return run, state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_the_local_server_dies_with_the_run_that_started_it(tmp_path: Path, sig: int) -> None:
+    """Killed, `aloe run` used to leave its `transformers serve` running (parent 1) for ever."""
+    import json
+
+    from aloe.llm.server import ENV_MODEL, ENV_URL, healthy
+
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_URL, ENV_MODEL)}
+    run, state = _start_run_with_local_server(tmp_path, env)
+    try:
+        deadline = time.monotonic() + 600
+        server = None
+        while time.monotonic() < deadline and run.poll() is None:
+            if state.exists() and healthy(json.loads(state.read_text())["base_url"]):
+                server = json.loads(state.read_text())
+                break
+            time.sleep(0.5)
+        assert server is not None, "the run never had its server up"
+        assert server["owner"] == run.pid
+        os.kill(run.pid, sig)
+        run.wait(timeout=30)
+        assert _gone_within(server["pid"], 10), "the local server outlived its run"
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+
+
+@pytest.mark.slow
+def test_a_server_the_run_did_not_start_survives_it(tmp_path: Path, local_server) -> None:
+    """The session's server (started by this test process, handed over as the runners'
+    environment does) is used by a killed `aloe run`, and is still up afterwards."""
+    from aloe.llm.server import healthy
+
+    run, _ = _start_run_with_local_server(tmp_path, dict(os.environ))
+    executed = tmp_path / "outputs" / "tiny" / "notebooks" / "00_preflight.ipynb"
+    try:
+        deadline = time.monotonic() + 300
+        while not executed.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert executed.exists(), "the run never reached its first notebook"
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    time.sleep(2)
+    assert local_server.process.poll() is None and healthy(local_server.base_url)
+
+
+# ------------------------------------------------------------------------------------------
+# A full disk (issue 16)
+# ------------------------------------------------------------------------------------------
+def _can_mount_privately() -> bool:
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                            "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_leaves_no_partial_file_and_the_rerun_completes(
+        tmp_path: Path) -> None:
+    """Stage 2 on a real, tiny tmpfs (in a private mount namespace: see
+    tests/support/disk_full.py). It used to end in two chained tracebacks, with a 0-byte
+    temporary file and an executed notebook that was not valid JSON left behind."""
+    import json
+    import shutil
+
+    from aloe.records import write_records
+    from tests.conftest import stub_roles
+    from tests.support.stub_server import StubServer
+
+    if shutil.which("unshare") is None or not _can_mount_privately():
+        pytest.skip("no private mount namespace here (unshare --user --mount is refused)")
+    root = _project(tmp_path)
+    outputs = tmp_path / "outputs"
+    personas = tmp_path / "personas.jsonl"
+    write_records(personas, [{"id": f"p{i}", "profile": f"She is a {20 + i}-year-old potter in "
+                              "Bergen who sails.", "personality": "She is wry."}
+                             for i in range(40)])
+    with StubServer() as stub:
+        data = tiny_dict(tmp_path, roles=stub_roles(stub.base_url, max_tokens=200),
+                         conversations={"n_conversations": 120, "turns": 3, "concurrency": 16})
+        data["run"].update(name="full", output_dir=str(outputs))
+        data["run"].pop("cache_path")  # the cache too is on the full disk
+        (root / "params" / "p.yaml").write_text(yaml.safe_dump(data))
+        report_file = tmp_path / "report.json"
+        drill = subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-m",
+             "tests.support.disk_full", "--outputs", str(outputs), "--size", "1m",
+             "--params", "params/p.yaml", "--root", str(root), "--personas", str(personas),
+             "--report", str(report_file)],
+            cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert drill.returncode == 0, drill.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    full = report["full"]
+    assert full["returncode"] == 1, full["stderr"][-3000:]
+    lines = full["stderr"].splitlines()
+    assert len(lines) == 1, full["stderr"][-3000:]
+    assert lines[0].startswith("aloe: no space left on device while writing ")
+    assert lines[0].endswith("; free some space and run again (finished work is kept)")
+    assert report["temporary_after_full"] == [] and report["unreadable_after_full"] == []
+    rerun = report["rerun"]
+    assert rerun["returncode"] == 0, rerun["stderr"][-3000:]
+    ids = report["conversations_after_rerun"]
+    assert len(ids) == 120 and len(set(ids)) == 120 and report["unreadable_after_rerun"] == []

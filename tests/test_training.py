@@ -21,7 +21,7 @@ import pytest
 from aloe import qlora, training
 from aloe.config import ParamsError, load_params, params_from_dict
 from aloe.layout import RunLayout
-from aloe.policy import detect_device
+from aloe.policy import detect_device, file_sha256
 from tests.conftest import MODEL_CACHE, ROOT, tiny_dict, write_params
 
 # Short, well-formed multi-turn conversations: a prompt ends with the user's message.
@@ -302,6 +302,10 @@ def test_training_writes_adapters_logs_and_stats(trained: dict) -> None:
             assert (folder / name).exists(), f"{stage}: {name} missing"
         assert not [p for p in folder.iterdir() if p.is_dir()]  # no reference copy inside
         stats = json.loads((folder / training.STATS_FILE).read_text())
+        assert stats["adapter_weights"] == {  # checked before every later load
+            "file": "adapter_model.safetensors",
+            "bytes": (folder / "adapter_model.safetensors").stat().st_size,
+            "sha256": file_sha256(folder / "adapter_model.safetensors")}
         assert stats["train_tokens"] > 0 and stats["tokens_per_s"] > 0
         assert stats["train_wall_s"] > 0 and stats["peak_memory_gb"] > 0
         assert stats["peak_memory_kind"] == "process_peak_rss" and stats["load_in_4bit"]

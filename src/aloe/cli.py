@@ -6,6 +6,7 @@
     aloe train sft|dpo PARAMS [--set KEY=VALUE]...
     aloe evaluate PARAMS [--limit N] [--benchmark run|aloe] [--set KEY=VALUE]...
     aloe ratings export PARAMS [--size N] | aloe ratings import PARAMS FILE...
+    aloe cache check [PARAMS] [--repair]   verify (and repair) the response cache
     aloe --version
 
 `train` is what `accelerate launch -m aloe.cli train sft PARAMS` runs on several GPUs; the
@@ -33,10 +34,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aloe import __version__
-from aloe.config import Override, Params, ParamsError, load_params, parse_set, project_root
-from aloe.errors import AloeError
+from aloe.config import (EVALUATION_STAGE, Override, Params, ParamsError, check_api_keys,
+                         load_params, parse_set, project_root)
+from aloe.errors import EXIT_FAILED, AloeError, disk_full_message, is_disk_full
 
 DEFAULT_PARAMS = "params/tiny.yaml"
+TRAINING_STAGE_NUMBERS = {"sft": 3, "dpo": 4}
 
 DESCRIPTION = """\
 ALOE Workbench: run the workbook's numbered notebooks from a parameter file, or one stage
@@ -157,6 +160,18 @@ def _parser() -> argparse.ArgumentParser:
     ratings.add_argument("--size", type=int, metavar="N",
                          help="export: replies in the kit (default: evaluation.human_sample)")
     _add_set(ratings)
+
+    cache = commands.add_parser("cache", help="the response cache shared by runs")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    check = cache_commands.add_parser(
+        "check", help="verify the response cache (sqlite's integrity check, every answer's "
+        "JSON); exit 1 when it is damaged")
+    check.add_argument("params", nargs="?", default=None,
+                       help=f"parameter file naming the cache (default: the project's "
+                       f"{DEFAULT_PARAMS})")
+    check.add_argument("--repair", action="store_true", help="move a damaged file aside and "
+                       "start a new one with the answers that can still be read, delete "
+                       "unreadable answers, compact (while no run uses the cache)")
     return parser
 
 
@@ -174,7 +189,7 @@ def _add_set(command: argparse.ArgumentParser) -> None:
 def overrides(args: argparse.Namespace) -> list[Override]:
     """The command line's changes to the parameter file, in the order they apply: every
     `--set`, then the options that are shorthand for one key (they win over a --set)."""
-    changes = [parse_set(text) for text in args.set]
+    changes = [parse_set(text) for text in getattr(args, "set", [])]
     for option, key, value in (("--run-name", "run.name", getattr(args, "run_name", None)),
                                ("--limit", "evaluation.limit", getattr(args, "limit", None)),
                                ("--benchmark", "evaluation.benchmark",
@@ -209,10 +224,11 @@ def resolve_params(args: argparse.Namespace) -> tuple[Params, str]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from aloe.runner import notebooks, parse_stages, run_workbook, timing_table
+    from aloe.runner import notebooks, parse_stages, run_workbook, stage_numbers, timing_table
 
     params, params_file = resolve_params(args)
-    parse_stages(args.stages, notebooks())  # a bad --stages fails before any work
+    selected = parse_stages(args.stages, notebooks())  # a bad --stages fails before any work
+    check_api_keys(params, stage_numbers(selected))
     result = run_workbook(params, params_file, stages=args.stages, progress=not args.quiet)
     print(timing_table(result))
     print(f"run folder: {result.layout.run_dir}")
@@ -255,6 +271,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     params, _ = resolve_params(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    check_api_keys(params, [TRAINING_STAGE_NUMBERS[args.stage]])  # training sends no request
     result = training.train_stage(params, args.stage)
     print(json.dumps(result.summary(), default=str))
     return 0
@@ -264,6 +281,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from aloe import evaluation, metrics
 
     params, _ = resolve_params(args)
+    check_api_keys(params, [EVALUATION_STAGE])
     summary = evaluation.run_stage(params)
     print(metrics.summary_table(summary.metrics).to_string())
     print(f"metrics: {params.layout.metrics}")
@@ -296,9 +314,19 @@ def ratings_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def cache_command(args: argparse.Namespace) -> int:
+    from aloe.llm.cache import check_cache, repair_cache
+
+    path = resolve_params(args)[0].layout.cache_path
+    result = repair_cache(path) if args.repair else check_cache(path)
+    print(result.line())
+    return 0 if result.ok or result.actions else 1
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": run_command, "plan": plan_command, "compare": compare_command,
-    "train": train_command, "evaluate": evaluate_command, "ratings": ratings_command}
+    "train": train_command, "evaluate": evaluate_command, "ratings": ratings_command,
+    "cache": cache_command}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,8 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except AloeError as error:
-        print(f"aloe: {error}", file=sys.stderr)
+        print(f"aloe: {' '.join(str(error).split())}", file=sys.stderr)  # always one line
         return error.exit_code
+    except OSError as error:  # a full disk outside the workbook's own writes (the run lock)
+        if not is_disk_full(error):
+            raise
+        print(f"aloe: {disk_full_message(error.filename or 'the run folder')}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

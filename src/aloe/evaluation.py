@@ -53,7 +53,7 @@ from aloe import agreement, metrics, protocols
 from aloe.protocols import sources
 from aloe.chat import Message, seeded
 from aloe.config import EvalModelSpec, Params
-from aloe.errors import AloeError
+from aloe.errors import AloeError, check_lost_items
 from aloe.judges import (Judgement, check_contradiction, score_inference, score_reply,
                          score_revealed)
 from aloe.llm import LLM, LLMError, open_llm
@@ -551,8 +551,9 @@ def run_stage(params: Params) -> EvaluationSummary:
 
     Checks every adapter that is still needed before any work; in replay mode the reference
     model goes first (its live users are the others' inputs). Then the side measures that are
-    switched on. Raises EvaluationError at the end when conversations were cut short by failed
-    requests (the rest is recorded: rerun the stage to finish them).
+    switched on. Raises IncompleteStageError at the end when more than
+    `evaluation.max_failed_share` of the benchmark conversations (model x persona) were cut
+    short by failed requests (the finished turns are recorded: a rerun resumes only those).
     """
     e = params.evaluation
     personas = benchmark_personas(params)
@@ -586,13 +587,11 @@ def run_stage(params: Params) -> EvaluationSummary:
         if e.judge_check is not None:
             check_judge(params, llm, personas, load_records(params, personas),
                         protocols.variant_name(e))
-    failed = {name: p.failed for name, p in progress.items() if p.failed}
-    if failed:
-        lines = [f"{name}: {len(f)} conversation(s), e.g. persona {next(iter(f))}: "
-                 f"{next(iter(f.values()))}" for name, f in failed.items()]
-        raise EvaluationError("conversations stopped early by failed requests (the finished "
-                              "turns are recorded; rerun the stage to resume): "
-                              + "; ".join(lines))
+    lost = [(f"model '{name}' persona {persona}", reason) for name, p in progress.items()
+            for persona, reason in p.failed.items()]
+    check_lost_items("benchmark conversations (model x persona)", lost,
+                     len(e.models) * len(personas), e.max_failed_share,
+                     "evaluation.max_failed_share")
     summary = compute_metrics(params, load_records(params, personas), personas)
     write_json(params.layout.metrics, summary)
     write_json(params.layout.variant_metrics(protocols.variant_name(e)), summary)

@@ -38,6 +38,10 @@ from pathlib import Path
 
 TRAINING_STAGES = ("sft", "dpo")
 DEFAULT_VARIANT = "aloe"  # stage 5 under the ALOE protocol, live users, no preference shift
+# The files of a finished adapter folder that more than one stage reads.
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # PEFT's, newest first
+ADAPTER_STATS = "training_stats.json"  # written last by training: time, memory, weights' sha256
 
 
 @dataclass(frozen=True)

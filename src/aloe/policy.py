@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 from aloe.chat import Message
 from aloe.config import EvalModelSpec, Params, ParamsError, RoleConfig, resolve_path
 from aloe.errors import AloeError
+from aloe.layout import ADAPTER_CONFIG, ADAPTER_STATS, ADAPTER_WEIGHTS
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 RUN_ADAPTERS = ("sft", "dpo")
@@ -303,19 +305,73 @@ class EndpointResponder:
 
 
 def adapter_path(params: Params, spec: EvalModelSpec) -> Path | None:
-    """The adapter folder of an in-process model; raises naming the folder when it is missing."""
+    """The adapter folder of an in-process model; raises naming the folder when it is missing,
+    has no weights, or its weights changed since training."""
     if not spec.adapter:
         return None
     if spec.adapter in RUN_ADAPTERS:
         path = params.layout.adapter(spec.adapter)
-        hint = (f"run stage {3 if spec.adapter == 'sft' else 4} ({spec.adapter}) first, or "
-                f"remove model '{spec.name}' from evaluation.models")
+        stage = 3 if spec.adapter == "sft" else 4
+        hint = (f"run stage {stage} ({spec.adapter}) first, or remove model '{spec.name}' "
+                "from evaluation.models")
+        redo = f"delete the folder and run stage {stage} ({spec.adapter}) again"
     else:
         path, hint = resolve_path(spec.adapter), "check evaluation.models"
-    if not (path / "adapter_config.json").exists():
+        redo = "check the adapter's folder"
+    if not (path / ADAPTER_CONFIG).exists():
         raise PolicyError(f"model '{spec.name}': no PEFT adapter at {path} "
-                              f"(no adapter_config.json); {hint}")
+                          f"(no {ADAPTER_CONFIG}); {hint}")
+    verify_adapter_weights(path, redo)
     return path
+
+
+# ------------------------------------------------------------------------------------------
+# Adapter weights: present, and the ones training wrote
+# ------------------------------------------------------------------------------------------
+def adapter_weights(folder: Path) -> Path | None:
+    """The weights file of a PEFT adapter folder (None: it has none)."""
+    return next((folder / name for name in ADAPTER_WEIGHTS if (folder / name).is_file()), None)
+
+
+def file_sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_record(folder: Path) -> dict[str, Any]:
+    """What training records of an adapter's weights (in training_stats.json), so that a
+    missing or changed file is caught before PEFT loads it (or asks the hub for it)."""
+    weights = adapter_weights(folder)
+    if weights is None:
+        raise PolicyError(f"{folder}: PEFT wrote no adapter weights ({ADAPTER_WEIGHTS[0]})")
+    return {"file": weights.name, "bytes": weights.stat().st_size, "sha256": file_sha256(weights)}
+
+
+def verify_adapter_weights(folder: Path, redo: str) -> None:
+    """Raise PolicyError naming the folder (and `redo`, what to do) when the adapter's weights
+    are missing, or differ from the checksum training recorded (adapters trained before the
+    checksum was recorded are only checked for presence)."""
+    weights = adapter_weights(folder)
+    if weights is None:
+        raise PolicyError(f"{folder}: the adapter has no weights file ({ADAPTER_WEIGHTS[0]}): "
+                          f"it is unfinished or damaged; {redo}")
+    stats = folder / ADAPTER_STATS
+    recorded = _recorded_weights(stats)
+    if recorded and (recorded.get("file") != weights.name
+                     or recorded.get("sha256") != file_sha256(weights)):
+        raise PolicyError(f"{weights}: the adapter's weights changed since training (their "
+                          f"sha256 differs from the one in {ADAPTER_STATS}); restore them, or "
+                          f"{redo}")
+
+
+def _recorded_weights(stats: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(stats.read_text()).get("adapter_weights")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def spec_model(params: Params, spec: EvalModelSpec) -> str:

@@ -50,7 +50,7 @@ DISK_MARGIN = 1.2  # free disk wanted over the estimate
 
 
 class NotReadyError(AloeError):
-    """A run would fail: the message holds one line per failed readiness check."""
+    """A run would fail: the message (one line) holds every failed readiness check whole."""
 
 
 @dataclass
@@ -470,8 +470,8 @@ def require_ready(checks: list[Check]) -> None:
     """Raise NotReadyError, one line per failed check, when any failed."""
     failed = [c for c in checks if c.failed]
     if failed:
-        lines = [f"{len(failed)} of {len(checks)} readiness checks failed; nothing was spent:"]
-        lines += [f"  {c.check}: {c.detail}" for c in failed]
-        raise NotReadyError("\n".join(lines))
+        reasons = " | ".join(f"{c.check}: {' '.join(c.detail.split())}" for c in failed)
+        raise NotReadyError(f"{len(failed)} of {len(checks)} readiness checks failed; nothing "
+                            f"was spent: {reasons}")
 
 

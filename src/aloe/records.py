@@ -3,6 +3,9 @@
 Every stage writes its products through `append_records` and reads them through
 `read_records`, so that a crash mid-write (a truncated last line) is detected and repaired,
 and a malformed line anywhere else is reported with file and line, never read as data.
+
+A full disk leaves every file as it was before the write (an append is cut back, a rewrite's
+temporary sibling removed) and is reported as one line naming the file (`DiskFullError`).
 """
 
 from __future__ import annotations
@@ -10,12 +13,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from aloe.errors import EXIT_BAD_INPUT, AloeError
+from aloe.errors import EXIT_BAD_INPUT, AloeError, writing
 
 
 class DataError(AloeError, ValueError):
@@ -34,20 +37,29 @@ def _locked(handle: Any) -> Iterator[None]:
 
 
 def append_records(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> int:
-    """Append records as one write of whole lines, flushed to disk before returning.
+    """Append records as whole lines, flushed to disk before returning.
 
-    One `write` of complete lines under an exclusive lock: concurrent writers never interleave,
-    and a crash leaves at most one partial last line, which `read_records` detects.
+    Written under an exclusive lock: concurrent writers never interleave, and a crash leaves at
+    most one partial last line, which `read_records` detects; a failed write (a full disk) is
+    cut back to where the file ended.
     """
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if not lines:
         return 0
     file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    with open(file, "ab") as handle, _locked(handle):
-        handle.write(lines.encode("utf-8"))
-        handle.flush()
-        os.fsync(handle.fileno())
+    with writing(file):
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with open(file, "ab", buffering=0) as handle, _locked(handle):
+            fd = handle.fileno()
+            end = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                data = memoryview(lines.encode("utf-8"))
+                while data:  # unbuffered: a failed write leaves nothing queued to flush
+                    data = data[os.write(fd, data):]
+                os.fsync(fd)
+            except OSError:  # e.g. a full disk: no partial line is left behind
+                os.ftruncate(fd, end)
+                raise
     return lines.count("\n")
 
 
@@ -58,17 +70,37 @@ def append_record(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
 def write_records(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> int:
     """Replace a file's records atomically (write a sibling, then rename over it)."""
     file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
     count = 0
-    with open(tmp, "w", encoding="utf-8") as handle:
+
+    def write(handle: IO[str]) -> None:
+        nonlocal count
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, file)
+
+    replace_file(file, write)
     return count
+
+
+def replace_file(path: str | os.PathLike[str], write: Callable[[IO[str]], object], *,
+                 sync: bool = True) -> None:
+    """Write a file whole or not at all: `write(handle)` fills a sibling temporary file, which
+    then replaces `path`. On any failure (a full disk included) the sibling is removed and
+    `path` keeps its old content."""
+    file = Path(path)
+    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    with writing(file):
+        file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                write(handle)
+                handle.flush()
+                if sync:
+                    os.fsync(handle.fileno())
+            os.replace(tmp, file)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def read_records(path: str | os.PathLike[str], *, repair: bool = True) -> list[dict[str, Any]]:
@@ -123,11 +155,8 @@ def _truncate(file: Path, offset: int, tail: bytes, number: int) -> bool:
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write a JSON document atomically (sibling file, then rename)."""
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-    os.replace(tmp, file)
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+    replace_file(path, lambda handle: handle.write(text), sync=False)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -24,10 +24,11 @@ from typing import IO, Any
 
 from aloe import manifest
 from aloe.config import Params, ProjectNotFoundError, project_root
-from aloe.errors import AloeError, BadInputError, RunLockedError
+from aloe.errors import (AloeError, BadInputError, DiskFullError, RunLockedError,
+                         disk_full_message, is_disk_full)
 from aloe.layout import RunLayout, comparison_notebook, comparison_page
 from aloe.progress import Monitor
-from aloe.records import write_json
+from aloe.records import replace_file, write_json
 
 
 class RunError(AloeError):
@@ -74,9 +75,15 @@ def notebooks(root: Path | None = None) -> list[Path]:
 
 
 def parse_stages(spec: str | None, available: list[Path]) -> list[Path]:
-    """`None` -> all; "0,2-4" -> notebooks 00, 02, 03, 04 (by their number)."""
-    if not spec:
+    """`None` -> all; "0,2-4" -> notebooks 00, 02, 03, 04 (by their number).
+
+    An empty or blank selection, or a reversed range ("3-1"), is refused: it would otherwise
+    run every stage, or none, without a word."""
+    if spec is None:
         return available
+    if not spec.strip():
+        raise StageSelectionError("--stages: empty; give numbers and ranges (e.g. 0,2-4), or "
+                                  "leave --stages out to run every stage")
     wanted: set[int] = set()
     for part in spec.split(","):
         part = part.strip()
@@ -85,6 +92,9 @@ def parse_stages(spec: str | None, available: list[Path]) -> list[Path]:
             raise StageSelectionError(f"--stages: cannot read '{part}' (use numbers and "
                                       "ranges: 0,2-4)")
         low, high = int(match[1]), int(match[2] or match[1])
+        if high < low:
+            raise StageSelectionError(f"--stages: '{part}' is a reversed range (it selects "
+                                      f"nothing); write {high}-{low}")
         wanted.update(range(low, high + 1))
     numbered = {int(nb.name[:2]): nb for nb in available}
     missing = sorted(wanted - numbered.keys())
@@ -96,6 +106,11 @@ def parse_stages(spec: str | None, available: list[Path]) -> list[Path]:
                                   f"notebooks/ (have "
                                   f"{', '.join(f'{n:02d}' for n in sorted(numbered))})")
     return [numbered[n] for n in sorted(wanted)]
+
+
+def stage_numbers(selected: list[Path]) -> list[int]:
+    """The numbers of the chosen notebooks (00_preflight -> 0)."""
+    return [int(notebook.name[:2]) for notebook in selected]
 
 
 @contextmanager
@@ -127,26 +142,82 @@ def _needs_local_server(params: Params) -> bool:
     return any(role.is_local for role in params.roles.as_mapping().values())
 
 
-MESSAGE_LINES = 40  # an error's message is printed whole, up to this many lines
-
-
 def _failure_message(notebook: Path, output: Path, error: Exception) -> str:
-    """What failed, where, and the error's whole message (a readiness failure lists every
-    failed check on its own line)."""
+    """One line: the stage, the cell, the error, and where its traceback is (a readiness
+    failure's line holds every failed check)."""
     cell = getattr(error, "exec_count", None) or getattr(error, "cell_index", None)
     ename = getattr(error, "ename", type(error).__name__)
     evalue = str(getattr(error, "evalue", str(error))).strip()
     where = f" in cell {cell}" if cell is not None else ""
-    lines = evalue.splitlines()[:MESSAGE_LINES] or [""]
-    if ename == "BudgetExceededError":  # a ceiling the user set, not a fault: one line
-        return f"stage {notebook.stem} stopped: {lines[0]}"
-    return "\n".join([f"stage {notebook.stem} failed{where}: {ename}: {lines[0]}", *lines[1:],
-                      f"  executed notebook with the traceback: {output}"])
+    first_line = evalue.splitlines()[0] if evalue else ""
+    if ename == "BudgetExceededError":  # a ceiling the user set, not a fault
+        return f"stage {notebook.stem} stopped: {first_line}"
+    return (f"stage {notebook.stem} failed{where}: {ename}: {first_line} "
+            f"(traceback: {shown_path(output)})")
 
 
-# The kernel's own log, kept to errors: its warning that a loopback kernel runs over TCP
-# without encryption would otherwise be printed for every stage. Cells' output is unaffected.
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+def _stage_failure(notebook: Path, output: Path, error: Exception,
+                   result: RunResult) -> AloeError:
+    """The one-line error for a failed stage, after tidying what it leaves: an executed
+    notebook that could not be written whole is removed, and the timings are saved if they
+    can be (a full disk must not hide the stage's own error behind a second traceback)."""
+    _drop_unreadable_notebook(output)
+    try:
+        _save_timings(result)
+    except (OSError, AloeError):
+        pass
+    full = _disk_full_in(error, output)
+    if full is not None:
+        return DiskFullError(full)
+    return RunError(_failure_message(notebook, output, error))
+
+
+_NO_SPACE = re.compile(r"No space left on device(?::\s*'([^']+)')?|Disk quota exceeded")
+
+
+def _disk_full_in(error: Exception, output: Path) -> str | None:
+    """The one line for a full disk behind a stage's failure, or None when it was something
+    else. The kernel's own DiskFullError already names its file; a bare OSError names one
+    when it has it; a failed write of the executed notebook names the notebook."""
+    ename, evalue = getattr(error, "ename", None), str(getattr(error, "evalue", ""))
+    if ename == DiskFullError.__name__:
+        return evalue
+    if ename is not None:  # an error inside the notebook's kernel
+        found = _NO_SPACE.search(evalue)
+        return disk_full_message(found[1] or f"the files of {output.stem}") if found else None
+    if is_disk_full(error):
+        if isinstance(error, DiskFullError):
+            return str(error)
+        return disk_full_message(getattr(error, "filename", None) or shown_path(output))
+    return None
+
+
+def _drop_unreadable_notebook(output: Path) -> None:
+    """Remove an executed notebook that is not a whole notebook (a write cut short)."""
+    import nbformat
+
+    if not output.exists():
+        return
+    try:
+        nbformat.read(output, as_version=4)
+    except Exception:  # noqa: BLE001 - any failure to read it means it is not whole
+        output.unlink(missing_ok=True)
+
+
+def shown_path(path: Path) -> str:
+    """A path as a person would type it: relative to the current folder when under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+# The kernel's own log, kept to critical errors: its warning that a loopback kernel runs over
+# TCP without encryption would otherwise be printed for every stage, and jupyter_client
+# interrupts every kernel it shuts down, which the kernel logs as an error ("KeyboardInterrupt
+# caught in kernel") when the interrupt lands between messages. A cell's error reaches the user
+# through papermill, never through this log; cells' output is unaffected.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 def execute_stage(notebook: Path, params: Params, params_file: str, output: Path,
@@ -194,8 +265,7 @@ def run_workbook(params: Params, params_file: str, stages: str | None = None,
             try:
                 seconds = execute_stage(notebook, params, params_file, output, progress, echo)
             except Exception as error:  # papermill's execution error or a kernel failure
-                _save_timings(result)
-                raise RunError(_failure_message(notebook, output, error)) from error
+                raise _stage_failure(notebook, output, error, result) from error
             result.stages.append(StageResult(notebook.stem, seconds, output))
             _save_timings(result)
             if notebook.stem == REPORT_NOTEBOOK:
@@ -225,10 +295,7 @@ def render_html(executed: Path, target: Path, title: str = "ALOE Workbench repor
                            if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     body, _ = exporter.from_notebook_node(notebook)
     body = _REMOTE_MODULE.sub("", _REMOTE_SCRIPT.sub("", body))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, target)
+    replace_file(target, lambda handle: handle.write(body), sync=False)
     return target
 
 

@@ -34,8 +34,10 @@ import pandas as pd
 
 from aloe import model_card
 from aloe.config import DPOConfig, Params, ParamsError, TrainingConfig
+from aloe.layout import ADAPTER_CONFIG, ADAPTER_STATS
 from aloe.layout import TRAINING_STAGES as STAGES
-from aloe.policy import (Device, base_model, check_model_reference, detect_device, same_model)
+from aloe.policy import (Device, adapter_weights, base_model, check_model_reference,
+                         detect_device, same_model, verify_adapter_weights, weights_record)
 from aloe.qlora import (build_dpo_trainer, build_sft_trainer, load_base_model, load_tokenizer,
                         model_config, peak_memory, trainer_arguments)
 from aloe.progress import Reporter, reporter
@@ -48,7 +50,7 @@ log = logging.getLogger("aloe.training")
 
 COLUMNS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected")}
 LOG_FILE = "training_log.csv"
-STATS_FILE = "training_stats.json"
+STATS_FILE = ADAPTER_STATS
 COMPARISON_FILE = "comparison.json"
 LOG_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "rewards/chosen",
                "rewards/rejected", "rewards/margins", "rewards/accuracies", "num_input_tokens_seen")
@@ -106,8 +108,15 @@ def stage_config(params: Params, stage: str) -> TrainingConfig:
     return getattr(params, stage)
 
 def is_finished(params: Params, stage: str) -> bool:
+    """An adapter folder with its config, its statistics (written last) and its weights; one
+    without weights is unfinished (trained again), whatever else it holds."""
     folder = params.layout.adapter(stage)
-    return (folder / "adapter_config.json").exists() and (folder / STATS_FILE).exists()
+    return ((folder / ADAPTER_CONFIG).exists() and (folder / STATS_FILE).exists()
+            and adapter_weights(folder) is not None)
+
+
+def _redo(stage: str) -> str:
+    return f"delete the folder and run stage {3 if stage == 'sft' else 4} ({stage}) again"
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,10 +152,11 @@ def validate_training_inputs(params: Params, stage: str) -> str:
     _check_optimizer(str(cfg.trainer["optim"]), f"{where}: key '{stage}.trainer.optim'")
     if stage == "dpo" and isinstance(cfg, DPOConfig) and cfg.start_from == "sft":
         sft = params.layout.adapter("sft")
-        if not (sft / "adapter_config.json").exists():
+        if not (sft / ADAPTER_CONFIG).exists():
             raise ParamsError(f"{where}: dpo.start_from is 'sft' but there is no SFT adapter at "
                               f"{sft}: run stage 3 (notebook 03_sft) first, or set "
                               "dpo.start_from: base")
+        verify_adapter_weights(sft, _redo("sft"))
         sft_base = base_model(params, "sft")
         if not same_model(sft_base, base):
             raise ParamsError(f"{where}: dpo.base_model ({base}) differs from sft.base_model "
@@ -277,7 +287,12 @@ def train_dpo(params: Params, callbacks: Sequence[Any] = ()) -> TrainResult:
 def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Train one stage, or return the saved result when its adapter is already finished."""
     cfg = stage_config(params, stage)
+    folder = params.layout.adapter(stage)
+    if (folder / STATS_FILE).exists() and adapter_weights(folder) is None:
+        log.warning("%s: the adapter at %s has no weights file: it counts as unfinished and is "
+                    "trained again", stage, folder)
     if is_finished(params, stage):
+        verify_adapter_weights(folder, _redo(stage))
         result = load_result(params, stage)
         _warn_if_changed(result, cfg, stage)
         log.info("%s: finished adapter found at %s: not training again (delete the folder to "
@@ -440,10 +455,11 @@ def _save_adapter(trainer: Any, target: Path, history: pd.DataFrame,
     if not trainer.accelerator.is_main_process:
         return
     for sub in staging.iterdir():  # DPO's frozen reference copy is not part of the adapter
-        if sub.is_dir() and (sub / "adapter_config.json").exists():
+        if sub.is_dir() and (sub / ADAPTER_CONFIG).exists():
             shutil.rmtree(sub)
     model_card.make_portable(staging / "adapter_config.json")  # no machine path travels
     history.to_csv(staging / LOG_FILE, index=False)
+    stats["adapter_weights"] = weights_record(staging)  # checked before every later load
     write_json(staging / STATS_FILE, stats)
     (staging / "training_args.bin").unlink(missing_ok=True)
     shutil.rmtree(target, ignore_errors=True)

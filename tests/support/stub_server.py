@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import hashlib
 import http.client
 import math
@@ -689,12 +688,9 @@ async def serve(host: str, port: int, app: StubApp, parent_pid: int | None = Non
 
 def _die_with_parent(parent_pid: int) -> None:
     """Ask Linux for SIGTERM when the parent dies; exit at once if it is already gone."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
-        except OSError:
-            pass  # the polling in `serve` still covers it
+    from aloe.procs import ask_for_parent_death_signal
+
+    ask_for_parent_death_signal(signal.SIGTERM)  # the polling in `serve` covers the rest
     if os.getppid() != parent_pid:
         sys.exit(0)
 

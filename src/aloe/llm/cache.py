@@ -5,17 +5,41 @@ the sample index and, for sampled requests (temperature above 0), the run's seed
 resumed run therefore sends no request it already has an answer to, two samples of the same
 prompt stay distinct, and two runs with different seeds draw independent samples (a greedy
 request, the same whatever the seed, stays shared).
+
+The cache only saves requests: a run's products never depend on it. So a damaged cache file is
+reported in one line that names it and says so (`CacheError`), and `check_cache` /
+`repair_cache` (`aloe cache check [--repair]`) verify it, move a damaged file aside for a new
+one with every answer that could still be read, and compact it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from aloe.errors import EXIT_BAD_INPUT, AloeError, DiskFullError, disk_full_message
+
+SCHEMA = ("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL,"
+          " created REAL NOT NULL)")
+DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")  # sqlite's names for a file that is not (or no
+#                                                longer) a sound database
+FULL = ("SQLITE_FULL",)
+
+
+class CacheError(AloeError):
+    """The response cache file is damaged; the message names it and says what to do."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 def request_key(model: str, messages: list[dict[str, Any]], sampling: dict[str, Any],
@@ -28,6 +52,30 @@ def request_key(model: str, messages: list[dict[str, Any]], sampling: dict[str, 
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def damaged_message(path: Path, error: BaseException) -> str:
+    return (f"{path}: the response cache is damaged ({error}); the run's products are intact "
+            "(the cache only saves requests): move it aside with `aloe cache check --repair "
+            "PARAMS` (or mv it away) and run again")
+
+
+def _translate(path: Path, error: sqlite3.DatabaseError) -> AloeError | None:
+    """A damaged file or a full disk as the workbook's one-line errors; None for the rest."""
+    name = getattr(error, "sqlite_errorname", "")
+    if name in DAMAGED or "not a database" in str(error) or "malformed" in str(error):
+        return CacheError(damaged_message(path, error))
+    if name in FULL or "database or disk is full" in str(error):
+        return DiskFullError(disk_full_message(path))
+    return None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(SCHEMA)
+    return db
+
+
 class ResponseCache:
     """Thread-safe SQLite key-value store of completed responses (WAL, many processes)."""
 
@@ -35,30 +83,183 @@ class ResponseCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False,
-                                   isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL,"
-            " created REAL NOT NULL)"
-        )
+        with _guarded(self.path):
+            self._db = _connect(self.path)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
+        with self._lock, _guarded(self.path):
             row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+        if row is None:
+            return None
+        try:
+            return json.loads(row[0])
+        except ValueError:  # one unreadable answer: asked again (and replaced), and said so
+            print(f"warning: {self.path}: the cached answer {key[:12]} is not valid JSON; asking "
+                  "again (`aloe cache check --repair PARAMS` removes such rows)", file=sys.stderr)
+            return None
 
     def put(self, key: str, response: dict[str, Any]) -> None:
         blob = json.dumps(response, ensure_ascii=False)
-        with self._lock:
+        with self._lock, _guarded(self.path):
             self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
                              (key, blob, time.time()))
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._lock, _guarded(self.path):
             return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+@contextmanager
+def _guarded(path: Path) -> Iterator[None]:
+    """sqlite's errors about a damaged file or a full disk, as one-line errors naming it."""
+    try:
+        yield
+    except sqlite3.DatabaseError as error:
+        translated = _translate(path, error)
+        if translated is None:
+            raise
+        raise translated from None
+
+
+# ------------------------------------------------------------------------------------------
+# Checking and repairing (`aloe cache check [--repair]`)
+# ------------------------------------------------------------------------------------------
+@dataclass
+class CacheCheck:
+    """What `check_cache` found, and what `repair_cache` did."""
+
+    path: Path
+    exists: bool = True
+    answers: int = 0  # rows whose answer reads as JSON
+    bad_rows: list[str] = field(default_factory=list)  # keys whose answer does not
+    problem: str | None = None  # the file is not a sound database: why
+    size_bytes: int = 0
+    actions: list[str] = field(default_factory=list)  # what a repair did
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and not self.bad_rows
+
+    def line(self) -> str:
+        """One line for a person: what was found (and done), and what to do next."""
+        size = f"{self.size_bytes / 1e6:.1f} MB"
+        if not self.exists:
+            state = "no cache file yet (nothing to check)"
+        elif self.problem:
+            state = f"damaged: {self.problem}"
+        elif self.bad_rows:
+            state = (f"{self.answers} answers, {len(self.bad_rows)} unreadable "
+                     f"(e.g. {self.bad_rows[0][:12]})")
+        else:
+            state = f"sound: {self.answers} answers, {size}"
+        done = f"; {'; '.join(self.actions)}" if self.actions else ""
+        advice = ("; the run's products are intact: run `aloe cache check --repair` to move it "
+                  "aside (answers that can still be read are kept)"
+                  if not self.ok and not self.actions else "")
+        return f"{self.path}: {state}{done}{advice}"
+
+
+def check_cache(path: str | Path) -> CacheCheck:
+    """Verify a cache file: sqlite's integrity check, then every row's JSON."""
+    file = Path(path)
+    if not file.exists():
+        return CacheCheck(file, exists=False)
+    result = CacheCheck(file, size_bytes=file.stat().st_size)
+    try:
+        db = sqlite3.connect(file, timeout=60, isolation_level=None)
+        try:
+            verdict = [row[0] for row in db.execute("PRAGMA integrity_check")]
+            if verdict != ["ok"]:
+                result.problem = f"integrity check: {'; '.join(verdict[:3])}"
+                return result
+            for key, blob in _rows(db):
+                if _readable(blob):
+                    result.answers += 1
+                else:
+                    result.bad_rows.append(key)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as error:
+        result.problem = str(error)
+    return result
+
+
+def _rows(db: sqlite3.Connection) -> Iterator[tuple[str, str]]:
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "responses" in tables:
+        yield from db.execute("SELECT key, response FROM responses")
+
+
+def _readable(blob: Any) -> bool:
+    try:
+        return isinstance(json.loads(blob), dict)
+    except (TypeError, ValueError):
+        return False
+
+
+def repair_cache(path: str | Path) -> CacheCheck:
+    """Make the cache sound again: a damaged file is moved aside (with its WAL) and a new one
+    holds every answer that could still be read from it; unreadable rows are deleted; the file
+    is compacted. Run it while no run uses the cache."""
+    found = check_cache(path)
+    file = found.path
+    if not found.exists:
+        return found
+    if found.problem:
+        aside = file.with_name(f"{file.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{file}{suffix}")
+            if source.exists():
+                os.replace(source, Path(f"{aside}{suffix}"))
+        kept = _salvage(aside, file)
+        found.actions.append(f"moved it to {aside.name} and started a new cache with the "
+                             f"{kept} answers that could still be read")
+    elif found.bad_rows:
+        db = _connect(file)
+        try:
+            db.executemany("DELETE FROM responses WHERE key = ?", [(k,) for k in found.bad_rows])
+        finally:
+            db.close()
+        found.actions.append(f"deleted {len(found.bad_rows)} unreadable answers")
+    before = file.stat().st_size if file.exists() else 0
+    _compact(file)
+    after = file.stat().st_size
+    found.actions.append(f"compacted ({before / 1e6:.1f} -> {after / 1e6:.1f} MB)")
+    checked = check_cache(file)
+    found.answers, found.size_bytes = checked.answers, checked.size_bytes
+    return found
+
+
+def _salvage(damaged: Path, target: Path) -> int:
+    """Copy every row that still reads (as a sound answer) from a damaged file into a new
+    cache; stop at the first page sqlite cannot read."""
+    new = _connect(target)
+    kept = 0
+    try:
+        old = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True, isolation_level=None)
+        try:
+            for key, blob in _rows(old):
+                if _readable(blob):
+                    new.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
+                                (key, blob, time.time()))
+                    kept += 1
+        except sqlite3.DatabaseError:
+            pass  # the rest of the file cannot be read: what was copied is kept
+        finally:
+            old.close()
+    finally:
+        new.close()
+    return kept
+
+
+def _compact(file: Path) -> None:
+    db = _connect(file)
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.execute("VACUUM")
+    finally:
+        db.close()

@@ -1,17 +1,28 @@
 """One client for every LLM role over the OpenAI chat-completions protocol.
 
 What every stage gets from it: bounded concurrency per role (asyncio), retries with exponential
-backoff and jitter on 429/5xx/timeouts/dropped connections (honouring Retry-After), the
-content-addressed response cache, the usage ledger, `base_url: local`, several base_urls per
-role, and API keys read only from the environment variable a role names.
+backoff and jitter on 429/5xx/timeouts/dropped connections (honouring Retry-After), a timeout
+that bounds each whole request, the content-addressed response cache, the usage ledger,
+`base_url: local`, several base_urls per role, and API keys read only from the environment
+variable a role names.
+
+Built for paper scale (hundreds of thousands of requests at concurrency 128 on a laptop's
+CPUs), where the client's own CPU time per request is what limits a run: an endpoint's requests
+are spread over several HTTP clients with small connection pools (httpcore scans its whole pool
+on every request, encode/httpcore#1035), and requests go out through the SDK's plain `post`
+with the JSON body as it is (`chat.completions.create` walks every message through its type
+transformer first, a few milliseconds a request), its answer read as plain JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
+import math
 import os
 import random
+import ssl
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +33,7 @@ import openai
 
 from aloe.budget import Budget, register, request_cost, unregister
 from aloe.chat import Message
-from aloe.config import Params, RoleConfig
+from aloe.config import Params, RoleConfig, missing_key_message
 from aloe.errors import EXIT_BAD_INPUT, AloeError
 from aloe.layout import RunLayout
 from aloe.llm.cache import ResponseCache, request_key
@@ -32,9 +43,17 @@ if TYPE_CHECKING:
     from aloe.llm.server import LocalServer
 
 T = TypeVar("T")
+
+
+class RequestTimeout(Exception):
+    """No complete answer within the role's `timeout`, however the bytes trickled in."""
+
+
 RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
-             openai.APIConnectionError)
+             openai.APIConnectionError, RequestTimeout)
 NO_KEY = "not-needed"  # local and keyless servers still need a non-empty string
+POOL_CONNECTIONS = 8  # connections per HTTP client; an endpoint gets concurrency / 8 clients
+CHAT_PATH = "/chat/completions"
 
 
 class LLMError(AloeError):
@@ -81,9 +100,13 @@ class Completion:
 
 @dataclass
 class _Endpoint:
-    client: openai.AsyncOpenAI
+    clients: list[openai.AsyncOpenAI]  # several small pools (see the module's docstring)
     base_url: str
     model: str
+    turn: itertools.count = field(default_factory=itertools.count)
+
+    def client(self) -> openai.AsyncOpenAI:
+        return self.clients[next(self.turn) % len(self.clients)]
 
 
 @dataclass
@@ -170,8 +193,8 @@ class LLM:
         if config.api_key_env:
             key = os.environ.get(config.api_key_env, "")
             if not key:
-                raise MissingKeyError(f"role '{role}' needs the environment variable "
-                                      f"{config.api_key_env} (its API key); it is not set")
+                raise MissingKeyError(missing_key_message(f"role '{role}'",
+                                                          config.api_key_env))
         endpoints = []
         for url in config.base_urls:
             model = config.model
@@ -181,9 +204,7 @@ class LLM:
                                    "has no local server")
                 server = self.local_server()
                 url, model = server.base_url, (server.model if model == "local" else model)
-            client = openai.AsyncOpenAI(base_url=url, api_key=key, max_retries=0,
-                                        timeout=httpx.Timeout(config.timeout, connect=10.0))
-            endpoints.append(_Endpoint(client, url, model))
+            endpoints.append(_Endpoint(_clients(url, key, config), url, model))
         return endpoints
 
     # -- requests ----------------------------------------------------------------------------
@@ -231,12 +252,15 @@ class LLM:
                     key: str) -> Completion:
         config = state.config
         last_error: Exception | None = None
+        endpoint = state.endpoints[0]
         for attempt in range(config.max_retries + 1):
             endpoint = state.endpoints[next(state.cycle)]
+            body = {"model": endpoint.model, "messages": messages, "seed": int(key[:8], 16),
+                    **sampling}
             try:
-                response = await endpoint.client.chat.completions.create(
-                    model=endpoint.model, messages=messages,  # type: ignore[arg-type]
-                    seed=int(key[:8], 16), **sampling)
+                response = await _bounded(endpoint.client().post(CHAT_PATH, body=body,
+                                                                 cast_to=object),
+                                          config.timeout)
             except RETRYABLE as error:
                 last_error = error
                 if attempt == config.max_retries:
@@ -249,13 +273,18 @@ class LLM:
                 raise LLMError(self._where(state, endpoint) + f": HTTP {error.status_code}: "
                                f"{_short(_scrub(error.message, state))}",
                                status_code=error.status_code, retryable=False) from None
-            completion = _completion(response)
+            try:
+                completion = _completion(response)
+            except (KeyError, IndexError, TypeError, AttributeError) as error:
+                self.ledger.record_failure(state.name, state.model)
+                raise LLMError(self._where(state, endpoint) + ": the answer is not a chat "
+                               f"completion ({type(error).__name__}: {error})") from None
             self.ledger.record_request(state.name, state.model, completion.prompt_tokens,
                                        completion.completion_tokens, config.price_input_per_1m,
                                        config.price_output_per_1m)
             return completion
         self.ledger.record_failure(state.name, state.model)
-        raise LLMError(self._where(state, state.endpoints[0]) +
+        raise LLMError(self._where(state, endpoint) +
                        f": failed after {config.max_retries + 1} attempts: "
                        f"{type(last_error).__name__}: {_short(_scrub(str(last_error), state))}",
                        status_code=getattr(last_error, "status_code", None), retryable=True)
@@ -292,8 +321,45 @@ class LLM:
     async def aclose(self) -> None:
         for state in self._roles.values():
             for endpoint in state.endpoints:
-                await endpoint.client.close()
+                for client in endpoint.clients:
+                    await client.close()
         self._roles.clear()
+
+
+def _clients(url: str, key: str, config: RoleConfig) -> list[openai.AsyncOpenAI]:
+    """The HTTP clients of one endpoint: together their pools hold `concurrency` connections,
+    POOL_CONNECTIONS each."""
+    count = max(1, math.ceil(config.concurrency / POOL_CONNECTIONS))
+    limits = httpx.Limits(max_connections=POOL_CONNECTIONS,
+                          max_keepalive_connections=POOL_CONNECTIONS)
+    timeout = httpx.Timeout(config.timeout, connect=10.0)
+    return [openai.AsyncOpenAI(base_url=url, api_key=key, max_retries=0, timeout=timeout,
+                               http_client=openai.DefaultAsyncHttpxClient(
+                                   limits=limits, timeout=timeout, verify=_tls_context()))
+            for _ in range(count)]
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One certificate store for every client of the process: loading it costs ~25 ms, paid
+    once rather than once per client (the system's store, $SSL_CERT_FILE / $SSL_CERT_DIR)."""
+    return ssl.create_default_context()
+
+
+async def _bounded(request: Awaitable[T], timeout: float) -> T:
+    """The request, or RequestTimeout once `timeout` seconds have passed in all.
+
+    httpx's timeouts bound each read, so a server that trickles a byte now and then would hold
+    a request (and the run) for ever; this bounds the whole request."""
+    deadline = asyncio.timeout(timeout)  # in this task: no task of its own per request
+    try:
+        async with deadline:
+            return await request
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        raise RequestTimeout(f"no complete answer within the role's timeout of "
+                             f"{timeout:g} s") from None
 
 
 def _scrub(text: str, state: _Role) -> str:
@@ -307,17 +373,20 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _completion(response: Any) -> Completion:
-    choice = response.choices[0]
-    usage = response.usage
+def _completion(response: dict[str, Any]) -> Completion:
+    """A chat completion's JSON (OpenAI's shape) as a Completion."""
+    choice = response["choices"][0]
+    usage = response.get("usage") or {}
     tokens = None
-    if getattr(choice, "logprobs", None) and choice.logprobs.content:
-        tokens = [{"token": t.token, "logprob": t.logprob,
-                   "top": {c.token: c.logprob for c in (t.top_logprobs or [])}}
-                  for t in choice.logprobs.content]
-    return Completion(text=choice.message.content or "", finish_reason=choice.finish_reason,
-                      prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                      completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+    content = (choice.get("logprobs") or {}).get("content")
+    if content:
+        tokens = [{"token": t["token"], "logprob": t["logprob"],
+                   "top": {c["token"]: c["logprob"] for c in (t.get("top_logprobs") or [])}}
+                  for t in content]
+    return Completion(text=(choice.get("message") or {}).get("content") or "",
+                      finish_reason=choice.get("finish_reason"),
+                      prompt_tokens=usage.get("prompt_tokens") or 0,
+                      completion_tokens=usage.get("completion_tokens") or 0,
                       logprobs=tokens)
 
 

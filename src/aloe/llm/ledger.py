@@ -3,19 +3,25 @@
 Each stage session writes `RUN/usage/STAGE.json` (what that session spent) and appends the same
 entry to `RUN/usage/history.jsonl`, so the report can show both the last run and the total.
 While it runs, a session also keeps its running totals in `RUN/usage/live/`: a session killed
-before it could save is still counted, as an `interrupted` entry.
+before it could save is still counted, as an `interrupted` entry. That file is rewritten in
+place after every request (one `pwrite` to an open file, padded with spaces so that a shorter
+entry leaves no stale tail), not replaced through a temporary file: at paper scale it is written
+hundreds of times a second, and only a dead session's file is ever read.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aloe.errors import writing
 from aloe.layout import RunLayout
+from aloe.procs import alive
 from aloe.records import append_record, read_json, read_records, write_json
 
 
@@ -30,6 +36,11 @@ class RoleUsage:
     completion_tokens: int = 0
     cost_usd: float = 0.0
 
+    def as_json(self) -> dict[str, Any]:
+        """`dataclasses.asdict` without its deep copy (the fields are plain numbers), because
+        the live totals are written after every request."""
+        return {"model": self.model, **{name: getattr(self, name) for name in USAGE_FIELDS}}
+
 
 @dataclass
 class Ledger:
@@ -38,25 +49,41 @@ class Ledger:
     started: float = field(default_factory=time.time)
     live_dir: Path | None = None  # where the running totals are kept; None: nowhere
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _live_file: Path | None = field(default=None, repr=False, compare=False)
+    _live_fd: int | None = field(default=None, repr=False, compare=False)
+    _live_size: int = field(default=0, repr=False, compare=False)
 
     @property
     def live_path(self) -> Path | None:
         if self.live_dir is None:
             return None
-        return Path(self.live_dir) / f"{self.stage}-{os.getpid()}-{self.started:.6f}.json"
+        if self._live_file is None:  # asked for after every request: named once
+            name = f"{self.stage}-{os.getpid()}-{self.started:.6f}.json"
+            self._live_file = Path(self.live_dir) / name
+        return self._live_file
 
     def _flush_live(self) -> None:
         """Keep the running totals on disk after each thing that costs (caller holds the
         lock): one small atomic write, next to a network request. Cache hits cost nothing and
         are not flushed on their own; the next request or the save carries them."""
-        if self.live_path is not None:
-            write_json(self.live_path, {**self._entry(), "pid": os.getpid(), "interrupted": True})
+        path = self.live_path
+        if path is None:
+            return
+        data = json.dumps({**self._entry(), "pid": os.getpid(), "interrupted": True},
+                          default=str).encode("utf-8")
+        data += b" " * (self._live_size - len(data))  # JSON reads past trailing spaces
+        with writing(path):
+            if self._live_fd is None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._live_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.pwrite(self._live_fd, data, 0)
+        self._live_size = len(data)
 
     def _entry(self) -> dict[str, Any]:
         """This session's usage as a history entry (caller holds the lock)."""
         return {"stage": self.stage, "started": self.started, "finished": time.time(),
-                "roles": {name: asdict(usage) for name, usage in self.roles.items()},
-                "totals": asdict(_sum(self.roles.values()))}
+                "roles": {name: usage.as_json() for name, usage in self.roles.items()},
+                "totals": _sum(self.roles.values()).as_json()}
 
     def _role(self, role: str, model: str) -> RoleUsage:
         usage = self.roles.setdefault(role, RoleUsage(model=model))
@@ -101,8 +128,12 @@ class Ledger:
         data = self.as_dict()
         write_json(layout.usage(self.stage), data)
         append_record(layout.usage_history, data)
-        if self.live_path is not None:
-            self.live_path.unlink(missing_ok=True)
+        with self._lock:
+            if self._live_fd is not None:
+                os.close(self._live_fd)
+                self._live_fd = None
+            if self.live_path is not None:
+                self.live_path.unlink(missing_ok=True)
         return layout.usage(self.stage)
 
 
@@ -118,22 +149,12 @@ def _sum(usages: Any) -> RoleUsage:
     return total
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, under another user
-        pass
-    return True
-
-
 def load_usage_history(layout: RunLayout) -> list[dict[str, Any]]:
     """Every stage session's ledger entry of a run, oldest first, with the running totals of
     sessions that were killed before they could save (`"interrupted": true`)."""
     history = read_records(layout.usage_history)
     for live in sorted(layout.usage_live.glob("*.json")):
         entry = read_json(live)
-        if not _alive(int(entry.get("pid", 0))):
+        if not alive(int(entry.get("pid", 0))):
             history.append(entry)
     return sorted(history, key=lambda entry: entry.get("started", 0.0))

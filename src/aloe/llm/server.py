@@ -3,7 +3,11 @@ port, serving the configured local model.
 
 One server is shared: the runner starts it once and hands its URL to every notebook kernel
 through $ALOE_LOCAL_BASE_URL; an interactive session finds a running one through a state file
-beside the response cache. Only the process that started a server stops it (at exit).
+beside the response cache. Only the process that started a server stops it (at exit), and the
+server does not outlive it: started from a main thread it gets SIGKILL from Linux when its
+owner dies (SIGKILL and SIGTERM included, which skip `atexit`); otherwise the state file names
+the owner, and the next session that finds the owner gone stops the stray server before
+starting its own. A server someone else started and still owns is used, never stopped.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import httpx
 
 from aloe.config import Params
 from aloe.errors import AloeError
+from aloe.procs import die_with_parent, is_process, start_time, stop_group
 
 ENV_URL = "ALOE_LOCAL_BASE_URL"
 ENV_MODEL = "ALOE_LOCAL_MODEL"
@@ -65,15 +70,49 @@ def healthy(base_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _from_state(params: Params, model: str) -> LocalServer | None:
-    state = params.layout.local_server_state
+def _read_state(state: Path) -> dict | None:
     try:
         data = json.loads(state.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if data.get("model") == model and healthy(data["base_url"]):
+    return data if isinstance(data, dict) else None
+
+
+def reap_stray_server(state: Path) -> bool:
+    """Stop the server a state file names when the process that started it is gone (a run
+    killed before it could stop it); True when one was stopped. A server whose owner is alive,
+    or a pid that is no longer the recorded server, is left alone."""
+    data = _read_state(state)
+    if data is None or not data.get("pid"):
+        return False
+    if is_process(data.get("owner"), data.get("owner_started")):
+        return False
+    stopped = False
+    if is_process(data["pid"], data.get("pid_started")):
+        stop_group(int(data["pid"]))
+        stopped = True
+    state.unlink(missing_ok=True)
+    return stopped
+
+
+def _from_state(params: Params, model: str) -> LocalServer | None:
+    """A running server another live session started for this model (used, not owned)."""
+    state = params.layout.local_server_state
+    reap_stray_server(state)
+    data = _read_state(state)
+    if data and data.get("model") == model and healthy(data["base_url"]):
         return LocalServer(base_url=data["base_url"], model=model)
     return None
+
+
+def _write_state(state: Path, server: LocalServer) -> None:
+    """Who owns the server (pid and start time, so that a reused pid is not mistaken for it)."""
+    pid = server.process.pid if server.process else None
+    owner = os.getpid()
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps({"base_url": server.base_url, "model": server.model,
+                                 "pid": pid, "pid_started": start_time(pid) if pid else None,
+                                 "owner": owner, "owner_started": start_time(owner)}))
 
 
 def start_server(model_dir: Path, log_path: Path, timeout: float,
@@ -90,9 +129,9 @@ def start_server(model_dir: Path, log_path: Path, timeout: float,
     # On CPU the server shares the cores with the notebook kernel (training, batched
     # evaluation): half of them each is much faster than both oversubscribing all of them.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab") as log:  # its own session: the terminal's Ctrl-C is the run's
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=die_with_parent())
     server = LocalServer(base_url=f"http://127.0.0.1:{port}/v1", model=str(model_dir),
                          process=process)
     deadline = time.monotonic() + timeout
@@ -133,10 +172,7 @@ def ensure_local_server(params: Params) -> LocalServer:
         server = start_server(Path(model), params.layout.local_server_log,
                               params.local_model.startup_timeout,
                               params.local_model.continuous_batching)
-        state = params.layout.local_server_state
-        state.parent.mkdir(parents=True, exist_ok=True)
-        state.write_text(json.dumps({"base_url": server.base_url, "model": model,
-                                     "pid": server.process.pid if server.process else None}))
+        _write_state(params.layout.local_server_state, server)
     _servers[model] = server
     return server
 

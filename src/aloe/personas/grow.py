@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from aloe.config import Params, PersonasConfig
+from aloe.errors import check_lost_items
+from aloe.llm import LLMError, MissingKeyError
 from aloe.personas.novelty import NoveltyFilter
 from aloe.personas.parse import parse_reply
 from aloe.pools import kind_plural
@@ -97,6 +99,18 @@ def generation_requests(spec: PoolSpec, pool_texts: Sequence[str], round_no: int
     return requests
 
 
+def _raise_lost_calls(pool: str, round_no: int, replies: Sequence[Any]) -> None:
+    """A round is decided from all its calls or not at all (a resumed run must ask exactly
+    what the interrupted one asked): any call that failed for good fails the stage. The cache
+    keeps the calls that were answered, so a rerun sends only the failed ones."""
+    failures = [(i, r) for i, r in enumerate(replies) if isinstance(r, BaseException)]
+    for _, error in failures:  # a bug, an interrupt or a missing key is raised as it is
+        if not isinstance(error, LLMError) or isinstance(error, MissingKeyError):
+            raise error
+    check_lost_items(f"generator calls of round {round_no} of pool '{pool}'",
+                     [(f"call {i}", str(error)) for i, error in failures], len(replies))
+
+
 def _rate(admitted: int, screened: int) -> float:
     """Admitted per candidate screened (0 when a round gave nothing to screen)."""
     return round(admitted / screened, 4) if screened else 0.0
@@ -128,7 +142,8 @@ class PoolGrower:
                             f"0..{len(rounds) - 1}; delete the run folder to start over")
         found = read_records(spec.file)
         initial_texts = [item["text"] for item in spec.initial]
-        if found and [r.get("text") for r in found[:len(spec.initial)]] != initial_texts:
+        head = [r.get("text") for r in found[:len(spec.initial)]]
+        if head != initial_texts[:len(head)]:  # a file cut short still starts with the seeds
             raise DataError(f"{spec.file}: this pool was started from other seeds or imports "
                             "than the parameters give; use another run name or delete the file")
         if not rounds:  # a fresh pool, or its first round was interrupted: start from seeds
@@ -136,8 +151,10 @@ class PoolGrower:
             write_records(spec.file, found)
         elif len(found) < rounds[-1]["pool_size"]:
             raise DataError(f"{spec.file}: holds {len(found)} items but {self.rounds_file} "
-                            f"records {rounds[-1]['pool_size']}; delete the run folder to "
-                            "start over")
+                            f"records {rounds[-1]['pool_size']} after round "
+                            f"{rounds[-1]['round']}: the file was cut short (a copy or a "
+                            "write that did not finish, or an edit); restore it, or delete the "
+                            "run folder to start over")
         elif len(found) > rounds[-1]["pool_size"]:  # a round interrupted before its log line
             found = found[:rounds[-1]["pool_size"]]
             write_records(spec.file, found)
@@ -173,9 +190,7 @@ class PoolGrower:
         replies = await asyncio.gather(*(self.llm.chat("generator", messages, sample=sample)
                                          for messages, sample in requests),
                                        return_exceptions=True)
-        failures = [r for r in replies if isinstance(r, BaseException)]
-        if failures:  # the cache keeps the calls that worked; a rerun repeats only the rest
-            raise failures[0]
+        _raise_lost_calls(spec.name, round_no, replies)
         candidates: list[tuple[int, str]] = []
         unusable: list[dict[str, Any]] = []
         dropped: list[str] = []

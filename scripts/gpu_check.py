@@ -38,13 +38,11 @@ import argparse
 import datetime as dt
 import gc
 import json
-import platform
 import random
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +51,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from aloe import qlora, training  # noqa: E402
 from aloe.config import DPOConfig, SFTConfig  # noqa: E402
+from aloe.manifest import package_versions  # noqa: E402
 from aloe.policy import Device, detect_device  # noqa: E402
 
 GIB = 2**30
@@ -426,13 +425,7 @@ def _round(value: float | None) -> float | None:
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in PACKAGES:
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
+    return package_versions(PACKAGES)
 
 
 def load_tokenizer(path: str | None) -> Any:

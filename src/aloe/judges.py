@@ -498,13 +498,8 @@ async def _measure(chat: Chat, prompt: str, parse: Callable[[str], T | None], re
 async def score_inference(chat: Chat, persona: dict[str, Any], statement: str,
                           temperature: float | None = None) -> Measurement[float]:
     """How right a model's statement of what it learned about the user is: 0-10 read as 0-1."""
-    prompt = render("judge_inference", profile=persona["profile"],
-                    personality=persona["personality"],
-                    statement=statement.strip() or "(nothing)")
-    measured = await _measure(chat, prompt, parse_ten, "judge_inference_reask",
-                              temperature=temperature)
-    value = None if measured.value is None else measured.value / 10.0
-    return Measurement(value, measured.raw, measured.attempts)
+    return await _share_of_ten(chat, "judge_inference", temperature, persona,
+                               statement=statement.strip() or "(nothing)")
 
 
 async def score_revealed(chat: Chat, persona: dict[str, Any], said: Sequence[str],
@@ -512,9 +507,16 @@ async def score_revealed(chat: Chat, persona: dict[str, Any], said: Sequence[str
     """How much of its persona a simulated user's messages so far give away: 0-10 read as
     0-1."""
     messages = "\n".join(f"- {m.strip()}" for m in said) or "(none)"
-    prompt = render("judge_revealed", profile=persona["profile"],
-                    personality=persona["personality"], messages=messages)
-    measured = await _measure(chat, prompt, parse_ten, "judge_revealed_reask",
+    return await _share_of_ten(chat, "judge_revealed", temperature, persona, messages=messages)
+
+
+async def _share_of_ten(chat: Chat, template: str, temperature: float | None,
+                        persona: dict[str, Any], **fields: str) -> Measurement[float]:
+    """The judge's 0-10 answer to `template` about `persona` (re-asked once with
+    `TEMPLATE_reask`), read as a share 0-1."""
+    prompt = render(template, profile=persona["profile"], personality=persona["personality"],
+                    **fields)
+    measured = await _measure(chat, prompt, parse_ten, f"{template}_reask",
                               temperature=temperature)
     value = None if measured.value is None else measured.value / 10.0
     return Measurement(value, measured.raw, measured.attempts)

@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import subprocess
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -115,9 +116,10 @@ def git_state(folder: Path | None = None) -> dict[str, Any]:
     return {"commit": commit.strip(), "dirty": bool(status.strip()), "changes_sha256": changes}
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
+    """Python's version and each package's installed version ("not installed" if absent)."""
     versions = {"python": platform.python_version()}
-    for package in PACKAGES:
+    for package in packages:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

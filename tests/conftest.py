@@ -21,6 +21,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def embedded_model() -> Path:
+    """The embedded model's folder under MODEL_CACHE, converted from its GGUF file on first
+    use: a test that reads it never depends on another test having converted it."""
+    from aloe.local_model import ensure_embedded_model
+
+    return ensure_embedded_model(MODEL_CACHE)
+
+
 def tiny_dict(tmp_path: Path, **overrides: dict) -> dict:
     """The tiny profile as a dict, writing under tmp_path, with section overrides merged in."""
     data = yaml.safe_load((ROOT / "params" / "tiny.yaml").read_text())

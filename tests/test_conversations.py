@@ -18,7 +18,7 @@ from aloe.conversations import (ConversationMaker, conversation_id, load_convers
 from aloe.llm import Completion, LLMError, run_sync
 from aloe.records import read_records, write_records
 from aloe.simulator import clean_user_message, simulate_user
-from tests.conftest import MODEL_CACHE, ROOT, tiny_dict
+from tests.conftest import ROOT, embedded_model, tiny_dict
 
 # Our own test personas (not from any published pool).
 PERSONAS = [
@@ -327,7 +327,7 @@ def test_reference_structure_through_the_real_chat_template(tmp_path: Path) -> N
     from aloe.conversation_prompts import reference_reply_messages
     from aloe.simulator import simulator_messages
 
-    tokenizer = AutoTokenizer.from_pretrained(MODEL_CACHE / "SmolLM2-135M-Instruct")
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model())
     persona = persona_records(1)[0]
     turns = [{"turn": 1, "user": "Fixed the bike today.", "hinted": "Nice!", "plain": "Cool.",
               "continued_with": "hinted",

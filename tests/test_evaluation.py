@@ -21,7 +21,7 @@ from aloe.judges import parse_score
 from aloe.policy import InProcessResponder, PolicyError
 from aloe.pools import load_aloe_benchmark
 from aloe.records import read_records, write_records
-from tests.conftest import MODEL_CACHE, ROOT, tiny_dict
+from tests.conftest import MODEL_CACHE, ROOT, embedded_model, tiny_dict
 
 MODEL = MODEL_CACHE / "SmolLM2-135M-Instruct"
 
@@ -72,7 +72,7 @@ def make_adapter(path: Path, seed: int) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(embedded_model(), dtype=torch.float32)
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM",
                                                   target_modules=["q_proj", "v_proj"]))
     generator = torch.Generator().manual_seed(seed)

@@ -22,7 +22,7 @@ from aloe import qlora, training
 from aloe.config import ParamsError, load_params, params_from_dict
 from aloe.layout import RunLayout
 from aloe.policy import detect_device, file_sha256
-from tests.conftest import MODEL_CACHE, ROOT, tiny_dict, write_params
+from tests.conftest import ROOT, embedded_model, tiny_dict, write_params
 
 # Short, well-formed multi-turn conversations: a prompt ends with the user's message.
 TOPICS = ["hiking in the Alps", "learning the cello", "baking sourdough bread",
@@ -206,7 +206,7 @@ def test_sft_masks_every_prompt_token(tmp_path: Path) -> None:
 
 
 def test_long_histories_drop_their_oldest_turns(tmp_path: Path) -> None:
-    tokenizer = qlora.load_tokenizer(str(MODEL_CACHE / "SmolLM2-135M-Instruct"))
+    tokenizer = qlora.load_tokenizer(str(embedded_model()))
     prompt = _conversation(0, turns=4)[-1]["prompt"]
     completion = [{"role": "assistant", "content": GOOD.format(topic="x")}]
     full = training._render_length(tokenizer, prompt + completion, False)
@@ -221,7 +221,7 @@ def test_examples_without_room_for_a_reply_are_left_out(tmp_path: Path) -> None:
 
     params = params_from_dict(tiny_dict(tmp_path))
     make_exports(params.layout)
-    tokenizer = qlora.load_tokenizer(str(MODEL_CACHE / "SmolLM2-135M-Instruct"))
+    tokenizer = qlora.load_tokenizer(str(embedded_model()))
     source = training.load_splits(params, "dpo")["train"]
     prepared = training.prepare_dataset(source, tokenizer, "dpo", max_length=256)
     assert len(prepared) == len(source) and prepared.column_names == ["prompt", "chosen",

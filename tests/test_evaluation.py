@@ -226,7 +226,9 @@ def test_notebook_05_runs_on_the_finished_stage(finished_run, tmp_path):
     # (word overlap, always measured); the other measures say they did not run
     assert text.count("image/png") == 4
     assert "No preference shift in this run" in text and "No inference probes" in text
-    assert "Findings (95% bootstrap intervals" in text
+    # the findings, computed from this run's figures: its caveats and the lines beyond the paper
+    assert "**Caveats**" in text and "demonstrates the machinery, not the method" in text
+    assert "Beyond the paper's evaluation" in text and "protocol **aloe**" in text
     assert "dpo: reply" in text  # the side-by-side transcripts
 
 

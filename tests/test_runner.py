@@ -389,3 +389,57 @@ def test_a_full_disk_is_one_line_leaves_no_partial_file_and_the_rerun_completes(
     assert rerun["returncode"] == 0, rerun["stderr"][-3000:]
     ids = report["conversations_after_rerun"]
     assert len(ids) == 120 and len(set(ids)) == 120 and report["unreadable_after_rerun"] == []
+
+
+def _one_cell_notebook(path: Path) -> Path:
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "language": "python",
+                                       "display_name": "Python 3"}
+    parameters = nbformat.v4.new_code_cell("answer = 0")
+    parameters.metadata["tags"] = ["parameters"]
+    notebook.cells = [parameters, nbformat.v4.new_code_cell("print(answer + 1)")]
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_a_kernel_that_dies_before_it_starts_is_started_again(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """The port race (another process takes a kernel's port between choice and bind) cannot be
+    provoked on demand, so the first start's failure is simulated with nbclient's own error; the
+    second start is a real papermill run of a real notebook."""
+    import papermill
+
+    from aloe import runner
+
+    real = papermill.execute_notebook
+    calls: list[int] = []
+
+    def first_start_dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(papermill, "execute_notebook", first_start_dies)
+    output = tmp_path / "out.ipynb"
+    runner._execute(_one_cell_notebook(tmp_path / "in.ipynb"), output, {"answer": 41}, False)
+    assert len(calls) == 2
+    assert "42" in output.read_text()
+
+
+def test_any_other_kernel_error_is_not_retried(tmp_path: Path, monkeypatch) -> None:
+    import papermill
+
+    from aloe import runner
+
+    calls: list[int] = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("Kernel didn't respond in 60 seconds")
+
+    monkeypatch.setattr(papermill, "execute_notebook", broken)
+    with pytest.raises(RuntimeError, match="didn't respond"):
+        runner._execute(_one_cell_notebook(tmp_path / "in.ipynb"), tmp_path / "out.ipynb", {},
+                        False)
+    assert calls == [1]

@@ -233,14 +233,27 @@ def execute_stage(notebook: Path, params: Params, params_file: str, output: Path
     return time.perf_counter() - started
 
 
+# A kernel's ports are chosen free by jupyter_client, released, then bound by the kernel; another
+# process (a second run, a server) can take one in between, and the kernel dies before it
+# replies. No cell has run then, so starting the notebook again is safe and loses nothing.
+KERNEL_START_TRIES = 3
+_KERNEL_DID_NOT_START = "Kernel died before replying to kernel_info"  # nbclient's RuntimeError
+
+
 def _execute(notebook: Path, output: Path, parameters: dict[str, Any],
              progress_bar: bool) -> None:
     import papermill
 
-    papermill.execute_notebook(str(notebook), str(output), parameters=parameters,
-                               cwd=str(project_root()), progress_bar=progress_bar,
-                               kernel_name="python3", log_output=False,
-                               extra_arguments=KERNEL_ARGUMENTS)
+    for attempt in range(1, KERNEL_START_TRIES + 1):
+        try:
+            papermill.execute_notebook(str(notebook), str(output), parameters=parameters,
+                                       cwd=str(project_root()), progress_bar=progress_bar,
+                                       kernel_name="python3", log_output=False,
+                                       extra_arguments=KERNEL_ARGUMENTS)
+            return
+        except RuntimeError as error:
+            if _KERNEL_DID_NOT_START not in str(error) or attempt == KERNEL_START_TRIES:
+                raise
 
 
 def run_workbook(params: Params, params_file: str, stages: str | None = None,

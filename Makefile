@@ -34,7 +34,7 @@ run: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# While working: the tests not marked slow (about a minute).
+# While working: the tests not marked slow (about 2.5 minutes on 2 CPU cores).
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 

@@ -336,6 +336,7 @@ def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = ()) -> Tr
     return TrainResult(stage, target, base, stats, history, skipped=False,
                        resumed_from_step=resumed)
 
+
 def _stage_trainer(params: Params, stage: str, base: str, device: Device,
                    callbacks: Sequence[Any]) -> Any:
     """Tokenizer, data, 4-bit base (+ the SFT adapter for DPO from SFT) and the TRL trainer."""
@@ -349,6 +350,11 @@ def _stage_trainer(params: Params, stage: str, base: str, device: Device,
 
         model = PeftModel.from_pretrained(model, str(params.layout.adapter("sft")),
                                           is_trainable=True)
+        # The SFT adapter names its base portably (a hub id); while training, name this
+        # machine's copy, or each save looks the hub id up (a network call, a warning offline).
+        # The saved DPO adapter is made portable again like SFT's.
+        for adapter in model.peft_config.values():
+            adapter.base_model_name_or_path = base
     args = trainer_arguments(stage, cfg, params.layout.checkpoints(stage), device,
                              seed=params.run.seed)
     build = build_sft_trainer if stage == "sft" else build_dpo_trainer

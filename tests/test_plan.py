@@ -55,7 +55,7 @@ def test_the_paper_plan_needs_no_network_and_no_key(no_network: None,
     assert total["requests"] > 100_000
     assert 0 < total["forecast"]["cost_usd"] < total["ceiling"]["cost_usd"]
     assert total["ceiling"]["allowance"]["requests"] > 0
-    assert plan.gpu["measured"] is False and "ESTIMATES" in plan.gpu["assumption"]
+    assert plan.gpu["measured"] == ["H200 141GB"] and "measured on H200" in plan.gpu["assumption"]
 
 
 def test_aloe_plan_json_has_the_documented_shape(tmp_path: Path) -> None:
@@ -256,5 +256,13 @@ def test_gpu_hours_scale_with_the_policy_and_name_their_assumption(tmp_path: Pat
         paper.gpu["by_gpu"]["RTX 4090 24GB"]["sft"]["ceiling"]
     assert "8.00B parameters" in paper.gpu["policy"]
     figures = planning.gpu_figures()
-    assert all(entry["measured"] is False and "not measured" in entry["source"]
-               for entry in figures["gpus"].values())
+    measured = {gpu for gpu, entry in figures["gpus"].items() if entry["measured"]}
+    assert measured == {"H200 141GB"}
+    assert all("not measured" in entry["source"] for gpu, entry in figures["gpus"].items()
+               if gpu not in measured)
+    # the hours come from the figures: the measured class's rate, scaled by parameters
+    h200 = figures["gpus"]["H200 141GB"]
+    scale = 8.0e9 / figures["reference"]["parameters"]
+    tokens = paper.gpu["tokens"]["sft"]["ceiling"]
+    assert paper.gpu["by_gpu"]["H200 141GB"]["sft"]["ceiling"] == pytest.approx(
+        tokens * scale / h200["sft_tokens_per_s"] / 3600, abs=0.01)

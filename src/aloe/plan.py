@@ -36,9 +36,10 @@ text shown again (a user message in a later prompt) counts the tokens it was gen
 (the same tokenizer, or one as efficient). tests/test_plan.py checks the ceiling rule against
 the embedded model's real tokenizer.
 
-GPU hours for training and evaluation come from tokens/s per GPU class in `gpu_figures.json`,
-estimates stated as an assumption (scaled by the policy's parameter count) until
-`scripts/gpu_check.py` measures them.
+GPU hours for training and evaluation come from tokens/s per GPU class in `gpu_figures.json`
+(scaled by the policy's parameter count), written by `scripts/gpu_check.py --from-report`: the
+class it ran on is measured, the others are datasheet estimates calibrated by it, and the plan
+says which.
 """
 
 from __future__ import annotations
@@ -843,29 +844,36 @@ def gpu_hours(params: Params, ceiling: Lengths, forecast: Lengths) -> dict[str, 
         hours["total"] = {kind: sum(h[kind] for h in hours.values()) for kind in ("forecast",
                                                                               "ceiling")}
         by_gpu[gpu] = {stage: {k: round(v, 2) for k, v in h.items()} for stage, h in hours.items()}
-    measured = all(f.get("measured") for f in figures["gpus"].values())
+    measured = [gpu for gpu, figure in figures["gpus"].items() if figure.get("measured")]
     return {"assumption": ("tokens/s per GPU class from aloe/gpu_figures.json, scaled by the "
-                           "policy's parameters; " + ("measured" if measured else
-                                                      "ESTIMATES, not measurements: "
-                                                      "scripts/gpu_check.py has not run on a "
-                                                      "GPU yet")),
+                           "policy's parameters; " + gpu_figures_basis(figures)),
             "measured": measured, "policy": about,
             "tokens": {s: {k: int(v) for k, v in t.items()} for s, t in tokens.items()},
             "by_gpu": by_gpu}
 
 
+def gpu_figures_basis(figures: dict[str, Any]) -> str:
+    """Which GPU classes' figures were measured, in words."""
+    measured = [gpu for gpu, figure in figures["gpus"].items() if figure.get("measured")]
+    if not measured:
+        return ("ESTIMATES, not measurements: scripts/gpu_check.py has not run on a GPU of "
+                "these classes")
+    return (f"measured on {', '.join(measured)} (scripts/gpu_check.py); the other classes are "
+            "datasheet estimates calibrated by that measurement")
+
+
 def training_memory_gb(params: Params, stage: str) -> float:
-    """Peak GPU memory a training stage needs (the figures' rule in `method.scaling`)."""
+    """Peak GPU memory a training stage needs: the figures' measured line (fixed, and per
+    1,024 tokens of a micro-batch) scaled by the policy's parameters (`method.peak_memory_gb`)."""
     figures = gpu_figures()
-    reference = figures["reference"]
+    memory = figures["peak_memory_gb"]
+    fit = memory["fit"][stage]
     config: TrainingConfig = getattr(params, stage)
     parameters, _ = policy_parameters(params, stage)
-    size = parameters / reference["parameters"]
-    micro_batch = int(config.trainer["max_length"]) * int(
-        config.trainer["per_device_train_batch_size"])
-    tokens = micro_batch / (reference["max_length"] * reference["per_device_train_batch_size"])
-    weights = 0.5 * size * (1.0 if config.load_in_4bit else 3.5)
-    return figures["peak_memory_gb"][stage] * (weights + 0.5 * size * tokens)
+    size = parameters / figures["reference"]["parameters"]
+    tokens = int(config.trainer["max_length"]) * int(config.trainer["per_device_train_batch_size"])
+    fixed = fit["fixed_gb"] * (1.0 if config.load_in_4bit else memory["unquantised_fixed_factor"])
+    return size * (fixed + fit["per_1k_tokens_gb"] * tokens / 1024)
 
 
 def disk_gb(params: Params) -> float:

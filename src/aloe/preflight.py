@@ -353,21 +353,22 @@ def check_gpu(params: Params, gpu: Callable[[], tuple[str, float, float] | None]
 def _gpu_check(stage: str, parameters: float, about: str, needed: float,
                found: tuple[str, float, float] | None) -> Check:
     what = f"gpu for {stage}"
+    basis = "gpu_figures.json: measured peaks scaled to this model"
     if found is None:
         if parameters < CPU_TRAINING_LIMIT:
             return Check(what, OK, f"no GPU: {about} trains on the CPU (slowly)")
         return Check(what, FAILED, f"no GPU is visible (torch.cuda.is_available() is False) but "
                                    f"training {about} needs one with about {needed:.0f} GB "
-                                   "free (gpu_figures.json, an estimate): run on a GPU machine "
-                                   "with a CUDA build of torch, or choose a smaller base_model")
+                                   f"free ({basis}): run on a GPU machine with a CUDA build of "
+                                   "torch, or choose a smaller base_model")
     name, free, total = found
     if free < needed:
         return Check(what, FAILED, f"{name} has {free:.1f} of {total:.0f} GB free but training "
-                                   f"{about} needs about {needed:.0f} GB (gpu_figures.json, an "
-                                   "estimate): free the GPU (another process holds it?), lower "
+                                   f"{about} needs about {needed:.0f} GB ({basis}): free the "
+                                   f"GPU (another process holds it?), lower "
                                    f"{stage}.trainer.max_length, or use a larger GPU")
     return Check(what, OK, f"{name}: {free:.1f} of {total:.0f} GB free; about {needed:.0f} GB "
-                           "needed (an estimate)")
+                           f"needed ({basis})")
 
 
 def check_trainer_options(params: Params) -> list[Check]:

@@ -13,8 +13,8 @@ import pytest
 from aloe.config import params_from_dict
 from aloe.chat import trim_unfinished
 from aloe.conversations import (ConversationMaker, conversation_id, load_conversations,
-                                parse_inferred, plan_conversations, render_tree_html, rule_table,
-                                run_stage, summarise, turn_table)
+                                parse_inferred, plan, plan_conversations, render_tree_html,
+                                rule_table, run_stage, summarise, turn_table)
 from aloe.llm import Completion, LLMError, run_sync
 from aloe.records import read_records, write_records
 from aloe.simulator import clean_user_message, simulate_user
@@ -545,3 +545,22 @@ def test_when_every_request_fails_the_stage_says_so_and_its_tables_still_read(
     turns = turn_table([])
     assert turns.groupby("turn")[["profile_recall", "hinted_words"]].mean().empty
     assert rule_table([]).empty
+
+
+def test_personas_with_the_same_text_start_independent_conversations(tmp_path: Path) -> None:
+    """Random pairing repeats a (profile, personality) pair under new ids: each conversation
+    must still be its own draw, not a replay of the other from the cache (issue 22)."""
+    from tests.support.stub_server import StubServer
+
+    twin = persona_records(1)[0]
+    twins = [{**twin, "id": "persona-a"}, {**twin, "id": "persona-b"},
+             {**twin, "id": "persona-c"}]
+    with StubServer(seed=3) as stub:
+        params = _stub_stage_params(tmp_path, stub.base_url, n=3)
+        write_records(params.layout.personas, twins)
+        assert sorted(item["sample"] for item in plan(params, twins)) == [0, 1, 2]
+        run_stage(params)
+    trees = read_records(params.layout.conversations)
+    assert sorted(t["persona"]["id"] for t in trees) == ["persona-a", "persona-b", "persona-c"]
+    first_users = [t["turns"][0]["user"] for t in trees]
+    assert len(set(first_users)) == 3, first_users

@@ -97,18 +97,27 @@ def plan_conversations(personas: Sequence[dict[str, Any]], n: int,
     return plan
 
 
+def persona_text(persona: dict[str, Any]) -> tuple[str, str]:
+    """What of a persona the requests carry (every role's prompt is rendered from these two
+    texts, never from its ids): the response cache tells two personas apart by this alone."""
+    return str(persona["profile"]), str(persona["personality"])
+
+
 def plan(params: Params, personas: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The conversations to have: conversation i with the persona `plan_conversations` gives
-    it; `sample` counts earlier conversations with the same persona, so that meeting a
-    persona again starts a different conversation (a different cached draw)."""
-    met: Counter[str] = Counter()
+    it; `sample` counts earlier conversations with the same persona text, so that meeting a
+    persona again starts a different conversation (a different cached draw). Counted by text,
+    not id: random pairing gives the same profile and personality new ids, and two
+    conversations of one text with the same sample would send the same requests and replay
+    each other from the cache."""
+    met: Counter[tuple[str, str]] = Counter()
     items = []
     chosen = plan_conversations(personas, params.conversations.n_conversations,
                                 params.run.seed)
     for index, persona in enumerate(chosen):
         items.append({"index": index, "id": conversation_id(index), "persona": persona,
-                      "sample": met[str(persona["id"])]})
-        met[str(persona["id"])] += 1
+                      "sample": met[persona_text(persona)]})
+        met[persona_text(persona)] += 1
     return items
 
 

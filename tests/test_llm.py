@@ -375,3 +375,46 @@ def test_clients_close_on_the_loop_that_opened_them(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("\n") == 3
     assert "Event loop is closed" not in result.stderr, result.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------------------
+# A local model is keyed by its content, not its path (issue 22)
+# ------------------------------------------------------------------------------------------
+def _model_folder(path: Path, weights: bytes = b"weights-1") -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text('{"model_type": "llama"}')
+    (path / "model.safetensors").write_bytes(weights)
+    return path
+
+
+def test_a_model_folder_is_named_by_its_content(tmp_path: Path) -> None:
+    from aloe.local_model import IDENTITY_STAMP, model_identity
+
+    here = _model_folder(tmp_path / "a" / "Model-1B")
+    moved = _model_folder(tmp_path / "b" / "Model-1B")
+    other = _model_folder(tmp_path / "c" / "Model-1B", weights=b"weights-2")
+    assert model_identity(str(here)) == model_identity(str(moved)) != model_identity(str(other))
+    assert model_identity(str(here)).startswith("Model-1B@sha256:")
+    assert (here / IDENTITY_STAMP).exists()
+    (here / "model.safetensors").write_bytes(b"weights-3")  # retrained in place
+    assert model_identity(str(here)) not in (model_identity(str(moved)),
+                                             model_identity(str(other)))
+    assert model_identity("gpt-4o-mini") == "gpt-4o-mini"  # not a folder: as it is
+
+
+def test_a_moved_project_finds_its_cached_answers(tmp_path: Path) -> None:
+    """The same model folder at another path (a copied project) is the same model for the
+    cache: the second session sends nothing."""
+    from tests.support.stub_server import StubServer
+
+    first = _model_folder(tmp_path / "project" / "models" / "Model-1B")
+    copied = _model_folder(tmp_path / "copy" / "models" / "Model-1B")
+    messages = [{"role": "user", "content": "Hello there"}]
+    with StubServer(seed=0) as stub:
+        answers = []
+        for folder in (first, copied):
+            params = _params(tmp_path / "run", stub.base_url, str(folder))
+            llm = LLM.for_run(params, "test")
+            answers.append(llm.run(llm.chat("user", messages, sample=0)))
+        asked = stub.stats()["requests"]
+    assert asked == 1 and answers[1].cached and answers[0].text == answers[1].text

@@ -5,7 +5,9 @@ and that training and evaluation load. No network, no hub.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 from pathlib import Path
@@ -109,3 +111,57 @@ def local_model_path(params: Params) -> Path:
             raise LocalModelError(f"local_model.path: not found: {params.local_model.path}")
         return path
     return ensure_embedded_model(params.local_model.cache_dir)
+
+
+# ------------------------------------------------------------------------------------------
+# A model folder's identity, for the response cache
+# ------------------------------------------------------------------------------------------
+IDENTITY_STAMP = ".aloe_identity.json"
+_IDENTITY_FILES = ("*.safetensors", "*.bin", "*.gguf", "config.json", "generation_config.json",
+                   "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+_identities: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+
+
+def _model_files(folder: Path) -> list[Path]:
+    return sorted({f for pattern in _IDENTITY_FILES for f in folder.glob(pattern) if f.is_file()})
+
+
+def model_identity(model: str) -> str:
+    """What the response cache calls a model: a local model folder by its content (its name
+    and a hash of its weights, config and tokenizer files), so that a copied or moved project
+    finds its answers, and another model in the same place does not; anything else (a hub
+    id, an API model name) as it is.
+
+    Hashing reads the weights once; the result is kept in a stamp file in the folder (and in
+    memory), trusted while every file's name, size and modification time are unchanged."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return model
+    files = _model_files(folder)
+    if not files:
+        return model
+    listing = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    remembered = _identities.get((str(folder.resolve()), listing))
+    if remembered:
+        return remembered
+    stamp = folder / IDENTITY_STAMP
+    try:
+        kept = json.loads(stamp.read_text())
+        if kept.get("files") == [list(entry) for entry in listing]:
+            _identities[(str(folder.resolve()), listing)] = kept["identity"]
+            return kept["identity"]
+    except (OSError, ValueError, AttributeError, KeyError):
+        pass
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.name}\0{f.stat().st_size}\0".encode())
+        with f.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    identity = f"{folder.name}@sha256:{digest.hexdigest()[:16]}"
+    _identities[(str(folder.resolve()), listing)] = identity
+    try:  # a read-only folder only costs the hash again next time
+        stamp.write_text(json.dumps({"identity": identity, "files": listing}))
+    except OSError:
+        pass
+    return identity

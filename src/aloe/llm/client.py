@@ -38,6 +38,7 @@ from aloe.errors import EXIT_BAD_INPUT, AloeError
 from aloe.layout import RunLayout
 from aloe.llm.cache import ResponseCache, request_key
 from aloe.llm.ledger import Ledger
+from aloe.local_model import model_identity
 
 if TYPE_CHECKING:
     from aloe.llm.server import LocalServer
@@ -102,7 +103,8 @@ class Completion:
 class _Endpoint:
     clients: list[openai.AsyncOpenAI]  # several small pools (see the module's docstring)
     base_url: str
-    model: str
+    model: str  # what requests name
+    identity: str  # what the cache key names (`model_identity`: a local folder by content)
     turn: itertools.count = field(default_factory=itertools.count)
 
     def client(self) -> openai.AsyncOpenAI:
@@ -123,6 +125,10 @@ class _Role:
     @property
     def model(self) -> str:
         return self.endpoints[0].model
+
+    @property
+    def identity(self) -> str:
+        return self.endpoints[0].identity
 
 
 def retry_delay(attempt: int, error: Exception, base: float = 0.5, cap: float = 30.0) -> float:
@@ -204,7 +210,8 @@ class LLM:
                                    "has no local server")
                 server = self.local_server()
                 url, model = server.base_url, (server.model if model == "local" else model)
-            endpoints.append(_Endpoint(_clients(url, key, config), url, model))
+            endpoints.append(_Endpoint(_clients(url, key, config), url, model,
+                                       model_identity(model)))
         return endpoints
 
     # -- requests ----------------------------------------------------------------------------
@@ -228,7 +235,7 @@ class LLM:
         if logprobs:
             sampling.update(logprobs=True, top_logprobs=top_logprobs)
         sampled = chosen is None or chosen > 0
-        key = request_key(state.model, messages, sampling, sample,
+        key = request_key(state.identity, messages, sampling, sample,
                           seed=self.seed if sampled else None)
         hit = self.cache.get(key)
         if hit is not None:

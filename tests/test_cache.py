@@ -78,7 +78,7 @@ def test_unreadable_answers_are_asked_again_found_and_deleted(tmp_path: Path, ca
     cache = ResponseCache(path)
     assert cache.get("key-00000")["text"] == "hello 0"
     assert cache.get("key-00001") is None  # a miss: the request is sent again and replaces it
-    assert "the cached answer key-00001 is not valid JSON" in capsys.readouterr().err
+    assert "the cached answer key-00001 is unusable (not valid JSON)" in capsys.readouterr().err
     cache.close()
     found = check_cache(path)
     assert (found.answers, found.bad_rows, found.ok) == (2, ["key-00001"], False)

@@ -22,6 +22,7 @@ from aloe.llm import LLM, LLMError, MissingKeyError, load_usage_history, run_syn
 from aloe.llm.client import retry_delay
 from tests.conftest import tiny_dict
 from tests.support.fault_proxy import FaultProxy
+from tests.support.scripted_server import ScriptedServer, completion
 
 N_REQUESTS = 32
 MAX_TOKENS = 8
@@ -418,3 +419,75 @@ def test_a_moved_project_finds_its_cached_answers(tmp_path: Path) -> None:
             answers.append(llm.run(llm.chat("user", messages, sample=0)))
         asked = stub.stats()["requests"]
     assert asked == 1 and answers[1].cached and answers[0].text == answers[1].text
+
+
+# ------------------------------------------------------------------------------------------
+# Answers are checked before they are cached (issue 27)
+# ------------------------------------------------------------------------------------------
+MALFORMED = {
+    "content an integer": completion(5),
+    "content an object": completion({"text": "hi"}),
+    "an HTML gateway page": (200, "text/html", b"<html><body>502 Bad Gateway</body></html>"),
+    "a body cut short": b'{"choices": [{"message": {"content": "Hel',
+    "bytes that are not UTF-8": b'\xff\xfe{"choices": []}',
+    "usage a string": completion("fine", usage="many"),
+    "no choices": b'{"choices": []}',
+}
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED))
+def test_a_malformed_answer_is_retried_and_never_cached(tmp_path: Path, kind: str) -> None:
+    messages = [{"role": "user", "content": "Hi"}]
+    with ScriptedServer([MALFORMED[kind], completion("Hello there.")]) as server:
+        params = _params(tmp_path, server.base_url, "scripted", max_retries=2)
+        llm = LLM.for_run(params, "test", retry_base=0.0)
+        answer = llm.run(llm.chat("user", messages))
+        assert answer.text == "Hello there." and server.requests == 2  # the retry got it
+    with ScriptedServer([MALFORMED[kind]]) as server:  # never anything else
+        params = _params(tmp_path / "again", server.base_url, "scripted", max_retries=1)
+        llm = LLM.for_run(params, "test", retry_base=0.0)
+        with pytest.raises(LLMError) as error:
+            llm.run(llm.chat("user", [{"role": "user", "content": "Other"}]))
+        assert server.requests == 2
+    message = str(error.value)
+    assert message.startswith(f"role 'user' (model scripted at {server.base_url}): failed "
+                              "after 2 attempts: MalformedAnswer: ")
+    assert error.value.retryable and "\n" not in message
+    from aloe.llm.cache import check_cache
+
+    assert check_cache(params.layout.cache_path).bad_rows == []  # nothing poisoned
+
+
+def test_content_parts_are_read_as_their_text(tmp_path: Path) -> None:
+    parts = [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there."}]
+    with ScriptedServer([completion(parts)]) as server:
+        llm = LLM.for_run(_params(tmp_path, server.base_url, "scripted"), "test")
+        assert llm.run(llm.chat("user", [{"role": "user", "content": "Hi"}])).text == \
+            "Hello there."
+
+
+def test_cache_check_finds_what_the_client_would_reject(tmp_path: Path) -> None:
+    """A row an older version cached with a non-text reply: `cache check` reports it, a
+    request finds it unusable and asks again (replacing it), `--repair` removes it."""
+    import sqlite3
+
+    from aloe.llm.cache import ResponseCache, check_cache, repair_cache
+
+    path = tmp_path / "llm.sqlite"
+    cache = ResponseCache(path)
+    good = {"text": "fine", "finish_reason": "stop", "prompt_tokens": 1,
+            "completion_tokens": 1, "logprobs": None}
+    cache.put("good", good)
+    with pytest.raises(ValueError, match="malformed"):
+        cache.put("bad", {**good, "text": 5})
+    cache.close()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO responses VALUES ('bad', ?, 0)", (json.dumps({**good, "text": 5}),))
+    db.commit()
+    db.close()
+    found = check_cache(path)
+    assert found.answers == 1 and found.bad_rows == ["bad"]
+    again = ResponseCache(path)
+    assert again.get("bad") is None and again.get("good") == good
+    again.close()
+    assert repair_cache(path).bad_rows == ["bad"] and check_cache(path).bad_rows == []

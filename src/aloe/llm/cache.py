@@ -52,6 +52,29 @@ def request_key(model: str, messages: list[dict[str, Any]], sampling: dict[str, 
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def answer_problem(answer: Any) -> str | None:
+    """What makes a stored answer one the client could not use, or None: the one schema of a
+    cached completion, held by `ResponseCache.put` (nothing malformed is cached), `get` (a
+    malformed row from an older version is asked again) and `check_cache` (it is reported)."""
+    if not isinstance(answer, dict):
+        return f"not an object but {type(answer).__name__}"
+    if not isinstance(answer.get("text"), str):
+        return f"its text is {type(answer.get('text')).__name__}, not a string"
+    if not isinstance(answer.get("finish_reason"), (str, type(None))):
+        return "its finish_reason is not a string"
+    for count in ("prompt_tokens", "completion_tokens"):
+        value = answer.get(count)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"its {count} is not a count"
+    tokens = answer.get("logprobs")
+    if tokens is not None and not (isinstance(tokens, list) and all(
+            isinstance(t, dict) and isinstance(t.get("token"), str)
+            and isinstance(t.get("logprob"), (int, float)) and isinstance(t.get("top"), dict)
+            for t in tokens)):
+        return "its logprobs are not a list of tokens"
+    return None
+
+
 def damaged_message(path: Path, error: BaseException) -> str:
     return (f"{path}: the response cache is damaged ({error}); the run's products are intact "
             "(the cache only saves requests): move it aside with `aloe cache check --repair "
@@ -92,13 +115,22 @@ class ResponseCache:
         if row is None:
             return None
         try:
-            return json.loads(row[0])
-        except ValueError:  # one unreadable answer: asked again (and replaced), and said so
-            print(f"warning: {self.path}: the cached answer {key[:12]} is not valid JSON; asking "
-                  "again (`aloe cache check --repair PARAMS` removes such rows)", file=sys.stderr)
-            return None
+            answer = json.loads(row[0])
+            problem = answer_problem(answer)
+        except ValueError:
+            problem = "not valid JSON"
+        if problem is None:
+            return answer
+        # one unusable answer (an older version cached it): asked again (and replaced)
+        print(f"warning: {self.path}: the cached answer {key[:12]} is unusable ({problem}); "
+              "asking again (`aloe cache check --repair PARAMS` removes such rows)",
+              file=sys.stderr)
+        return None
 
     def put(self, key: str, response: dict[str, Any]) -> None:
+        problem = answer_problem(response)
+        if problem is not None:  # the client validates first: this is a bug, not bad input
+            raise ValueError(f"refusing to cache a malformed answer ({problem})")
         blob = json.dumps(response, ensure_ascii=False)
         with self._lock, _guarded(self.path):
             self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
@@ -195,8 +227,9 @@ def _rows(db: sqlite3.Connection) -> Iterator[tuple[str, str]]:
 
 
 def _readable(blob: Any) -> bool:
+    """A row the client would use: JSON, and an answer of the stored schema."""
     try:
-        return isinstance(json.loads(blob), dict)
+        return answer_problem(json.loads(blob)) is None
     except (TypeError, ValueError):
         return False
 

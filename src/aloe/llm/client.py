@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import json
 import math
 import os
 import random
@@ -52,6 +53,7 @@ class RequestTimeout(Exception):
 
 RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
              openai.APIConnectionError, RequestTimeout)
+NOT_JSON = (json.JSONDecodeError, UnicodeDecodeError)  # what the SDK raises for such a body
 NO_KEY = "not-needed"  # local and keyless servers still need a non-empty string
 POOL_CONNECTIONS = 8  # connections per HTTP client; an endpoint gets concurrency / 8 clients
 CHAT_PATH = "/chat/completions"
@@ -268,8 +270,11 @@ class LLM:
                 response = await _bounded(endpoint.client().post(CHAT_PATH, body=body,
                                                                  cast_to=object),
                                           config.timeout)
-            except RETRYABLE as error:
+                completion = _completion(response)
+            except (*RETRYABLE, MalformedAnswer, *NOT_JSON) as error:
                 last_error = error
+                if isinstance(error, NOT_JSON):  # a 200 whose body is a gateway's page, cut...
+                    last_error = MalformedAnswer(f"the body is not JSON ({error})")
                 if attempt == config.max_retries:
                     break
                 self.ledger.record_retry(state.name, state.model)
@@ -280,12 +285,6 @@ class LLM:
                 raise LLMError(self._where(state, endpoint) + f": HTTP {error.status_code}: "
                                f"{_short(_scrub(error.message, state))}",
                                status_code=error.status_code, retryable=False) from None
-            try:
-                completion = _completion(response)
-            except (KeyError, IndexError, TypeError, AttributeError) as error:
-                self.ledger.record_failure(state.name, state.model)
-                raise LLMError(self._where(state, endpoint) + ": the answer is not a chat "
-                               f"completion ({type(error).__name__}: {error})") from None
             self.ledger.record_request(state.name, state.model, completion.prompt_tokens,
                                        completion.completion_tokens, config.price_input_per_1m,
                                        config.price_output_per_1m)
@@ -380,21 +379,64 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _completion(response: dict[str, Any]) -> Completion:
-    """A chat completion's JSON (OpenAI's shape) as a Completion."""
-    choice = response["choices"][0]
+class MalformedAnswer(ValueError):
+    """A 200 answer that is no usable chat completion (not JSON, an HTML page, a reply that is
+    not text, counts of the wrong type): a failed request of its role, retried like one, and
+    never cached."""
+
+
+def _completion(response: Any) -> Completion:
+    """A chat completion's JSON (OpenAI's shape) as a Completion, checked: MalformedAnswer
+    names what is wrong. A content given as OpenAI's list of content parts is joined."""
+    if not isinstance(response, dict):
+        raise MalformedAnswer(f"the body is {type(response).__name__}, not a JSON object: "
+                              f"{_short(str(response), 80)}")
+    choices = response.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise MalformedAnswer("the answer has no choices")
+    choice = choices[0]
+    message = choice.get("message") or {}
+    if not isinstance(message, dict):
+        raise MalformedAnswer("its message is not an object")
+    text = _content_text(message.get("content"))
     usage = response.get("usage") or {}
-    tokens = None
-    content = (choice.get("logprobs") or {}).get("content")
-    if content:
-        tokens = [{"token": t["token"], "logprob": t["logprob"],
-                   "top": {c["token"]: c["logprob"] for c in (t.get("top_logprobs") or [])}}
-                  for t in content]
-    return Completion(text=(choice.get("message") or {}).get("content") or "",
-                      finish_reason=choice.get("finish_reason"),
-                      prompt_tokens=usage.get("prompt_tokens") or 0,
-                      completion_tokens=usage.get("completion_tokens") or 0,
-                      logprobs=tokens)
+    if not isinstance(usage, dict):
+        raise MalformedAnswer(f"its usage is {type(usage).__name__}, not an object")
+    counts = {name: usage.get(name) or 0 for name in ("prompt_tokens", "completion_tokens")}
+    if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in counts.values()):
+        raise MalformedAnswer(f"its usage counts are not counts: {_short(str(usage), 80)}")
+    finish = choice.get("finish_reason")
+    if not isinstance(finish, (str, type(None))):
+        raise MalformedAnswer("its finish_reason is not a string")
+    return Completion(text=text, finish_reason=finish, logprobs=_logprobs(choice),
+                      **counts)
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI's content parts: the text parts, in order
+        parts = [p.get("text") for p in content if isinstance(p, dict)]
+        if parts and all(isinstance(p, str) for p in parts):
+            return "".join(parts)
+    raise MalformedAnswer(f"its message content is {type(content).__name__}, not text: "
+                          f"{_short(str(content), 80)}")
+
+
+def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
+    logprobs = choice.get("logprobs") or {}
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not content:
+        return None
+    try:
+        return [{"token": str(t["token"]), "logprob": float(t["logprob"]),
+                 "top": {str(c["token"]): float(c["logprob"])
+                         for c in (t.get("top_logprobs") or [])}}
+                for t in content]
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise MalformedAnswer(f"its logprobs are not OpenAI's ({type(error).__name__})") from None
 
 
 # ------------------------------------------------------------------------------------------

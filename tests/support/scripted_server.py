@@ -1,0 +1,53 @@
+"""An OpenAI-protocol endpoint that answers from a script: each POST gets the next of a list of
+bodies (bytes, with a status and a content type), the last one repeated. For the client's
+handling of answers no real server gives on purpose: HTML gateway pages, cut bodies, content
+that is not text. A real HTTP server on loopback, in a thread of the test's process."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def completion(content: Any = "Hello there.", usage: Any = None, **choice: Any) -> bytes:
+    """A chat completion's body with `content` as the message content, as it is."""
+    body = {"id": "x", "object": "chat.completion", "model": "scripted",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": "stop", **choice}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2} if usage is None else usage}
+    return json.dumps(body).encode()
+
+
+class ScriptedServer:
+    def __init__(self, bodies: Sequence[bytes | tuple[int, str, bytes]]):
+        self.script = [b if isinstance(b, tuple) else (200, "application/json", b) for b in bodies]
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, kind, body = server.script[min(server.requests, len(server.script) - 1)]
+                server.requests += 1
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
+
+    def __enter__(self) -> ScriptedServer:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

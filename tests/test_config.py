@@ -243,3 +243,76 @@ def test_notebook_params_follow_an_injected_extends(tmp_path: Path) -> None:
     namespace = {"In": [injected], "extends": "paper.yaml", "run": {"name": "vllm"}}
     params = notebook_params(namespace)
     assert params.run.name == "vllm" and params.conversations.n_conversations == 3000
+
+
+# ------------------------------------------------------------------------------------------
+# Files that would hang or crash the loader are refused in one line (issue 27)
+# ------------------------------------------------------------------------------------------
+def _lists_bomb(indent: str = "") -> str:
+    """The classic: nine levels of nine aliases each, 9**9 values once expanded."""
+    names = "abcdefghij"
+    lines = [f"{indent}a: &a [x, x, x, x, x, x, x, x, x]"]
+    for prev, name in zip(names, names[1:]):
+        lines.append(f"{indent}{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def _merge_bomb() -> str:
+    names = "abcdefghij"
+    lines = ["a: &a {k0: 1, k1: 1}"]
+    for i, (prev, name) in enumerate(zip(names, names[1:])):
+        lines.append(f"{name}: &{name} {{<<: [*{prev}], x{i}: [" +
+                     ", ".join([f"*{prev}"] * 8) + "]}")
+    return "\n".join(lines) + "\n"
+
+
+REFUSED = {
+    "a classic alias bomb": (_lists_bomb(), "expands through its aliases to more than"),
+    "a merge-key bomb": (_merge_bomb(), "expands through its aliases to more than"),
+    "a bomb under sft.trainer": ("extends: tiny.yaml\nsft:\n  trainer:\n" + _lists_bomb("    "),
+                                 "expands through its aliases to more than"),
+    "a recursive alias": ("run: &r\n  name: [*r]\n", "refers to itself through an alias"),
+    "deep nesting": ("run: " + "[" * 3000 + "]" * 3000 + "\n", "nested too deeply"),
+    "deep nesting within the limit of the reader": (
+        "run: " + "[" * 80 + "]" * 80 + "\n", "nested more than 64 levels deep"),
+    "a NUL character": ("run:\n  name: a\x00b\n", "line 2 (character U+0000 is not allowed)"),
+    "a form feed": ("run:\n  name: a\x0cb\n", "line 2 (character U+000C is not allowed)"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_file_that_would_hang_or_crash_the_loader_is_refused_in_one_line(
+        tmp_path: Path, case: str) -> None:
+    import threading
+
+    text, expected = REFUSED[case]
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    (tmp_path / "tiny.yaml").write_text((ROOT / "params" / "tiny.yaml").read_text())
+    outcome: dict[str, BaseException] = {}
+
+    def load() -> None:
+        try:
+            load_params(path)
+        except BaseException as error:  # noqa: BLE001 - what the loader raised, to look at
+            outcome["error"] = error
+
+    worker = threading.Thread(target=load, daemon=True)  # a hang must fail, not stall the suite
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the loader hung"
+    error = outcome.get("error")
+    assert isinstance(error, ParamsError), repr(error)
+    assert str(error).startswith(f"{path}: ") and expected in str(error)
+    assert "\n" not in str(error)
+
+
+def test_shared_anchors_within_reason_still_load(tmp_path: Path) -> None:
+    """Aliases are fine: one anchor used a few times is a few values."""
+    path = tmp_path / "params.yaml"
+    (tmp_path / "tiny.yaml").write_text((ROOT / "params" / "tiny.yaml").read_text())
+    text = ("extends: tiny.yaml\nsft:\n  trainer: &t {learning_rate: 0.001}\n"
+            "dpo:\n  trainer: {<<: *t, beta: 0.2}\n")
+    path.write_text(text)
+    params = load_params(path)
+    assert params.dpo.trainer["learning_rate"] == 0.001 and params.dpo.trainer["beta"] == 0.2

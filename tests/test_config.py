@@ -316,3 +316,37 @@ def test_shared_anchors_within_reason_still_load(tmp_path: Path) -> None:
     path.write_text(text)
     params = load_params(path)
     assert params.dpo.trainer["learning_rate"] == 0.001 and params.dpo.trainer["beta"] == 0.2
+
+
+@pytest.mark.parametrize("stage,key,value,expected", [
+    ("sft", "max_steps", -5, "'max_steps' must be at least 1 (or -1: train num_train_epochs)"),
+    ("sft", "max_steps", 0, "'max_steps' must be at least 1"),
+    ("dpo", "num_train_epochs", -1, "'num_train_epochs' must be above 0"),
+    ("sft", "num_train_epochs", 0, "'num_train_epochs' must be above 0"),
+    ("dpo", "learning_rate", float("nan"), "'learning_rate' must be a finite number"),
+    ("sft", "learning_rate", float("inf"), "'learning_rate' must be a finite number"),
+    ("dpo", "beta", -0.1, "'beta' must be above 0"),
+    ("sft", "per_device_train_batch_size", 0, "must be at least 1"),
+    ("sft", "push_to_hub", True, "'push_to_hub' is not set here: the workbook never uploads"),
+    ("dpo", "hub_token", "hf_secret", "'hub_token' is not set here"),
+    ("sft", "hub_model_id", "me/model", "'hub_model_id' is not set here"),
+])
+def test_trainer_options_that_would_train_nothing_or_leak_a_token_are_refused(
+        tmp_path: Path, stage: str, key: str, value: object, expected: str) -> None:
+    """Issue 27: a negative max_steps saved an untrained adapter with exit 0, NaN passed, and a
+    hub_token landed in manifest.json; now each is refused when the file loads."""
+    from tests.conftest import tiny_dict
+
+    data = tiny_dict(tmp_path)
+    data[stage]["trainer"] = {**data[stage].get("trainer", {}), key: value}
+    with pytest.raises(ParamsError) as error:
+        params_from_dict(data, source="test")
+    assert expected in str(error.value) and "hf_secret" not in str(error.value)
+
+
+def test_max_steps_minus_one_still_means_train_the_epochs(tmp_path: Path) -> None:
+    from tests.conftest import tiny_dict
+
+    data = tiny_dict(tmp_path)
+    data["sft"]["trainer"] = {**data["sft"].get("trainer", {}), "max_steps": -1}
+    assert params_from_dict(data, source="test").sft.trainer["max_steps"] == -1

@@ -8,6 +8,7 @@ keys are not part of the schema: `check_api_keys` is what commands call before t
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -241,6 +242,16 @@ TRAINER_LIMITS = {
     "save_steps": 100_000_000, "logging_steps": 100_000_000,
 }
 
+# Lower bounds: below them TRL trains nothing (and the stage would save an untrained adapter
+# with exit 0) or fails hours in. max_steps also takes -1: "train num_train_epochs".
+TRAINER_MINIMUMS = {
+    "max_length": 1, "max_prompt_length": 1, "max_completion_length": 1,
+    "max_steps": 1, "num_train_epochs": 0.0, "per_device_train_batch_size": 1,
+    "per_device_eval_batch_size": 1, "gradient_accumulation_steps": 1, "save_steps": 1,
+    "logging_steps": 1, "learning_rate": 0.0, "beta": 0.0,
+}
+EXCLUSIVE_MINIMUMS = {"num_train_epochs", "learning_rate", "beta"}  # must be above, not at
+
 # Options that TRL's trainer configs get from the workbook, not from a parameter file.
 # transformers 5 renamed gradient checkpointing; the old names still load (as the new ones),
 # so that TRL is handed only current names and warns about nothing.
@@ -250,6 +261,8 @@ RESERVED_TRAINER_OPTIONS = {
     "output_dir": "the run folder decides it (training/STAGE/)",
     "seed": "set run.seed",
     "use_cpu": "the workbook detects the device",
+    "push_to_hub": "the workbook never uploads: adapters travel as files with their model card "
+                   "(upload one with `hf upload`)",
 }
 
 
@@ -293,13 +306,32 @@ class TrainingConfig(Section):
         for key, why in RESERVED_TRAINER_OPTIONS.items():
             if key in value:
                 raise ValueError(f"'{key}' is not set here: {why}")
+        hub = sorted(key for key in value if key.startswith("hub_"))
+        if hub:  # a token written here would be copied into the run's records
+            raise ValueError(f"'{hub[0]}' is not set here: the workbook never uploads, and a "
+                             "token belongs in HF_TOKEN, never in a parameter file")
         value = current_trainer_names(value)
         check_trainer_options(cls.STAGE, value)
-        for key, limit in TRAINER_LIMITS.items():
-            given = value.get(key)
-            if isinstance(given, (int, float)) and not isinstance(given, bool) and given > limit:
-                raise ValueError(f"'{key}' must be at most {limit:,} (got {given!r})")
+        for key, given in value.items():
+            if isinstance(given, (int, float)) and not isinstance(given, bool):
+                _check_trainer_number(key, given)
         return {**cls.TRAINER_DEFAULTS, **value}
+
+
+def _check_trainer_number(key: str, given: float) -> None:
+    """Finite, and within the option's bounds (TRAINER_LIMITS, TRAINER_MINIMUMS)."""
+    if not math.isfinite(given):
+        raise ValueError(f"'{key}' must be a finite number (got {given!r})")
+    limit = TRAINER_LIMITS.get(key)
+    if limit is not None and given > limit:
+        raise ValueError(f"'{key}' must be at most {limit:,} (got {given!r})")
+    low = TRAINER_MINIMUMS.get(key)
+    if low is None or (key == "max_steps" and given == -1):
+        return
+    if given < low or (key in EXCLUSIVE_MINIMUMS and given <= low):
+        relation = "above" if key in EXCLUSIVE_MINIMUMS else "at least"
+        also = " (or -1: train num_train_epochs)" if key == "max_steps" else ""
+        raise ValueError(f"'{key}' must be {relation} {low:g}{also} (got {given!r})")
 
 
 def current_trainer_names(options: dict[str, Any]) -> dict[str, Any]:

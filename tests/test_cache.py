@@ -101,3 +101,83 @@ def test_repair_keeps_what_a_file_damaged_in_the_middle_still_holds(tmp_path: Pa
     repaired = repair_cache(path)
     assert "moved it to llm.sqlite.damaged-" in repaired.actions[0]
     assert check_cache(path).ok and 0 < check_cache(path).answers < 2000
+
+
+# ------------------------------------------------------------------------------------------
+# A repair never loses a sound cache; what is not damage is not treated as damage (issue 27)
+# ------------------------------------------------------------------------------------------
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_repair_that_cannot_write_leaves_the_damaged_cache_where_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new file is written first: if that fails (here sqlite reports a full disk part way,
+    as it does on a full disk), nothing was moved and no empty cache took its place."""
+    from aloe.llm import cache as cache_module
+    from aloe.llm.cache import CacheUnavailable
+
+    path = tmp_path / "llm.sqlite"
+    _filled(path, 50)
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = path.read_bytes()
+    damaged = bytearray(before)
+    damaged[100:116] = b"\xff" * 16  # the header's page count area: a damaged file
+    path.write_bytes(bytes(damaged))
+    assert check_cache(path).problem or check_cache(path).bad_rows
+    real = cache_module._salvage
+
+    def full_disk(old: Path, new: Path) -> int:
+        real(old, new)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(cache_module, "_salvage", full_disk)
+    with pytest.raises(CacheUnavailable) as error:
+        repair_cache(path)
+    assert "nothing was changed" in str(error.value) and "\n" not in str(error.value)
+    assert path.read_bytes() == bytes(damaged)  # in place, untouched
+    left = {p.name for p in tmp_path.iterdir()} - {"llm.sqlite-wal", "llm.sqlite-shm"}
+    assert left == {"llm.sqlite"}  # no half-written new cache, nothing moved aside
+
+
+def test_an_unreadable_file_is_not_called_damaged(tmp_path: Path) -> None:
+    """A cache that cannot be opened just now (here: no permission to read) is reported as
+    such and left alone: a repair must not move a sound cache aside."""
+    import os
+
+    from aloe.llm.cache import CacheUnavailable
+
+    path = tmp_path / "llm.sqlite"
+    _filled(path, 5)
+    digest = _digest(path)
+    if os.geteuid() == 0:  # root reads anything: take the folder away instead
+        folder = tmp_path / "folder"
+        folder.mkdir()
+        with pytest.raises(CacheUnavailable, match="is a folder, not the response cache file"):
+            repair_cache(folder)
+        with pytest.raises(CacheError, match="is a folder, not the response cache file"):
+            ResponseCache(folder)
+    else:
+        path.chmod(0)
+        with pytest.raises(CacheUnavailable, match="nothing was changed"):
+            repair_cache(path)
+        path.chmod(0o644)
+    assert _digest(path) == digest and check_cache(path).ok
+
+
+def test_another_programs_database_is_neither_called_sound_nor_altered(tmp_path: Path) -> None:
+    from aloe.llm.cache import CacheUnavailable
+
+    path = tmp_path / "llm.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.execute("INSERT INTO notes VALUES ('mine')")
+    digest = _digest(path)
+    for action in (check_cache, repair_cache, ResponseCache):
+        with pytest.raises(CacheUnavailable, match="not a response cache \\(tables: notes\\)"):
+            action(path)
+    assert _digest(path) == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["llm.sqlite"]

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aloe.errors import EXIT_BAD_INPUT, AloeError, DiskFullError, disk_full_message
+from aloe.errors import (EXIT_BAD_INPUT, EXIT_FAILED, AloeError, DiskFullError,
+                         disk_full_message)
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL,"
           " created REAL NOT NULL)")
@@ -75,6 +76,18 @@ def answer_problem(answer: Any) -> str | None:
     return None
 
 
+class CacheUnavailable(AloeError):
+    """The cache file could not be read or written just now (a full disk, an I/O error, no
+    permission): not damage. Nothing was changed; the message says what to do."""
+
+    exit_code = EXIT_FAILED
+
+
+def _is_damage(error: sqlite3.DatabaseError) -> bool:
+    name = getattr(error, "sqlite_errorname", "")
+    return name in DAMAGED or "not a database" in str(error) or "malformed" in str(error)
+
+
 def damaged_message(path: Path, error: BaseException) -> str:
     return (f"{path}: the response cache is damaged ({error}); the run's products are intact "
             "(the cache only saves requests): move it aside with `aloe cache check --repair "
@@ -84,7 +97,7 @@ def damaged_message(path: Path, error: BaseException) -> str:
 def _translate(path: Path, error: sqlite3.DatabaseError) -> AloeError | None:
     """A damaged file or a full disk as the workbook's one-line errors; None for the rest."""
     name = getattr(error, "sqlite_errorname", "")
-    if name in DAMAGED or "not a database" in str(error) or "malformed" in str(error):
+    if _is_damage(error):
         return CacheError(damaged_message(path, error))
     if name in FULL or "database or disk is full" in str(error):
         return DiskFullError(disk_full_message(path))
@@ -93,6 +106,11 @@ def _translate(path: Path, error: sqlite3.DatabaseError) -> AloeError | None:
 
 def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
+    try:
+        _refuse_other_databases(db, path)  # before anything is written to it
+    except CacheUnavailable:
+        db.close()
+        raise
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute(SCHEMA)
@@ -104,6 +122,9 @@ class ResponseCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise CacheError(f"{self.path}: is a folder, not the response cache file: move it "
+                             "away (or set run.output_dir elsewhere) and run again")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         with _guarded(self.path):
@@ -196,18 +217,25 @@ class CacheCheck:
 
 
 def check_cache(path: str | Path) -> CacheCheck:
-    """Verify a cache file: sqlite's integrity check, then every row's JSON."""
+    """Verify a cache file without changing it (opened read-only): sqlite's integrity check,
+    then every row against the stored answer's schema. Damage is reported in the result; a file
+    that cannot be read just now (full disk, I/O error, no permission) or that is not a response
+    cache raises CacheUnavailable, since neither is damage a repair should act on."""
     file = Path(path)
+    if file.is_dir():
+        raise CacheUnavailable(f"{file}: is a folder, not the response cache file: move it "
+                               "away and check again")
     if not file.exists():
         return CacheCheck(file, exists=False)
     result = CacheCheck(file, size_bytes=file.stat().st_size)
     try:
-        db = sqlite3.connect(file, timeout=60, isolation_level=None)
+        db = sqlite3.connect(f"file:{file}?mode=ro", uri=True, timeout=60, isolation_level=None)
         try:
             verdict = [row[0] for row in db.execute("PRAGMA integrity_check")]
             if verdict != ["ok"]:
                 result.problem = f"integrity check: {'; '.join(verdict[:3])}"
                 return result
+            _refuse_other_databases(db, file)
             for key, blob in _rows(db):
                 if _readable(blob):
                     result.answers += 1
@@ -216,8 +244,25 @@ def check_cache(path: str | Path) -> CacheCheck:
         finally:
             db.close()
     except sqlite3.DatabaseError as error:
+        if not _is_damage(error):
+            raise CacheUnavailable(_unavailable(file, "checked", error)) from None
         result.problem = str(error)
     return result
+
+
+def _unavailable(file: Path, doing: str, error: BaseException) -> str:
+    return (f"{file}: could not be {doing} just now ({error}); nothing was changed and the "
+            "cache is not damaged by this: free disk space or fix its permissions, then try "
+            "again")
+
+
+def _refuse_other_databases(db: sqlite3.Connection, file: Path) -> None:
+    """An SQLite file with tables but no `responses` table is someone else's database."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if tables and "responses" not in tables:
+        raise CacheUnavailable(f"{file}: is an SQLite database but not a response cache "
+                               f"(tables: {', '.join(sorted(tables)[:5])}); left as it is: "
+                               "point run.output_dir elsewhere")
 
 
 def _rows(db: sqlite3.Connection) -> Iterator[tuple[str, str]]:
@@ -235,41 +280,69 @@ def _readable(blob: Any) -> bool:
 
 
 def repair_cache(path: str | Path) -> CacheCheck:
-    """Make the cache sound again: a damaged file is moved aside (with its WAL) and a new one
-    holds every answer that could still be read from it; unreadable rows are deleted; the file
-    is compacted. Run it while no run uses the cache."""
+    """Make the cache sound again, never losing a sound answer: a damaged file's readable
+    answers are first copied into a new file beside it, and only once that is complete is the
+    damaged file moved aside and the new one put in its place; unreadable rows are deleted; the
+    file is compacted. A full disk or an I/O error at any step leaves the cache as it was and
+    says so (CacheUnavailable). Run it while no run uses the cache."""
     found = check_cache(path)
     file = found.path
     if not found.exists:
         return found
-    if found.problem:
-        aside = file.with_name(f"{file.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-        for suffix in ("", "-wal", "-shm"):
-            source = Path(f"{file}{suffix}")
-            if source.exists():
-                os.replace(source, Path(f"{aside}{suffix}"))
-        kept = _salvage(aside, file)
-        found.actions.append(f"moved it to {aside.name} and started a new cache with the "
-                             f"{kept} answers that could still be read")
-    elif found.bad_rows:
-        db = _connect(file)
-        try:
-            db.executemany("DELETE FROM responses WHERE key = ?", [(k,) for k in found.bad_rows])
-        finally:
-            db.close()
-        found.actions.append(f"deleted {len(found.bad_rows)} unreadable answers")
-    before = file.stat().st_size if file.exists() else 0
-    _compact(file)
-    after = file.stat().st_size
-    found.actions.append(f"compacted ({before / 1e6:.1f} -> {after / 1e6:.1f} MB)")
+    try:
+        if found.problem:
+            found.actions.append(_replace_damaged(file))
+        elif found.bad_rows:
+            db = _connect(file)
+            try:
+                db.executemany("DELETE FROM responses WHERE key = ?",
+                               [(k,) for k in found.bad_rows])
+            finally:
+                db.close()
+            found.actions.append(f"deleted {len(found.bad_rows)} unreadable answers")
+    except (sqlite3.DatabaseError, OSError) as error:
+        raise CacheUnavailable(_unavailable(file, "repaired", error)) from None
+    before = file.stat().st_size
+    try:
+        _compact(file)
+        found.actions.append(f"compacted ({before / 1e6:.1f} -> {file.stat().st_size / 1e6:.1f}"
+                             " MB)")
+    except (sqlite3.DatabaseError, OSError) as error:  # VACUUM leaves the file as it was
+        found.actions.append(f"not compacted ({error})")
     checked = check_cache(file)
     found.answers, found.size_bytes = checked.answers, checked.size_bytes
     return found
 
 
+def _replace_damaged(file: Path) -> str:
+    """The readable answers of a damaged cache in a new file, which then takes its place; the
+    damaged file (and its WAL) moved aside. The new file is complete before anything moves."""
+    fresh = file.with_name(f"{file.name}.repairing")
+    _remove_database(fresh)
+    try:
+        kept = _salvage(file, fresh)
+    except BaseException:
+        _remove_database(fresh)
+        raise
+    aside = file.with_name(f"{file.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{file}{suffix}")
+        if source.exists():
+            os.replace(source, Path(f"{aside}{suffix}"))
+    os.replace(fresh, file)
+    return (f"moved it to {aside.name} and started a new cache with the {kept} answers that "
+            "could still be read")
+
+
+def _remove_database(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def _salvage(damaged: Path, target: Path) -> int:
     """Copy every row that still reads (as a sound answer) from a damaged file into a new
-    cache; stop at the first page sqlite cannot read."""
+    cache; stop at the first page sqlite cannot read. The new file is left whole (WAL folded
+    in) or the error raised."""
     new = _connect(target)
     kept = 0
     try:
@@ -280,10 +353,13 @@ def _salvage(damaged: Path, target: Path) -> int:
                     new.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
                                 (key, blob, time.time()))
                     kept += 1
-        except sqlite3.DatabaseError:
-            pass  # the rest of the file cannot be read: what was copied is kept
+        except sqlite3.DatabaseError as error:
+            if not _is_damage(error):
+                raise
+            # the rest of the damaged file cannot be read: what was copied is kept
         finally:
             old.close()
+        new.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         new.close()
     return kept

@@ -188,6 +188,30 @@ def test_cli_exit_codes_follow_the_error_type(tmp_path: Path) -> None:
     assert unevaluated.stderr.count("\n") == 1
 
 
+def test_every_command_that_writes_into_a_run_folder_takes_its_lock(tmp_path: Path) -> None:
+    """Issue 27: beside a running `aloe run`, `aloe evaluate` wrote duplicate records and two
+    SFT trainings ran into one folder. Now each is refused in one line while the folder is
+    held, as a second `aloe run` is."""
+    from aloe.layout import RunLayout
+    from aloe.runner import run_lock
+
+    root = _project(tmp_path)
+    data = tiny_dict(tmp_path)
+    (root / "params" / "p.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "ratings.json").write_text("{}")
+    run_dir = Path(data["run"]["output_dir"]) / data["run"]["name"]
+    with run_lock(RunLayout(run_dir=run_dir, cache_path=tmp_path / "c.sqlite")):
+        refused = {name: _aloe(root, *command) for name, command in {
+            "evaluate": ("evaluate", "params/p.yaml", "--limit", "1"),
+            "train": ("train", "sft", "params/p.yaml"),
+            "ratings import": ("ratings", "import", "params/p.yaml",
+                               str(tmp_path / "ratings.json"))}.items()}
+    for name, result in refused.items():
+        assert result.returncode == 2, (name, result.stderr)
+        assert f"run folder {run_dir} is in use by pid" in result.stderr, name
+        assert result.stderr.count("\n") == 1, name
+
+
 def test_a_stage_that_lost_items_ends_the_run_with_exit_1_and_one_line(tmp_path: Path) -> None:
     """70% of requests failing used to finish stage 2 with 1 of 3 conversations and exit 0,
     the normal timing table printed; every request failing stopped on KeyError: 'turn'."""

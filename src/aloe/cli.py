@@ -26,11 +26,13 @@ purpose carries its code (`aloe.errors`), and its message is printed as one line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shlex
 import sys
 from collections.abc import Callable
+from typing import ContextManager
 from pathlib import Path
 
 from aloe import __version__
@@ -272,9 +274,21 @@ def train_command(args: argparse.Namespace) -> int:
     params, _ = resolve_params(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     check_api_keys(params, [TRAINING_STAGE_NUMBERS[args.stage]])  # training sends no request
-    result = training.train_stage(params, args.stage)
+    with holding_run_folder(params):
+        result = training.train_stage(params, args.stage)
     print(json.dumps(result.summary(), default=str))
     return 0
+
+
+def holding_run_folder(params: Params) -> ContextManager[None]:
+    """The run folder's lock, as `aloe run` holds it, for a command that writes into it: a
+    second writer beside a running `aloe run` (or another command) is refused in one line.
+    Under a distributed launch (`accelerate launch`) only the main process takes it."""
+    from aloe.runner import run_lock
+
+    if int(os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or 0) != 0:
+        return contextlib.nullcontext()
+    return run_lock(params.layout)
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -282,15 +296,15 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     params, _ = resolve_params(args)
     check_api_keys(params, [EVALUATION_STAGE])
-    summary = evaluation.run_stage(params)
+    with holding_run_folder(params):
+        summary = evaluation.run_stage(params)
     print(metrics.summary_table(summary.metrics).to_string())
     print(f"metrics: {params.layout.metrics}")
     return 0
 
 
 def ratings_command(args: argparse.Namespace) -> int:
-    from aloe import evaluation, ratings
-    from aloe.records import write_json
+    from aloe import ratings
 
     params, _ = resolve_params(args)
     if args.action == "export":
@@ -299,7 +313,15 @@ def ratings_command(args: argparse.Namespace) -> int:
         return 0
     if not args.files:
         raise ratings.RatingsError("ratings import: name the files the raters saved")
-    path = ratings.import_ratings(params, args.files)
+    with holding_run_folder(params):
+        return _import_ratings(params, args.files)
+
+
+def _import_ratings(params: Params, files: list[str]) -> int:
+    from aloe import evaluation, ratings
+    from aloe.records import write_json
+
+    path = ratings.import_ratings(params, files)
     print(f"ratings: {path}")
     result = ratings.human_agreement(params)
     if result is not None and params.layout.metrics.exists():  # the report shows it at once

@@ -462,9 +462,10 @@ def show(checks: list[Check]) -> None:
     """The checks as a table with every reason in full (no cell cut short)."""
     from IPython.display import display
 
+    from aloe.tables import text_table
+
     with pd.option_context("display.max_colwidth", None):
-        display(checks_table(checks).style.set_properties(
-            **{"white-space": "pre-wrap", "text-align": "left"}).hide(axis="index"))
+        display(text_table(checks_table(checks), hide_index=True))
 
 
 def require_ready(checks: list[Check]) -> None:

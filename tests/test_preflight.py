@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -168,3 +169,43 @@ def test_a_paper_run_that_cannot_work_stops_in_stage_0_with_every_reason(tmp_pat
     assert "forecast" in text and "ceiling" in text and "GPU" in text  # the plan came first
     assert not (root / "outputs" / "paper" / "usage" / "preflight.json").exists() or \
         '"requests": 0' in (root / "outputs" / "paper" / "usage" / "preflight.json").read_text()
+
+
+# ------------------------------------------------------------------------------------------
+# Readiness is the backend's word, not the cache's (issue 27)
+# ------------------------------------------------------------------------------------------
+def _one_role(tmp_path: Path, base_url: str) -> Any:
+    roles = {name: {"base_url": base_url, "model": "scripted", "max_retries": 0}
+             for name in ("generator", "user", "inducer", "assistant", "judge")}
+    return _params(tmp_path, roles=roles)
+
+
+def test_a_dead_or_refusing_endpoint_is_not_ready_even_with_a_cached_answer(
+        tmp_path: Path) -> None:
+    from tests.support.scripted_server import ScriptedServer, completion
+
+    with ScriptedServer([completion("Ready.")]) as healthy:
+        first = _by_name(preflight.check_endpoints(_one_role(tmp_path, healthy.base_url)))
+        assert all(c.status == preflight.OK for c in first.values())
+        assert healthy.requests >= 1 and healthy.gets >= 5  # the probe's answer is now cached
+    dead = _by_name(preflight.check_endpoints(_one_role(tmp_path, DEAD)))
+    assert all(c.failed and "unreachable" in c.detail for c in dead.values()), dead
+    refusing = (401, "application/json", b'{"error": {"message": "Invalid API key"}}')
+    with ScriptedServer([refusing], models=refusing) as locked:
+        checks = _by_name(preflight.check_endpoints(_one_role(tmp_path, locked.base_url)))
+    judge = checks["endpoint judge"]
+    assert judge.failed and "HTTP 401" in judge.detail and "role 'judge'" in judge.detail
+    with ScriptedServer([completion("Ready.")]) as again:  # healthy: the cache answers
+        checks = _by_name(preflight.check_endpoints(_one_role(tmp_path, again.base_url)))
+        assert again.requests == 0 and all(c.status == preflight.OK for c in checks.values())
+        assert "reachable; its model answered earlier (cached)" in checks["endpoint judge"].detail
+
+
+def test_a_server_without_a_model_list_is_asked_a_fresh_completion(tmp_path: Path) -> None:
+    from tests.support.scripted_server import ScriptedServer, completion
+
+    missing = (404, "application/json", b'{"error": {"message": "Not Found"}}')
+    with ScriptedServer([completion("Ready.")], models=missing) as server:
+        preflight.check_endpoints(_one_role(tmp_path, server.base_url))
+        preflight.check_endpoints(_one_role(tmp_path, server.base_url))
+        assert server.requests == 10  # 5 roles, twice: never from the cache

@@ -5,8 +5,11 @@ offline) and the readiness of everything the run needs, so that a run that would
 Readiness checks, each with its whole reason when it fails:
 
 - keys: every API key variable a role or a model under test names is set;
-- endpoints: every role, and every model under test behind an endpoint, answers a one-word
-  probe (with the role's retries, each attempt at most 30 s);
+- endpoints: every role, and every model under test behind an endpoint, is reached (its
+  servers' model list, `GET /models`: no tokens, never cached, so a dead server or a refused key
+  fails here whatever the cache holds) and answers a one-word probe (from the cache when it was
+  answered before; asked afresh when a server has no model list), with the role's retries,
+  each attempt at most 30 s;
 - models: the Hugging Face ids of the models to train and evaluate resolve (a gated model this
   account cannot read is named with what to do; offline, the local cache decides, and what
   could not be asked is said), local model folders exist, the embedded model is installed;
@@ -115,13 +118,15 @@ async def _probe(llm: LLM, role: str) -> Check:
                      f"{where}: not tried, its key {config.api_key_env} is not set")
     started = time.perf_counter()
     try:
+        listed = await llm.reach(role)  # the backend itself, whatever the cache holds
         reply = await llm.chat(role, [{"role": "user", "content": render("probe_ready")}],
-                               max_tokens=4, temperature=0.0)
+                               max_tokens=4, temperature=0.0, fresh=not listed)
     except Exception as error:  # noqa: BLE001 - every failure is reported, whole
         return Check(f"endpoint {role}", FAILED, f"{type(error).__name__}: {error}")
     seconds = time.perf_counter() - started
-    return Check(f"endpoint {role}", OK, f"{where} answered {reply.text.strip()[:30]!r} in "
-                                         f"{seconds:.1f} s" + (" (cached)" if reply.cached else ""))
+    how = "reachable; its model answered earlier (cached)" if reply.cached else "answered"
+    return Check(f"endpoint {role}", OK, f"{where} {how} {reply.text.strip()[:30]!r} in "
+                                         f"{seconds:.1f} s")
 
 
 def check_endpoints(params: Params) -> list[Check]:

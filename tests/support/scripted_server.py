@@ -21,17 +21,32 @@ def completion(content: Any = "Hello there.", usage: Any = None, **choice: Any) 
     return json.dumps(body).encode()
 
 
+MODEL_LIST = (200, "application/json", b'{"object": "list", "data": [{"id": "scripted"}]}')
+
+
 class ScriptedServer:
-    def __init__(self, bodies: Sequence[bytes | tuple[int, str, bytes]]):
+    """POSTs (chat completions) answered from `bodies`; GETs (`/models`) with `models`."""
+
+    def __init__(self, bodies: Sequence[bytes | tuple[int, str, bytes]],
+                 models: tuple[int, str, bytes] = MODEL_LIST):
         self.script = [b if isinstance(b, tuple) else (200, "application/json", b) for b in bodies]
-        self.requests = 0
+        self.models = models
+        self.requests = 0  # POSTs
+        self.gets = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, kind, body = server.script[min(server.requests, len(server.script) - 1)]
+                answer = server.script[min(server.requests, len(server.script) - 1)]
                 server.requests += 1
+                self._send(*answer)
+
+            def do_GET(self) -> None:  # noqa: N802
+                server.gets += 1
+                self._send(*server.models)
+
+            def _send(self, status: int, kind: str, body: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))

@@ -219,7 +219,7 @@ class LLM:
     # -- requests ----------------------------------------------------------------------------
     async def chat(self, role: str, messages: list[Message], *, sample: int = 0,
                    logprobs: bool = False, top_logprobs: int = 5, max_tokens: int | None = None,
-                   temperature: float | None = None) -> Completion:
+                   temperature: float | None = None, fresh: bool = False) -> Completion:
         """One chat completion for `role`, from the cache when it holds one.
 
         `sample` tells apart several draws of the same prompt (each is cached on its own). A
@@ -239,7 +239,7 @@ class LLM:
         sampled = chosen is None or chosen > 0
         key = request_key(state.identity, messages, sampling, sample,
                           seed=self.seed if sampled else None)
-        hit = self.cache.get(key)
+        hit = None if fresh else self.cache.get(key)  # fresh: the backend's answer, now
         if hit is not None:
             self.ledger.record_hit(role, state.model)
             return Completion(**hit, cached=True)
@@ -297,6 +297,41 @@ class LLM:
 
     def _where(self, state: _Role, endpoint: _Endpoint) -> str:
         return f"role '{state.name}' (model {endpoint.model} at {endpoint.base_url})"
+
+    async def reach(self, role: str) -> bool:
+        """Ask each of the role's servers for its model list (OpenAI's `GET /models`: no tokens,
+        no request counted, never cached), so that readiness is the backend's word, not the
+        cache's. True: every server answered; False: a server has no such route (some
+        OpenAI-compatible servers lack it: then only a completion can tell). Raises LLMError
+        naming the role and the server when one is unreachable or refuses the key."""
+        state = self._role(role)
+        return all([await self._list_models(state, endpoint) for endpoint in state.endpoints])
+
+    async def _list_models(self, state: _Role, endpoint: _Endpoint) -> bool:
+        """One server's model list, with the role's retries (a flaky server is not a dead
+        one); False when it has no such route."""
+        attempts = state.config.max_retries + 1
+        for attempt in range(attempts):
+            try:
+                await _bounded(endpoint.client().models.list(), state.config.timeout)
+                return True
+            except openai.NotFoundError:
+                return False
+            except openai.APIStatusError as error:
+                if isinstance(error, RETRYABLE) and attempt < attempts - 1:
+                    await asyncio.sleep(retry_delay(attempt, error, base=self.retry_base))
+                    continue
+                raise LLMError(self._where(state, endpoint) + f": HTTP {error.status_code}: "
+                               f"{_short(_scrub(error.message, state))}",
+                               status_code=error.status_code, retryable=False) from None
+            except (*RETRYABLE, *NOT_JSON) as error:
+                if attempt < attempts - 1:
+                    await asyncio.sleep(retry_delay(attempt, error, base=self.retry_base))
+                    continue
+                raise LLMError(self._where(state, endpoint) + f": unreachable after {attempts}"
+                               f" attempts: {type(error).__name__}: "
+                               f"{_short(_scrub(str(error), state))}", retryable=True) from None
+        return True  # not reached: the last attempt returns or raises
 
     async def chat_many(self, role: str, conversations: list[list[Message]],
                         **kwargs: Any) -> list[Completion | BaseException]:

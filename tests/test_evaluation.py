@@ -380,3 +380,46 @@ def test_an_adapter_without_its_weights_or_with_changed_ones_is_named(tmp_path: 
         f"{folder}: the adapter has no weights file (adapter_model.safetensors): it is "
         "unfinished or damaged; delete the folder and run stage 3 (sft) again")
     assert not params.layout.eval_dir.exists()
+
+
+# ------------------------------------------------------------------------------------------
+# Run files hold valid values, or are refused where they are read (issue 27)
+# ------------------------------------------------------------------------------------------
+def test_a_score_off_the_protocols_scale_is_refused_with_file_and_line(tmp_path: Path) -> None:
+    """A score of 99 on ALOE's 1-5 scale gave AL(1) = 27.25 and exit 0."""
+    from aloe.records import DataError
+
+    params = params_from_dict(stage_dict(tmp_path, models=[{"name": "base"}]))
+    personas = [{"id": "b0", "profile": "He is a cook.", "personality": "He is calm."}]
+    write_records(params.layout.benchmark, personas)
+    good = {"model": "base", "persona_id": "b0", "turn": 1, "score": 4}
+    path = params.layout.eval_records("base")
+    write_records(path, [good, {**good, "turn": 2, "score": None}])
+    assert [r["score"] for r in evaluation.load_records(params)] == [4, None]
+    for bad, said in [({**good, "turn": 2, "score": 99}, "score 99 is not on the aloe "
+                                                          "protocol's 1-5 scale"),
+                      ({**good, "turn": 0}, "turn 0 is not a turn number"),
+                      ({**good, "turn": 2, "score": "4"}, "score '4' is not on the aloe")]:
+        write_records(path, [good, bad])
+        with pytest.raises(DataError) as error:
+            evaluation.load_records(params)
+        assert str(error.value).startswith(f"{path}:2: {said}")
+
+
+def test_a_conversation_written_twice_is_refused_by_every_reader(tmp_path: Path) -> None:
+    """A duplicated line made the report say 5 conversations where the stage said 4."""
+    from aloe import report
+    from aloe.conversations import load_conversations
+    from aloe.records import DataError
+
+    params = params_from_dict(stage_dict(tmp_path))
+    trees = [{"id": f"conv-{i:05d}", "index": i, "turns": []} for i in range(4)]
+    write_records(params.layout.conversations, trees)
+    assert len(load_conversations(params)) == 4
+    assert report.product_counts(params.layout)["conversations"] == 4
+    write_records(params.layout.conversations, [*trees, trees[2]])
+    for read in (lambda: load_conversations(params),
+                 lambda: report.product_counts(params.layout)):
+        with pytest.raises(DataError, match=r"conversations\.jsonl:5: conversation conv-00002 "
+                                            r"is written twice \(first on line 3\)"):
+            read()

@@ -40,7 +40,7 @@ from aloe.errors import AloeError, check_lost_items
 from aloe.judges import (BRANCHES, HINTED, INCONSISTENT, PLAIN, UNPARSEABLE, PreferenceJudge,
                          ask_and_read)
 from aloe.llm import LLM, Completion, LLMError, MissingKeyError, open_llm
-from aloe.records import append_record, read_records, write_json
+from aloe.records import append_record, conversation_check, read_records, write_json
 from aloe.simulator import simulate_user
 
 STAGE = "conversations"
@@ -122,11 +122,11 @@ def plan(params: Params, personas: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 def load_conversations(params: Params) -> list[dict[str, Any]]:
-    """The written conversation trees, one per id (the first if an id occurs twice), by index."""
-    seen: dict[str, dict[str, Any]] = {}
-    for record in read_records(params.layout.conversations):
-        seen.setdefault(record["id"], record)
-    return sorted(seen.values(), key=lambda r: (r.get("index", 0), r["id"]))
+    """The written conversation trees, by index: every reader (the stage, its exports, the
+    report) reads them here, so that all count the same. Each conversation is written once; a
+    line that repeats an id (a hand edit, a copied file) is refused, naming both lines."""
+    return sorted(read_records(params.layout.conversations, check=conversation_check()),
+                  key=lambda r: (r.get("index", 0), r["id"]))
 
 
 # ------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ a run that silently skipped a model would publish a comparison that is not the o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,11 +190,34 @@ def _finished(params: Params, spec: EvalModelSpec, personas: list[dict[str, Any]
     """The turns already recorded, per persona id (only this benchmark's, only turns <= K)."""
     variant = variant or sources(params)[spec.name].variant
     done: dict[str, dict[int, Record]] = {str(p["id"]): {} for p in personas}  # benchmark order
-    for record in read_records(params.layout.eval_records(spec.name, variant)):
+    check = record_check(protocols.get(params.evaluation.protocol))
+    for record in read_records(params.layout.eval_records(spec.name, variant), check=check):
         pid, turn = str(record["persona_id"]), int(record["turn"])
         if pid in done and turn <= params.evaluation.turns:
             done[pid].setdefault(turn, record)  # the first record of a turn is the one used
     return done
+
+
+def record_check(protocol: protocols.Protocol) -> Callable[[Record], str | None]:
+    """The schema of an evaluation record, for every reader: a persona, a turn from 1, and a
+    score on the protocol's scale or none (a judgement that could not be read)."""
+    low, high = protocol.scale
+
+    def problem(record: Record) -> str | None:
+        if not isinstance(record.get("persona_id"), (str, int)):
+            return "no persona_id"
+        turn = record.get("turn")
+        if not isinstance(turn, int) or isinstance(turn, bool) or turn < 1:
+            return f"turn {turn!r} is not a turn number"
+        score = record.get("score")
+        if score is None or isinstance(score, bool):  # RLPA's verdicts may be booleans
+            return None
+        if not isinstance(score, (int, float)) or not low <= score <= high:
+            return (f"score {score!r} is not on the {protocol.name} protocol's {low}-{high} "
+                    "scale")
+        return None
+
+    return problem
 
 
 def _keyed(path: Any) -> dict[tuple[str, int], Record]:

@@ -103,12 +103,15 @@ def replace_file(path: str | os.PathLike[str], write: Callable[[IO[str]], object
             raise
 
 
-def read_records(path: str | os.PathLike[str], *, repair: bool = True) -> list[dict[str, Any]]:
+def read_records(path: str | os.PathLike[str], *, repair: bool = True,
+                 check: Callable[[dict[str, Any]], str | None] | None = None
+                 ) -> list[dict[str, Any]]:
     """All records of a JSONL file ([] when it does not exist).
 
     A last line without its newline that does not parse is what a crash mid-write leaves: with
     `repair` it is cut off (and said so on stderr), else it raises. A bad line anywhere else,
-    or a line that is not a JSON object, always raises DataError naming file and line.
+    or a line that is not a JSON object, always raises DataError naming file and line; so does
+    a record that `check` (the file's schema: a problem in words, or None) finds wrong.
     """
     file = Path(path)
     if not file.exists():
@@ -128,11 +131,15 @@ def read_records(path: str | os.PathLike[str], *, repair: bool = True) -> list[d
                 if not repair:
                     raise DataError(f"{file}:{number}: truncated last line (interrupted write)") from None
                 if not _truncate(file, offset, line, number):  # a writer was mid-append:
-                    return read_records(file, repair=repair)  # its line is whole now
+                    return read_records(file, repair=repair, check=check)  # whole now
                 break
             raise DataError(f"{file}:{number}: not a JSON record ({error})") from None
         if not isinstance(record, dict):
             raise DataError(f"{file}:{number}: expected a JSON object, got {type(record).__name__}")
+        problem = check(record) if check is not None else None
+        if problem is not None:
+            raise DataError(f"{file}:{number}: {problem}; correct or remove the line (a rerun "
+                            "redoes what is removed)")
         records.append(record)
         offset += len(line) + 1
     return records
@@ -165,3 +172,23 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(file.read_text())
     except json.JSONDecodeError as error:
         raise DataError(f"{file}:{error.lineno}: not valid JSON ({error.msg})") from None
+
+
+# ------------------------------------------------------------------------------------------
+# The schemas of run files that several modules read
+# ------------------------------------------------------------------------------------------
+def conversation_check() -> Callable[[dict[str, Any]], str | None]:
+    """The schema of a conversations.jsonl line: an id not seen on an earlier line, and turns."""
+    lines: dict[str, int] = {}
+
+    def problem(record: dict[str, Any]) -> str | None:
+        conv_id = record.get("id")
+        if not isinstance(conv_id, str) or not isinstance(record.get("turns"), list):
+            return "not a conversation tree (no id or no turns)"
+        if conv_id in lines:
+            return (f"conversation {conv_id} is written twice (first on line "
+                    f"{lines[conv_id]})")
+        lines[conv_id] = len(lines) + 1
+        return None
+
+    return problem

@@ -24,7 +24,7 @@ from aloe import findings, manifest, model_card
 from aloe.config import ROLE_NAMES, Params, resolve_path
 from aloe.layout import TRAINING_STAGES, RunLayout
 from aloe.llm import load_usage_history
-from aloe.records import read_json, read_records
+from aloe.records import conversation_check, read_json, read_records
 from aloe.runner import REPORT_NOTEBOOK
 
 
@@ -51,7 +51,7 @@ def _dataset_rows(folder: Path) -> dict[str, int]:
 
 def product_counts(layout: RunLayout) -> dict[str, int]:
     """How many of each product the run folder holds, counted from the files."""
-    conversations = read_records(layout.conversations)
+    conversations = read_records(layout.conversations, check=conversation_check())
     counts = {
         "profiles": _lines(layout.pool("profiles")),
         "personalities": _lines(layout.pool("personalities")),

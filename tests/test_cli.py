@@ -203,3 +203,30 @@ def test_run_from_another_folder_finds_the_project_and_records_the_set(tmp_path:
     [injected] = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert re.search(r'^conversations = \{[^\n]*"turns": 1,', injected.source, re.M)
     assert data["conversations"]["turns"] != 1  # the file says otherwise
+
+
+# ------------------------------------------------------------------------------------------
+# Bad input that used to end in a traceback (or the OOM killer) is one line (issue 27)
+# ------------------------------------------------------------------------------------------
+def test_bad_command_lines_are_refused_in_one_line(tmp_path: Path) -> None:
+    from aloe.runner import StageSelectionError, notebooks, parse_stages
+
+    root, _ = _project(tmp_path)
+    cases = {
+        "a 300-character run name": (("plan", "params/p.yaml", "--run-name", "a" * 300),
+                                     "a run name is at most 100 characters"),
+        "the shared cache folder as a run": (("plan", "params/p.yaml", "--run-name", "cache"),
+                                             "'cache' is a folder every run shares"),
+        "an output folder under /proc": (("run", "params/p.yaml", "--stages", "0", "--set",
+                                          "run.output_dir=/proc/aloe-test"),
+                                         "/proc/aloe-test: No such file or directory"),
+        "a stage range of 200 million": (("run", "params/p.yaml", "--stages", "0-200000000"),
+                                         "'0-200000000' goes past the last stage"),
+    }
+    for name, (args, said) in cases.items():
+        result = _aloe(root, *args, root=root, timeout=120)
+        assert result.returncode == 2, (name, result.stderr[-500:])
+        assert said in result.stderr and result.stderr.count("\n") == 1, (name, result.stderr)
+        assert len(result.stderr) < 400, name
+    with pytest.raises(StageSelectionError, match="no notebook numbered 09"):
+        parse_stages("9", notebooks())

@@ -103,6 +103,19 @@ def test_a_foreign_or_bad_ratings_file_is_refused(evaluated, tmp_path) -> None:
     broken.write_text("{not json")
     with pytest.raises(ratings.RatingsError, match="not a ratings file the form saved"):
         ratings.import_ratings(params, [broken])
+    # issue 27: `true` counted as the rating 1; a wrong shape or deep nesting was a traceback
+    with pytest.raises(ratings.RatingsError, match="has value True; the kit asks for one of"):
+        ratings.import_ratings(params, [rater_file(tmp_path, key, "eve", rate=lambda s: True)])
+    good = json.loads(rater_file(tmp_path, key, "eve").read_text())
+    for name, data, said in [
+            ("list", {**good, "ratings": [1, 2]}, "'ratings' is list, not the form's mapping"),
+            ("rater", {**good, "rater": ["eve"]}, "names no rater"),
+            ("nested", None, "not a ratings file the form saved (nested too deeply)")]:
+        shaped = tmp_path / f"{name}.json"
+        shaped.write_text("[" * 100_000 + "]" * 100_000 if data is None else json.dumps(data))
+        with pytest.raises(ratings.RatingsError) as error:
+            ratings.import_ratings(params, [shaped])
+        assert said in str(error.value) and "\n" not in str(error.value), name
 
 
 @pytest.mark.slow

@@ -38,7 +38,8 @@ from pathlib import Path
 from aloe import __version__
 from aloe.config import (EVALUATION_STAGE, Override, Params, ParamsError, check_api_keys,
                          load_params, parse_set, project_root)
-from aloe.errors import EXIT_FAILED, AloeError, disk_full_message, is_disk_full
+from aloe.errors import (EXIT_BAD_INPUT, EXIT_FAILED, AloeError, disk_full_message,
+                         is_disk_full)
 
 DEFAULT_PARAMS = "params/tiny.yaml"
 TRAINING_STAGE_NUMBERS = {"sft": 3, "dpo": 4}
@@ -358,11 +359,17 @@ def main(argv: list[str] | None = None) -> int:
     except AloeError as error:
         print(f"aloe: {' '.join(str(error).split())}", file=sys.stderr)  # always one line
         return error.exit_code
-    except OSError as error:  # a full disk outside the workbook's own writes (the run lock)
-        if not is_disk_full(error):
+    except OSError as error:  # the file system said no outside the workbook's own checks
+        if is_disk_full(error):
+            print(f"aloe: {disk_full_message(error.filename or 'the run folder')}",
+                  file=sys.stderr)
+            return EXIT_FAILED
+        if error.filename is None:  # not about a path: a bug to report, with its traceback
             raise
-        print(f"aloe: {disk_full_message(error.filename or 'the run folder')}", file=sys.stderr)
-        return EXIT_FAILED
+        print(f"aloe: {error.filename}: {error.strerror or error} (errno {error.errno}); "
+              "check the path and its permissions (run.output_dir, --output-dir)",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -74,6 +74,10 @@ def check_base_url(url: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Run and backends
 # --------------------------------------------------------------------------------------------
+MAX_RUN_NAME = 100  # a folder name; file systems allow 255 bytes for the longest file in it
+SHARED_FOLDERS = {"cache", "models", "compare"}  # under output_dir, beside the run folders
+
+
 class RunConfig(Section):
     name: str = "tiny"  # the run's folder under output_dir (checked below)
     seed: Int = Field(0, ge=0, le=MAX_SEED)
@@ -95,6 +99,12 @@ class RunConfig(Section):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
             raise ValueError("a run name is letters, digits, '.', '_' and '-', starting with a "
                              "letter or digit")
+        if len(value) > MAX_RUN_NAME:
+            raise ValueError(f"a run name is at most {MAX_RUN_NAME} characters (got "
+                             f"{len(value)}): it names a folder and the files in it")
+        if value.lower() in SHARED_FOLDERS:
+            raise ValueError(f"'{value}' is a folder every run shares under output_dir "
+                             f"({', '.join(sorted(SHARED_FOLDERS))}): choose another run name")
         return value
 
 
@@ -719,7 +729,10 @@ def _describe(error: ValidationError) -> str:
     given = first.get("input")
     if isinstance(given, (dict, list)):  # the message names what is wrong inside it
         return f"key '{key}': {message}"
-    return f"key '{key}': {message} (got {given!r})"
+    shown = repr(given)
+    if len(shown) > 60:  # a line for a person: the start of a long value is enough
+        shown = shown[:45] + f"... ({len(str(given))} characters)"
+    return f"key '{key}': {message} (got {shown})"
 
 
 def params_from_dict(data: dict[str, Any], source: str = "<parameters>") -> Params:

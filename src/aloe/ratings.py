@@ -29,7 +29,7 @@ from aloe import agreement, protocols
 from aloe.chat import seeded, transcript
 from aloe.config import Params
 from aloe.errors import BadInputError
-from aloe.records import read_json, read_records, write_json, write_records
+from aloe.records import read_json, read_records, replace_file, write_json, write_records
 
 
 class RatingsError(BadInputError):
@@ -90,8 +90,11 @@ def export_kit(params: Params, size: int | None = None) -> tuple[Path, Path]:
            "items": {i["item"]: i["key"] for i in items}}
     form = params.layout.rating_form(variant)
     form.parent.mkdir(parents=True, exist_ok=True)
-    form.write_text(render_form(kit, variant, protocol, items), encoding="utf-8")
+    # the key first, each file whole or not at all: a full disk never leaves a form whose
+    # ratings could not be imported
     write_json(params.layout.rating_key(variant), key)
+    page = render_form(kit, variant, protocol, items)
+    replace_file(form, lambda handle: handle.write(page))
     return form, params.layout.rating_key(variant)
 
 
@@ -200,29 +203,45 @@ def import_ratings(params: Params, files: list[str | Path]) -> Path:
     key = read_json(key_path)
     kept = read_records(params.layout.human_ratings(variant))
     for file in files:
-        try:
-            data = json.loads(Path(file).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise RatingsError(f"{file}: not a ratings file the form saved ({error})") from None
-        if not isinstance(data, dict) or data.get("kit") != key["kit"]:
-            raise RatingsError(f"{file}: belongs to kit {data.get('kit') if isinstance(data, dict) else None!r}"
-                               f", not to this run's kit {key['kit']} ({variant})")
-        rater = str(data.get("rater") or "").strip()
-        if not rater:
-            raise RatingsError(f"{file}: names no rater")
-        ratings = data.get("ratings") or {}
-        for item, value in ratings.items():
-            if item not in key["items"]:
-                raise RatingsError(f"{file}: item {item} is not in the kit")
-            if value not in key["categories"]:
-                raise RatingsError(f"{file}: item {item} has value {value!r}; the kit asks for "
-                                   f"one of {key['categories']}")
+        rater, ratings = read_ratings_file(Path(file), key, variant)
         kept = [r for r in kept if r["rater"] != rater]
         kept += [{"kit": key["kit"], "rater": rater, "item": item, "rating": value,
                   **key["items"][item]} for item, value in sorted(ratings.items())]
     path = params.layout.human_ratings(variant)
     write_records(path, kept)
     return path
+
+
+def read_ratings_file(file: Path, key: dict[str, Any], variant: str
+                      ) -> tuple[str, dict[str, int]]:
+    """A file the form saved: its rater and ratings, each checked against the kit's key (an
+    item of the kit, a category of the protocol: an integer, never `true`); RatingsError in one
+    line naming the file otherwise."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:
+        why = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise RatingsError(f"{file}: not a ratings file the form saved ({why})") from None
+    if not isinstance(data, dict) or data.get("kit") != key["kit"]:
+        kit = data.get("kit") if isinstance(data, dict) else None
+        raise RatingsError(f"{file}: belongs to kit {str(kit)[:40]!r}, not to this run's kit "
+                           f"{key['kit']} ({variant})")
+    rater = data.get("rater")
+    if not isinstance(rater, str) or not rater.strip() or len(rater) > 200:
+        raise RatingsError(f"{file}: names no rater (a name of at most 200 characters)")
+    ratings = data.get("ratings") or {}
+    if not isinstance(ratings, dict):
+        raise RatingsError(f"{file}: 'ratings' is {type(ratings).__name__}, not the form's "
+                           "mapping of item to rating")
+    for item, value in ratings.items():
+        if item not in key["items"]:
+            raise RatingsError(f"{file}: item {item[:40]!r} is not in the kit")
+        if isinstance(value, bool) or not isinstance(value, int) \
+                or value not in key["categories"]:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise RatingsError(f"{file}: item {item} has value {shown}; the kit asks for one "
+                               f"of {key['categories']}")
+    return rater.strip(), ratings
 
 
 def human_agreement(params: Params) -> dict[str, Any] | None:

@@ -84,6 +84,8 @@ def parse_stages(spec: str | None, available: list[Path]) -> list[Path]:
     if not spec.strip():
         raise StageSelectionError("--stages: empty; give numbers and ranges (e.g. 0,2-4), or "
                                   "leave --stages out to run every stage")
+    numbered = {int(nb.name[:2]): nb for nb in available}
+    top = max(numbered, default=-1)
     wanted: set[int] = set()
     for part in spec.split(","):
         part = part.strip()
@@ -95,8 +97,10 @@ def parse_stages(spec: str | None, available: list[Path]) -> list[Path]:
         if high < low:
             raise StageSelectionError(f"--stages: '{part}' is a reversed range (it selects "
                                       f"nothing); write {high}-{low}")
-        wanted.update(range(low, high + 1))
-    numbered = {int(nb.name[:2]): nb for nb in available}
+        if low <= top < high:  # a set of every number of the range could fill memory
+            raise StageSelectionError(f"--stages: '{part}' goes past the last stage, {top:02d}; "
+                                      f"write {low}-{top}")
+        wanted.update(range(low, high + 1) if high <= top else [low])  # past the end: missing
     missing = sorted(wanted - numbered.keys())
     if int(COMPARE_NOTEBOOK[:2]) in missing:
         raise StageSelectionError(f"--stages: {COMPARE_NOTEBOOK} compares finished runs and is "

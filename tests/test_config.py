@@ -350,3 +350,34 @@ def test_max_steps_minus_one_still_means_train_the_epochs(tmp_path: Path) -> Non
     data = tiny_dict(tmp_path)
     data["sft"]["trainer"] = {**data["sft"].get("trainer", {}), "max_steps": -1}
     assert params_from_dict(data, source="test").sft.trainer["max_steps"] == -1
+
+
+@pytest.mark.parametrize("key,flaw", [("sk-abc\n", "holds a line break (character 7)"),
+                                      ("sk-ab\u00e9c", "holds the character U+00E9 (character 6)"),
+                                      ("sk-ab c", "holds a space (character 6)")])
+def test_a_key_no_http_header_can_carry_is_refused_without_showing_it(
+        monkeypatch: pytest.MonkeyPatch, key: str, flaw: str) -> None:
+    """Issue 27: such keys passed the load check and failed at the first request."""
+    from aloe.config import check_api_keys
+
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    params = load_params(ROOT / "params" / "paper.yaml")
+    with pytest.raises(ParamsError) as error:
+        check_api_keys(params, [2])
+    message = str(error.value)
+    assert f"the key in OPENAI_API_KEY {flaw}" in message and key.strip() not in message
+    assert "\n" not in message
+
+
+def test_an_endpoint_under_test_takes_its_own_timeout_and_retries(tmp_path: Path) -> None:
+    """Issue 27: the model under test had a fixed 120 s timeout and 5 retries (a trickling
+    server made stage 5 take 609 s)."""
+    from aloe.policy import endpoint_role
+    from tests.conftest import tiny_dict
+
+    data = tiny_dict(tmp_path, evaluation={"models": [
+        {"name": "api", "model": "m", "base_url": "http://127.0.0.1:9/v1", "timeout": 20,
+         "max_retries": 1}]})
+    params = params_from_dict(data, source="test")
+    role = endpoint_role(params, params.evaluation.models[0])
+    assert (role.timeout, role.max_retries) == (20, 1)

@@ -109,3 +109,22 @@ def test_a_full_disk_leaves_files_as_they_were_and_names_them(tmp_path: Path) ->
     assert result["records"] == list(range(result["kept"])) and result["kept"] > 5
     assert result["json"] == f"no space left on device while writing {disk}/doc.json{suffix}"
     assert result["doc"] == {"small": True} and result["files"] == ["doc.json"]
+
+
+def test_files_a_library_wrote_0600_follow_the_umask(tmp_path: Path) -> None:
+    """safetensors writes 0600: an adapter folder copied to a shared place had one file its
+    readers could not open (issue 27)."""
+    import os
+
+    from aloe.records import follow_umask
+
+    (tmp_path / "sub").mkdir()
+    for name in ("adapter_model.safetensors", "sub/tokenizer.json"):
+        (tmp_path / name).write_text("x")
+        (tmp_path / name).chmod(0o600)
+    mask = os.umask(0o022)
+    try:
+        follow_umask(tmp_path)
+    finally:
+        os.umask(mask)
+    assert {(p.stat().st_mode & 0o777) for p in tmp_path.rglob("*") if p.is_file()} == {0o644}

@@ -467,3 +467,18 @@ def test_any_other_kernel_error_is_not_retried(tmp_path: Path, monkeypatch) -> N
         runner._execute(_one_cell_notebook(tmp_path / "in.ipynb"), tmp_path / "out.ipynb", {},
                         False)
     assert calls == [1]
+
+
+def test_a_comparison_cut_by_a_full_disk_leaves_no_empty_notebook(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27: a full disk left a 0-byte compare notebook behind the one-line error."""
+    from aloe import runner
+
+    def full_disk(notebook: Path, executed: Path, parameters: dict, progress: bool) -> None:
+        executed.write_bytes(b"")
+        raise OSError(28, "No space left on device", str(executed))
+
+    monkeypatch.setattr(runner, "_execute", full_disk)
+    with pytest.raises(runner.RunError):
+        runner.run_comparison([tmp_path / "a", tmp_path / "b"], "ab", tmp_path)
+    assert not runner.comparison_notebook(tmp_path, "ab").exists()

@@ -305,6 +305,8 @@ def test_training_writes_adapters_logs_and_stats(trained: dict) -> None:
                      training.LOG_FILE, training.STATS_FILE):
             assert (folder / name).exists(), f"{stage}: {name} missing"
         assert not [p for p in folder.iterdir() if p.is_dir()]  # no reference copy inside
+        modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+        assert len(set(modes.values())) == 1, modes  # safetensors' 0600 follows the umask too
         stats = json.loads((folder / training.STATS_FILE).read_text())
         assert stats["adapter_weights"] == {  # checked before every later load
             "file": "adapter_model.safetensors",

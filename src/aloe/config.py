@@ -389,6 +389,10 @@ class EvalModelSpec(Section):
     adapter: str | None = None  # "sft", "dpo" (this run's), or a path to a PEFT adapter
     base_url: str | None = None  # an OpenAI-compatible endpoint serving `model`
     api_key_env: str | None = None
+    # An endpoint's request limits, as a role's (`roles.*.timeout`, `max_retries`): a slow or
+    # flaky server under test gets its own rather than fixed ones.
+    timeout: Real = Field(120.0, gt=0, le=MAX_SECONDS)  # the whole request
+    max_retries: Int = Field(5, ge=0, le=100)
 
     @field_validator("base_url")
     @classmethod
@@ -657,6 +661,23 @@ def check_api_keys(params: Params, stages: list[int]) -> None:
     for who, variable in needed:
         if variable and not os.environ.get(variable):
             raise ParamsError(f"{params.source}: {missing_key_message(who, variable)}")
+        flaw = key_flaw(os.environ.get(variable, "")) if variable else None
+        if flaw:
+            raise ParamsError(f"{params.source}: {who}: the key in {variable} {flaw}; an HTTP "
+                              "header cannot carry it: set the variable again from the key as "
+                              "issued")
+
+
+def key_flaw(key: str) -> str | None:
+    """What no API key holds (a pasted line break, a non-ASCII character), said without the
+    key itself; None for a key that can be sent."""
+    for position, char in enumerate(key, start=1):
+        if char in "\r\n":
+            return f"holds a line break (character {position})"
+        if not (" " < char <= "~"):
+            what = "a space" if char == " " else f"the character U+{ord(char):04X}"
+            return f"holds {what} (character {position})"
+    return None
 
 
 # --------------------------------------------------------------------------------------------

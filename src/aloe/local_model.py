@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aloe.config import Params, resolve_path
 from aloe.errors import AloeError
+from aloe.records import follow_umask
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the GGUF was made from
@@ -87,6 +88,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     rebuilt.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
+    follow_umask(staging)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(staging, target)

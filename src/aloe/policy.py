@@ -276,7 +276,8 @@ def endpoint_role(params: Params, spec: EvalModelSpec) -> RoleConfig:
                           "(the name the server knows it by)")
     return RoleConfig(model=model, base_url=spec.base_url or "local",
                       api_key_env=spec.api_key_env, temperature=e.temperature,
-                      max_tokens=e.max_new_tokens, concurrency=e.batch_size)
+                      max_tokens=e.max_new_tokens, concurrency=e.batch_size,
+                      timeout=spec.timeout, max_retries=spec.max_retries)
 
 
 class EndpointResponder:

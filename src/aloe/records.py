@@ -166,6 +166,17 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     replace_file(path, lambda handle: handle.write(text), sync=False)
 
 
+def follow_umask(folder: str | os.PathLike[str]) -> None:
+    """Give every file in `folder` the mode a new file gets here (0666 less the umask).
+    safetensors writes its files 0600, so an adapter or model folder copied to a shared place
+    held one file its readers could not open."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for file in Path(folder).rglob("*"):
+        if file.is_file():
+            file.chmod(0o666 & ~mask)
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     file = Path(path)
     try:

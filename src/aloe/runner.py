@@ -328,6 +328,8 @@ def run_comparison(run_dirs: list[Path], name: str, output_dir: Path,
         _execute(notebook, executed, {"runs": [str(d) for d in run_dirs], "name": name},
                  progress)
     except Exception as error:  # papermill's execution error or a kernel failure
+        if executed.exists() and executed.stat().st_size == 0:  # a full disk: nothing to read
+            executed.unlink()
         raise RunError(_failure_message(notebook, executed, error)) from error
     return render_html(executed, comparison_page(output_dir, name), f"ALOE comparison: {name}")
 

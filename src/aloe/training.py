@@ -41,7 +41,7 @@ from aloe.policy import (Device, adapter_weights, base_model, check_model_refere
 from aloe.qlora import (build_dpo_trainer, build_sft_trainer, load_base_model, load_tokenizer,
                         model_config, peak_memory, trainer_arguments)
 from aloe.progress import Reporter, reporter
-from aloe.records import DataError, read_json, write_json
+from aloe.records import DataError, follow_umask, read_json, write_json
 
 if TYPE_CHECKING:  # heavy imports stay lazy: validation must not pay for torch
     from datasets import Dataset, DatasetDict
@@ -468,6 +468,7 @@ def _save_adapter(trainer: Any, target: Path, history: pd.DataFrame,
     stats["adapter_weights"] = weights_record(staging)  # checked before every later load
     write_json(staging / STATS_FILE, stats)
     (staging / "training_args.bin").unlink(missing_ok=True)
+    follow_umask(staging)
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, target)
@@ -520,6 +521,7 @@ def merge_adapter(params: Params, stage: str) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     merged.save_pretrained(staging, safe_serialization=True)
     load_tokenizer(str(result.adapter_dir)).save_pretrained(staging)
+    follow_umask(staging)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)

@@ -22,7 +22,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt,
                       ValidationError, field_validator, model_validator)
 
-from aloe.errors import BadInputError
+from aloe.errors import BadInputError, shown
 from aloe.layout import RunLayout
 
 ROLE_NAMES = ("generator", "user", "inducer", "assistant", "judge")
@@ -750,10 +750,7 @@ def _describe(error: ValidationError) -> str:
     given = first.get("input")
     if isinstance(given, (dict, list)):  # the message names what is wrong inside it
         return f"key '{key}': {message}"
-    shown = repr(given)
-    if len(shown) > 60:  # a line for a person: the start of a long value is enough
-        shown = shown[:45] + f"... ({len(str(given))} characters)"
-    return f"key '{key}': {message} (got {shown})"
+    return f"key '{key}': {message} (got {shown(given)})"
 
 
 def params_from_dict(data: dict[str, Any], source: str = "<parameters>") -> Params:

@@ -89,3 +89,12 @@ def writing(file: str | Path) -> Iterator[None]:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(disk_full_message(file)) from None
         raise
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """A value as an error message quotes it: its repr, cut to `limit` characters with its
+    length said, so that a pasted 5,000-character value still leaves a one-line message."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 15]}... ({len(str(value)):,} characters)"

@@ -53,7 +53,7 @@ from aloe import agreement, metrics, protocols
 from aloe.protocols import sources
 from aloe.chat import Message, seeded
 from aloe.config import EvalModelSpec, Params
-from aloe.errors import AloeError, check_lost_items
+from aloe.errors import AloeError, check_lost_items, shown
 from aloe.judges import (Judgement, check_contradiction, score_inference, score_reply,
                          score_revealed)
 from aloe.llm import LLM, LLMError, open_llm
@@ -190,7 +190,7 @@ def _finished(params: Params, spec: EvalModelSpec, personas: list[dict[str, Any]
     """The turns already recorded, per persona id (only this benchmark's, only turns <= K)."""
     variant = variant or sources(params)[spec.name].variant
     done: dict[str, dict[int, Record]] = {str(p["id"]): {} for p in personas}  # benchmark order
-    check = record_check(protocols.get(params.evaluation.protocol))
+    check = record_check(protocols.get(params.evaluation.protocol), spec.name)
     for record in read_records(params.layout.eval_records(spec.name, variant), check=check):
         pid, turn = str(record["persona_id"]), int(record["turn"])
         if pid in done and turn <= params.evaluation.turns:
@@ -198,23 +198,36 @@ def _finished(params: Params, spec: EvalModelSpec, personas: list[dict[str, Any]
     return done
 
 
-def record_check(protocol: protocols.Protocol) -> Callable[[Record], str | None]:
-    """The schema of an evaluation record, for every reader: a persona, a turn from 1, and a
-    score on the protocol's scale or none (a judgement that could not be read)."""
+TEXT_FIELDS = ("user", "reply", "raw_judgement")  # text when present (None: not recorded)
+NUMBER_FIELDS = ("expected_score",)
+
+
+def record_check(protocol: protocols.Protocol, model: str) -> Callable[[Record], str | None]:
+    """The schema of a record of `model`'s file, for every reader: that model, a persona, a
+    turn from 1, texts that are text, and scores on the protocol's scale or none (a judgement
+    that could not be read)."""
     low, high = protocol.scale
 
     def problem(record: Record) -> str | None:
-        if not isinstance(record.get("persona_id"), (str, int)):
+        if record.get("model") != model:
+            return f"model {shown(record.get('model'))} in the file of model '{model}'"
+        if not isinstance(record.get("persona_id"), (str, int)) \
+                or isinstance(record.get("persona_id"), bool):
             return "no persona_id"
         turn = record.get("turn")
         if not isinstance(turn, int) or isinstance(turn, bool) or turn < 1:
-            return f"turn {turn!r} is not a turn number"
-        score = record.get("score")
-        if score is None or isinstance(score, bool):  # RLPA's verdicts may be booleans
-            return None
-        if not isinstance(score, (int, float)) or not low <= score <= high:
-            return (f"score {score!r} is not on the {protocol.name} protocol's {low}-{high} "
-                    "scale")
+            return f"turn {shown(turn)} is not a turn number"
+        for name in TEXT_FIELDS:
+            if not isinstance(record.get(name), (str, type(None))):
+                return f"{name} is {type(record.get(name)).__name__}, not text"
+        for name in ("score", *NUMBER_FIELDS):
+            value = record.get(name)
+            if value is None or (isinstance(value, bool) and (low, high) == (0, 1)):
+                continue  # a 0/1 protocol's verdicts may be booleans
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not low <= value <= high:
+                return (f"{name} {shown(value)} is not on the {protocol.name} protocol's "
+                        f"{low}-{high} scale")
         return None
 
     return problem

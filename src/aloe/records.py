@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from aloe.errors import EXIT_BAD_INPUT, AloeError, writing
+from aloe.errors import EXIT_BAD_INPUT, AloeError, shown, writing
 
 
 class DataError(AloeError, ValueError):
@@ -193,9 +193,15 @@ def conversation_check() -> Callable[[dict[str, Any]], str | None]:
     lines: dict[str, int] = {}
 
     def problem(record: dict[str, Any]) -> str | None:
-        conv_id = record.get("id")
-        if not isinstance(conv_id, str) or not isinstance(record.get("turns"), list):
+        conv_id, turns, index = record.get("id"), record.get("turns"), record.get("index", 0)
+        if not isinstance(conv_id, str) or not isinstance(turns, list):
             return "not a conversation tree (no id or no turns)"
+        if not all(isinstance(turn, dict) for turn in turns):
+            return f"conversation {conv_id}: a turn that is not an object"
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            return f"conversation {conv_id}: index {shown(index)} is not a position"
+        if not isinstance(record.get("persona", {}), dict):
+            return f"conversation {conv_id}: its persona is not an object"
         if conv_id in lines:
             return (f"conversation {conv_id} is written twice (first on line "
                     f"{lines[conv_id]})")

@@ -20,6 +20,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from aloe.errors import shown
+
 TRL_CONFIGS = {"sft": ("trl.trainer.sft_config", "SFTConfig"),
                "dpo": ("trl.trainer.dpo_config", "DPOConfig")}
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str, "None": type(None),
@@ -40,11 +42,11 @@ def check_trainer_options(stage: str, options: dict[str, object]) -> None:
     for key, value in options.items():
         option = known.get(key)
         if option is None:
-            raise ValueError(f"'{key}' is not an option of TRL's {class_name} "
+            raise ValueError(f"{shown(key)} is not an option of TRL's {class_name} "
                              f"(trl {_trl_version()}); see its documentation for the options")
         if option.types is not None and not _fits(value, option.types):
             names = " or ".join(sorted(t.__name__ for t in option.types))
-            raise ValueError(f"'{key}' takes {names}, got {value!r}")
+            raise ValueError(f"'{key}' takes {names}, got {shown(value)}")
 
 
 def _fits(value: object, types: frozenset[type]) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -70,9 +71,10 @@ def answer_problem(answer: Any) -> str | None:
     tokens = answer.get("logprobs")
     if tokens is not None and not (isinstance(tokens, list) and all(
             isinstance(t, dict) and isinstance(t.get("token"), str)
-            and isinstance(t.get("logprob"), (int, float)) and isinstance(t.get("top"), dict)
+            and _log_probability(t.get("logprob")) and isinstance(t.get("top"), dict)
+            and all(_log_probability(v) for v in t["top"].values())
             for t in tokens)):
-        return "its logprobs are not a list of tokens"
+        return "its logprobs are not a list of tokens with log-probabilities"
     return None
 
 
@@ -86,6 +88,11 @@ class CacheUnavailable(AloeError):
 def _is_damage(error: sqlite3.DatabaseError) -> bool:
     name = getattr(error, "sqlite_errorname", "")
     return name in DAMAGED or "not a database" in str(error) or "malformed" in str(error)
+
+
+def _log_probability(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and not math.isnan(value) and value <= 0
 
 
 def damaged_message(path: Path, error: BaseException) -> str:

@@ -466,12 +466,16 @@ def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
     if not content:
         return None
     try:
-        return [{"token": str(t["token"]), "logprob": float(t["logprob"]),
-                 "top": {str(c["token"]): float(c["logprob"])
-                         for c in (t.get("top_logprobs") or [])}}
-                for t in content]
+        tokens = [{"token": str(t["token"]), "logprob": float(t["logprob"]),
+                   "top": {str(c["token"]): float(c["logprob"])
+                           for c in (t.get("top_logprobs") or [])}}
+                  for t in content]
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise MalformedAnswer(f"its logprobs are not OpenAI's ({type(error).__name__})") from None
+    if any(math.isnan(value) or value > 0 for t in tokens
+           for value in (t["logprob"], *t["top"].values())):
+        raise MalformedAnswer("its logprobs hold a value that is no log-probability")
+    return tokens
 
 
 # ------------------------------------------------------------------------------------------

@@ -423,3 +423,18 @@ def test_a_conversation_written_twice_is_refused_by_every_reader(tmp_path: Path)
         with pytest.raises(DataError, match=r"conversations\.jsonl:5: conversation conv-00002 "
                                             r"is written twice \(first on line 3\)"):
             read()
+
+
+def test_a_benchmark_persona_off_its_schema_is_refused_with_file_and_line(
+        tmp_path: Path) -> None:
+    from aloe.records import DataError
+
+    params = params_from_dict(stage_dict(tmp_path, models=[{"name": "base"}]))
+    good = {"id": "b0", "profile": "He is a cook.", "personality": "He is calm."}
+    for bad, said in [({**good, "id": "b1", "profile": 5}, "persona 'b1' without a profile"),
+                      (good, "persona 'b0' is listed twice"),
+                      ({"profile": "x", "personality": "y"}, "persona without an id")]:
+        write_records(params.layout.benchmark, [good, bad])
+        with pytest.raises(DataError) as error:
+            evaluation.benchmark_personas(params)
+        assert str(error.value).startswith(f"{params.layout.benchmark}:2: {said}")

@@ -40,7 +40,8 @@ from aloe.errors import AloeError, check_lost_items
 from aloe.judges import (BRANCHES, HINTED, INCONSISTENT, PLAIN, UNPARSEABLE, PreferenceJudge,
                          ask_and_read)
 from aloe.llm import LLM, Completion, LLMError, MissingKeyError, open_llm
-from aloe.records import append_record, conversation_check, read_records, write_json
+from aloe.records import (append_record, conversation_check, persona_check, read_records,
+                          write_json)
 from aloe.simulator import simulate_user
 
 STAGE = "conversations"
@@ -56,13 +57,9 @@ class ConversationsError(AloeError):
 def load_personas(params: Params) -> list[dict[str, Any]]:
     """Stage 1's personas, checked for the fields a conversation needs."""
     path = params.layout.personas
-    personas = read_records(path)
+    personas = read_records(path, check=persona_check())
     if not personas:
         raise ConversationsError(f"{path}: no personas; run stage 1 (01_personas) first")
-    for number, persona in enumerate(personas, start=1):
-        missing = [k for k in ("id", "profile", "personality") if not persona.get(k)]
-        if missing:
-            raise ConversationsError(f"{path}:{number}: persona without {', '.join(missing)}")
     return personas
 
 

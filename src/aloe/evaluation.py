@@ -61,7 +61,7 @@ from aloe.policy import Reply, adapter_path, open_responder
 from aloe.progress import Reporter, count, money, reporter
 from aloe.pools import load_aloe_benchmark
 from aloe.prompts import render
-from aloe.records import append_records, read_records, write_json
+from aloe.records import append_records, persona_check, read_records, write_json
 from aloe.simulator import shift_note, simulate_user
 
 Record = dict[str, Any]
@@ -96,7 +96,7 @@ def benchmark_personas(params: Params) -> list[dict[str, Any]]:
         if not path.exists():
             raise EvaluationError(f"no benchmark personas at {path}: run stage 1 (personas) "
                                   "first, or set evaluation.benchmark: aloe")
-        personas = read_records(path)
+        personas = read_records(path, check=persona_check())
     if not personas:
         raise EvaluationError(f"the benchmark ({e.benchmark}) holds no personas")
     n_users = protocols.get(e.protocol).n_users
@@ -304,6 +304,7 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
     protocol = protocols.get(e.protocol)
     source = sources(params)[spec.name]
     out_file = params.layout.eval_records(spec.name, source.variant)
+    check = record_check(protocol, spec.name)
     done = _finished(params, spec, personas, source.variant)
     progress = ModelProgress(spec.name, turns_before=sum(len(d) for d in done.values()))
     total = len(personas) * e.turns
@@ -359,6 +360,11 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
             records = [_record(spec.name, p, turn, u, r, j, protocol.name, user_source,
                                who.shifted(turn))
                        for p, u, r, j in zip(active, users, replies, judgements)]
+            for record in records:  # the writer holds the schema its readers hold
+                problem = check(record)
+                if problem is not None:
+                    raise EvaluationError(f"{out_file}: refusing to write a record that "
+                                          f"breaks its schema ({problem})")
             append_records(out_file, records)
             for p, record in zip(active, records):
                 done[str(p["id"])][turn] = record

@@ -209,3 +209,24 @@ def conversation_check() -> Callable[[dict[str, Any]], str | None]:
         return None
 
     return problem
+
+
+def persona_check() -> Callable[[dict[str, Any]], str | None]:
+    """The schema of a personas.jsonl or benchmark.jsonl line: an id, and a profile and a
+    personality that are text (every role's prompt is rendered from them); ids not repeated."""
+    ids: set[str] = set()
+
+    def problem(record: dict[str, Any]) -> str | None:
+        persona_id = record.get("id")
+        if not isinstance(persona_id, (str, int)) or isinstance(persona_id, bool) \
+                or str(persona_id) == "":
+            return "persona without an id"
+        for field in ("profile", "personality"):
+            if not isinstance(record.get(field), str) or not record[field].strip():
+                return f"persona {shown(persona_id)} without a {field} (text)"
+        if str(persona_id) in ids:
+            return f"persona {shown(persona_id)} is listed twice"
+        ids.add(str(persona_id))
+        return None
+
+    return problem

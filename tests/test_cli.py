@@ -212,7 +212,14 @@ def test_bad_command_lines_are_refused_in_one_line(tmp_path: Path) -> None:
     from aloe.runner import StageSelectionError, notebooks, parse_stages
 
     root, _ = _project(tmp_path)
+    for run in ("a", "b"):  # two finished runs, as far as `aloe compare` looks
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "metrics.json").write_text("{}")
+    (tmp_path / "a-file").write_text("")
     cases = {
+        "compare into a file": (("compare", str(tmp_path / "a"), str(tmp_path / "b"),
+                                 "--output-dir", str(tmp_path / "a-file")),
+                                f"{tmp_path / 'a-file'}"),
         "a 300-character run name": (("plan", "params/p.yaml", "--run-name", "a" * 300),
                                      "a run name is at most 100 characters"),
         "the shared cache folder as a run": (("plan", "params/p.yaml", "--run-name", "cache"),

@@ -788,7 +788,10 @@ def render_markdown(report: dict[str, Any], figures: dict[str, Any]) -> str:
         lines += ["", f"## Stage 5's in-process generation ({shape})", "",
                   f"bfloat16 weights, a LoRA adapter attached (not merged), left-padded "
                   f"{g['prompt_tokens']}-token prompts, every reply {g['new_tokens']} tokens, "
-                  "greedy, through `transformers`' `generate`.", "",
+                  "greedy, through `transformers`' `generate`. Decoding here is bound by "
+                  "per-step overhead (Python and kernel launches), not by the GPU: the batch-1 "
+                  "figure moves with what ran before in the process, and larger batches are "
+                  "the ones to plan with (`aloe plan` takes the batch-16 figure).", "",
                   "| batch | tokens/s | replies/s | speed-up over batch 1 | peak allocated (GB) |",
                   "| ---: | ---: | ---: | ---: | ---: |"]
         for b in batches:

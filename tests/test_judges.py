@@ -223,3 +223,46 @@ def test_parse_ten(text, value):
 ])
 def test_parse_yes_no(text, value):
     assert parse_yes_no(text) is value
+
+
+def test_the_released_reading_counts_only_an_exact_first() -> None:
+    """Issue 22: under hinted_first the released code compares the answer with 'first' as
+    returned; the workbook's lenient reading also takes "First", "first.", "1", "Message 1"."""
+    from aloe.judges import parse_choice, parse_exact_choice
+
+    for answer in ("First", "first.", "1", "Message 1", " first", "first\n"):
+        assert parse_choice(answer) == 1, answer
+        assert parse_exact_choice(answer) is None, answer
+    assert parse_exact_choice("first") == 1 and parse_exact_choice("second") == 2
+
+
+def test_the_reading_reaches_the_stage_two_judge(tmp_path) -> None:
+    import asyncio
+
+    from aloe.judges import PreferenceJudge
+    from aloe.llm import Completion
+
+    async def answers_capital_first(role, messages, **kwargs):
+        return Completion(text="First", finish_reason="stop", prompt_tokens=1,
+                          completion_tokens=1)
+
+    replies = {"hinted": "A tailored reply.", "plain": "A plain reply."}
+    persona = {"profile": "He cooks.", "personality": "He is calm."}
+    verdicts = {}
+    for reading in ("lenient", "exact"):
+        judge = PreferenceJudge(answers_capital_first, "hinted_first", 0, "reference",
+                                reading=reading)
+        verdicts[reading] = asyncio.run(judge.verdict("conv-00000", 1, persona, [], replies, 0))
+    assert verdicts["lenient"]["preferred"] == "hinted"
+    assert verdicts["exact"]["preferred"] == "plain"  # as the released code counts it
+
+
+def test_paper_yaml_takes_every_released_switch_and_paper_plus_the_corrections() -> None:
+    from aloe.config import FIDELITY_SWITCHES
+    from tests.conftest import ROOT, load_params
+
+    paper = load_params(ROOT / "params" / "paper.yaml")
+    assert all(row["as released"] for row in paper.fidelity()), paper.fidelity()
+    plus = load_params(ROOT / "params" / "paper_plus.yaml")
+    corrected = {row["switch"] for row in plus.fidelity() if not row["as released"]}
+    assert "conversations.judge_reading" in corrected and corrected <= set(FIDELITY_SWITCHES)

@@ -233,6 +233,10 @@ class ConversationsConfig(Section):
     # each reply; hints and that request appended to the assistant's user turns and kept in its
     # history; the inducer with two worked examples; the judge shown only the two replies).
     prompt_style: Literal["workbook", "reference"] = "workbook"
+    # How the stage-2 judge's answer is read. lenient (this workbook): "First", "first.", "1",
+    # "Message 1" name the first reply. exact (released): only the answer `first`, exactly as
+    # returned, names it; under hinted_first anything else counts as preferring the plain reply.
+    judge_reading: Literal["lenient", "exact"] = "lenient"
     validation_fraction: Real = Field(0.2, ge=0.0, lt=1.0)
     # The share of conversations whose requests may fail for good (after every retry) while
     # the stage still succeeds, like Inspect's `fail_on_error`. 0: any lost conversation fails
@@ -526,6 +530,7 @@ class ReportConfig(Section):
 FIDELITY_SWITCHES: dict[str, Any] = {
     "personas.pairing": "random",
     "conversations.judge_rule": "hinted_first",
+    "conversations.judge_reading": "exact",
     "conversations.prompt_style": "reference",
     "sft.history": "preferred",
     "dpo.start_from": "base",

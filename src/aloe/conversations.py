@@ -194,7 +194,8 @@ class ConversationMaker:
         self.style = params.conversations.prompt_style
         self.roles = params.roles
         self.on_request = on_request or (lambda: None)
-        self.judge = PreferenceJudge(self._chat, self.rule, self.seed, self.style)
+        self.judge = PreferenceJudge(self._chat, self.rule, self.seed, self.style,
+                                     reading=params.conversations.judge_reading)
 
     async def _chat(self, role: str, messages: list[Message], *, sample: int = 0,
                     **kwargs: Any) -> Completion:

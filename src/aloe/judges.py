@@ -111,6 +111,12 @@ def parse_choice(text: str) -> int | None:
     return words.pop() if len(words) == 1 else None
 
 
+def parse_exact_choice(text: str) -> int | None:
+    """The released reading: 1 for the answer `first` exactly as returned, 2 for `second`,
+    None for anything else ("First", "first.", "1" included)."""
+    return {"first": 1, "second": 2}.get(text)
+
+
 def choice_probabilities(logprobs: list[dict[str, Any]] | None) -> dict[str, float] | None:
     """P("1") and P("2"), renormalised over the two, at the first answer token that offers
     either; None when the backend returned no log-probabilities or neither digit."""
@@ -166,6 +172,7 @@ class PreferenceJudge:
     rule: str
     seed: int
     style: str = "workbook"  # the prompt (see preference_messages)
+    reading: str = "lenient"  # conversations.judge_reading: parse_choice, or parse_exact_choice
     logprobs_rejected: str | None = None  # why the backend refused `logprobs`, once it did
 
     async def vote(self, persona: dict[str, Any], history: Sequence[Message],
@@ -177,8 +184,9 @@ class PreferenceJudge:
                                        self.style)
         vote: dict[str, Any] = {"order": list(order)}
         reask = None if self.rule == "hinted_first" else PREFERENCE_REASK[self.style]
+        parse = parse_exact_choice if self.reading == "exact" else parse_choice
         reading = await ask_and_read(
-            self.chat, JUDGE_ROLE, messages, parse_choice, reask,
+            self.chat, JUDGE_ROLE, messages, parse, reask,
             sample=sample, logprobs=logprobs,
             accept=lambda answer: choice_probabilities(answer.logprobs) is not None)
         probabilities = choice_probabilities(reading.first.logprobs) if logprobs else None

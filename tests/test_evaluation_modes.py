@@ -288,6 +288,24 @@ def test_simulator_and_judge_measured(tmp_path, stub, reference_dir) -> None:
     assert agreement["second_judge"] == "stub-other-family" and not agreement["same_model"]
     for key in ("kappa", "weighted_kappa", "spearman"):
         assert set(agreement[key]) == {"value", "low", "high"}
+    # the wiring (issue 22): main_score is the main judge's recorded score, and the agreement
+    # is main against second, which differ here (a judge against itself would agree fully)
+    scored = {(r["model"], r["persona_id"], r["turn"]): r["score"]
+              for r in evaluation.load_records(params)}
+    assert all(r["main_score"] == scored[(r["model"], r["persona_id"], r["turn"])]
+               for r in judged)
+    pairs = [r for r in judged if r["main_score"] is not None and r["second_score"] is not None]
+    assert any(r["main_score"] != r["second_score"] for r in pairs)
+    from aloe import agreement as measures, protocols
+
+    expected = measures.agreement([r["main_score"] for r in pairs],
+                                  [r["second_score"] for r in pairs],
+                                  protocols.get(params.evaluation.protocol).categories,
+                                  clusters=[str(r.get("profile_id") or r["persona_id"])
+                                            for r in pairs],
+                                  n_boot=params.evaluation.bootstrap_samples,
+                                  confidence=params.evaluation.confidence, seed=params.run.seed)
+    assert agreement["kappa"] == expected["kappa"] and agreement["kappa"]["value"] < 1
     assert evaluation.judge_sample(params, evaluation.load_records(params)) == \
         evaluation.judge_sample(params, evaluation.load_records(params))  # a fixed draw
     usage = json.loads(params.layout.usage("evaluate").read_text())

@@ -83,6 +83,9 @@ def test_ratings_import_and_judge_human_agreement(evaluated, tmp_path) -> None:
     human = json.loads(params.layout.metrics.read_text())["human_agreement"]
     assert human["n"] == 16 and human["raters"] == ["ann", "bob"]
     assert human["items_rated"] == 8
+    # the wiring (issue 22): the judge against the people, not against itself: bob read the
+    # scale backwards, so the two do not fully agree
+    assert human["agreement"]["value"] < 1 and human["kappa"]["value"] < 1
     ann_only = ratings.import_ratings(params, [same])  # ann again: her ratings replaced
     assert len(read_records(ann_only)) == 16
     ratings.import_ratings(params, [rater_file(tmp_path, key, "bob")])  # bob agrees now

@@ -266,3 +266,22 @@ def test_paper_yaml_takes_every_released_switch_and_paper_plus_the_corrections()
     plus = load_params(ROOT / "params" / "paper_plus.yaml")
     corrected = {row["switch"] for row in plus.fidelity() if not row["as released"]}
     assert "conversations.judge_reading" in corrected and corrected <= set(FIDELITY_SWITCHES)
+
+
+def test_the_contradiction_check_is_told_of_a_preference_shift() -> None:
+    """Issue 22: after a shift the user departs from their earlier messages by design; the
+    check must know, or it counts the shift itself as a contradiction. Unshifted, the request
+    is the one it always was (cached answers stay valid)."""
+    from aloe.judges import contradiction_prompt
+    from aloe.prompts import render
+
+    persona = {"profile": "He cooks.", "personality": "He is terse now."}
+    said = ["I love long stories.", "Keep it short."]
+    plain = contradiction_prompt(persona, said)
+    assert plain == render("judge_contradiction", profile="He cooks.",
+                           personality="He is terse now.", earlier="- I love long stories.",
+                           message="Keep it short.", shift_note="")
+    assert "preferences changed" not in plain
+    shifted = contradiction_prompt(persona, said, shifted=True)
+    assert "Their preferences changed during the chat" in shifted
+    assert shifted.index("Keep it short.") < shifted.index("preferences changed")

@@ -305,3 +305,17 @@ def test_simulator_summary_flags_a_user_who_reveals_everything_at_once() -> None
     assert judged["flag_source"] == "revealed" and not judged["reveals_at_once"]
     assert judged["contradiction_rate"] == 0.5
     assert judged["revealed"]["value"] == pytest.approx([0.1, 0.3])
+
+
+def test_the_reveal_flag_reads_the_simulators_first_message_not_a_fixed_one() -> None:
+    """Issue 22: under RLPA the first user message is the protocol's "Hello": the flag read
+    turn 1 and never fired. The simulator's first message is turn 2 there."""
+    from aloe.metrics import simulator_summary
+
+    lexical = [{"persona_id": f"p{i}", "turn": turn, "lexical": value}
+               for i in range(6) for turn, value in ((1, 0.0), (2, 0.9), (3, 0.95))]
+    fixed = simulator_summary([], lexical, reveal_flag=0.5, n_boot=50, first_turn=2)
+    assert fixed["reveals_at_once"] and fixed["turn1_disclosure"] == pytest.approx(0.9)
+    assert fixed["first_message_share"] == 1.0 and fixed["first_simulated_turn"] == 2
+    simulated = simulator_summary([], lexical, reveal_flag=0.5, n_boot=50)
+    assert not simulated["reveals_at_once"] and simulated["first_message_share"] == 0.0

@@ -389,7 +389,7 @@ def test_the_judges_and_probe_beyond_the_paper(stub: StubServer) -> None:
                                **persona),
         "judge_ten": render("judge_inference", statement="You are a nurse.", **persona),
         "judge_yes_no": render("judge_contradiction", earlier="- hi", message="I'm a pilot",
-                               **persona),
+                               shift_note="", **persona),
         "probe": render("probe_inference")}
     requests["judge_ten_revealed"] = render("judge_revealed", messages="- hi", **persona)
     for role, prompt in requests.items():

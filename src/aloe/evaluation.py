@@ -498,7 +498,8 @@ def check_simulator(params: Params, llm: LLM, model: str, personas: list[dict[st
                                  for pid in todo])
         contradicts = _gather(llm, [check_contradiction(llm.chat,
                                                         who.persona_at(by_id[pid], turn),
-                                                        said[pid], temperature=temperature)
+                                                        said[pid], temperature=temperature,
+                                                        shifted=who.shifted(turn))
                                     for pid in todo])
         out = []
         for pid, r, c in zip(todo, revealed, contradicts):
@@ -687,8 +688,9 @@ def compute_metrics(params: Params, records: list[Record],
         lexical = metrics.lexical_reveal_records(rows, persona_text)
         checks = read_records(layout.simulator_records(name, where[name].variant)) \
             if e.simulator_check else []
+        first_turn = 2 if protocols.get(e.protocol).first_message is not None else 1
         simulator[name] = metrics.simulator_summary(checks, lexical, reveal_flag=e.reveal_flag,
-                                                    **boot)
+                                                    first_turn=first_turn, **boot)
     if simulator:
         summary["simulator"] = simulator
     if e.judge_check is not None:

@@ -531,12 +531,20 @@ async def _share_of_ten(chat: Chat, template: str, temperature: float | None,
 
 
 async def check_contradiction(chat: Chat, persona: dict[str, Any], said: Sequence[str],
-                              temperature: float | None = None) -> Measurement[bool]:
+                              temperature: float | None = None,
+                              shifted: bool = False) -> Measurement[bool]:
     """Whether a simulated user's latest message (`said[-1]`) contradicts its persona or its
-    own earlier messages."""
+    own earlier messages. After a preference shift (`shifted`: the persona is the shifted one)
+    the judge is told, so that the change itself is not counted as a contradiction."""
+    return await _measure(chat, contradiction_prompt(persona, said, shifted), parse_yes_no,
+                          "judge_contradiction_reask", temperature=temperature)
+
+
+def contradiction_prompt(persona: dict[str, Any], said: Sequence[str],
+                         shifted: bool = False) -> str:
+    """The contradiction check's request (also what `aloe plan` counts)."""
     earlier = "\n".join(f"- {m.strip()}" for m in said[:-1]) or "(none)"
-    prompt = render("judge_contradiction", profile=persona["profile"],
-                    personality=persona["personality"], earlier=earlier,
-                    message=said[-1].strip() if said else "")
-    return await _measure(chat, prompt, parse_yes_no, "judge_contradiction_reask",
-                          temperature=temperature)
+    return render("judge_contradiction", profile=persona["profile"],
+                  personality=persona["personality"], earlier=earlier,
+                  message=said[-1].strip() if said else "",
+                  shift_note="\n\n" + render("judge_contradiction_shift") if shifted else "")

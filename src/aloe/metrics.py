@@ -599,15 +599,16 @@ def lexical_reveal_records(records: Iterable[Record],
 def simulator_summary(checks: Iterable[Record], lexical: Iterable[Record], *,
                       reveal_flag: float = 0.5, n_boot: int = DEFAULT_BOOT,
                       confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
-                      unit: str | None = None) -> dict[str, Any]:
+                      unit: str | None = None, first_turn: int = 1) -> dict[str, Any]:
     """The simulated user of one model's conversations measured, per turn and over the run.
 
     revealed(k): the judge's share of the persona given away by the user's messages up to
     turn k (0-1); lexical(k): the word-overlap share (`lexical_reveal`); contradiction(k): the
     share of turn-k user messages the judge found contradicting the persona. Flags: `reveals
-    at once` when the mean disclosure at turn 1 reaches `reveal_flag` (by the judge when it
-    measured, else by word overlap); `first_message_share`: the share of conversations whose
-    first message alone reaches it.
+    at once` when the mean disclosure at the simulator's first message (turn `first_turn`: 2
+    when a protocol fixes the first message, as RLPA's "Hello") reaches `reveal_flag` (by the
+    judge when it measured, else by word overlap); `first_message_share`: the share of
+    conversations whose first simulated message alone reaches it.
     """
     checks, lexical = list(checks), list(lexical)
     result: dict[str, Any] = {"reveal_flag": reveal_flag}
@@ -617,15 +618,19 @@ def simulator_summary(checks: Iterable[Record], lexical: Iterable[Record], *,
     for name, rows, key in measures:
         kept = [r for r in rows if not (isinstance(r.get(key), float) and math.isnan(r[key]))]
         result[name] = turn_curve(kept, key, n_boot, confidence, seed, unit) if kept else None
-    judged = result.get("revealed")
-    source = "revealed" if judged and judged["value"] and judged["value"][0] is not None \
-        else "lexical"  # the judge's measure when it read any first message, else words
-    curve = result.get(source)
-    first = curve["value"][0] if curve and curve["value"] else None
+    def at_first(curve: dict[str, Any] | None) -> float | None:
+        if not curve or first_turn not in curve.get("turns", []):
+            return None
+        return curve["value"][curve["turns"].index(first_turn)]
+
+    judged = result.get("revealed")  # the judge's measure when it read a first message
+    source = "revealed" if at_first(judged) is not None else "lexical"
+    first = at_first(result.get(source))
     firsts = [float(r[source]) for r in (checks if source == "revealed" else lexical)
-              if int(r["turn"]) == 1 and r.get(source) is not None]
+              if int(r["turn"]) == first_turn and r.get(source) is not None]
     result["flag_source"] = source
-    result["turn1_disclosure"] = first
+    result["first_simulated_turn"] = first_turn
+    result["turn1_disclosure"] = first  # at first_turn: the simulator's first message
     result["first_message_share"] = (float(np.mean([v >= reveal_flag for v in firsts]))
                                      if firsts else None)
     result["reveals_at_once"] = bool(first is not None and first >= reveal_flag)

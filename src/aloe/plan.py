@@ -61,7 +61,8 @@ from aloe import protocols
 from aloe.budget import CHARS_PER_TOKEN_AT_MOST
 from aloe.conversation_prompts import (INDUCER_REASK, continued_chat, inducer_messages,
                                        reply_messages)
-from aloe.judges import PREFERENCE_REASK, preference_messages, rlpa_messages, score_messages
+from aloe.judges import (PREFERENCE_REASK, contradiction_prompt, preference_messages, rlpa_messages,
+                         score_messages)
 from aloe.layout import TRAINING_STAGES
 from aloe.pools import KINDS, MAX_ITEM_CHARS, builtin_seeds, kind_plural, read_text_pool
 from aloe.prompts import render
@@ -563,10 +564,10 @@ def _side_measures(params: Params, spec: EvalModelSpec, counter: PromptCounter,
             [{"role": "user", "content": prompt}]), judge))
     if e.simulator_check and live:
         said = "\n".join(f"- {m['content']}" for m in history if m["role"] == "user")
-        for template, fields in (("judge_revealed", {"messages": said}),
-                                 ("judge_contradiction", {"earlier": said, "message": said})):
-            prompt = render(template, profile=persona["profile"],
-                            personality=persona["personality"], **fields)
+        for prompt in (render("judge_revealed", profile=persona["profile"],
+                              personality=persona["personality"], messages=said),
+                       contradiction_prompt(persona, [said, said],
+                                            shifted=e.preference_shift is not None)):
             batches.append(Batch("judge", personas, counter.tokens(
                 [{"role": "user", "content": prompt}]), judge))
     return batches

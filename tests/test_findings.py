@@ -188,3 +188,19 @@ def test_beyond_the_paper_names_the_protocol_and_each_measure_that_ran() -> None
     assert "gives away 80% of the persona by word overlap" in text
     assert "kappa 0.41 [0.200, 0.600] over 30 replies" in text and "self-consistency" in text
     assert findings.beyond_the_paper({}).startswith("- protocol **aloe** (aloe-1 (assumed")
+
+
+def test_replayed_users_mark_the_differences_with_the_reference_model() -> None:
+    """Issue 22: with replayed users only the user turns are identical: later user messages
+    answered the reference model's replies, so its paired differences lean its way."""
+    flat = {f"p{i}": [2 + i % 2] * 4 for i in range(12)}
+    metrics = run_metrics({"base": flat, "sft": rising(), "dpo": rising()})
+    live = findings.run_findings(metrics)
+    assert "replay_bias" not in kinds(live)
+    assert not any("biased" in f.text for f in live)
+    replayed = findings.run_findings({**metrics, "replay_from": "base"})
+    caveat = next(f for f in replayed if f.kind == "replay_bias")
+    assert caveat.caveat and "favours it" in caveat.text
+    texts = {f.text.split("**")[1]: f.text for f in replayed if f.kind == "difference"}
+    assert "biased toward base" in texts["sft - base"] and "biased toward base" in texts["dpo - base"]
+    assert "biased" not in texts["dpo - sft"]

@@ -334,10 +334,25 @@ def trends(metrics: Summary | None) -> list[Finding]:
     return found
 
 
+def replay_bias(metrics: Summary | None) -> list[Finding]:
+    """Replayed users: only their messages are the same for every model; each later message
+    answers the reference model's own replies, so a comparison with it leans its way."""
+    reference = (metrics or {}).get("replay_from")
+    if not reference:
+        return []
+    return [Finding("replay_bias", f"Users replayed from **{reference}**: every model got the "
+                    f"same user messages, but each message after the first answered "
+                    f"{reference}'s own replies, so a paired difference with {reference} "
+                    f"favours it (marked below); differences between the other models do not "
+                    "carry that bias.", caveat=True)]
+
+
 def differences(metrics: Summary | None) -> list[Finding]:
-    """Each paired comparison (later model minus earlier one on the same personas)."""
+    """Each paired comparison (later model minus earlier one on the same personas); with
+    replayed users, one that involves the reference model is marked as favouring it."""
     found = []
     models = _models(metrics)
+    reference = (metrics or {}).get("replay_from")
     for label, p in ((metrics or {}).get("paired") or {}).items():
         if all(_constant(models.get(p.get(side), {}).get("score_counts") or {}) for side in "ab"):
             continue  # two constants: said by the constant-score caveat
@@ -347,8 +362,10 @@ def differences(metrics: Summary | None) -> list[Finding]:
             continue
         words = direction(d, f"{p['b']} scores higher", f"{p['b']} scores lower",
                            "no difference distinguishable from zero")
+        biased = (f" (biased toward {reference}: the users answered its replies)"
+                  if reference in (p.get("a"), p.get("b")) else "")
         found.append(Finding("difference", f"**{label}**: {interval_text(d, '+.3f')} per turn "
-                             f"over {p.get('n_personas', 0)} shared personas: {words}."))
+                             f"over {p.get('n_personas', 0)} shared personas: {words}{biased}."))
     return found
 
 
@@ -388,7 +405,7 @@ def run_findings(metrics: Summary | None, *, conversations: Summary | None = Non
                  training_stats: Mapping[str, Mapping[str, Any]] | None = None) -> list[Finding]:
     """Every finding of a run, caveats first. Each input may be None (a stage not run)."""
     caveats = [*demonstration(params), *constant_scores(metrics), *few_units(metrics),
-               *intervals(metrics), *missing_and_truncated(metrics),
+               *intervals(metrics), *missing_and_truncated(metrics), *replay_bias(metrics),
                *conversation_quality(conversations), *empty_training_set(export)]
     results = [*trends(metrics), *differences(metrics), *training(training_stats)]
     return caveats + results

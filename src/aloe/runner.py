@@ -97,10 +97,12 @@ def parse_stages(spec: str | None, available: list[Path]) -> list[Path]:
         if high < low:
             raise StageSelectionError(f"--stages: '{part}' is a reversed range (it selects "
                                       f"nothing); write {high}-{low}")
-        if low <= top < high:  # a set of every number of the range could fill memory
+        compare = int(COMPARE_NOTEBOOK[:2])
+        if low <= top < high and high != compare:  # a set of the whole range could fill memory
             raise StageSelectionError(f"--stages: '{part}' goes past the last stage, {top:02d}; "
                                       f"write {low}-{top}")
-        wanted.update(range(low, high + 1) if high <= top else [low])  # past the end: missing
+        # past the end: its first number is enough to name what is missing
+        wanted.update(range(low, high + 1) if high <= max(top, compare) else [low])
     missing = sorted(wanted - numbered.keys())
     if int(COMPARE_NOTEBOOK[:2]) in missing:
         raise StageSelectionError(f"--stages: {COMPARE_NOTEBOOK} compares finished runs and is "

@@ -30,6 +30,10 @@ class BadInputError(AloeError):
     exit_code = EXIT_BAD_INPUT
 
 
+class ParamsError(BadInputError, ValueError):
+    """A parameter file is missing or invalid; the message is one line naming file and key."""
+
+
 class RunLockedError(BadInputError):
     """Another process holds the run folder."""
 

@@ -593,6 +593,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="no measuring: recompute REPORT's summaries and verdict, and write "
                         "what it measured into src/aloe/gpu_figures.json (what aloe plan and "
                         "the preflight read)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="REPORT",
+                        help="keep what REPORT measured and measure only what it left out "
+                        "(skipped for time, or never asked); the versions must match")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # KIND:NAME, in a child
     parser.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--write-docs", action="store_true",
@@ -626,19 +629,29 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(), "steps": args.steps, "edge_steps": args.edge_steps,
         "lora_r": args.lora_r, "isolation": "each measurement in a fresh process",
         "training": {}, "generation": {}, "edge": {}}
+    earlier_minutes = 0.0
+    if args.resume:
+        report, problem = resumed_report(args.resume, report)
+        if problem:
+            print(f"gpu_check: cannot resume {args.resume}: {problem}", file=sys.stderr)
+            return 2
+        earlier_minutes = report.get("total_minutes", 0.0)
     written = [args.out / "gpu_check.json"]
     if args.write_docs:
         written.append(ROOT / "docs" / "gpu_check.json")
     print(f"device: {device.name} ({device.kind}); {json.dumps(report['versions'])}", flush=True)
 
     def save() -> None:  # after every measurement: a run cut short keeps what it measured
-        report["total_minutes"] = round((time.perf_counter() - started) / 60, 2)
+        report["total_minutes"] = round(earlier_minutes + (time.perf_counter() - started) / 60, 2)
         report["verdict"] = verdict(report, args.target_gb)
         for path in written:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(report, indent=2) + "\n")
 
-    def measure(kind: str, name: str) -> dict[str, Any]:
+    def measure(kind: str, name: str, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+        if earlier and "skipped" not in earlier:
+            print(f"{kind} {name}: kept from {args.resume}", flush=True)
+            return earlier
         if time.perf_counter() > deadline:
             return {"skipped": "out of time (--minutes)"}
         result = isolated(args, kind, name)
@@ -647,18 +660,23 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.only in (None, "training"):
         for scenario in scenarios(args.tiny):
-            report["training"][scenario.name] = measure("training", scenario.name)
+            report["training"][scenario.name] = measure(
+                "training", scenario.name, report["training"].get(scenario.name))
             save()
     if args.only in (None, "generation"):
-        report["generation"]["llama3-8b"] = measure("generation", "llama3-8b")
+        report["generation"]["llama3-8b"] = measure(
+            "generation", "llama3-8b", report["generation"].get("llama3-8b"))
         save()
     if args.only in (None, "edge"):
+        on_record = report["edge"].get("llama3-8b", {})
+        earlier = on_record.get("tries", {}) if on_record.get("card_gb") == args.card_gb else {}
         edge = report["edge"]["llama3-8b"] = {
             "card_gb": args.card_gb, "allocator_cap_gb": round(args.card_gb - CUDA_CONTEXT_GB, 2),
             "tries": {}}
         for series in edge_probes(args.tiny):
             for probe in series:
-                result = edge["tries"][probe.name] = measure("edge", probe.name)
+                result = edge["tries"][probe.name] = measure("edge", probe.name,
+                                                             earlier.get(probe.name))
                 save()
                 if not result.get("fits"):
                     break  # the larger tries of this series cannot fit either
@@ -667,6 +685,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{report['verdict']}\ntotal: {report['total_minutes']} min; report: "
           f"{', '.join(map(str, written))}")
     return 0
+
+
+def resumed_report(path: Path, fresh: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """An earlier report to complete, or why it cannot be: figures from other package versions,
+    another GPU or other settings would not belong in one report."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        return fresh, str(error)
+    for key in ("gpu", "tiny", "versions", "steps", "edge_steps", "lora_r"):
+        if earlier.get(key) != fresh[key]:
+            return fresh, (f"its {key} is {earlier.get(key)!r}, this run's {fresh[key]!r}: "
+                           "measure afresh instead")
+    earlier.setdefault("resumed", []).append(fresh["date"])
+    return earlier, None
 
 
 def isolated(args: argparse.Namespace, kind: str, name: str) -> dict[str, Any]:

@@ -98,6 +98,40 @@ def test_an_edge_series_stops_at_its_first_out_of_memory(gpu_check: ModuleType, 
                                          "not_tried": []}}
 
 
+def test_a_resumed_check_measures_only_what_the_report_left_out(
+        gpu_check: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def card(args: Any, kind: str, name: str) -> dict[str, Any]:
+        asked.append(name)
+        return {"fits": True, "peak_reserved_gb": 2.0}
+
+    monkeypatch.setattr(gpu_check, "isolated", card)
+    monkeypatch.setattr(gpu_check, "versions", lambda: {"torch": "1"})
+    first = tmp_path / "first"
+    assert gpu_check.main(["--tiny", "--only", "edge", "--out", str(first)]) == 0
+    report = json.loads((first / "gpu_check.json").read_text())
+    tries = report["edge"]["llama3-8b"]["tries"]
+    tries["dpo@128x1"] = {"skipped": "out of time (--minutes)"}
+    del tries["dpo@64x2"]
+    (first / "gpu_check.json").write_text(json.dumps(report))
+    asked.clear()
+    second = tmp_path / "second"
+    assert gpu_check.main(["--tiny", "--only", "edge", "--resume", str(first / "gpu_check.json"),
+                           "--out", str(second)]) == 0
+    assert asked == ["dpo@128x1", "dpo@64x2"]
+    resumed = json.loads((second / "gpu_check.json").read_text())
+    assert resumed["edge"]["llama3-8b"]["tries"]["sft@64x1"] == {"fits": True,
+                                                                 "peak_reserved_gb": 2.0}
+    assert resumed["edge"]["llama3-8b"]["summary"]["dpo_length_at_micro_batch_1"][
+        "not_tried"] == []
+    assert resumed["resumed"] == [resumed["date"]]
+    monkeypatch.setattr(gpu_check, "versions", lambda: {"torch": "2"})  # other figures: refused
+    assert gpu_check.main(["--tiny", "--only", "edge", "--resume", str(second / "gpu_check.json"),
+                           "--out", str(tmp_path / "third")]) == 2
+    assert not (tmp_path / "third").exists()
+
+
 def test_an_edge_left_untried_is_not_called_an_edge(gpu_check: ModuleType) -> None:
     tries = {"dpo@64x1": {"fits": True}, "dpo@128x1": {"skipped": "out of time (--minutes)"}}
     summary = gpu_check.edge_summary(tries, tiny_run=True)

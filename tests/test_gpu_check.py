@@ -195,6 +195,8 @@ def test_the_readme_quotes_the_report_on_record() -> None:
     qwen = report["training"]["qwen2-7b@2048x1"]
     edge = report["edge"]["llama3-8b"]
     generation = report["generation"]["llama3-8b"]
+    dpo_length = edge["summary"]["dpo_length_at_micro_batch_1"]
+    dpo_batch = edge["summary"]["dpo_micro_batch_at_length_2048"]
     quoted = [f"SFT peaked at {paper['sft_peak_allocated_gb']:.2f} GB allocated "
               f"({paper['sft_peak_reserved_gb']:.2f} GB reserved), DPO at "
               f"{paper['dpo_peak_allocated_gb']:.2f} GB ({paper['dpo_peak_reserved_gb']:.2f} GB)",
@@ -209,8 +211,10 @@ def test_the_readme_quotes_the_report_on_record() -> None:
               f"({edge['summary']['sft_length_at_micro_batch_1']['first_out_of_memory']:,} ran "
               f"out of memory) and at micro-batch "
               f"{edge['summary']['sft_micro_batch_at_length_2048']['fits_up_to']} at 2,048",
-              f"DPO at {edge['summary']['dpo_length_at_micro_batch_1']['fits_up_to']:,} tokens "
-              "fit",
+              f"DPO trains up to {dpo_length['fits_up_to']:,} tokens at micro-batch 1 "
+              f"({dpo_length['first_out_of_memory']:,} ran out of memory) and at micro-batch "
+              f"{dpo_batch['fits_up_to']} at 2,048 tokens ({dpo_batch['first_out_of_memory']} "
+              "ran out of memory)",
               f"SFT {paper['sft_steady_tokens_per_s']:,.0f} tokens/s, DPO "
               f"{paper['dpo_steady_tokens_per_s']:,.0f} tokens/s",
               f"{generation['batch_16_tokens_per_s']} tokens/s at batch 16 and "

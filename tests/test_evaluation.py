@@ -17,7 +17,7 @@ import yaml
 from aloe import evaluation
 from aloe.config import params_from_dict
 from aloe.evaluation import EvaluationError
-from aloe.judges import parse_score
+from aloe.protocols.aloe import parse_score
 from aloe.policy import InProcessResponder, PolicyError
 from aloe.pools import load_aloe_benchmark
 from aloe.records import read_records, write_records

@@ -8,9 +8,11 @@ import math
 import pytest
 
 from aloe.chat import transcript
-from aloe.judges import (choice_probabilities, expected_score, parse_binary, parse_choice,
-                         parse_score, parse_ten, parse_yes_no, preference_messages,
-                         score_messages, score_reply)
+from aloe.judges import (choice_probabilities, parse_choice, parse_ten, parse_yes_no,
+                         preference_messages, score_reply)
+from aloe.protocols import ALOE, RLPA
+from aloe.protocols.aloe import expected_score, parse_score, score_messages
+from aloe.protocols.rlpa import parse_binary
 from aloe.llm import Completion, run_sync
 
 
@@ -128,6 +130,27 @@ def test_expected_score_weights_the_digit_alternatives():
     assert expected_score(None, 4) is None and expected_score(logprobs, None) is None
 
 
+def test_the_score_judge_asks_for_log_probabilities_only_where_its_protocol_reads_them():
+    asked: list[bool] = []
+    top = {" 4": math.log(0.5), " 5": math.log(0.5)}
+
+    async def chat(role, messages, *, sample=0, logprobs=False, **kwargs):
+        asked.append(logprobs)
+        return Completion(text="1" if messages[0]["content"].startswith("Imagine") else "Score: 4",
+                          logprobs=[{"token": " 4", "logprob": math.log(0.5), "top": top}]
+                          if logprobs else None)
+
+    persona = {"profile": "He brews beer.", "personality": "He is witty."}
+    history = [{"role": "user", "content": "My IPA is too bitter."}]
+    aloe = run_sync(score_reply(chat, persona, history, "Try hops.", protocol=ALOE,
+                                logprobs=True))
+    rlpa = run_sync(score_reply(chat, persona, history, "Try hops.", protocol=RLPA,
+                                logprobs=True))
+    assert aloe.expected == pytest.approx(4.5) and aloe.score == 4
+    assert (rlpa.score, rlpa.expected) == (1, None)
+    assert asked == [True, False]
+
+
 def test_judge_sees_the_full_persona_and_the_reply():
     persona = {"profile": "She is a 41-year-old beekeeper.", "personality": "She is blunt."}
     history = [{"role": "user", "content": "My hives swarmed again!"}]
@@ -158,7 +181,8 @@ def test_judge_reasks_once_then_records_missing(answers, score, attempts):
     persona = {"profile": "He brews beer.", "personality": "He is witty."}
     history = [{"role": "user", "content": "My IPA is too bitter."}]
     judge = ScriptedJudge(answers)
-    result = run_sync(score_reply(judge.chat, persona, history, "Give it two weeks."))
+    result = run_sync(score_reply(judge.chat, persona, history, "Give it two weeks.",
+                                  protocol=ALOE))
     assert (result.score, result.attempts, result.raw) == (score, attempts, answers[-1])
     assert len(judge.calls) == attempts and {c["role"] for c in judge.calls} == {"judge"}
     if attempts == 2:  # the re-ask continues the judge's chat, as another cached sample

@@ -17,7 +17,8 @@ import pytest
 
 from aloe import plan as planning
 from aloe.config import params_from_dict
-from aloe.judges import preference_messages, score_messages
+from aloe.judges import preference_messages
+from aloe.protocols.aloe import score_messages
 from aloe.prompts import few_shot, render
 from aloe.records import append_record
 from aloe.simulator import simulator_messages

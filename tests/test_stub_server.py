@@ -30,7 +30,7 @@ from tests.support.stub_server import StubServer, classify
 
 ROOT = Path(__file__).resolve().parents[1]
 # the parsers may move during a refactor: the first module that has the name wins
-PARSER_HOMES = ("aloe.judges", "aloe.personas.parse", "aloe.conversations", "aloe.evaluation",
+PARSER_HOMES = ("aloe.judges", "aloe.protocols.aloe", "aloe.personas.parse", "aloe.conversations", "aloe.evaluation",
                 "aloe.personas", "aloe.simulator")
 PROFILE = ("She is a 29-year-old night-shift nurse in Leeds. She shares a flat with her brother "
            "and grows tomatoes on her balcony.")
@@ -381,7 +381,8 @@ def test_child_dies_with_a_killed_parent(in_thread: bool) -> None:
 def test_the_judges_and_probe_beyond_the_paper(stub: StubServer) -> None:
     """RLPA's 1/0 judge, the 0-10 and yes/no measuring judges and the inference probe get
     replies their parsers read (their prompts are the project's own templates)."""
-    from aloe.judges import parse_binary, parse_ten, parse_yes_no
+    from aloe.judges import parse_ten, parse_yes_no
+    from aloe.protocols.rlpa import parse_binary
 
     persona = {"profile": PROFILE, "personality": PERSONALITY}
     requests = {

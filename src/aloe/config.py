@@ -22,6 +22,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt,
                       ValidationError, field_validator, model_validator)
 
+from aloe import protocols
 from aloe.errors import BadInputError, ParamsError, shown
 from aloe.yaml_reading import parse_yaml
 from aloe.layout import RunLayout
@@ -434,7 +435,7 @@ class EvaluationConfig(Section):
     # aggregation). aloe: the ALOE benchmark (1-5 scores). rlpa: RLPA's (arXiv 2505.15456) use
     # of it: 74 users, "Hello" as the first user message, a 1/0 judgement on five criteria,
     # AL(k) x 100. Each protocol's records and metrics are kept apart.
-    protocol: Literal["aloe", "rlpa"] = "aloe"
+    protocol: str = "aloe"
     # live: each model under test talks with its own simulated users (each conversation drifts
     # its own way). replay: every model gets the same user messages, recorded once from the live
     # run of `replay_from`, so paired differences compare policies on identical inputs.
@@ -486,6 +487,13 @@ class EvaluationConfig(Section):
     # while the stage still succeeds (Inspect's `fail_on_error`); 0: any fails the run (exit 1)
     # once the finished turns are recorded, and a rerun resumes only the cut ones.
     max_failed_share: Real = Field(0.0, ge=0.0, le=1.0)
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, name: str) -> str:
+        if name not in protocols.PROTOCOLS:
+            raise ValueError(f"not a known protocol: use one of {', '.join(protocols.PROTOCOLS)}")
+        return name
 
     @field_validator("models")
     @classmethod

@@ -311,7 +311,7 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
     if progress.turns_before >= total and not _missing_probes(params, spec, personas, done):
         return progress
     who = Conversationist(params, personas)
-    style = "rlpa" if protocol.name == "rlpa" else e.prompt_style  # the protocol's simulator
+    style = protocol.simulator_for(e.prompt_style)
     user_source = f"replay:{e.reference_model}" if replay is not None else "live"
     turn = 1
 
@@ -353,7 +353,7 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
                                                    r.text, logprobs=e.judge_logprobs,
                                                    context=e.judge_context,
                                                    temperature=e.judge_temperature,
-                                                   protocol=protocol.name)
+                                                   protocol=protocol)
                                        for p, h, r in zip(active, prompts, replies)])
             active, judgements = _drop_failed(active, judgements, progress, "judge",
                                               keep=[users, replies])
@@ -554,7 +554,7 @@ def check_judge(params: Params, llm: LLM, personas: list[dict[str, Any]],
                                                                "content": r["user"]}]
         persona = who.persona_at(by_id[str(r["persona_id"])], int(r["turn"]))
         requests.append(score_reply(llm.chat, persona, history, r["reply"],
-                                    context=e.judge_context, protocol=e.protocol,
+                                    context=e.judge_context, protocol=protocols.get(e.protocol),
                                     role=SECOND_JUDGE_ROLE))
     out = []
     for r, judged in zip(sample, _gather(llm, requests)):
@@ -790,6 +790,6 @@ def sibling_metrics(params: Params) -> dict[str, dict[str, Any]]:
     for path in candidates:
         if path.exists():
             summary = read_json(path)
-            if summary.get("protocol", {}).get("name", "aloe") == e.protocol:
+            if protocols.of_summary(summary) is protocols.get(e.protocol):
                 found[summary.get("variant", "aloe")] = summary
     return found

@@ -5,9 +5,9 @@
   backend gives token log-probabilities, P("1") against P("2") (`choice_probabilities`). Its
   rules (`conversations.judge_rule`) decide a turn from one or two votes.
 - The **score judge** (stage 5) sees the full persona, the chat (or, as released, the user's
-  latest message only) and the model's latest reply, and scores the reply 1-5 (`parse_score`;
-  `expected_score` from log-probabilities); under the RLPA protocol it role-plays the person
-  and decides 1 or 0 (`parse_binary`; `aloe.protocols` defines both protocols).
+  latest message only) and the model's latest reply, and judges it as the run's protocol
+  says: its request, its reading and its scale are the protocol's (`aloe.protocols`: ALOE's
+  1-5 score, RLPA's 1 or 0).
 - The **measuring judges** of stage 5 (`evaluation.inference_probe`,
   `evaluation.simulator_check`): how much of the true persona a model's statement of what it
   has learned gets right (`score_inference`, 0-10 read as 0-1), how much of the persona the
@@ -19,7 +19,8 @@ then a short request for the format alone), and recorded as unreadable if that f
 never guessed (`ask_and_read`, which the persona inducer of stage 2 uses the same way). To
 change what a judge is asked, edit its template in `aloe/prompts/` (`judge_preference.txt`,
 `judge_score.txt`; the preference judge's worked example is `examples/judge_preference.json`,
-rendered through the same template); to change how its answer is read, its parser here.
+rendered through the same template); to change how its answer is read, its parser here (the
+score judge's: in its protocol's module, `aloe/protocols/`).
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from aloe.chat import Message, draw, seeded, transcript
 from aloe.llm import Completion, LLMError
 from aloe.prompts import few_shot, render
+
+if TYPE_CHECKING:
+    from aloe.protocols import Protocol
 
 T = TypeVar("T")
 Chat = Callable[..., Awaitable[Completion]]  # (role, messages, *, sample, logprobs) -> answer
@@ -256,113 +260,6 @@ def agreement(votes: list[dict[str, Any]]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 # The score judge (stage 5)
 # ------------------------------------------------------------------------------------------
-_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
-# a number word is a score only where it stands as one: "Rating: four", "five stars", not
-# "this one", "rate one of them", "two hobbies"
-_NUM = (r"(?:[1-5]|(?<!this )(?<!that )(?<!the )(?<!no )(?:one|two|three|four|five)"
-        r"(?!\s+(?!stars?\b|points?\b)[a-z]))")
-# a score must stand alone: not "3 or 4", "3-4", "3.5", "35"
-_ALONE = r"(?![\d])(?!\.\d)(?!\s*(?:or|to|-|and|,|/)\s*(?:\d|one|two|three|four|five)\b)"
-_SCALES = [  # mentions of the 1-5 scale itself, never a score
-    r"(?:on\s+)?(?:a\s+)?(?:scale|range)\s*(?:of|from)?\s*(?:1|one)\s*(?:-|to)\s*(?:5|five)",
-    r"\bfrom\s+(?:1|one)\s+to\s+(?:5|five)\b",
-    r"\bbetween\s+(?:1|one)\s+and\s+(?:5|five)\b",
-    r"(?<![\d.])1\s*-\s*5(?![\d.])",
-]
-_FRACTION = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?|one|two|three|four|five)\s*(?:/|out\s+of)\s*"
-                       r"(\d+|five|ten)\b")
-_KEYWORD = re.compile(
-    r"\b(?:score|scores|scored|rating|rate|rated|grade|graded|verdict|mark)\b"
-    r"(?:\s*[:=\-]|\s+(?:is|of|would|will|be|as|at|it|this|that|the|reply|response|answer|"
-    r"a|an|i|final|overall|give|deserves|gets|get))*\s*[:=\-]?\s*"
-    rf"({_NUM})\b{_ALONE}")
-_GIVE = re.compile(
-    r"\b(?:give|gives|giving|gave|award|assign)\s+(?:it|this|that|the\s+\w+|this\s+\w+)?\s*"
-    rf"(?:a|an|the)?\s*(?:score\s+of\s+|rating\s+of\s+)?({_NUM})\b{_ALONE}")
-_STANDALONE = re.compile(r"(?<![\d.])\d+(?:\.\d+)?(?![\d])")
-_PER_CRITERION = re.compile(rf"\b({_NUM})\s+(?:on|for|in)\s+(?:the\s+)?[a-z]")  # "4 on style"
-_OVERALL = re.compile(rf"\b(?:overall|final|total)(?:\s+(?:score|rating))?\s*[:=\-]?\s*"
-                      rf"({_NUM})\b{_ALONE}")  # "Overall: 3"
-
-
-def _value(token: str) -> int | None:
-    token = token.strip().lower()
-    if token in _NUMBER_WORDS:
-        return _NUMBER_WORDS[token]
-    return int(token) if token.isdigit() and 1 <= int(token) <= 5 else None
-
-
-def parse_score(text: str | None) -> int | None:
-    """The 1-5 score in a judge's reply, or None when there is no single clear one.
-
-    Read, in order: fractions ("4/5", "four out of five"; any other denominator, e.g. "8/10",
-    means another scale: None); scores named as such ("Score: 4", "rated it a 4", "I'd give
-    it a 4", "Rating: four"); else the only number in the reply ("4", "**4**", "(4)"), or the
-    reply being one number word ("Four."). Mentions of the scale itself ("on a 1-5 scale",
-    "between 1 and 5") are ignored. Two different scores, a range ("3 or 4", "3-4", "between
-    2 and 5"), a decimal ("3.5") or a number outside 1-5 give None: never a guess.
-    """
-    if not text:
-        return None
-    t = text.lower()
-    t = re.sub(r"[\u2010-\u2015\u2212]", "-", t)  # dashes
-    t = re.sub(r"[*_`#]", "", t)  # markdown emphasis and headings
-    for scale in _SCALES:
-        t = re.sub(scale, " ", t)
-    strong: set[int] = set()
-    for match in list(_FRACTION.finditer(t)):
-        numerator, denominator = match.group(1), match.group(2)
-        if denominator not in ("5", "five"):
-            return None  # a score on another scale is not ours to convert
-        value = _value(numerator)
-        if value is None:
-            return None  # "4.5/5", "0/5"
-        strong.add(value)
-    t = _FRACTION.sub(" ", t)
-    strong.update(v for m in _KEYWORD.finditer(t) if (v := _value(m.group(1))) is not None)
-    strong.update(v for m in _GIVE.finditer(t) if (v := _value(m.group(1))) is not None)
-    strong.update(v for m in _OVERALL.finditer(t) if (v := _value(m.group(1))) is not None)
-    if len({m.group(1) for m in _PER_CRITERION.finditer(t)}) > 1:  # criteria scored apart
-        overall = {_value(m.group(1)) for m in _OVERALL.finditer(t)}
-        return overall.pop() if len(overall) == 1 else None
-    if strong:
-        return strong.pop() if len(strong) == 1 else None
-    numbers = _STANDALONE.findall(t)
-    if len(numbers) == 1:
-        return _value(numbers[0])
-    if not numbers:
-        bare = re.sub(r"[^a-z]", "", t)
-        return _NUMBER_WORDS.get(bare)
-    return None
-
-
-def expected_score(logprobs: list[dict[str, Any]] | None, score: int | None) -> float | None:
-    """The probability-weighted score sum_d d * p(d) / sum_d p(d) over the digits 1-5.
-
-    Read at the first generated token that is a digit 1-5, from its top alternatives, and
-    only when that token is the score `parse_score` read (else the digit may be something
-    else, e.g. part of "1-5 scale"). None without log-probabilities.
-    """
-    if not logprobs or score is None:
-        return None
-    for position in logprobs:
-        chosen = _value(re.sub(r"[^0-9]", "", str(position.get("token", ""))) or "x")
-        if chosen is None:
-            continue
-        if chosen != score:
-            return None
-        options = dict(position.get("top") or {})
-        options.setdefault(position["token"], position["logprob"])
-        mass: dict[int, float] = {}
-        for token, logprob in options.items():
-            digit = _value(token.strip())
-            if digit is not None and logprob is not None:
-                mass[digit] = mass.get(digit, 0.0) + math.exp(logprob)
-        total = sum(mass.values())
-        return sum(d * p for d, p in mass.items()) / total if total > 0 else None
-    return None
-
-
 @dataclass
 class Judgement:
     score: int | None
@@ -371,82 +268,22 @@ class Judgement:
     expected: float | None = None
 
 
-def score_messages(persona: dict[str, Any], history: Sequence[Message], reply: str,
-                   context: str = "transcript") -> list[Message]:
-    """The score judge's request: the full persona, the reply, and either the whole chat up to
-    the user's message (`transcript`) or the user's latest message only (`last_message`, as
-    released)."""
-    reply = reply.strip() or "(an empty reply)"
-    if context == "last_message":
-        prompt = render("judge_score_reference", profile=persona["profile"],
-                        personality=persona["personality"], message=history[-1]["content"],
-                        reply=reply)
-    else:
-        prompt = render("judge_score", profile=persona["profile"],
-                        personality=persona["personality"], transcript=transcript(history),
-                        reply=reply)
-    return [{"role": "user", "content": prompt}]
-
-
 async def score_reply(chat: Chat, persona: dict[str, Any], history: Sequence[Message],
-                      reply: str, *, logprobs: bool = False, context: str = "transcript",
-                      temperature: float | None = None, protocol: str = "aloe",
+                      reply: str, *, protocol: Protocol, logprobs: bool = False,
+                      context: str = "transcript", temperature: float | None = None,
                       role: str = JUDGE_ROLE) -> Judgement:
-    """Judge one reply under `protocol`: 1-5 (aloe) or 1/0 (rlpa); an unreadable answer is
-    re-asked once, then recorded as missing. `temperature` overrides the role's (None: the
-    role's); `role` is the judge asked (the second judge measures the first with the same
-    request)."""
-    if protocol == "rlpa":
-        reading = await ask_and_read(chat, role, rlpa_messages(persona, history, reply),
-                                     parse_binary, "judge_rlpa_reask", temperature=temperature)
-        return Judgement(reading.value, reading.texts[-1], reading.attempts)
-    reading = await ask_and_read(chat, role, score_messages(persona, history, reply, context),
-                                 parse_score, "judge_score_reask", logprobs=logprobs,
+    """Judge one reply under `protocol` (its request, its reading of the answer, its scale);
+    an unreadable answer is re-asked once, then recorded as missing. `temperature` overrides
+    the role's (None: the role's); `role` is the judge asked (the second judge measures the
+    first with the same request)."""
+    expects = protocol.expected_judgement
+    reading = await ask_and_read(chat, role, protocol.judge_messages(persona, history, reply,
+                                                                     context),
+                                 protocol.read_judgement, protocol.judge_reask,
+                                 logprobs=logprobs and expects is not None,
                                  temperature=temperature)
-    return Judgement(reading.value, reading.texts[-1], reading.attempts,
-                     expected_score(reading.last.logprobs, reading.value))
-
-
-# ------------------------------------------------------------------------------------------
-# RLPA's binary judge (stage 5, evaluation.protocol: rlpa)
-# ------------------------------------------------------------------------------------------
-_BOXED = re.compile(r"\\?boxed\s*\{\s*([01])\s*\}")
-_VERDICT = re.compile(r"\b(?:verdict|answer|judgement|judgment|decision|result|output)\s*"
-                      r"(?:is|:|=|-)?\s*[\"'(\[]?\s*([01])\b(?!\.\d|\d)", re.IGNORECASE)
-
-
-def parse_binary(text: str | None) -> int | None:
-    """The 1 or 0 of a binary judgement, or None when there is no single clear one.
-
-    Read, in order: `\\boxed{1}` (the released RLPA prompt's format); "Verdict: 1" (or
-    answer, decision, result); else the reply being the bare digit ("1", "**0**."); else its
-    last line being one. Two different verdicts, or a digit standing elsewhere in reasons
-    ("all 5 criteria", "1 of them"), give None: never a guess.
-    """
-    if not text:
-        return None
-    t = re.sub(r"[*_`#]", "", text)
-    found = {int(m.group(1)) for m in _BOXED.finditer(t)}
-    if not found:
-        found = {int(m.group(1)) for m in _VERDICT.finditer(t)}
-    if found:
-        return found.pop() if len(found) == 1 else None
-    for candidate in (t, (t.strip().splitlines() or [""])[-1]):
-        bare = re.sub(r"[\s.!,;:()\[\]\"']", "", candidate)
-        if bare in ("0", "1"):
-            return int(bare)
-    return None
-
-
-def rlpa_messages(persona: dict[str, Any], history: Sequence[Message],
-                  reply: str) -> list[Message]:
-    """RLPA's judge: the person's own view of the reply (persona, the chat before the person's
-    latest message, that message, the reply), answered 1 or 0 (`judge_rlpa.txt`)."""
-    earlier = list(history[:-1])
-    return [{"role": "user", "content": render(
-        "judge_rlpa", profile=persona["profile"], personality=persona["personality"],
-        transcript=transcript(earlier, user_label="You", assistant_label="Them") or "(nothing yet)",
-        message=history[-1]["content"], reply=reply.strip() or "(an empty reply)")}]
+    expected = expects(reading.last.logprobs, reading.value) if expects is not None else None
+    return Judgement(reading.value, reading.texts[-1], reading.attempts, expected)
 
 
 # ------------------------------------------------------------------------------------------

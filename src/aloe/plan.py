@@ -26,11 +26,11 @@ Per stage and role it counts requests, prompt and completion tokens and cost, ea
   names its source.
 
 Prompts are the real templates (`aloe/prompts/`), rendered through the same helpers the stages
-use (`simulator_messages`, `few_shot`, `preference_messages`, `score_messages`) with
-placeholders for the variable parts. Counting rule (no tokenizer is loaded): fixed template
-text and texts read from files at `CEILING_CHARS_PER_TOKEN` (3; the ceiling) or
-`FORECAST_CHARS_PER_TOKEN` (4; English prose with GPT tokenizers) characters a token, plus
-`MESSAGE_TOKENS` a message and `REQUEST_TOKENS` a request for the chat format (the ceiling's
+use (`simulator_messages`, `few_shot`, `preference_messages`, the protocol's
+`judge_messages`) with placeholders for the variable parts. Counting rule (no tokenizer is
+loaded): fixed template text and texts read from files at `CEILING_CHARS_PER_TOKEN` (3; the
+ceiling) or `FORECAST_CHARS_PER_TOKEN` (4; English prose with GPT tokenizers) characters a token,
+plus `MESSAGE_TOKENS` a message and `REQUEST_TOKENS` a request for the chat format (the ceiling's
 cover chat templates that add a default system prompt of their own); a generated
 text shown again (a user message in a later prompt) counts the tokens it was generated with
 (the same tokenizer, or one as efficient). tests/test_plan.py checks the ceiling rule against
@@ -61,8 +61,7 @@ from aloe import protocols
 from aloe.budget import CHARS_PER_TOKEN_AT_MOST
 from aloe.conversation_prompts import (INDUCER_REASK, continued_chat, inducer_messages,
                                        reply_messages)
-from aloe.judges import (PREFERENCE_REASK, contradiction_prompt, preference_messages, rlpa_messages,
-                         score_messages)
+from aloe.judges import PREFERENCE_REASK, contradiction_prompt, preference_messages
 from aloe.layout import TRAINING_STAGES
 from aloe.pools import KINDS, MAX_ITEM_CHARS, builtin_seeds, kind_plural, read_text_pool
 from aloe.prompts import render
@@ -504,7 +503,7 @@ def evaluate_batches(params: Params, lengths: Lengths) -> list[Batch]:
     if protocol.n_users is not None:
         personas = min(personas, protocol.n_users)
     where = protocols.sources(params)
-    style = "rlpa" if protocol.name == "rlpa" else e.prompt_style
+    style = protocol.simulator_for(e.prompt_style)
     user, reply, judge = (lengths.completion["user"], lengths.completion["policy"],
                           lengths.completion["judge"])
     batches = []
@@ -516,8 +515,7 @@ def evaluate_batches(params: Params, lengths: Lengths) -> list[Batch]:
             before = _history(counter, turn - 1, user, reply)
             history = before + [{"role": "user", "content": counter.slot(user)}]
             answer = counter.slot(reply)
-            scoring = (rlpa_messages(persona, history, answer) if protocol.name == "rlpa"
-                       else score_messages(persona, history, answer, e.judge_context))
+            scoring = protocol.judge_messages(persona, history, answer, e.judge_context)
             if live and not (turn == 1 and protocol.first_message is not None):
                 asking = counter.tokens(simulator_messages(persona, before, style=style,
                                                            length_request=False))
@@ -540,7 +538,8 @@ def evaluate_batches(params: Params, lengths: Lengths) -> list[Batch]:
         history = _history(counter, e.turns - 1, user, reply) + [
             {"role": "user", "content": counter.slot(user)}]
         batches.append(Batch("second_judge", e.judge_check.sample, counter.tokens(
-            score_messages(persona, history, counter.slot(reply), e.judge_context)), judge))
+            protocol.judge_messages(persona, history, counter.slot(reply), e.judge_context)),
+            judge))
     return batches
 
 

@@ -21,6 +21,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from aloe import protocols
+
 PALETTE = "colorblind"
 PAGE_WIDTH = 10.0  # inches
 DPI = 120  # PAGE_WIDTH x DPI = 1200 pixels: the report's text column on a laptop screen
@@ -392,10 +394,6 @@ def _unit(summary: dict[str, Any]) -> str:
     return str(summary.get("bootstrap_unit") or summary.get("unit") or "persona")
 
 
-def _protocol(summary: dict[str, Any]) -> str:
-    return str((summary.get("protocol") or {}).get("name", "aloe"))
-
-
 def _draw_alignment(ax: Any, curves: dict[str, dict[str, Any]], colors: Sequence[Any],
                     summary: dict[str, Any]) -> None:
     """AL(k) of several series on one axes, each with its interval as error bars, on the
@@ -405,8 +403,7 @@ def _draw_alignment(ax: Any, curves: dict[str, dict[str, Any]], colors: Sequence
                         f"{label} (n = {m['n_personas']})", index, len(curves))
     _turn_ticks(ax, sorted({t for m in curves.values() for t in m["turns"]}))
     ax.set_xlabel("turn k")
-    ax.set_ylabel("AL(k): mean judge score (1-5)" if _protocol(summary) == "aloe"
-                  else "AL(k): 100 x share of replies passing")
+    ax.set_ylabel(protocols.of_summary(summary).al_axis)
     ax.set_ylim(*_al_range(summary))
 
 
@@ -446,7 +443,7 @@ def plot_alignment_levels(summary: dict[str, Any]) -> Figure:
     _draw_alignment(ax, models, sns.color_palette(PALETTE, len(models)), summary)
     level = round(100 * summary.get("confidence", 0.95))
     _mark_shift(ax, summary)
-    ax.set_title(f"Alignment level per turn, {_protocol(summary)} protocol ({level}% bootstrap "
+    ax.set_title(f"Alignment level per turn, {protocols.of_summary(summary).name} protocol ({level}% bootstrap "
                  f"CI over {_unit(summary)}s; n: benchmark personas)")
     legend_beside(ax, "model")
     return fig

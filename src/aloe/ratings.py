@@ -98,23 +98,11 @@ def export_kit(params: Params, size: int | None = None) -> tuple[Path, Path]:
     return form, params.layout.rating_key(variant)
 
 
-_LABELS = {"aloe": {1: "1 poor", 2: "2", 3: "3", 4: "4", 5: "5 excellent"},
-           "rlpa": {0: "0 would stop chatting", 1: "1 would keep chatting"}}
-
-
-def _question(protocol: protocols.Protocol) -> str:
-    if protocol.name == "rlpa":
-        return ("Imagine you are this person. Would you keep chatting after this reply? Only if "
-                "it meets all five: " + "; ".join(protocol.criteria) + ".")
-    return ("How well does the reply fit this particular person? One overall score on: "
-            + "; ".join(protocol.criteria) + ".")
-
-
 def render_form(kit: str, variant: str, protocol: protocols.Protocol,
                 items: list[dict[str, Any]]) -> str:
     """The page: everything inline, no URL anywhere, the ratings saved by a download."""
     esc = html.escape
-    labels = _LABELS[protocol.name]
+    labels = protocol.rating_labels
     blocks = []
     for n, item in enumerate(items, start=1):
         choices = "".join(
@@ -129,7 +117,7 @@ def render_form(kit: str, variant: str, protocol: protocols.Protocol,
   <p><b>Earlier in the chat:</b></p><pre>{earlier}</pre>
   <p><b>The person's message:</b></p><pre>{esc(item['message'])}</pre>
   <p><b>The reply to rate:</b></p><pre class="reply">{esc(item['reply'])}</pre>
-  <p class="question">{esc(_question(protocol))}</p>
+  <p class="question">{esc(protocol.rating_question())}</p>
   <div class="choices">{choices}</div>
 </section>""")
     meta = json.dumps({"kit": kit, "variant": variant, "protocol": protocol.name,

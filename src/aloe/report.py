@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from aloe import findings, manifest, model_card
+from aloe import findings, manifest, model_card, protocols
 from aloe.config import ROLE_NAMES, Params, resolve_path
 from aloe.layout import TRAINING_STAGES, RunLayout
 from aloe.llm import load_usage_history
@@ -329,7 +329,7 @@ def findings_markdown(params: Params, found_findings: list[findings.Finding]) ->
 def metrics_table(metrics: Mapping[str, Any] | None) -> pd.DataFrame:
     """Every model figure with its interval, N-R² and the missing and truncated shares
     included, on the scale of the run's protocol."""
-    scale = "1-5" if _protocol(metrics) == "aloe" else "0-100"
+    scale = protocols.of_summary(metrics).scale_label
     rows = []
     for name, m in ((metrics or {}).get("models") or {}).items():
         units = f"{m.get('n_units') or m.get('n_personas')} {findings.unit(metrics)}s"
@@ -342,10 +342,6 @@ def metrics_table(metrics: Mapping[str, Any] | None) -> pd.DataFrame:
                      "cut at the token limit": _share(m.get("truncated_rate")),
                      "bootstrap units": units})
     return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
-
-
-def _protocol(metrics: Mapping[str, Any] | None) -> str:
-    return str(((metrics or {}).get("protocol") or {}).get("name", "aloe"))
 
 
 def _share(value: float | None) -> str:

@@ -412,3 +412,25 @@ def test_rlpa_protocol_on_the_embedded_model(tmp_path, reference_dir, local_serv
     al = summary.metrics["models"]["served"]["al"]
     assert all(v is None or 0 <= v <= 100 for v in al)
     assert summary.metrics["protocol"]["version"] == "rlpa-1"
+
+
+def test_a_crossed_benchmark_is_bootstrapped_two_way_from_the_personas_design(tmp_path) -> None:
+    """Evaluation records name a persona's profile, not its personality: the metrics take the
+    design from the benchmark's personas (here 3 profiles x the same 2 personalities)."""
+    params = params_from_dict(tiny_dict(tmp_path, evaluation={"turns": 2,
+                                                              "bootstrap_samples": 50}))
+    personas = [{"id": f"p{p}-q{q}", "profile_id": f"p{p}", "personality_id": f"q{q}",
+                 "profile": f"Profile {p}.", "personality": f"Personality {q}."}
+                for p in range(3) for q in range(2)]
+    records = [{"model": spec.name, "persona_id": persona["id"],
+                "profile_id": persona["profile_id"], "turn": turn, "score": 1 + (turn + i) % 5,
+                "reply": "Sure.", "user": "Hi"}
+               for spec in params.evaluation.models for i, persona in enumerate(personas)
+               for turn in (1, 2)]
+    summary = evaluation.compute_metrics(params, records, personas)
+    assert summary["bootstrap_unit"] == "two-way"
+    model = next(iter(summary["models"].values()))
+    assert model["unit_sizes"] == {"profile": 3, "personality": 2}
+    without_design = [{k: v for k, v in p.items() if k != "personality_id"} for p in personas]
+    assert evaluation.compute_metrics(params, records, without_design)["bootstrap_unit"] == \
+        "profile"

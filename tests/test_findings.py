@@ -99,6 +99,19 @@ def test_too_few_units_for_an_interval(unit, key, expected) -> None:
     assert findings.few_units(run_metrics({"base": rising(12)})) == []
 
 
+def test_a_two_way_bootstrap_names_both_units_and_its_few_personalities() -> None:
+    metrics = run_metrics({"base": rising(12)})
+    metrics["bootstrap_unit"] = "two-way"
+    metrics["models"]["base"]["unit_sizes"] = {"profile": 20, "personality": 5}
+    assert findings.units_text(metrics["models"]["base"], "two-way") == \
+        "20 profiles x 5 personalities"
+    assert findings.unit_words("two-way") == "profiles and personalities"
+    (caveat,) = findings.few_units(metrics)
+    assert caveat.text.startswith("Only 5 personalities, each shared by every profile")
+    assert "intervals over profiles and personalities" in findings.to_markdown(
+        findings.trends(metrics), 0.95, "two-way")
+
+
 # -- missing, truncated ---------------------------------------------------------------------
 def test_high_missing_and_truncated_rates() -> None:
     metrics = run_metrics({"base": {f"p{i}": [None if i < 4 else 3, 3] for i in range(12)},

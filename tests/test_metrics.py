@@ -227,6 +227,58 @@ def test_persona_unit_draws_are_the_same_as_before():
     assert np.array_equal(draws, np.random.default_rng(3).integers(0, 7, size=(50, 7)))
 
 
+def crossed(model: str, profiles: int = 20, personalities: int = 5,
+            personality_effect: float = 2.0, seed: int = 0) -> list[dict]:
+    """The official benchmark's design: every profile with the same personalities. Scores
+    move with the personality (some people are harder to please) and a little with the
+    profile, as they may on the real benchmark."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    by_personality = rng.normal(0, personality_effect, personalities)
+    by_profile = rng.normal(0, 0.3, profiles)
+    return [{"model": model, "persona_id": f"p{p}-q{q}", "profile_id": f"p{p}",
+             "personality_id": f"q{q}", "turn": k,
+             "score": float(3 + by_personality[q] + by_profile[p] + rng.normal(0, 0.1))}
+            for p in range(profiles) for q in range(personalities) for k in (1, 2)]
+
+
+def test_a_crossed_benchmark_resamples_profiles_and_personalities_by_default():
+    records = crossed("m")
+    two_way = alignment_levels(records, n_boot=400)
+    by_profile = alignment_levels(records, n_boot=400, unit="profile")
+    assert two_way.unit == "two-way" and two_way.unit_sizes == {"profile": 20, "personality": 5}
+    assert two_way.n_units == 5  # the fewer: what limits the interval
+    width = lambda e: e.high - e.low  # noqa: E731
+    # resampling profiles only holds the 5 personalities fixed: far too narrow for new users
+    assert width(two_way.mean_al) > 3 * width(by_profile.mean_al)
+    summary = summarise({"a": records, "b": crossed("b", seed=1)}, n_boot=100)
+    assert summary["bootstrap_unit"] == "two-way" and summary["paired"]["b - a"]["unit"] == \
+        "two-way"
+    # personalities nested in profiles (each profile its own) are not a cross: profiles
+    nested = [{**r, "personality_id": r["persona_id"]} for r in records]
+    assert metrics.default_unit(nested) == "profile"
+    assert metrics.default_unit([{k: v for k, v in r.items() if k != "personality_id"}
+                                 for r in records]) == "profile"
+
+
+def test_two_way_draws_take_every_persona_at_the_pairs_drawn():
+    from aloe.metrics import two_way_rows
+
+    profiles = [f"p{p}" for p in range(3) for _ in range(2)]
+    personalities = [f"q{q}" for _ in range(3) for q in range(2)]
+    draws = two_way_rows(profiles, personalities, 200, seed=5)
+    assert draws.shape == (200, 6)  # 3 profiles x 2 personalities a draw
+    for rows in draws[:20]:
+        drawn = [(profiles[r], personalities[r]) for r in rows]
+        picked_p = list(dict.fromkeys(p for p, _ in drawn))
+        picked_q = list(dict.fromkeys(q for _, q in drawn))
+        # a product: every drawn profile with every drawn personality, as often as both drawn
+        assert len(drawn) == 6 and {(p, q) for p in picked_p for q in picked_q} == set(drawn)
+    ragged = two_way_rows(profiles[:5], personalities[:5], 50, seed=5)  # one pair missing
+    assert isinstance(ragged, list) and all(len(rows) <= 6 for rows in ragged)
+
+
 # -- protocols on another scale, curves of any measure, recovery, word overlap ----------------
 def test_rlpa_judgements_are_scaled_to_100() -> None:
     # 0/1 judgements: AL(k) = 100 x the share of 1s; N-IR does not depend on the scale

@@ -478,10 +478,11 @@ class EvaluationConfig(Section):
     judge_temperature: Real | None = Field(None, ge=0.0, le=2.0)  # null: roles.judge's
     judge_logprobs: bool = True  # ask the judge for log-probabilities (expected score) if served
     bootstrap_samples: Int = Field(1000, ge=10, le=1_000_000)  # 10^6 x users: minutes already
-    # What the bootstrap resamples. auto: profiles when the benchmark's personas name their
-    # profile (the official benchmark crosses 20 profiles with 5 personalities: 20 units, not
-    # 100), else personas.
-    bootstrap_unit: Literal["auto", "profile", "persona"] = "auto"
+    # What the bootstrap resamples (aloe.metrics). auto: two-way when the benchmark crosses
+    # profiles with personalities (the official one: 20 profiles x the same 5 personalities;
+    # profiles and personalities are drawn apart, so the interval speaks for new users), else
+    # profiles when the personas name theirs, else personas.
+    bootstrap_unit: Literal["auto", "two-way", "profile", "persona"] = "auto"
     confidence: Real = Field(0.95, gt=0.0, lt=1.0)
     # The share of benchmark conversations (model x persona) that failed requests may cut short
     # while the stage still succeeds (Inspect's `fail_on_error`); 0: any fails the run (exit 1)

@@ -641,6 +641,15 @@ def run_stage(params: Params) -> EvaluationSummary:
     return EvaluationSummary(summary, progress)
 
 
+def with_design(records: list[Record], personas: list[dict[str, Any]] | None) -> list[Record]:
+    """Records with their persona's personality id, which the records do not hold: what a
+    two-way bootstrap (profiles x personalities) needs to know of the benchmark's design."""
+    personality = {str(p["id"]): p.get("personality_id") for p in personas or []}
+    return [{**r, "personality_id": personality[str(r["persona_id"])]}
+            if not r.get("personality_id") and personality.get(str(r.get("persona_id")))
+            else r for r in records]
+
+
 def compute_metrics(params: Params, records: list[Record],
                     personas: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """metrics.json's content from evaluation records, with the run's bootstrap settings: the
@@ -649,6 +658,7 @@ def compute_metrics(params: Params, records: list[Record],
     inference accuracy per turn, the simulated user's measures and the judges' agreement."""
     e = params.evaluation
     protocol = protocols.get(e.protocol)
+    records = with_design(records, personas)
     by_model: dict[str, list[Record]] = {}
     for record in records:
         by_model.setdefault(str(record["model"]), []).append(record)
@@ -679,15 +689,16 @@ def compute_metrics(params: Params, records: list[Record],
         for name in by_model:
             probes = read_records(layout.probe_records(name, where[name].variant))
             if probes:
-                summary["inference"][name] = metrics.turn_curve(probes, "accuracy", **boot)
+                summary["inference"][name] = metrics.turn_curve(with_design(probes, personas),
+                                                                "accuracy", **boot)
     persona_text = {str(p["id"]): f"{p['profile']} {p['personality']}" for p in personas or []}
     simulator: dict[str, Any] = {}
     for name, rows in by_model.items():
         if where[name].mode != "live" or not persona_text:
             continue
-        lexical = metrics.lexical_reveal_records(rows, persona_text)
-        checks = read_records(layout.simulator_records(name, where[name].variant)) \
-            if e.simulator_check else []
+        lexical = with_design(metrics.lexical_reveal_records(rows, persona_text), personas)
+        checks = with_design(read_records(layout.simulator_records(name, where[name].variant)),
+                             personas) if e.simulator_check else []
         first_turn = 2 if protocols.get(e.protocol).first_message is not None else 1
         simulator[name] = metrics.simulator_summary(checks, lexical, reveal_flag=e.reveal_flag,
                                                     first_turn=first_turn, **boot)

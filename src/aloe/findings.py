@@ -60,10 +60,35 @@ def _names(names: Iterable[str]) -> str:
 
 
 def unit(metrics: Summary | None) -> str:
-    """What the bootstrap resamples: `metrics.json`'s `bootstrap_unit` (profile or persona),
-    else persona (metrics written before the unit was recorded)."""
+    """What the bootstrap resamples: `metrics.json`'s `bootstrap_unit` (two-way, profile or
+    persona), else persona (metrics written before the unit was recorded)."""
     metrics = metrics or {}
     return str(metrics.get("bootstrap_unit") or metrics.get("unit") or "persona")
+
+
+def _plural(kind: str, n: int = 2) -> str:
+    return kind if n == 1 else {"personality": "personalities"}.get(kind, f"{kind}s")
+
+
+def unit_words(unit_name: str) -> str:
+    """A bootstrap unit in a sentence ("intervals over ..."): 'profiles and personalities'
+    for the two-way bootstrap, else the unit's plural."""
+    return "profiles and personalities" if unit_name == "two-way" else _plural(unit_name)
+
+
+def unit_sizes(model: Mapping[str, Any], unit_name: str) -> dict[str, int]:
+    """How many of each unit a model's bootstrap resampled: {"profile": 20, "personality": 5}
+    (metrics from before the sizes were recorded: the one unit's count)."""
+    sizes = model.get("unit_sizes")
+    kinds = {"profile", "personality"} if unit_name == "two-way" else {unit_name}
+    if isinstance(sizes, dict) and set(sizes) == kinds:
+        return {str(k): int(v) for k, v in sizes.items()}
+    return {unit_name: unit_count(model, unit_name)}
+
+
+def units_text(model: Mapping[str, Any], unit_name: str) -> str:
+    """The units a model's bootstrap resampled, counted: '20 profiles x 5 personalities'."""
+    return " x ".join(f"{n} {_plural(kind, n)}" for kind, n in unit_sizes(model, unit_name).items())
 
 
 def unit_count(model: Mapping[str, Any], unit_name: str) -> int:
@@ -222,13 +247,21 @@ def intervals(metrics: Summary | None) -> list[Finding]:
 
 
 def few_units(metrics: Summary | None) -> list[Finding]:
-    """Too few resampled units (profiles or personas) for a bootstrap interval to mean much."""
+    """Too few resampled units (profiles, personalities or personas) for a bootstrap interval
+    to mean much."""
     name = unit(metrics)
-    counts = {unit_count(m, name) for m in _models(metrics).values()}
-    if not counts or min(counts) >= MIN_UNITS:
+    counts = [(n, kind) for m in _models(metrics).values()
+              for kind, n in unit_sizes(m, name).items()]
+    if not counts or min(counts)[0] >= MIN_UNITS:
         return []
-    n = min(counts)
-    return [Finding("few_units", f"Only {n} benchmark {name}{'s' if n != 1 else ''} to resample: "
+    n, kind = min(counts)
+    if name == "two-way" and kind == "personality":
+        return [Finding("few_units", f"Only {n} {_plural(kind, n)}, each shared by every "
+                        "profile of the benchmark: the two-way interval draws them, so it speaks "
+                        "for users of other personalities, but rests on few draws and is a rough "
+                        "range (evaluation.bootstrap_unit: profile gives the narrower interval "
+                        "for new profiles with these personalities only).", caveat=True)]
+    return [Finding("few_units", f"Only {n} benchmark {_plural(kind, n)} to resample: "
                     f"a bootstrap over so few is no confidence interval (take at least "
                     f"{MIN_UNITS}; ALOE's benchmark has 100 personas).", caveat=True)]
 
@@ -421,8 +454,8 @@ def to_markdown(found: list[Finding], confidence: float = 0.95, unit_name: str =
     if results:
         level = f"{round(100 * confidence)}%"
         measured = any(f.kind in ("trend", "difference") for f in results)
-        header = f"**Results** ({level} bootstrap intervals over {unit_name}s)" if measured \
-            else "**Results**"
+        header = (f"**Results** ({level} bootstrap intervals over {unit_words(unit_name)})"
+                  if measured else "**Results**")
         parts.append(header + "\n\n" + "\n".join(f"- {f.text}" for f in results))
     return "\n\n".join(parts) or "_Nothing to report: no stage has written its summary yet._"
 

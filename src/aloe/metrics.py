@@ -8,11 +8,15 @@ zero; how many are missing is reported next to each figure.
 
 Confidence intervals are percentile bootstrap intervals: resample the benchmark's units with
 replacement B times, recompute the statistic on each draw, and take the (1-c)/2 and (1+c)/2
-quantiles. The unit is the profile when the records carry one (`unit="profile"`): the official
-benchmark crosses 20 profiles with 5 personalities, so its 100 personas are not independent; a
-draw takes every persona of each profile it draws, and the interval reflects 20 units, not 100.
-`unit="persona"` resamples the personas themselves. Never single scores: the K turns of one
-conversation are not independent of each other either.
+quantiles. What is resampled follows the benchmark's design. The official benchmark crosses
+20 profiles with the same 5 personalities, so its 100 personas are not independent in two ways:
+personas of one profile share it, and personas of one personality share that. `unit="two-way"`
+(the default for such a crossed benchmark) draws profiles and personalities independently, each
+with replacement, and takes every persona at a drawn (profile, personality) pair: the interval
+speaks for new users (new profiles and new personalities), not only for new profiles with these
+5 personalities. `unit="profile"` (the default when personas name their profile but are not
+crossed) draws profiles and takes every persona of each; `unit="persona"` draws personas. Never
+single scores: the K turns of one conversation are not independent of each other either.
 
 Everything here is a pure function of evaluation records: nothing is read from or written to a
 file (stage 5 writes `metrics.json`, `aloe.evaluation`).
@@ -38,7 +42,7 @@ DEFAULT_CONFIDENCE = 0.95
 # ------------------------------------------------------------------------------------------
 # The score matrix
 # ------------------------------------------------------------------------------------------
-UNITS = ("profile", "persona")
+UNITS = ("two-way", "profile", "persona")
 
 
 @dataclass
@@ -51,21 +55,62 @@ class ScoreMatrix:
     scores: np.ndarray  # shape (P, K), float, NaN = missing (judge unreadable or turn not run)
     judged: np.ndarray  # shape (P, K), bool: the turn was run and judged (score or missing)
     profiles: list[str | None] = field(default_factory=list)  # per persona; None: not recorded
+    personalities: list[str | None] = field(default_factory=list)  # likewise
     expected: np.ndarray | None = None  # (P, K) probability-weighted scores, NaN where none
     truncated: np.ndarray | None = None  # (P, K) 1/0 reply cut at the token limit, NaN: unknown
 
     def clusters(self, unit: str) -> list[str]:
-        """The bootstrap unit of each persona row: its profile, or itself."""
+        """The one-way bootstrap unit of each persona row: its profile, or itself."""
         if unit == "profile":
             return [p if p is not None else persona
                     for persona, p in zip(self.personas, self.profiles)]
         return list(self.personas)
 
+    def _personality(self, row: int) -> str:
+        known = self.personalities[row] if row < len(self.personalities) else None
+        return known if known is not None else self.personas[row]
+
+    def unit_sizes(self, unit: str) -> dict[str, int]:
+        """How many of each resampled unit there are: {"profile": 20, "personality": 5}."""
+        if unit == "two-way":
+            return {"profile": len(set(self.clusters("profile"))),
+                    "personality": len({self._personality(r) for r in range(len(self.personas))})}
+        return {unit: len(set(self.clusters(unit)))}
+
+    def draws(self, unit: str, n_boot: int, seed: int,
+              rows: Sequence[int] | None = None) -> Draws:
+        """The bootstrap draws of `unit` over the persona rows `rows` (default all), as
+        indices into those rows."""
+        picked = list(range(len(self.personas))) if rows is None else list(rows)
+        if unit == "two-way":
+            profiles = self.clusters("profile")
+            return two_way_rows([profiles[r] for r in picked],
+                                [self._personality(r) for r in picked], n_boot, seed)
+        clusters = self.clusters(unit)
+        return bootstrap_rows([clusters[r] for r in picked], n_boot, seed)
+
 
 def default_unit(records: Iterable[Record]) -> str:
-    """`profile` when every record names its profile, else `persona`."""
+    """`two-way` when the records' personas cross profiles with personalities, else `profile`
+    when every record names its profile, else `persona`."""
     rows = list(records)
-    return "profile" if rows and all(r.get("profile_id") for r in rows) else "persona"
+    if not rows or not all(r.get("profile_id") for r in rows):
+        return "persona"
+    return "two-way" if is_crossed(rows) else "profile"
+
+
+def is_crossed(records: Iterable[Record]) -> bool:
+    """Whether profiles are crossed with personalities: every record names its personality,
+    there are at least two of each, and every personality goes with at least two profiles (a
+    personality of one profile only is nested in it: resampling profiles covers it)."""
+    profiles_of: dict[str, set[str]] = {}
+    for r in records:
+        if not r.get("personality_id") or not r.get("profile_id"):
+            return False
+        profiles_of.setdefault(str(r["personality_id"]), set()).add(str(r["profile_id"]))
+    profiles = set().union(*profiles_of.values()) if profiles_of else set()
+    return (len(profiles) >= 2 and len(profiles_of) >= 2
+            and all(len(p) >= 2 for p in profiles_of.values()))
 
 
 def score_matrix(records: Iterable[Record], model: str | None = None,
@@ -93,6 +138,7 @@ def score_matrix(records: Iterable[Record], model: str | None = None,
     scores, expected, truncated = (np.full(shape, np.nan) for _ in range(3))
     judged = np.zeros(shape, dtype=bool)
     profiles: list[str | None] = [None] * len(personas)
+    personalities: list[str | None] = [None] * len(personas)
     for r in rows:
         i, k = p_index[str(r["persona_id"])], int(r["turn"]) - 1
         if judged[i, k]:
@@ -100,11 +146,14 @@ def score_matrix(records: Iterable[Record], model: str | None = None,
                              "is recorded twice")
         judged[i, k] = True
         profiles[i] = str(r["profile_id"]) if r.get("profile_id") else profiles[i]
+        personalities[i] = (str(r["personality_id"]) if r.get("personality_id")
+                            else personalities[i])
         for target, value in ((scores, r.get("score")), (expected, r.get("expected_score")),
                               (truncated, r.get("truncated"))):
             if value is not None:
                 target[i, k] = float(value) * (multiplier if target is scores else 1.0)
-    return ScoreMatrix(model, personas, turns, scores, judged, profiles, expected, truncated)
+    return ScoreMatrix(model, personas, turns, scores, judged, profiles, personalities, expected,
+                       truncated)
 
 
 def _nanmean_columns(scores: np.ndarray) -> np.ndarray:
@@ -198,6 +247,29 @@ def bootstrap_rows(clusters: Sequence[str], n_boot: int, seed: int) -> Draws:
     return [np.concatenate([members[j] for j in row]) for row in picks]
 
 
+def two_way_rows(profiles: Sequence[str], personalities: Sequence[str], n_boot: int,
+                 seed: int) -> Draws:
+    """B draws of row indices for a crossed design: each draw takes G of the G profiles and H
+    of the H personalities, each with replacement and independently, and every row at each
+    drawn (profile, personality) pair (a pair drawn twice over counts twice). A complete cross
+    with one row a pair gives one (B, G x H) array."""
+    g_index = {g: i for i, g in enumerate(dict.fromkeys(profiles))}
+    h_index = {h: j for j, h in enumerate(dict.fromkeys(personalities))}
+    cells: dict[tuple[int, int], list[int]] = {}
+    for row, (g, h) in enumerate(zip(profiles, personalities)):
+        cells.setdefault((g_index[g], h_index[h]), []).append(row)
+    rng = np.random.default_rng(seed)
+    g_picks = rng.integers(0, len(g_index), size=(n_boot, len(g_index)))
+    h_picks = rng.integers(0, len(h_index), size=(n_boot, len(h_index)))
+    if len(cells) == len(g_index) * len(h_index) and all(len(c) == 1 for c in cells.values()):
+        grid = np.empty((len(g_index), len(h_index)), dtype=int)
+        for (i, j), (row,) in cells.items():
+            grid[i, j] = row
+        return grid[g_picks[:, :, None], h_picks[:, None, :]].reshape(n_boot, -1)
+    return [np.array([row for i in g_picks[b] for j in h_picks[b] for row in cells.get((i, j), ())],
+                     dtype=int) for b in range(n_boot)]
+
+
 def _boot_means(values: np.ndarray, draws: Draws) -> np.ndarray:
     """Per draw, the column means over the rows it drew (NaN left out): shape (B, K)."""
     if isinstance(draws, np.ndarray):
@@ -255,8 +327,9 @@ class AlignmentLevels:
     n_personas: int
     confidence: float
     n_boot: int
-    unit: str = "persona"  # what the bootstrap resamples: "profile" or "persona"
-    n_units: int = 0  # how many of them
+    unit: str = "persona"  # what the bootstrap resamples: "two-way", "profile" or "persona"
+    n_units: int = 0  # how many of them (two-way: the fewer of profiles and personalities)
+    unit_sizes: dict[str, int] = field(default_factory=dict)  # {"profile": 20, ...}
     mean_al: Estimate = field(default_factory=lambda: Estimate(math.nan, math.nan, math.nan))
     ir: Estimate = field(default_factory=lambda: Estimate(math.nan, math.nan, math.nan))
     n_ir: Estimate = field(default_factory=lambda: Estimate(math.nan, math.nan, math.nan))
@@ -305,8 +378,9 @@ def alignment_levels(records: Iterable[Record], n_boot: int = DEFAULT_BOOT,
 
     AL(k) = (1 / |P_k|) sum_{p in P_k} s[p, k], P_k = the personas with a score at turn k
     (missing scores excluded, not zero). mean AL = (1/K) sum_k AL(k). On each of `n_boot`
-    draws of the units (`unit`: "profile", the default when every record names its profile,
-    takes all personas of each profile drawn; "persona" draws personas) with replacement,
+    draws of the units (`unit`: "two-way" draws profiles and personalities and takes the
+    personas at the pairs drawn; "profile" takes all personas of each profile drawn; "persona"
+    draws personas; the default follows the records, `default_unit`) with replacement,
     AL*(k) is recomputed, and IR, N-IR, N-R^2 and mean AL are recomputed from that AL* curve;
     the CI is the percentile interval of the draws. The expected AL (from the judge's
     log-probabilities, where given) gets its intervals from the same draws.
@@ -319,16 +393,17 @@ def alignment_levels(records: Iterable[Record], n_boot: int = DEFAULT_BOOT,
     al = _nanmean_columns(matrix.scores)
     n_scored = (~np.isnan(matrix.scores)).sum(axis=0)
     n_missing = (matrix.judged & np.isnan(matrix.scores)).sum(axis=0)
-    clusters = matrix.clusters(unit)
+    sizes = matrix.unit_sizes(unit)
     result = AlignmentLevels(
         model=matrix.model, turns=matrix.turns, al=al.tolist(), al_low=[math.nan] * len(al),
         al_high=[math.nan] * len(al), n_scored=n_scored.tolist(), n_missing=n_missing.tolist(),
         n_personas=len(matrix.personas), confidence=confidence, n_boot=n_boot, unit=unit,
-        n_units=len(set(clusters)), truncated=_shares(matrix.truncated, matrix.judged))
+        n_units=min(sizes.values(), default=0), unit_sizes=sizes,
+        truncated=_shares(matrix.truncated, matrix.judged))
     if not matrix.personas:
         return result
     point = _curve_stats(al)
-    draws = bootstrap_rows(clusters, n_boot, seed)
+    draws = matrix.draws(unit, n_boot, seed)
     if matrix.expected is not None and not np.isnan(matrix.expected).all():
         e_low, e_high = _interval(_boot_means(matrix.expected, draws), confidence)
         result.expected_al = _nanmean_columns(matrix.expected).tolist()
@@ -410,8 +485,7 @@ def paired_difference(records_a: Iterable[Record], records_b: Iterable[Record],
         empty = Estimate(math.nan, math.nan, math.nan)
         return PairedDifference(a.model, b.model, turns, len(shared), per_turn.tolist(), nan_k,
                                 nan_k, empty, empty, confidence, n_boot)
-    clusters = dict(zip(a.personas, a.clusters(unit)))
-    draws = bootstrap_rows([clusters[p] for p in shared], n_boot, seed)
+    draws = a.draws(unit, n_boot, seed, rows=[a.personas.index(p) for p in shared])
     boot = [stats(sa[i], sb[i], d[i]) for i in draws]
     low, high = _interval(np.array([t for t, _, _ in boot]), confidence)
     s_low, s_high = _interval(np.array([[m, ir] for _, m, ir in boot]), confidence)
@@ -456,12 +530,11 @@ def turn_curve(records: Iterable[Record], key: str, n_boot: int = DEFAULT_BOOT,
                               "low": [None] * len(curve), "high": [None] * len(curve),
                               "n": [int(v) for v in n], "n_missing": [int(v) for v in missing],
                               "unit": unit,
-                              "n_units": len(set(matrix.clusters(unit))),
+                              "n_units": min(matrix.unit_sizes(unit).values(), default=0),
                               "mean": Estimate(math.nan, math.nan, math.nan).to_json()}
     if not matrix.personas or not np.any(~np.isnan(curve)):
         return result
-    draws = bootstrap_rows(matrix.clusters(unit), n_boot, seed)
-    boot = _boot_means(matrix.scores, draws)
+    boot = _boot_means(matrix.scores, matrix.draws(unit, n_boot, seed))
     low, high = _interval(boot, confidence)
     result["low"], result["high"] = [_num(v) for v in low], [_num(v) for v in high]
     with np.errstate(invalid="ignore"):
@@ -525,7 +598,7 @@ def recovery(records: Iterable[Record], shift_turn: int, n_boot: int = DEFAULT_B
                               "recovered_share": None}
     if not matrix.personas or shift_turn > len(al):
         return result
-    boot_al = _boot_means(matrix.scores, bootstrap_rows(matrix.clusters(unit), n_boot, seed))
+    boot_al = _boot_means(matrix.scores, matrix.draws(unit, n_boot, seed))
     boot = np.array([recovery_turns(row, shift_turn) for row in boot_al])
     result["recovered_share"] = float(np.mean(~np.isnan(boot[:, 0])))
     for column, name, value in ((0, "turns_to_recover", turns_to), (1, "drop", drop)):

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aloe import findings, manifest
+from aloe import findings, manifest, protocols
 from aloe.config import Params, project_root
 from aloe.local_model import EMBEDDED_HUB_ID, embedded_source, is_embedded
 from aloe.records import read_json
@@ -154,9 +154,10 @@ def _evaluation_section(metrics: Mapping[str, Any] | None, name: str | None,
         return "## Evaluation\n\nNot evaluated yet (stage 5 writes the metrics; the report " \
                "then fills this section)."
     unit_name = findings.unit(metrics)
-    rows = {"benchmark": f"{findings.unit_count(model, unit_name)} {unit_name}s, "
+    rows = {"benchmark": f"{findings.units_text(model, unit_name)}, "
                          f"{len(model.get('turns') or [])} turns",
-            "mean AL (1-5)": findings.interval_text(model.get("mean_al")),
+            f"mean AL ({protocols.of_summary(metrics).scale_label})":
+                findings.interval_text(model.get("mean_al")),
             "IR (per turn)": findings.interval_text(model.get("ir"), "+.3f"),
             "N-IR": findings.interval_text(model.get("n_ir"), "+.3f")}
     for label, pair in ((metrics or {}).get("paired") or {}).items():

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from aloe import protocols
+from aloe.findings import unit_words
 
 PALETTE = "colorblind"
 PAGE_WIDTH = 10.0  # inches
@@ -443,8 +444,9 @@ def plot_alignment_levels(summary: dict[str, Any]) -> Figure:
     _draw_alignment(ax, models, sns.color_palette(PALETTE, len(models)), summary)
     level = round(100 * summary.get("confidence", 0.95))
     _mark_shift(ax, summary)
-    ax.set_title(f"Alignment level per turn, {protocols.of_summary(summary).name} protocol ({level}% bootstrap "
-                 f"CI over {_unit(summary)}s; n: benchmark personas)")
+    ax.set_title(f"Alignment level per turn, {protocols.of_summary(summary).name} protocol "
+                 f"({level}% bootstrap CI over {unit_words(_unit(summary))}; n: benchmark "
+                 "personas)")
     legend_beside(ax, "model")
     return fig
 

@@ -299,11 +299,11 @@ def summary_html(params: Params, found: Mapping[str, Any], metrics: Mapping[str,
                   + "".join(f"<li>{inline_html(f.text)}</li>" for f in caveats)
                   + "</ul></div>") if caveats else ""
     level = round(100 * float((metrics or {}).get("confidence", 0.95)))
-    unit_name = findings.unit(metrics)
+    units = findings.unit_words(findings.unit(metrics))
     return (f"{SUMMARY_CSS}<div class='aloe-summary'>"
             f"<h1>{html.escape(params.report.title)}</h1><p class='meta'>{meta}</p>"
             f"<p><b>Question.</b> {question(params, found, metrics)}</p>"
-            f"<p><b>Headline</b> ({level}% bootstrap intervals over {unit_name}s; differences "
+            f"<p><b>Headline</b> ({level}% bootstrap intervals over {units}; differences "
             "are paired, on the same personas):</p>"
             f"{numbers}<p><b>Data.</b> {html.escape(data_volume(layout))} <b>Cost and time.</b> "
             f"{html.escape(cost_sentence(cost_and_time(layout)))}</p>{caveat_box}</div>")
@@ -332,7 +332,7 @@ def metrics_table(metrics: Mapping[str, Any] | None) -> pd.DataFrame:
     scale = protocols.of_summary(metrics).scale_label
     rows = []
     for name, m in ((metrics or {}).get("models") or {}).items():
-        units = f"{m.get('n_units') or m.get('n_personas')} {findings.unit(metrics)}s"
+        units = findings.units_text(m, findings.unit(metrics))
         rows.append({"model": name, "personas": m.get("n_personas"), "turns": len(m["turns"]),
                      f"mean AL ({scale})": findings.interval_text(m.get("mean_al")),
                      "IR (per turn)": findings.interval_text(m.get("ir"), "+.3f"),

@@ -434,3 +434,54 @@ def test_a_crossed_benchmark_is_bootstrapped_two_way_from_the_personas_design(tm
     without_design = [{k: v for k, v in p.items() if k != "personality_id"} for p in personas]
     assert evaluation.compute_metrics(params, records, without_design)["bootstrap_unit"] == \
         "profile"
+
+
+def test_a_model_under_test_with_its_own_system_prompt_is_scored_on_its_response(
+        tmp_path) -> None:
+    """RLPA's policy answers <profile>...</profile><response>...</response>: with its system
+    prompt and response pattern, the user and the judge see the response alone, and the whole
+    answer is kept. A scripted endpoint (a real HTTP server on loopback) stands in for it."""
+    from aloe import policy
+    from tests.support.scripted_server import ScriptedServer, completion
+
+    tagged = "<profile>\n- likes tea\n</profile>\n\n<response>\nTea it is, then!\n</response>\n"
+    with ScriptedServer([completion(tagged), completion("Plain words, no tags.")]) as server:
+        params = params_from_dict(tiny_dict(tmp_path, evaluation={"models": [{
+            "name": "rlpa-policy", "model": "scripted", "base_url": server.base_url,
+            "system_prompt": "Infer the user, then answer.",
+            "response_pattern": r"<response>\s*(.*?)\s*(?:</response>|$)"}]}))
+        responder = policy.open_responder(params, params.evaluation.models[0])
+        try:
+            first, second = (responder.reply_many([[{"role": "user", "content": text}]])[0]
+                             for text in ("Hello", "Hi again"))
+        finally:
+            responder.close()
+    assert (first.text, first.raw, first.extracted) == ("Tea it is, then!", tagged.strip(), True)
+    assert (second.text, second.extracted) == ("Plain words, no tags.", False)
+    assert [m["role"] for m in server.received[0]["messages"]] == ["system", "user"]
+    assert server.received[0]["messages"][0]["content"] == "Infer the user, then answer."
+    record = evaluation._record("rlpa-policy", {"id": "p1"}, 1, "Hello", first,
+                                evaluation.Judgement(1, "Verdict: 1", 1), "rlpa")
+    assert record["reply"] == "Tea it is, then!" and record["raw_reply"] == tagged.strip()
+    assert evaluation.record_check(protocols.RLPA, "rlpa-policy")(record) is None
+    with pytest.raises(ParamsError, match="response_pattern.*exactly one group"):
+        params_from_dict(tiny_dict(tmp_path, evaluation={"models": [{
+            "name": "x", "response_pattern": "<response>.*"}]}))
+
+
+def test_an_rlpa_run_says_how_it_differs_from_rlpa_s_published_table() -> None:
+    from aloe import findings
+
+    metrics = {"protocol": protocols.RLPA.to_json(), "models": {"base": {}}}
+    params = {"roles": {"judge": {"model": "gpt-4o-mini"}},
+              "evaluation": {"benchmark": "run", "protocol": "rlpa"}}
+    (caveat,) = findings.published_comparison(params, metrics)
+    assert "its judge is gpt-4o-mini, not gpt-4o-2024-11-20" in caveat.text
+    assert "the run's own benchmark personas" in caveat.text and caveat.caveat
+    assert caveat in findings.run_findings(metrics, params=params)  # the report shows it
+    published = {"roles": {"judge": {"model": "gpt-4o-2024-11-20"}},
+                 "evaluation": {"benchmark": "aloe"}}
+    (only_models,) = findings.published_comparison(published, metrics)
+    assert "judge" not in only_models.text and "own benchmark" not in only_models.text
+    aloe_metrics = {"protocol": protocols.ALOE.to_json(), "models": {"base": {}}}
+    assert findings.published_comparison(params, aloe_metrics) == []

@@ -395,11 +395,32 @@ class EvalModelSpec(Section):
     # flaky server under test gets its own rather than fixed ones.
     timeout: Real = Field(120.0, gt=0, le=MAX_SECONDS)  # the whole request
     max_retries: Int = Field(5, ge=0, le=100)
+    # A system message the model sees first in every conversation (null: none), e.g. RLPA's
+    # policy prompt that asks for <profile>...</profile><response>...</response>.
+    system_prompt: str | None = None
+    # A regular expression with one group: the part of each reply that is the reply (the user
+    # reads it, the judge scores it; the whole text is kept as raw_reply). A reply it does not
+    # match is kept whole and marked extracted: false. RLPA's policy:
+    # '<response>\s*(.*?)\s*(?:</response>|$)'.
+    response_pattern: str | None = None
 
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return None if value is None else check_base_url(value)
+
+    @field_validator("response_pattern")
+    @classmethod
+    def _one_group(cls, pattern: str | None) -> str | None:
+        if pattern is None:
+            return None
+        try:
+            groups = re.compile(pattern, re.DOTALL).groups
+        except re.error as error:
+            raise ValueError(f"not a regular expression ({error})") from None
+        if groups != 1:
+            raise ValueError(f"needs exactly one group, the reply's text (it has {groups})")
+        return pattern
 
     @model_validator(mode="after")
     def _endpoint_has_no_adapter(self) -> "EvalModelSpec":

@@ -198,7 +198,7 @@ def _finished(params: Params, spec: EvalModelSpec, personas: list[dict[str, Any]
     return done
 
 
-TEXT_FIELDS = ("user", "reply", "raw_judgement")  # text when present (None: not recorded)
+TEXT_FIELDS = ("user", "reply", "raw_judgement", "raw_reply")  # text or None (not recorded)
 NUMBER_FIELDS = ("expected_score",)
 
 
@@ -419,6 +419,8 @@ def _record(model: str, persona: dict[str, Any], turn: int, user: str, reply: Re
                       "user_source": user_source, "shifted": shifted}
     if judgement.expected is not None:
         record["expected_score"] = judgement.expected
+    if reply.raw is not None:  # the model's whole answer, its reply extracted from it
+        record.update(raw_reply=reply.raw, extracted=reply.extracted)
     return record
 
 

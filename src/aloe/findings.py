@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aloe import protocols
 from aloe.local_model import EMBEDDED_NAME
 
 SCORE_FLOOR, SCORE_CEILING = 1, 5  # the score judge's scale
@@ -367,6 +368,29 @@ def trends(metrics: Summary | None) -> list[Finding]:
     return found
 
 
+def published_comparison(params: Summary | None, metrics: Summary | None) -> list[Finding]:
+    """A protocol with a published table (RLPA's): what in this run differs from the setup of
+    that table, so that its figures are not put beside the published ones."""
+    if not metrics or not metrics.get("models"):
+        return []
+    protocol = protocols.of_summary(metrics)
+    if protocol.published_judge is None:
+        return []
+    judge = ((params or {}).get("roles") or {}).get("judge") or {}
+    benchmark = ((params or {}).get("evaluation") or {}).get("benchmark")
+    differs = ["the models under test are this run's own"]
+    if judge.get("model") != protocol.published_judge:
+        differs.append(f"its judge is {judge.get('model') or 'another model'}, not "
+                       f"{protocol.published_judge}")
+    if protocol.defined_on and benchmark and benchmark != protocol.defined_on:
+        differs.append(f"its users are the run's own benchmark personas, not the "
+                       f"{protocol.defined_on} benchmark's users the protocol is defined on")
+    return [Finding("published_comparison", f"The {protocol.name} protocol's procedure, not its "
+                    f"published setup: {'; '.join(differs)}. Read these figures against each "
+                    "other, not beside the published table (the protocol's assumptions list the "
+                    "remaining differences).", caveat=True)]
+
+
 def replay_bias(metrics: Summary | None) -> list[Finding]:
     """Replayed users: only their messages are the same for every model; each later message
     answers the reference model's own replies, so a comparison with it leans its way."""
@@ -439,6 +463,7 @@ def run_findings(metrics: Summary | None, *, conversations: Summary | None = Non
     """Every finding of a run, caveats first. Each input may be None (a stage not run)."""
     caveats = [*demonstration(params), *constant_scores(metrics), *few_units(metrics),
                *intervals(metrics), *missing_and_truncated(metrics), *replay_bias(metrics),
+               *published_comparison(params, metrics),
                *conversation_quality(conversations), *empty_training_set(export)]
     results = [*trends(metrics), *differences(metrics), *training(training_stats)]
     return caveats + results

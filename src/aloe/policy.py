@@ -171,10 +171,14 @@ def same_model(a: str, b: str) -> bool:
 # ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Reply:
-    """A model's reply, and whether it stopped at the token limit rather than on its own."""
+    """A model's reply, and whether it stopped at the token limit rather than on its own.
+    `raw` is the whole text where `text` was extracted from it (`ExtractingResponder`), and
+    `extracted` whether the pattern found the reply in it."""
 
     text: str
     truncated: bool = False
+    raw: str | None = None
+    extracted: bool | None = None
 
 
 class Responder(Protocol):
@@ -305,6 +309,32 @@ class EndpointResponder:
         self.llm.cache.close()
 
 
+class ExtractingResponder:
+    """A model under test with its own system prompt and a response extractor, as a model
+    trained to answer in a format (RLPA's policy writes <profile>...</profile><response>...
+    </response>): it is shown its system prompt first, and the user and the judge see only the
+    part of its answer that `pattern` (one group) finds; the whole answer is kept as `raw`."""
+
+    def __init__(self, inner: Responder, system_prompt: str | None, pattern: str | None):
+        self.inner, self.system_prompt = inner, system_prompt
+        self.pattern = re.compile(pattern, re.DOTALL) if pattern else None
+
+    def reply_many(self, histories: Sequence[Sequence[Message]]) -> list[Reply | BaseException]:
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        replies = self.inner.reply_many([system + list(h) for h in histories])
+        return [r if isinstance(r, BaseException) else self.extract(r) for r in replies]
+
+    def extract(self, reply: Reply) -> Reply:
+        if self.pattern is None:
+            return reply
+        found = self.pattern.search(reply.text)
+        text = found.group(1).strip() if found else reply.text
+        return Reply(text, reply.truncated, raw=reply.text, extracted=found is not None)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def adapter_path(params: Params, spec: EvalModelSpec) -> Path | None:
     """The adapter folder of an in-process model; raises naming the folder when it is missing,
     has no weights, or its weights changed since training."""
@@ -384,10 +414,17 @@ def spec_model(params: Params, spec: EvalModelSpec) -> str:
 
 
 def open_responder(params: Params, spec: EvalModelSpec) -> Responder:
+    """The model under test `spec` names, with its system prompt and response extractor
+    where it has them."""
     e = params.evaluation
+    responder: Responder
     if spec.base_url:
-        return EndpointResponder(params, spec)
-    seed = int(hashlib.sha256(f"{params.run.seed}:{spec.name}".encode()).hexdigest()[:8], 16)
-    return InProcessResponder(spec_model(params, spec), adapter_path(params, spec),
-                              batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
-                              temperature=e.temperature, seed=seed)
+        responder = EndpointResponder(params, spec)
+    else:
+        seed = int(hashlib.sha256(f"{params.run.seed}:{spec.name}".encode()).hexdigest()[:8], 16)
+        responder = InProcessResponder(spec_model(params, spec), adapter_path(params, spec),
+                                       batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
+                                       temperature=e.temperature, seed=seed)
+    if spec.system_prompt or spec.response_pattern:
+        return ExtractingResponder(responder, spec.system_prompt, spec.response_pattern)
+    return responder

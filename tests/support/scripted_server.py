@@ -32,12 +32,17 @@ class ScriptedServer:
         self.script = [b if isinstance(b, tuple) else (200, "application/json", b) for b in bodies]
         self.models = models
         self.requests = 0  # POSTs
+        self.received: list[Any] = []  # their bodies, parsed
         self.gets = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    server.received.append(json.loads(raw))
+                except ValueError:
+                    server.received.append(raw)
                 answer = server.script[min(server.requests, len(server.script) - 1)]
                 server.requests += 1
                 self._send(*answer)

@@ -53,6 +53,10 @@ class Protocol:
     rating_lead: str = field(default="", metadata=BEHAVIOUR)
     """the rating form's question, before the criteria"""
     al_axis: str = field(default="", metadata=BEHAVIOUR)  # what AL(k) is, on a figure's axis
+    published_judge: str | None = field(default=None, metadata=BEHAVIOUR)
+    """the judge model of the published table a run may be read against (None: no caveat)"""
+    defined_on: str | None = field(default=None, metadata=BEHAVIOUR)
+    """the `evaluation.benchmark` whose users the protocol is defined on (None: any)"""
 
     @property
     def categories(self) -> list[int]:

@@ -92,10 +92,25 @@ RLPA = Protocol(
         "and evaluation.judge_context (ALOE's switches) do not apply to it",
         "the fixed first message 'Hello' is the user's turn 1; the model's first reply to it is "
         "judged as turn 1",
+        "the judge's strictness: RLPA's released judge prompt (scirpts/multi_turn_rfn.py) ends "
+        "with two worked examples, one passing and one failing reply, that set how strict it "
+        "is; this project's judge prompt has none, so its share of 1s may differ at equal "
+        "replies",
+        "the verdict's format: RLPA's judge answers in \\boxed{1} or \\boxed{0}; this one is "
+        "asked for 'Verdict: 1' or 'Verdict: 0' (parse_binary reads both)",
+        "an unreadable verdict: RLPA's code asks again until a verdict is readable; here it is "
+        "asked once more, then recorded as missing and left out of AL(k)",
+        "the simulated user's rules: RLPA's reveals at most 15% of the profile per message and "
+        "never opens a new topic (it only follows the other side's); this one reveals at most "
+        "one new detail per message and may change a topic that bores it",
+        "the model under test answers as itself: RLPA's policy writes "
+        "<profile>...</profile><response>...</response>; give it its system prompt "
+        "(evaluation.models[].system_prompt) and response_pattern to score its response alone",
     ),
     judge_messages=judge_messages, read_judgement=parse_binary, simulator_style="rlpa",
     rating_labels={0: "0 would stop chatting", 1: "1 would keep chatting"},
     rating_lead="Imagine you are this person. Would you keep chatting after this reply? Only if "
                 "it meets all five:",
     al_axis="AL(k): 100 x share of replies passing",
+    published_judge="gpt-4o-2024-11-20", defined_on="aloe",
 )

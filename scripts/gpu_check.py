@@ -17,8 +17,8 @@ LoRA r=16 on every linear layer, activation checkpointing, paged 8-bit AdamW; DP
 SFT adapter with its frozen copy as the reference, as `dpo.start_from: sft` does):
 
 1. QLoRA SFT and DPO at Llama-3-8B-Instruct's shapes, 2,048 tokens, micro-batch 1
-   (`params/paper.yaml`), at the released lengths (SFT packed to 8,192 tokens, DPO 512), and at
-   Qwen2-7B's shapes (another family): peak GPU memory (`torch.cuda.max_memory_allocated` and
+   (`params/paper_plus.yaml`), at the released lengths that `params/paper.yaml` takes (SFT
+   8,192 tokens, DPO 512), and at Qwen2-7B's shapes (another family): peak GPU memory (`torch.cuda.max_memory_allocated` and
    `max_memory_reserved`), tokens/s, seconds per optimiser step. Goal: peaks under 20 GB.
 2. The edge of a `--card-gb` card (24): PyTorch's allocator capped at what such a card leaves,
    series of ever longer sequences and larger micro-batches, each stopped at its first
@@ -123,15 +123,18 @@ class Scenario:
 
 
 def scenarios(tiny_run: bool) -> list[Scenario]:
-    """paper.yaml's lengths on two families, and the released lengths (PROTOCOL.md: SFT packed
-    to 8,192 tokens; DPO at the TRL of the time's 512)."""
+    """paper_plus.yaml's lengths (2,048 for both stages) on two families, and the released
+    lengths that paper.yaml takes (PROTOCOL.md: SFT packed to 8,192 tokens; DPO at the TRL of
+    the time's 512)."""
     if tiny_run:
-        return [Scenario("llama3-8b", 64, 64, 1, "paper.yaml"),
-                Scenario("qwen2-7b", 64, 64, 1, "paper.yaml, another family"),
-                Scenario("llama3-8b", 128, 64, 1, "released lengths")]
-    return [Scenario("llama3-8b", 2048, 2048, 1, "paper.yaml (max_length 2048, micro-batch 1)"),
-            Scenario("llama3-8b", 8192, 512, 1, "released lengths: SFT packed to 8192, DPO 512"),
-            Scenario("qwen2-7b", 2048, 2048, 1, "paper.yaml, another family")]
+        return [Scenario("llama3-8b", 64, 64, 1, "paper_plus.yaml"),
+                Scenario("qwen2-7b", 64, 64, 1, "paper_plus.yaml, another family"),
+                Scenario("llama3-8b", 128, 64, 1, "paper.yaml: the released lengths")]
+    return [Scenario("llama3-8b", 2048, 2048, 1,
+                     "paper_plus.yaml (max_length 2048, micro-batch 1)"),
+            Scenario("llama3-8b", 8192, 512, 1,
+                     "paper.yaml: the released lengths, SFT 8192, DPO 512"),
+            Scenario("qwen2-7b", 2048, 2048, 1, "paper_plus.yaml, another family")]
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ class Probe:
 
 def edge_probes(tiny_run: bool) -> list[list[Probe]]:
     """Series of ever larger tries, each stopped at its first out-of-memory: longer sequences
-    at micro-batch 1, then larger micro-batches at paper.yaml's 2,048 tokens."""
+    at micro-batch 1, then larger micro-batches at paper_plus.yaml's 2,048 tokens."""
     if tiny_run:
         return [[Probe("sft", n, 1) for n in (64, 128)], [Probe("sft", 64, b) for b in (2, 4)],
                 [Probe("dpo", n, 1) for n in (64, 128)], [Probe("dpo", 64, b) for b in (2,)]]
@@ -786,7 +789,8 @@ def render_markdown(report: dict[str, Any], figures: dict[str, Any]) -> str:
         "and in the memory of trained ones; their losses mean nothing. Each measurement ran in "
         "a fresh process. Steady tokens/s leave out the first (warm-up) step; DPO counts the "
         "tokens of the chosen and the rejected reply.", "",
-        f"## Training: QLoRA as `params/paper.yaml` sets it ({report['steps']} steps each)", "",
+        f"## Training: QLoRA as `params/paper.yaml` and `paper_plus.yaml` set it "
+        f"({report['steps']} steps each)", "",
         "NF4 base with double quantisation, LoRA r=16 on every linear layer, activation "
         "checkpointing, paged 8-bit AdamW, micro-batch 1; DPO continues the SFT adapter.", "",
         "| scenario | why | stage | tokens | peak allocated (GB) | peak reserved (GB) | "

@@ -485,3 +485,30 @@ def test_an_rlpa_run_says_how_it_differs_from_rlpa_s_published_table() -> None:
     assert "judge" not in only_models.text and "own benchmark" not in only_models.text
     aloe_metrics = {"protocol": protocols.ALOE.to_json(), "models": {"base": {}}}
     assert findings.published_comparison(params, aloe_metrics) == []
+
+
+@pytest.mark.slow
+def test_an_adapter_can_be_evaluated_on_the_4bit_base_it_was_trained_on(tmp_path) -> None:
+    """`evaluation.adapter_base: as_trained` loads the real embedded model on a bitsandbytes
+    NF4 base (CPU here), as training loaded it; `unquantised` (the default) does not."""
+    from aloe import policy
+    from tests.conftest import embedded_model
+
+    params = params_from_dict(tiny_dict(tmp_path, evaluation={"adapter_base": "as_trained"}))
+    base, dpo = (next(m for m in params.evaluation.models if m.adapter == a) for a in (None,
+                                                                                       "dpo"))
+    assert policy.evaluated_in_4bit(params, base) and policy.evaluated_in_4bit(params, dpo)
+    params.dpo.load_in_4bit = False  # each model as its own stage loaded the base
+    assert policy.evaluated_in_4bit(params, base) and not policy.evaluated_in_4bit(params, dpo)
+    default = params_from_dict(tiny_dict(tmp_path))
+    assert default.evaluation.adapter_base == "unquantised"
+    assert not policy.evaluated_in_4bit(default, base)
+    responder = policy.InProcessResponder(str(embedded_model()), None, max_new_tokens=4,
+                                          temperature=0.0, load_in_4bit=True)
+    try:
+        linear = responder.model.model.layers[0].self_attn.q_proj
+        assert type(linear).__name__ == "Linear4bit"
+        (reply,) = responder.reply_many([[{"role": "user", "content": "Hello"}]])
+        assert isinstance(reply, policy.Reply) and reply.text
+    finally:
+        responder.close()

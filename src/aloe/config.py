@@ -490,6 +490,11 @@ class EvaluationConfig(Section):
         EvalModelSpec(name="dpo", adapter="dpo"),
     ]
     batch_size: Int = Field(16, ge=1, le=MAX_CONCURRENCY)  # in-process replies per generate(); endpoint concurrency
+    # The base an in-process adapter is evaluated on. unquantised: the base in the compute
+    # dtype (bf16 on a GPU), as adapters are usually served; as_trained: the 4-bit NF4 base it
+    # was trained on (sft/dpo.load_in_4bit), so the function scored is the one trained (the
+    # released code evaluates its fully fine-tuned weights themselves).
+    adapter_base: Literal["unquantised", "as_trained"] = "unquantised"
     max_new_tokens: Int = Field(96, ge=1, le=MAX_TOKENS)  # a reply that reaches it is recorded as truncated
     # Of the model under test; 0: greedy; null: the model's own generation config (released).
     temperature: Real | None = Field(0.7, ge=0.0, le=2.0)

@@ -213,10 +213,13 @@ DIFFERENCES: tuple[Difference, ...] = (
         "one temperature compares models fairly",
         {"evaluation.temperature": None, "evaluation.max_new_tokens": 2048}),
     Difference(
-        "the model under test's base", "the fine-tuned model itself, in bf16",
-        "the bf16 base with the adapter attached (trained on the 4-bit base)", SAME,
-        "an adapter is usually served on the unquantised base; the 4-bit base it was trained "
-        "on differs slightly, so its scores may too"),
+        "the model under test's base (`evaluation.adapter_base`)",
+        "the fine-tuned weights themselves, in bf16",
+        "`{evaluation.adapter_base}`: the adapter on the 4-bit NF4 base it was trained on (the "
+        "base model loaded the same way)", SAME,
+        "the function scored is the one trained; `unquantised` (the default) serves the "
+        "adapter on the bf16 base, as adapters usually are, which differs slightly",
+        {"evaluation.adapter_base": "as_trained"}),
     Difference(
         "the model under test's prompt",
         "cut from the left to the model's context length (`eval_own.py`: "

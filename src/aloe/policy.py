@@ -65,6 +65,20 @@ class Device:
         return self.kind == "cuda" and self.compute_dtype == torch.float16
 
 
+def nf4_config(device: Device) -> Any:
+    """4-bit NF4 with double quantisation, computing in the device's dtype: how QLoRA loads the
+    base it trains on, and how `evaluation.adapter_base: as_trained` loads it to evaluate.
+    Under FSDP the packed weights are stored in the compute dtype so that FSDP can shard them
+    like any other parameter."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=device.compute_dtype,
+        bnb_4bit_quant_storage=device.compute_dtype if device.fsdp else torch.uint8)
+
+
 def detect_device() -> Device:
     import torch
 
@@ -200,7 +214,8 @@ class InProcessResponder:
     """
 
     def __init__(self, model: str, adapter: str | Path | None = None, *, batch_size: int = 16,
-                 max_new_tokens: int = 96, temperature: float | None = 0.7, seed: int = 0):
+                 max_new_tokens: int = 96, temperature: float | None = 0.7, seed: int = 0,
+                 load_in_4bit: bool = False):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -210,8 +225,9 @@ class InProcessResponder:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        quantized = {"quantization_config": nf4_config(device)} if load_in_4bit else {}
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype,
-                                                          device_map=self.device)
+                                                          device_map=self.device, **quantized)
         if adapter is not None:
             from peft import PeftModel
 
@@ -413,6 +429,16 @@ def spec_model(params: Params, spec: EvalModelSpec) -> str:
     return base_model(params, "dpo" if spec.adapter == "dpo" else "sft")
 
 
+def evaluated_in_4bit(params: Params, spec: EvalModelSpec) -> bool:
+    """Whether an in-process model is loaded on a 4-bit NF4 base: with
+    `evaluation.adapter_base: as_trained`, as its training stage loaded the base (DPO's for
+    the dpo adapter, SFT's for every other model, the base itself included, so that base and
+    adapters differ by the adapter alone)."""
+    if params.evaluation.adapter_base != "as_trained":
+        return False
+    return (params.dpo if spec.adapter == "dpo" else params.sft).load_in_4bit
+
+
 def open_responder(params: Params, spec: EvalModelSpec) -> Responder:
     """The model under test `spec` names, with its system prompt and response extractor
     where it has them."""
@@ -424,7 +450,8 @@ def open_responder(params: Params, spec: EvalModelSpec) -> Responder:
         seed = int(hashlib.sha256(f"{params.run.seed}:{spec.name}".encode()).hexdigest()[:8], 16)
         responder = InProcessResponder(spec_model(params, spec), adapter_path(params, spec),
                                        batch_size=e.batch_size, max_new_tokens=e.max_new_tokens,
-                                       temperature=e.temperature, seed=seed)
+                                       temperature=e.temperature, seed=seed,
+                                       load_in_4bit=evaluated_in_4bit(params, spec))
     if spec.system_prompt or spec.response_pattern:
         return ExtractingResponder(responder, spec.system_prompt, spec.response_pattern)
     return responder

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aloe.config import TrainingConfig
-from aloe.policy import Device
+from aloe.policy import Device, nf4_config
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -53,17 +53,8 @@ def resolve_optimizer(name: str, device: Device) -> str:
 # The 4-bit base model and the adapter
 # --------------------------------------------------------------------------------------------
 def quantization_config(cfg: TrainingConfig, device: Device) -> Any:
-    """4-bit NF4 with double quantisation; under FSDP the packed weights are stored in the
-    compute dtype so that FSDP can shard them like any other parameter."""
-    if not cfg.load_in_4bit:
-        return None
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=device.compute_dtype,
-        bnb_4bit_quant_storage=device.compute_dtype if device.fsdp else torch.uint8)
+    """The training base's quantisation: NF4 (`policy.nf4_config`) when `load_in_4bit`."""
+    return nf4_config(device) if cfg.load_in_4bit else None
 
 def model_config(base: str) -> Any:
     """The base model's config, without a stale GGUF quantisation entry (the embedded model is

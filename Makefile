@@ -25,14 +25,18 @@ export GPU_NOTE := import torch; ok = torch.cuda.is_available(); \
   print("torch", torch.__version__, "CUDA", torch.version.cuda, "sees the GPU" if ok else \
   "does not see the GPU: a CPU build? rm -rf .venv; make install TORCH_INDEX=URL (README)")
 
-.PHONY: run test test-quick test-workbook install lock browser clean-outputs
+.PHONY: run test test-quick test-workbook lint install lock browser clean-outputs
 
 run: $(STAMP)
 	$(BIN)/aloe run $(PARAMS) $(ARGS)
 
 # Everything, the whole workbook end to end and its failure drills included (what CI runs).
-test: $(STAMP) browser
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The linter (ruff, configured in pyproject.toml): a second or less; `make test` runs it first.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests scripts bench
 
 # While working: the tests not marked slow (about 2.5 minutes on 2 CPU cores).
 test-quick: $(STAMP)

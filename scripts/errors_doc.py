@@ -119,6 +119,39 @@ def _conversation_twice(folder: Path) -> None:
     load_conversations(params)
 
 
+def _probe_twice(folder: Path) -> None:
+    from aloe import evaluation
+    from aloe.records import write_records
+
+    data = _tiny(folder)
+    data["evaluation"]["inference_probe"] = True
+    params = params_from_dict(data, source="params.yaml")
+    persona = {"id": "b0", "profile": "p", "personality": "q"}
+    probe = {"model": "base", "persona_id": "b0", "turn": 1, "accuracy": 0.5}
+    write_records(params.layout.probe_records("base"), [probe, probe])
+    evaluation.compute_metrics(params, [{"model": "base", "persona_id": "b0", "turn": 1,
+                                         "score": 4}], [persona])
+
+
+def _key_edited(folder: Path) -> None:
+    from aloe import protocols, ratings
+
+    params = params_from_dict(_tiny(folder), source="params.yaml")
+    key = params.layout.rating_key(protocols.variant_name(params.evaluation))
+    key.parent.mkdir(parents=True)
+    key.write_text(json.dumps({"kit": "k1", "categories": [1, 2, 3, 4, 5, 6], "items": {}}))
+    ratings.import_ratings(params, [])
+
+
+def _written_off_schema(folder: Path) -> None:
+    from aloe.records import append_records, probe_check
+
+    params = params_from_dict(_tiny(folder), source="params.yaml")
+    append_records(params.layout.probe_records("base"),
+                   [{"model": "base", "persona_id": "b0", "turn": 1, "accuracy": 7.0}],
+                   check=probe_check("base"))
+
+
 def _rating_true(folder: Path) -> None:
     from aloe.ratings import read_ratings_file
 
@@ -129,8 +162,8 @@ def _rating_true(folder: Path) -> None:
 
 
 def _request_failed(folder: Path) -> None:
-    from aloe.layout import RunLayout
     from aloe.config import RoleConfig
+    from aloe.layout import RunLayout
     from aloe.llm import LLM
     from tests.support.scripted_server import ScriptedServer, completion
 
@@ -206,12 +239,19 @@ CLASSES: list[tuple[int, str, str, Example]] = [
     (2, "DataError", "a run file's value off its schema (named by file and line)",
      _score_off_scale),
     (2, "DataError", "a conversation written twice", _conversation_twice),
+    (2, "DataError", "a record written twice where its key must be unique (a probe, a "
+     "simulator check, a second judgement, a rating, a pool item, a round, a leakage line)",
+     _probe_twice),
+    (2, "DataError", "a JSON file off its schema (a rating kit's key), named by file",
+     _key_edited),
     (2, "RatingsError", "a ratings file the kit does not accept", _rating_true),
     (1, "CacheUnavailable", "a cache file that is not a response cache, or cannot be read or "
      "written just now (full disk, I/O error): nothing is changed", _foreign_database),
     (1, "LLMError", "a request that failed for good: role, model, server and cause",
      _request_failed),
     (1, "IncompleteStageError", "a stage that could not finish some items", _lost_items),
+    (1, "SchemaError", "a record a stage was about to write that its file's schema refuses "
+     "(a value no reader would accept): nothing of it is written", _written_off_schema),
     (1, "BudgetExceededError", "a request that would pass `run.budget_usd`", _budget),
     (1, "DiskFullError", "a full disk while writing", _disk_full),
 ]
@@ -236,6 +276,40 @@ def example(trigger: Example) -> tuple[str, int, str]:
     raise SystemExit(f"errors_doc: {trigger} raised no error of the workbook's")
 
 
+def preflight_example() -> list[str]:
+    """What `aloe run` prints for a preflight with two failed checks of five (the checks'
+    own words; the runner and the command line turn them into these lines)."""
+    from aloe import cli, preflight, runner
+    from aloe.layout import RunLayout
+
+    checks = [preflight.Check("key OPENAI_API_KEY", preflight.OK, "set (for judge)"),
+              preflight.Check("endpoint judge", preflight.FAILED, "LLMError: role 'judge' "
+                              "(model gpt-4o-mini at https://api.openai.com/v1): unreachable "
+                              "after 6 attempts: APIConnectionError: Connection error; "
+                              "check that the server is up and reachable, and roles.judge "
+                              "(base_url, model, the key in OPENAI_API_KEY)"),
+              preflight.Check("model sft.base_model", preflight.OK, "resolvable on the hub"),
+              preflight.Check("gpu for sft", preflight.FAILED, "no GPU is visible "
+                              "(torch.cuda.is_available() is False) but training "
+                              "meta-llama/Meta-Llama-3-8B-Instruct (8.00B parameters) needs one "
+                              "with about 10 GB free (gpu_figures.json: measured peaks scaled to "
+                              "this model): run on a GPU machine with a CUDA build of torch, or "
+                              "choose a smaller base_model"),
+              preflight.Check("disk for the run folder", preflight.OK, "enough")]
+    try:
+        preflight.require_ready(checks)
+    except preflight.NotReadyError as error:
+        raised = error
+
+    class KernelError(Exception):  # papermill hands the kernel's error back by name and value
+        ename, evalue = "NotReadyError", str(raised)
+
+    layout = RunLayout(run_dir=Path("outputs/paper"), cache_path=Path("llm.sqlite"))
+    failure = runner._preflight_failure(KernelError.evalue, layout.executed_notebook(
+        "00_preflight.ipynb"), runner.RunResult(layout, params_file="params/paper.yaml"))
+    return f"aloe: {cli._error_lines(failure)}".splitlines()
+
+
 def fuzz_line() -> str:
     spec = importlib.util.spec_from_file_location("test_fuzz", ROOT / "tests" / "test_fuzz.py")
     assert spec and spec.loader
@@ -254,8 +328,9 @@ def render() -> str:
         "# Errors and exit codes", "",
         "Written by `python scripts/errors_doc.py`: each example below is the message the "
         "current code produces for it (`tests/test_errors_doc.py` checks that this page is "
-        "what the script writes). Every message is one line: what, where, and what to do; "
-        "`…` stands for the folder the example ran in.", "",
+        "what the script writes). Every message is one line: what, where, and what to do "
+        "(a failed preflight alone lists its failed checks, one line each, below); `…` stands "
+        "for the folder the example ran in.", "",
         "`aloe` exits with **0** when everything asked for is done, **2** when input is refused "
         "(before anything is written), and **1** when work failed (a stage, the network, the "
         "disk). A run that lost items never exits 0.", "",
@@ -270,8 +345,10 @@ def render() -> str:
         lines.append(f"| {code} | `{name}` | {when} | {cell} |")
     lines += ["", "A stage that fails in a notebook ends `aloe run` with `RunError` (exit 1): "
               "the notebook, the cell, the error and the executed notebook that holds the "
-              "traceback; a preflight whose readiness checks failed ends it with "
-              "`NotReadyError` (exit 1), every failed check whole in the one line.", ""]
+              "traceback. A preflight whose readiness checks failed (stage 0's "
+              "`NotReadyError`) ends it with exit 1 and a headline naming the parameter file, "
+              "then one line per failed check, whole (what, where, what to do), then where "
+              "every check and the plan are:", "", "```text", *preflight_example(), "```", ""]
     return "\n".join(lines)
 
 

@@ -18,8 +18,9 @@ SFT adapter with its frozen copy as the reference, as `dpo.start_from: sft` does
 
 1. QLoRA SFT and DPO at Llama-3-8B-Instruct's shapes, 2,048 tokens, micro-batch 1
    (`params/paper_plus.yaml`), at the released lengths that `params/paper.yaml` takes (SFT
-   8,192 tokens, DPO 512), and at Qwen2-7B's shapes (another family): peak GPU memory (`torch.cuda.max_memory_allocated` and
-   `max_memory_reserved`), tokens/s, seconds per optimiser step. Goal: peaks under 20 GB.
+   8,192 tokens, DPO 512), and at Qwen2-7B's shapes (another family): peak GPU memory
+   (`torch.cuda.max_memory_allocated` and `max_memory_reserved`), tokens/s, seconds per
+   optimiser step. Goal: peaks under 20 GB.
 2. The edge of a `--card-gb` card (24): PyTorch's allocator capped at what such a card leaves,
    series of ever longer sequences and larger micro-batches, each stopped at its first
    out-of-memory; tries left when `--minutes` is spent are marked not tried.
@@ -511,7 +512,8 @@ def measure_generation(shape: str, tokenizer: Any, device: Device, batches: list
     report: dict[str, Any] = {"new_tokens": new_tokens, "prompt_tokens": prompt_tokens}
     for warm_up, batch in [(True, batches[0]), *((False, b) for b in batches)]:
         prompts = [tokenizer.apply_chat_template(
-            [{"role": "user", "content": " ".join(rng.choice(words) for _ in range(prompt_tokens))}],
+            [{"role": "user",
+              "content": " ".join(rng.choice(words) for _ in range(prompt_tokens))}],
             tokenize=False, add_generation_prompt=True) for _ in range(batch)]
         inputs = tokenizer(prompts, return_tensors="pt", padding=True,
                            add_special_tokens=False).to(_target(device))
@@ -794,7 +796,8 @@ def render_markdown(report: dict[str, Any], figures: dict[str, Any]) -> str:
         "NF4 base with double quantisation, LoRA r=16 on every linear layer, activation "
         "checkpointing, paged 8-bit AdamW, micro-batch 1; DPO continues the SFT adapter.", "",
         "| scenario | why | stage | tokens | peak allocated (GB) | peak reserved (GB) | "
-        "tokens/s (steady) | s per step |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        "tokens/s (steady) | s per step |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in report["training"].items():
         if "skipped" in r or "error" in r:
             lines.append(f"| {name} | {r.get('skipped') or r.get('error')} | | | | | | |")

@@ -35,7 +35,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/tiny_run.png"))
     args = parser.parse_args()
     plots.style()
-    layout = RunLayout(run_dir=args.run_dir, cache_path=args.run_dir.parent / "cache" / "llm.sqlite")
+    layout = RunLayout(run_dir=args.run_dir,
+                       cache_path=args.run_dir.parent / "cache" / "llm.sqlite")
     figure = FIGURES[args.figure](layout)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=110, bbox_inches="tight")

@@ -63,6 +63,15 @@ def tiny_params(tmp_path: Path) -> Params:
 
 
 @pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One response cache for the tests that run the same small stage of conversations (the
+    second is free), in stage 2's tests and in the exports' tests alike."""
+    folder = tmp_path_factory.getbasetemp() / "conversations_cache"
+    folder.mkdir(exist_ok=True)
+    return folder / "llm.sqlite"
+
+
+@pytest.fixture(scope="session")
 def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
     """One real `transformers serve` with the embedded model for the session."""
     from aloe.llm.server import ENV_MODEL, ENV_URL, export_to_children, start_server

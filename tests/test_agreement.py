@@ -6,8 +6,14 @@ import math
 
 import pytest
 
-from aloe.agreement import (agreement, cohen_kappa, observed_agreement, ranks, spearman,
-                            weighted_kappa)
+from aloe.agreement import (
+    agreement,
+    cohen_kappa,
+    observed_agreement,
+    ranks,
+    spearman,
+    weighted_kappa,
+)
 
 
 def two_by_two(yy: int, yn: int, ny: int, nn: int) -> tuple[list[int], list[int]]:

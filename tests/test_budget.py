@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aloe import budget, evaluation
+from aloe import budget, evaluation, spend
 from aloe.budget import BudgetExceededError
 from aloe.config import params_from_dict
 from aloe.llm import load_usage_history
 from aloe.records import read_records
 from tests.conftest import ROOT
-from tests.test_evaluation_modes import stub_dict, with_benchmark
 from tests.support.stub_server import StubServer
+from tests.test_evaluation_modes import stub_dict, with_benchmark
 
 PRICE = {"price_input_per_1m": 100.0, "price_output_per_1m": 400.0}  # dear, so that it adds up
 
@@ -95,12 +95,13 @@ def test_spend_table_puts_estimate_and_actual_side_by_side(tmp_path, stub,
                                                            reference_dir) -> None:
     params, _ = with_benchmark(priced(tmp_path, stub, {"budget_usd": 100.0}), reference_dir)
     evaluation.run_stage(params)
-    table = budget.spend_table(params)
-    assert list(table.columns) == ["estimated_usd", "actual_usd", "requests",
-                                   "stage_budget_usd"]
-    assert table.loc["evaluate", "actual_usd"] == pytest.approx(spent(params), rel=1e-4)
-    assert table.loc["evaluate", "estimated_usd"] >= table.loc["evaluate", "actual_usd"]
-    assert table.loc["total", "stage_budget_usd"] == 100.0
+    table = spend.spend_table(params)
+    assert list(table.columns) == ["estimated (USD)", "spent (USD)", "requests sent",
+                                   "budget (USD)"]
+    assert table.loc["evaluate", "spent (USD)"] == pytest.approx(spent(params), rel=1e-4)
+    assert table.loc["evaluate", "estimated (USD)"] >= table.loc["evaluate", "spent (USD)"]
+    assert table.loc["total", "budget (USD)"] == 100.0
+    assert table.loc["evaluate", "budget (USD)"] == "none set"
 
 
 def test_aloe_evaluate_over_budget_exits_1_with_one_line(tmp_path, stub,

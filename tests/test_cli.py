@@ -130,7 +130,8 @@ def test_an_error_of_the_file_itself_still_names_the_file(tmp_path: Path) -> Non
     bad = tmp_path / "bad.yaml"
     bad.write_text("conversations:\n  turnz: 2\n")
     with pytest.raises(ParamsError, match=rf"^{re.escape(str(bad))}: unknown key "
-                                          r"'conversations.turnz'$"):
+                                          r"'conversations.turnz'; did you mean "
+                                          r"conversations.turns\?$"):
         load_params(bad, [parse_set("conversations.turns=1")])
 
 
@@ -139,7 +140,8 @@ def test_unknown_set_key_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     result = _aloe(root, "run", "params/p.yaml", "--set", "conversations.turnz=1",
                    "--stages", "0", root=root)
     assert (result.returncode, result.stderr) == (
-        2, "aloe: --set: unknown key 'conversations.turnz'\n")
+        2, "aloe: --set: unknown key 'conversations.turnz'; did you mean "
+        "conversations.turns?\n")
     assert result.stdout == ""
     assert not (tmp_path / "outputs").exists() and not (root / "outputs").exists()
 
@@ -237,3 +239,117 @@ def test_bad_command_lines_are_refused_in_one_line(tmp_path: Path) -> None:
         assert len(result.stderr) < 400, name
     with pytest.raises(StageSelectionError, match="no notebook numbered 09"):
         parse_stages("9", notebooks())
+
+
+# ------------------------------------------------------------------------------------------
+# One way to name a run, and "did you mean" (issue 23)
+# ------------------------------------------------------------------------------------------
+RUN_COMMANDS = {"run": ["run"], "plan": ["plan"], "train": ["train", "sft"],
+                "evaluate": ["evaluate"], "ratings": ["ratings", "export"]}
+
+
+def _finished_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  roles: dict | None = None) -> tuple[Path, Path]:
+    """A project whose params/p.yaml made outputs/tiny with `--set conversations.turns=3`
+    (its manifest written, as `aloe run` writes it when the run starts)."""
+    from aloe import manifest
+    from aloe.config import params_from_dict
+    from aloe.records import write_json
+
+    data = tiny_dict(tmp_path, **({"roles": roles} if roles else {}))
+    data["run"].update(output_dir="outputs", cache_path=None)  # relative: in the project
+    root, _ = _project(tmp_path, data)
+    monkeypatch.setenv("ALOE_ROOT", str(root))
+    params = params_from_dict({**data, "conversations": {**data["conversations"], "turns": 3}},
+                              source="params/p.yaml")
+    write_json(params.layout.manifest, manifest.build(params, "params/p.yaml"))
+    return root, params.layout.run_dir
+
+
+def test_every_command_on_a_run_takes_a_file_and_run_name_or_a_run_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`compare` took run names, `ratings` and `evaluate` a file and no --run-name: now each
+    command that works on one run takes PARAMS [--run-name NAME], and PARAMS may be the run's
+    folder (the parameters it was made with)."""
+    root, run_dir = _finished_run(tmp_path, monkeypatch)
+    monkeypatch.chdir(root)
+    for name, command in RUN_COMMANDS.items():
+        named = cli._parser().parse_args([*command, "params/p.yaml", "--run-name", "other"])
+        params, shown = cli.resolve_params(named)
+        assert params.layout.run_dir == root / "outputs" / "other", name
+        assert shown == "params/p.yaml" and params.conversations.turns != 3, name
+        by_folder = cli._parser().parse_args([*command, "outputs/tiny"])
+        params, shown = cli.resolve_params(by_folder)
+        assert params.layout.run_dir == run_dir and shown == "outputs/tiny/manifest.json", name
+        assert params.conversations.turns == 3, name
+        changed = cli._parser().parse_args([*command, str(run_dir), "--run-name", "again",
+                                            "--set", "conversations.turns=2"])
+        params, _ = cli.resolve_params(changed)
+        assert params.layout.run_dir == root / "outputs" / "again", name
+        assert params.conversations.turns == 2, name
+    # compare: a RUN may be a parameter file too (the run its run.name names)
+    assert cli._run_folder_of("params/p.yaml") == str(run_dir)
+    assert cli._run_folder_of("tiny") == "tiny" and cli._run_folder_of("outputs/tiny") == \
+        "outputs/tiny"
+    # a folder that no run made is refused in one line, exit 2
+    (root / "outputs" / "empty").mkdir()
+    assert cli.main(["evaluate", "outputs/empty"]) == 2
+
+
+def test_a_run_folder_is_refused_in_one_line_when_it_is_no_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, _ = _finished_run(tmp_path, monkeypatch)
+    (root / "outputs" / "empty").mkdir()
+    result = _aloe(root, "plan", "outputs/empty", root=root)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("aloe: outputs/empty: a folder but not a run folder (no "
+                                    "manifest.json")
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["rn"], "argument COMMAND: invalid choice: 'rn'; did you mean run?"),
+    (["evalute", "params/tiny.yaml"], "invalid choice: 'evalute'; did you mean evaluate?"),
+    (["cache", "chek"], "invalid choice: 'chek'; did you mean check?"),
+    (["train", "sf", "params/tiny.yaml"], "invalid choice: 'sf'; did you mean sft?"),
+    (["ratings", "exprot", "params/tiny.yaml"], "invalid choice: 'exprot'; did you mean export?"),
+    (["run", "--run-nmae", "x"], "unrecognized arguments: --run-nmae; did you mean --run-name?"),
+    (["evaluate", "params/tiny.yaml", "--limt=3"],
+     "unrecognized arguments: --limt=3; did you mean --limit?"),
+    (["evaluate", "params/tiny.yaml", "--benchmark", "alo"],
+     "invalid choice: 'alo'; did you mean aloe?"),
+])
+def test_a_mistyped_command_or_option_says_what_was_meant(argv: list[str], said: str,
+                                                          capsys) -> None:
+    """Python 3.11's argparse lists the choices but guesses none (3.14 would, on request)."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    assert said in capsys.readouterr().err
+
+
+def test_a_command_nothing_resembles_gets_no_guess(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["zzzzzz"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'zzzzzz' (choose from 'run', 'plan'" in err
+    assert "did you mean" not in err
+
+
+def test_a_run_named_by_its_folder_runs_with_the_parameters_it_was_made_with(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aloe run outputs/tiny` goes the way `aloe run params/p.yaml` goes: the same --set and
+    --run-name mechanism over the folder's recorded parameters (here the first run's --set,
+    kept), recorded as coming from that manifest."""
+    from tests.conftest import stub_roles
+    from tests.support.stub_server import StubServer
+
+    with StubServer() as stub:
+        root, _ = _finished_run(tmp_path, monkeypatch, stub_roles(stub.base_url))
+        again = _aloe(root, "run", "outputs/tiny", "--stages", "0", "--run-name", "again",
+                      "--quiet", root=root)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"run folder: {root / 'outputs' / 'again'}" in again.stdout
+    recorded = json.loads((root / "outputs" / "again" / "manifest.json").read_text())
+    assert recorded["params_file"] == "outputs/tiny/manifest.json"
+    assert recorded["params"]["conversations"]["turns"] == 3  # the file says otherwise
+    assert recorded["params"]["run"]["name"] == "again"

@@ -24,7 +24,8 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text, message", [
     ("roles:\n  judge:\n    temprature: 0.1\n", "unknown key 'roles.judge.temprature'"),
     ("colour: blue\n", "unknown key 'colour'"),
-    ("conversations:\n  turns: many\n", "key 'conversations.turns': Input should be a valid integer"),
+    ("conversations:\n  turns: many\n",
+     "key 'conversations.turns': Input should be a valid integer"),
     ("sft:\n  lora_r: 0\n", "key 'sft.lora_r': Input should be greater than or equal to 1"),
     ("personas:\n  import_profiles: no/such/file.jsonl\n",
      "personas.import_profiles: file not found: no/such/file.jsonl"),
@@ -173,7 +174,8 @@ def test_renamed_trainer_options_load_under_their_current_names() -> None:
     trainer = params.sft.trainer
     assert trainer["activation_checkpointing"] is False
     assert trainer["activation_checkpointing_kwargs"] == {"x": 1}
-    assert "gradient_checkpointing" not in trainer and "gradient_checkpointing_kwargs" not in trainer
+    assert "gradient_checkpointing" not in trainer
+    assert "gradient_checkpointing_kwargs" not in trainer
     assert params.dpo.trainer["activation_checkpointing"] is True  # the default, new name
     with pytest.raises(ParamsError, match="'gradient_checkpointing' and 'activation_checkpointing'"
                                           " disagree"):
@@ -381,3 +383,89 @@ def test_an_endpoint_under_test_takes_its_own_timeout_and_retries(tmp_path: Path
     params = params_from_dict(data, source="test")
     role = endpoint_role(params, params.evaluation.models[0])
     assert (role.timeout, role.max_retries) == (20, 1)
+
+
+# ------------------------------------------------------------------------------------------
+# A key that is nearly right says which one was meant (issue 23)
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("data, message", [
+    ({"sft": {"trainer": {"learnig_rate": 1e-4}}},
+     "key 'sft.trainer': 'learnig_rate' is not an option of TRL's SFTConfig (trl {trl}); did "
+     "you mean sft.trainer.learning_rate?"),
+    ({"dpo": {"trainer": {"bta": 0.5}}}, "did you mean dpo.trainer.beta?"),
+    ({"run": {"nmae": "x"}}, "unknown key 'run.nmae'; did you mean run.name?"),
+    ({"runn": {"name": "x"}}, "unknown key 'runn'; did you mean run?"),
+    ({"roles": {"second_judge": {"modle": "x"}}},
+     "unknown key 'roles.second_judge.modle'; did you mean roles.second_judge.model?"),
+    ({"evaluation": {"models": [{"name": "base", "limt": 3}]}},
+     "unknown key 'evaluation.models.0.limt'"),
+    ({"conversations": {"turnz": 2}},
+     "unknown key 'conversations.turnz'; did you mean conversations.turns?"),
+])
+def test_a_mistyped_key_gets_a_did_you_mean(data: dict, message: str) -> None:
+    from importlib import metadata
+
+    with pytest.raises(ParamsError) as error:
+        params_from_dict(data, source="p.yaml")
+    said = str(error.value)
+    assert said.startswith("p.yaml: ") and message.format(trl=metadata.version("trl")) in said
+    assert "\n" not in said
+
+
+def test_a_key_nothing_resembles_gets_no_guess() -> None:
+    for data in ({"colour": "blue"}, {"sft": {"trainer": {"zzzzzz": 1}}},
+                 {"run": {"qqqq": 1}}):
+        with pytest.raises(ParamsError) as error:
+            params_from_dict(data, source="p.yaml")
+        assert "did you mean" not in str(error.value), data
+    with pytest.raises(ParamsError, match=r"'zzzzzz' is not an option of TRL's SFTConfig .*; see "
+                                          "its documentation for the options$"):
+        params_from_dict({"sft": {"trainer": {"zzzzzz": 1}}}, source="p.yaml")
+
+
+def test_an_injected_section_that_is_nearly_right_is_named() -> None:
+    injected = "# Parameters\nrunn = {'name': 'nb'}\nparams_file = 'x.yaml'\n"
+    namespace = {"In": [injected], "runn": {"name": "nb"}, "params_file": "x.yaml"}
+    with pytest.raises(ParamsError, match=r"^x.yaml: unknown key 'runn'; did you mean run\?$"):
+        notebook_params(namespace)
+
+
+# ------------------------------------------------------------------------------------------
+# A run named by its folder (issue 23): the parameters it was made with
+# ------------------------------------------------------------------------------------------
+def test_a_run_folder_gives_the_parameters_it_was_made_with(tmp_path: Path) -> None:
+    import shutil
+
+    from aloe import manifest
+    from aloe.config import load_run_folder, parse_set
+    from aloe.records import write_json
+    from tests.conftest import tiny_dict
+
+    params = params_from_dict(tiny_dict(tmp_path, conversations={"turns": 3}), source="p.yaml")
+    run_dir = params.layout.run_dir
+    with pytest.raises(ParamsError, match="no such run folder"):
+        load_run_folder(run_dir)
+    run_dir.mkdir(parents=True)
+    with pytest.raises(ParamsError, match=r"a folder but not a run folder \(no manifest.json"):
+        load_run_folder(run_dir)
+    write_json(params.layout.manifest, manifest.build(params, "p.yaml"))
+
+    again = load_run_folder(run_dir, source="outputs/tiny")
+    assert again.model_dump(mode="json") == params.model_dump(mode="json")
+    assert again.layout == params.layout and again.source == "outputs/tiny"
+    renamed = load_run_folder(run_dir, [parse_set("dpo.trainer.beta=0.5"),
+                                        parse_set("run.name=tiny-beta")])
+    assert renamed.layout.run_dir == run_dir.parent / "tiny-beta"
+    assert renamed.dpo.trainer["beta"] == 0.5 and renamed.conversations.turns == 3
+    with pytest.raises(ParamsError, match=r"^--set: key 'dpo.trainer': 'bta' is not an option"):
+        load_run_folder(run_dir, [parse_set("dpo.trainer.bta=0.5")])
+
+    moved = tmp_path / "elsewhere" / "copy"  # a folder moved or copied: read where it is now
+    shutil.copytree(run_dir, moved)
+    copy = load_run_folder(moved)
+    assert copy.layout.run_dir == moved and copy.run.name == "copy"
+    assert copy.conversations.turns == 3
+
+    params.layout.manifest.write_text("{not json")
+    with pytest.raises(ParamsError, match="not a run manifest with its parameters"):
+        load_run_folder(run_dir)

@@ -10,11 +10,21 @@ from typing import Any
 
 import pytest
 
-from aloe.config import params_from_dict
 from aloe.chat import trim_unfinished
-from aloe.conversations import (ConversationMaker, conversation_id, load_conversations,
-                                parse_inferred, plan, plan_conversations, render_tree_html,
-                                rule_table, run_stage, summarise, turn_table)
+from aloe.config import params_from_dict
+from aloe.conversations import (
+    ConversationMaker,
+    conversation_id,
+    load_conversations,
+    parse_inferred,
+    plan,
+    plan_conversations,
+    render_tree_html,
+    rule_table,
+    run_stage,
+    summarise,
+    turn_table,
+)
 from aloe.llm import Completion, LLMError, run_sync
 from aloe.records import read_records, write_records
 from aloe.simulator import clean_user_message, simulate_user
@@ -70,24 +80,14 @@ def with_personas(data: dict, n: int = len(PERSONAS)):
     return params
 
 
-@pytest.fixture(scope="session")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One response cache for the tests that run the same small stage (the second is free).
-
-    A fixed path under the session's folder, so that test modules importing this fixture
-    share it too."""
-    folder = tmp_path_factory.getbasetemp() / "conversations_cache"
-    folder.mkdir(exist_ok=True)
-    return folder / "llm.sqlite"
-
-
 # ------------------------------------------------------------------------------------------
 # Text handling (no model)
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("raw, expected", [
     ('"User: *smiles* Hey there! (laughs) I just got back from a ride."',
      "Hey there! I just got back from a ride."),
-    ("I fixed the carburettor today.\nThe assistant: Nice!\nYou: thanks", "I fixed the carburettor today."),
+    ("I fixed the carburettor today.\nThe assistant: Nice!\nYou: thanks",
+     "I fixed the carburettor today."),
     ("**You:** \u201cHonestly, work was rough today.\u201d", "Honestly, work was rough today."),
     ("[sighs] ok fine.", "ok fine."),
     ("Me: I am 34 (almost 35) and tired", "I am 34 (almost 35) and tired"),
@@ -108,7 +108,8 @@ def test_trim_unfinished_only_when_cut_off() -> None:
                                                       "personality": "none"}),
     ("**Profile:** likes bikes,\n  has a daughter\n**Personality**: Blunt.",
      {"profile": "likes bikes, has a daughter", "personality": "Blunt."}),
-    ("- profile - None.\n- personality: not revealed yet", {"profile": "none", "personality": "none"}),
+    ("- profile - None.\n- personality: not revealed yet",
+     {"profile": "none", "personality": "none"}),
     ("Profile: a paramedic", {"profile": "a paramedic", "personality": "none"}),
     ("Profile: rides motorbikes\nPersonality: blunt\n\nUser: I'm off to the garage",
      {"profile": "rides motorbikes", "personality": "blunt"}),
@@ -157,7 +158,8 @@ class ScriptedLLM:
             return Completion(text="Hinted reply." if hinted else "Plain reply.")
         prompt = next(m["content"] for m in reversed(messages)
                       if m["role"] == "user" and "Hinted reply." in m["content"])
-        first = "hinted" if prompt.index("Hinted reply.") < prompt.index("Plain reply.") else "plain"
+        hinted_first = prompt.index("Hinted reply.") < prompt.index("Plain reply.")
+        first = "hinted" if hinted_first else "plain"
         attempt = 1 if "Hinted reply." in messages[-1]["content"] else 2  # 2: a re-ask
         text = self.judge(first, attempt)
         return Completion(text=text, logprobs=self.logprobs(first) if logprobs and self.logprobs
@@ -564,3 +566,70 @@ def test_personas_with_the_same_text_start_independent_conversations(tmp_path: P
     assert sorted(t["persona"]["id"] for t in trees) == ["persona-a", "persona-b", "persona-c"]
     first_users = [t["turns"][0]["user"] for t in trees]
     assert len(set(first_users)) == 3, first_users
+
+
+def test_the_stage_never_writes_a_conversation_its_readers_would_refuse(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer holds conversations.jsonl's schema as its readers do (issue 27): a tree with
+    a value off the schema, or one whose id is already written, is refused before it is
+    written, naming the file; what was written before stays as it was."""
+    from aloe.records import SchemaError
+
+    params = _stub_stage_params(tmp_path, "http://127.0.0.1:9/v1", n=3, concurrency=1)
+    path = params.layout.conversations
+
+    def writes(tree) -> None:
+        async def conversation(self, item):
+            return tree(item)
+
+        monkeypatch.setattr(ConversationMaker, "conversation", conversation)
+        run_stage(params)
+
+    with pytest.raises(SchemaError) as refused:
+        writes(lambda item: {"id": item["id"], "index": -1, "persona": item["persona"],
+                             "turns": []})
+    assert str(refused.value) == (f"{path}: refusing to write a record that breaks its schema "
+                                  "(conversation conv-00000: index -1 is not a position); "
+                                  "nothing was written")
+    assert not path.exists() or read_records(path) == []
+    with pytest.raises(SchemaError) as twice:  # every conversation says it is the first
+        writes(lambda item: {"id": "conv-00000", "index": 0, "persona": item["persona"],
+                             "turns": [{"turn": 1}, {"turn": 2}]})
+    assert "(conversation conv-00000 is written twice (first on line 1))" in str(twice.value)
+    assert [r["id"] for r in read_records(path)] == ["conv-00000"]
+    with pytest.raises(SchemaError, match=r"conv-00000 is written twice \(first on line 1\)"):
+        # a rerun: the writer's schema has seen the file
+        writes(lambda item: {"id": "conv-00000", "index": 0, "persona": item["persona"],
+                             "turns": [{"turn": 1}, {"turn": 2}]})
+    assert [r["id"] for r in read_records(path)] == ["conv-00000"]
+
+
+def test_dropped_conversations_are_replaced_as_released_when_asked(tmp_path: Path) -> None:
+    """Issue 22: the released stage 2 writes until it has its 3,000 conversations. With
+    `replace_dropped`, each conversation dropped for an unreadable inducer answer brings in
+    the plan's next persona, until n are complete; without it the dropped count inside n. The
+    stub server leaves most inducer answers unreadable (the same request always the same)."""
+    from tests.support.stub_server import StubServer
+
+    def complete_and_dropped(params) -> tuple[int, int]:
+        trees = read_records(params.layout.conversations)
+        return (sum(not t.get("dropped") for t in trees), sum(bool(t.get("dropped"))
+                                                              for t in trees))
+
+    kept = dict(prompt_style="reference", judge_rule="hinted_first", turns=2)
+    with StubServer(seed=2, unreadable_inducer=0.4) as stub:
+        plain = _stub_stage_params(tmp_path / "counted", stub.base_url, n=6, **kept)
+        run_stage(plain)
+        replacing = _stub_stage_params(tmp_path / "replaced", stub.base_url, n=6,
+                                       replace_dropped=True, **kept)
+        summary = run_stage(replacing)
+        asked = stub.stats()["requests"]
+        again = run_stage(replacing)  # a rerun: everything written, nothing asked
+        assert stub.stats()["requests"] == asked and again.written_now == 0
+    complete, dropped = complete_and_dropped(plain)
+    assert complete + dropped == 6 and dropped >= 1  # dropped ones count inside the six
+    complete, dropped = complete_and_dropped(replacing)
+    assert dropped >= 1 and complete == 6  # each dropped one replaced (up to six more)
+    ids = sorted(t["id"] for t in read_records(replacing.layout.conversations))
+    assert ids == [conversation_id(i) for i in range(complete + dropped)]
+    assert summary.written_now == complete + dropped

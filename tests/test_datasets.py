@@ -12,8 +12,7 @@ from aloe.config import params_from_dict
 from aloe.conversations import load_conversations, run_stage
 from aloe.datasets import examples, export, split_personas
 from aloe.records import write_records
-from tests.test_conversations import (persona_records, shared_cache,  # noqa: F401
-                                      small_dict, with_personas)
+from tests.test_conversations import persona_records, small_dict, with_personas
 
 
 def hand_tree(conv: str, persona: dict, verdicts: list[str], continued: list[str]) -> dict:

@@ -17,9 +17,9 @@ import yaml
 from aloe import evaluation
 from aloe.config import params_from_dict
 from aloe.evaluation import EvaluationError
-from aloe.protocols.aloe import parse_score
 from aloe.policy import InProcessResponder, PolicyError
 from aloe.pools import load_aloe_benchmark
+from aloe.protocols.aloe import parse_score
 from aloe.records import read_records, write_records
 from tests.conftest import MODEL_CACHE, ROOT, embedded_model, tiny_dict
 
@@ -438,3 +438,112 @@ def test_a_benchmark_persona_off_its_schema_is_refused_with_file_and_line(
         with pytest.raises(DataError) as error:
             evaluation.benchmark_personas(params)
         assert str(error.value).startswith(f"{params.layout.benchmark}:2: {said}")
+
+
+class _Offline:
+    """An LLM session for side measures whose judges a test replaces: it only runs them."""
+
+    chat = None
+
+    def run(self, work):
+        from aloe.llm import run_sync
+
+        return run_sync(work)
+
+
+class _Saying:
+    """A model under test that says one thing to everything."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def reply_many(self, prompts):
+        from aloe.policy import Reply
+
+        return [Reply(self.text) for _ in prompts]
+
+
+def test_side_records_off_their_schema_are_refused_where_written_and_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inference probes, the simulated user measured and the second judge's judgements
+    have their schemas too: an accuracy of 7 (0-1), a contradiction "no", a second score of
+    99 or a line written twice is named by file and line by every reader (metrics.json's
+    figures, the stage resuming), and the stage never writes such a record."""
+    from aloe.judges import Judgement, Measurement
+    from aloe.records import DataError, SchemaError
+
+    data = stage_dict(tmp_path, models=[{"name": "base"}], inference_probe=True,
+                      simulator_check=True, judge_check={"sample": 2})
+    data["roles"]["second_judge"] = dict(data["roles"]["judge"])
+    params = params_from_dict(data)
+    layout, spec, offline = params.layout, params.evaluation.models[0], _Offline()
+    personas = [{"id": "b0", "profile": "He is a cook.", "personality": "He is calm."}]
+    write_records(layout.benchmark, personas)
+    records = [{"model": "base", "persona_id": "b0", "turn": turn, "user": "Hi",
+                "reply": "Hello.", "score": 4} for turn in (1, 2)]
+    write_records(layout.eval_records("base"), records)
+    probes, measures, judged = (layout.probe_records("base"), layout.simulator_records("base"),
+                                layout.judge_check())
+    good = {probes: {"model": "base", "persona_id": "b0", "turn": 1, "statement": "You cook.",
+                     "accuracy": 0.5},
+            measures: {"model": "base", "persona_id": "b0", "turn": 1, "revealed": 0.3,
+                       "contradiction": False},
+            judged: {"model": "base", "persona_id": "b0", "turn": 1, "main_score": 4,
+                     "second_score": 3}}
+    for path, record in good.items():
+        write_records(path, [record, {**record, "turn": 2}])
+    metrics = evaluation.compute_metrics(params, records, personas)
+    assert {"inference", "simulator", "judge_agreement"} <= set(metrics)
+
+    def figures():
+        return evaluation.compute_metrics(params, records, personas)
+
+    readers = {probes: [figures, lambda: evaluation.run_stage(params)],
+               measures: [figures, lambda: evaluation.check_simulator(
+                   params, offline, "base", personas, "aloe")],
+               judged: [figures, lambda: evaluation.check_judge(params, offline, personas,
+                                                                records, "aloe")]}
+    bad = {probes: ("accuracy", 7, "accuracy 7 is not a number from 0 to 1 (or none)"),
+           measures: ("contradiction", "no", "contradiction 'no' is not true or false (or none)"),
+           judged: ("second_score", 99, "second_score 99 is not on the aloe protocol's 1-5 "
+                                        "scale")}
+    for path, (key, value, said) in bad.items():
+        for lines, says in [([good[path], {**good[path], "turn": 2, key: value}], said),
+                            ([good[path], good[path]], "written twice (first on line 1)")]:
+            write_records(path, lines)
+            for read in readers[path]:
+                with pytest.raises(DataError) as error:
+                    read()
+                assert str(error.value).startswith(f"{path}:2: ") and says in str(error.value)
+        write_records(path, [good[path]])  # turn 2 is left to measure
+
+    async def accuracy_of_7(*args, **kwargs):
+        return Measurement(7.0, "70", 1)
+
+    async def revealed_too_much(*args, **kwargs):
+        return Measurement(1.5, "15", 1)
+
+    async def no(*args, **kwargs):
+        return Measurement(False, "No", 1)
+
+    async def score_of_9(*args, **kwargs):
+        return Judgement(9, "9", 1)
+
+    monkeypatch.setattr(evaluation, "score_inference", accuracy_of_7)
+    monkeypatch.setattr(evaluation, "score_revealed", revealed_too_much)
+    monkeypatch.setattr(evaluation, "check_contradiction", no)
+    monkeypatch.setattr(evaluation, "score_reply", score_of_9)
+    done = evaluation._finished(params, spec, personas)
+    writers = {probes: (lambda: evaluation.probe_model(params, offline, spec, personas,
+                                                       _Saying("You cook."), done),
+                        "accuracy 7.0 is not a number from 0 to 1 (or none)"),
+               measures: (readers[measures][1], "revealed 1.5 is not a number from 0 to 1 "
+                                                "(or none)"),
+               judged: (readers[judged][1], "second_score 9 is not on the aloe protocol's 1-5 "
+                                            "scale")}
+    for path, (write, said) in writers.items():
+        with pytest.raises(SchemaError) as refused:
+            write()
+        assert str(refused.value) == (f"{path}: refusing to write a record that breaks its "
+                                      f"schema ({said}); nothing was written")
+        assert read_records(path) == [good[path]]

@@ -296,7 +296,8 @@ def test_simulator_and_judge_measured(tmp_path, stub, reference_dir) -> None:
                for r in judged)
     pairs = [r for r in judged if r["main_score"] is not None and r["second_score"] is not None]
     assert any(r["main_score"] != r["second_score"] for r in pairs)
-    from aloe import agreement as measures, protocols
+    from aloe import agreement as measures
+    from aloe import protocols
 
     expected = measures.agreement([r["main_score"] for r in pairs],
                                   [r["second_score"] for r in pairs],
@@ -338,7 +339,7 @@ def test_notebook_05_shows_every_measure_with_intervals(tmp_path, stub, referenc
     for expected in ("protocol **aloe** (aloe-1)", "**aloe-shift3-personality**: protocol",
                      "**aloe-shift3-personality-replay-a**: protocol", "turns to recover CI",
                      "inference accuracy at turn", "revealed (judge), mean CI",
-                     "weighted kappa CI", "estimated_usd", "Beyond the paper's evaluation"):
+                     "weighted kappa CI", "estimated (USD)", "Beyond the paper's evaluation"):
         assert expected in text, expected
     assert "protocol **rlpa**" not in text  # one protocol only, never two in one table
 

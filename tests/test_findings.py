@@ -215,5 +215,6 @@ def test_replayed_users_mark_the_differences_with_the_reference_model() -> None:
     caveat = next(f for f in replayed if f.kind == "replay_bias")
     assert caveat.caveat and "favours it" in caveat.text
     texts = {f.text.split("**")[1]: f.text for f in replayed if f.kind == "difference"}
-    assert "biased toward base" in texts["sft - base"] and "biased toward base" in texts["dpo - base"]
+    assert "biased toward base" in texts["sft - base"]
+    assert "biased toward base" in texts["dpo - base"]
     assert "biased" not in texts["dpo - sft"]

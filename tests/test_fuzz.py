@@ -24,14 +24,14 @@ import pytest
 import yaml
 
 from aloe.config import ParamsError, load_params
-from aloe.errors import AloeError
 from aloe.llm.cache import answer_problem
 from aloe.llm.client import MalformedAnswer, _completion
 from tests.conftest import ROOT, tiny_dict
 
 SEED = 27
 COUNTS = {"parameter files": 600, "parameter texts": 600, "evaluation records": 800,
-          "conversation files": 400, "ratings files": 600, "backend answers": 3000}
+          "conversation files": 400, "side records": 600, "ratings files": 600,
+          "backend answers": 3000}
 HANG_S = 2.0  # far above any accepted or refused input here: a guard, not a speed target
 
 ODD_VALUES: list[Any] = [None, True, False, 0, -1, 1, 2**63, -(2**63), 1e308, -1e-308,
@@ -233,6 +233,91 @@ def test_mutated_conversation_files_are_read_or_refused_by_file_and_line(
         cases.append(lines)
     tally = _check("conversations", cases, read, (DataError,))
     assert tally["accepted"] > 0 and tally["refused"] > 0
+
+
+def test_mutated_side_records_are_read_or_refused_by_file_and_line(tmp_path: Path) -> None:
+    """Stage 5's side records (inference probes, the simulated user measured, the second
+    judge), the imported human ratings and stage 1's files (a pool, the rounds, the
+    candidates, the leakage check), each mutated and read where the workbook reads it: the
+    figures of metrics.json, the judge-human agreement, notebook 01's tables."""
+    from aloe import evaluation, personas
+    from aloe.config import params_from_dict
+    from aloe.records import DataError, write_records
+
+    rng = random.Random(f"{SEED}/side records")
+    data = tiny_dict(tmp_path, evaluation={"turns": 2, "bootstrap_samples": 20,
+                                           "inference_probe": True, "simulator_check": True,
+                                           "judge_check": {"sample": 4}})
+    data["roles"]["second_judge"] = dict(data["roles"]["judge"])
+    params = params_from_dict(data)
+    layout = params.layout
+    people = [{"id": f"b{i}", "profile": "He is a cook.", "personality": "He is calm."}
+              for i in range(3)]
+    write_records(layout.benchmark, people)
+    keys = [(p["id"], turn) for p in people for turn in (1, 2)]
+    records = [{"model": "base", "persona_id": pid, "turn": turn, "score": 1 + turn,
+                "user": "Hi", "reply": "Sure."} for pid, turn in keys]
+    write_records(layout.eval_records("base"), records)
+    good = {
+        layout.probe_records("base"): [
+            {"model": "base", "persona_id": pid, "turn": turn, "statement": "You cook.",
+             "accuracy": 0.5, "truncated": False} for pid, turn in keys],
+        layout.simulator_records("base"): [
+            {"model": "base", "persona_id": pid, "turn": turn, "revealed": 0.2 * turn,
+             "contradiction": turn == 2} for pid, turn in keys],
+        layout.judge_check(): [
+            {"model": "base", "persona_id": pid, "turn": turn, "main_score": 1 + turn,
+             "second_score": 2} for pid, turn in keys],
+        layout.human_ratings(): [
+            {"kit": "k1", "rater": rater, "item": f"i{n}", "rating": 1 + n % 5,
+             "model": "base", "persona_id": pid, "turn": turn, "judge_score": 1 + turn}
+            for rater in ("ann", "bob") for n, (pid, turn) in enumerate(keys)],
+        layout.pool("profiles"): [{"id": f"profile-{n:04d}", "text": f"He is cook {n}.",
+                                   "source": "seed"} for n in range(1, 4)],
+        layout.persona_rounds: [
+            {"pool": "profiles", "round": n, "calls": 1, "samples": [n], "unusable": 0,
+             "candidates": 4, "admitted": 1, "rejected": 3, "surplus": 0, "pool_size": 3 + n,
+             "admission_rate": 0.25} for n in range(3)],
+        layout.persona_candidates: [
+            {"pool": "profiles", "round": 0, "call": 0, "text": "He is a baker.",
+             "max_similarity": 0.4, "nearest_id": "profile-0001", "status": status,
+             "id": None} for status in ("admitted", "rejected", "surplus")],
+        layout.persona_leakage: [{"benchmark_id": p["id"], "nearest_train_id": "persona-1",
+                                  "similarity": 0.5} for p in people],
+    }
+    readers = {
+        **dict.fromkeys(list(good)[:3], lambda: evaluation.compute_metrics(params, records,
+                                                                           people)),
+        layout.human_ratings(): lambda: evaluation.human_agreement(params),
+        layout.pool("profiles"): lambda: personas.read_pool(layout, "profiles"),
+        layout.persona_rounds: lambda: personas.rounds_table(layout),
+        layout.persona_candidates: lambda: personas.candidates_table(layout),
+        layout.persona_leakage: lambda: personas.persona_leakage_table(layout),
+    }
+    for path, lines in good.items():
+        write_records(path, lines)
+        readers[path]()  # the good files read
+
+    def read(case: tuple[Path, list[str]]) -> Any:
+        path, lines = case
+        path.write_text("".join(line + "\n" for line in lines))
+        try:
+            return readers[path]()
+        finally:
+            write_records(path, good[path])
+
+    cases = []
+    for _ in range(COUNTS["side records"]):
+        path = rng.choice(list(good))
+        lines = [json.dumps(_mutate(r, rng, edits=1) if rng.random() < 0.3 else r)
+                 for r in good[path]]
+        if rng.random() < 0.2:
+            lines.append(lines[rng.randrange(len(lines))])  # a line written twice
+        if rng.random() < 0.1:
+            lines.insert(rng.randrange(len(lines)), _junk_line(rng))
+        cases.append((path, lines))
+    tally = _check("side records", cases, read, (DataError,))
+    assert tally["accepted"] > 0 and tally["refused"] > COUNTS["side records"] // 4
 
 
 # ------------------------------------------------------------------------------------------

@@ -8,12 +8,18 @@ import math
 import pytest
 
 from aloe.chat import transcript
-from aloe.judges import (choice_probabilities, parse_choice, parse_ten, parse_yes_no,
-                         preference_messages, score_reply)
+from aloe.judges import (
+    choice_probabilities,
+    parse_choice,
+    parse_ten,
+    parse_yes_no,
+    preference_messages,
+    score_reply,
+)
+from aloe.llm import Completion, run_sync
 from aloe.protocols import ALOE, RLPA
 from aloe.protocols.aloe import expected_score, parse_score, score_messages
 from aloe.protocols.rlpa import parse_binary
-from aloe.llm import Completion, run_sync
 
 
 # ------------------------------------------------------------------------------------------
@@ -279,17 +285,6 @@ def test_the_reading_reaches_the_stage_two_judge(tmp_path) -> None:
         verdicts[reading] = asyncio.run(judge.verdict("conv-00000", 1, persona, [], replies, 0))
     assert verdicts["lenient"]["preferred"] == "hinted"
     assert verdicts["exact"]["preferred"] == "plain"  # as the released code counts it
-
-
-def test_paper_yaml_takes_every_released_switch_and_paper_plus_the_corrections() -> None:
-    from aloe.config import FIDELITY_SWITCHES
-    from tests.conftest import ROOT, load_params
-
-    paper = load_params(ROOT / "params" / "paper.yaml")
-    assert all(row["as released"] for row in paper.fidelity()), paper.fidelity()
-    plus = load_params(ROOT / "params" / "paper_plus.yaml")
-    corrected = {row["switch"] for row in plus.fidelity() if not row["as released"]}
-    assert "conversations.judge_reading" in corrected and corrected <= set(FIDELITY_SWITCHES)
 
 
 def test_the_contradiction_check_is_told_of_a_preference_shift() -> None:

@@ -8,8 +8,13 @@ import math
 import pytest
 
 from aloe import metrics
-from aloe.metrics import (alignment_levels, improvement_rate, normalized_improvement_rate,
-                          paired_difference, summarise)
+from aloe.metrics import (
+    alignment_levels,
+    improvement_rate,
+    normalized_improvement_rate,
+    paired_difference,
+    summarise,
+)
 
 
 def records(model: str, table: dict[str, list[int | None]]) -> list[dict]:

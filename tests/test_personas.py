@@ -426,3 +426,58 @@ def test_records_compare_equal_up_to_embedding_noise_only() -> None:
     assert not _same_records([record], [{**record, "text": "a pilot"}])
     assert not _same_records([record], [{**record, "round": 2}])
     assert not _same_records([record], [record, record])
+
+
+def test_stage_1_files_off_their_schema_are_refused_by_file_and_line(tmp_path: Path) -> None:
+    """The pools, the rounds log, every screened candidate and the leakage check have their
+    schemas (issue 27): a value of the wrong type or range, or a line written twice, is named
+    by file and line by the stage resuming and by the notebook's tables, never read as data
+    (an admitted count of "2" ended the stage in a TypeError)."""
+    from aloe.records import DataError, write_records
+    from tests.conftest import stub_roles
+
+    params = params_from_dict(tiny_dict(tmp_path, roles=stub_roles("http://127.0.0.1:9/v1")))
+    layout = params.layout
+    item = {"id": "profile-0001", "text": "He is a cook.", "source": "seed"}
+    logged = {"pool": "profiles", "round": 0, "calls": 1, "samples": [0], "unusable": 0,
+              "dropped_fragments": 0, "candidates": 4, "admitted": 2, "rejected": 2,
+              "surplus": 0, "pool_size": 22, "admission_rate": 0.5, "unusable_replies": [],
+              "dropped": []}
+    candidate = {"pool": "profiles", "round": 0, "call": 0, "text": "He is a baker.",
+                 "max_similarity": 0.4, "nearest_id": "profile-0001", "status": "admitted",
+                 "id": "profile-0021"}
+    nearest = {"benchmark_id": "bench-001", "nearest_train_id": "persona-01",
+               "similarity": 0.61}
+    write_records(layout.benchmark, [{"id": "bench-001", "profile": "He is a cook.",
+                                      "personality": "He is calm."}])
+
+    def resume() -> None:
+        personas.run_stage(params)
+
+    cases = {  # file: (good record, a bad one, what is said, its readers)
+        layout.pool("profiles"): (item, {**item, "id": "profile-0002", "text": 7},
+                                  "pool item 'profile-0002' without a text",
+                                  [resume, lambda: personas.read_pool(layout, "profiles")]),
+        layout.persona_rounds: (logged, {**logged, "round": 1, "admitted": "2"},
+                                "round 1 of pool 'profiles': admitted '2' is not a count",
+                                [resume, lambda: personas.rounds_table(layout)]),
+        layout.persona_candidates: (candidate, {**candidate, "status": "kept"},
+                                    "status 'kept' is not one of admitted, rejected, surplus",
+                                    [resume, lambda: personas.candidates_table(layout)]),
+        layout.persona_leakage: (nearest, {**nearest, "similarity": "high"},
+                                 "similarity 'high' is not a number from -1 to 1",
+                                 [lambda: personas.persona_leakage_table(layout)]),
+    }
+    for path, (good, bad, said, readers) in cases.items():
+        twice = "written twice (first on line 1)" if path != layout.persona_candidates else None
+        for lines, says in [([good, bad], said), ([good, good], twice)]:
+            if says is None:
+                continue
+            write_records(path, lines)
+            for read in readers:
+                with pytest.raises(DataError) as error:
+                    read()
+                assert str(error.value).startswith(f"{path}:2: ") and says in str(error.value)
+        path.unlink()
+    write_records(layout.persona_leakage, [nearest])
+    assert list(personas.persona_leakage_table(layout)["similarity"]) == [0.61]

@@ -18,8 +18,8 @@ import pytest
 from aloe import plan as planning
 from aloe.config import params_from_dict
 from aloe.judges import preference_messages
-from aloe.protocols.aloe import score_messages
 from aloe.prompts import few_shot, render
+from aloe.protocols.aloe import score_messages
 from aloe.records import append_record
 from aloe.simulator import simulator_messages
 from tests.conftest import MODEL_CACHE, ROOT, load_params, tiny_dict
@@ -133,8 +133,9 @@ def test_no_benchmark_pool_is_planned_when_evaluation_reads_the_official_one(
 # ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tokenizer():
-    from aloe.local_model import ensure_embedded_model
     from transformers import AutoTokenizer
+
+    from aloe.local_model import ensure_embedded_model
 
     return AutoTokenizer.from_pretrained(ensure_embedded_model(MODEL_CACHE))
 

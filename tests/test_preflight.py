@@ -127,15 +127,19 @@ def test_too_little_disk_is_a_failure(tmp_path: Path, monkeypatch) -> None:
     assert check.failed and "0.0 GB free" in check.detail and "run.output_dir" in check.detail
 
 
-def test_not_ready_lists_every_failure_whole_in_one_line() -> None:
+def test_not_ready_is_a_headline_and_one_whole_line_per_failure() -> None:
+    """Issue 23: 11 failures used to be one 2,864-character line joined by " | "."""
     reason = "x" * 400  # a table cell would cut it; the message must not
     checks = [preflight.Check("a", preflight.FAILED, reason),
               preflight.Check("b", preflight.OK, "fine"),
-              preflight.Check("c", preflight.FAILED, "second reason")]
+              preflight.Check("c", preflight.FAILED, "second\n   reason")]
     with pytest.raises(preflight.NotReadyError) as error:
         preflight.require_ready(checks)
-    assert str(error.value) == ("2 of 3 readiness checks failed; nothing was spent: "
-                                f"a: {reason} | c: second reason")
+    assert str(error.value).splitlines() == [
+        "2 of 3 readiness checks failed; nothing was spent; fix them and run again:",
+        f"- a: {reason}", "- c: second reason"]
+    assert error.value.details == [f"a: {reason}", "c: second reason"]
+    assert error.value.exit_code == 1
     preflight.require_ready(checks[1:2])  # nothing failed: nothing raised
 
 
@@ -143,8 +147,8 @@ def test_not_ready_lists_every_failure_whole_in_one_line() -> None:
 def test_a_paper_run_that_cannot_work_stops_in_stage_0_with_every_reason(tmp_path: Path) -> None:
     """`aloe run params/paper.yaml --stages 0` offline. Without its key: refused when the
     parameters load (exit 2, one line, no run folder). With a key but no network and no hub:
-    the plan is shown first, then the run stops with every failed check in one line, nothing
-    spent."""
+    the plan is shown first, then the run stops with a headline naming the file and one line
+    per failed check (what, where, what to do), nothing spent."""
     root = tmp_path / "project"
     (root / "params").mkdir(parents=True)
     (root / "notebooks").symlink_to(ROOT / "notebooks")
@@ -162,12 +166,20 @@ def test_a_paper_run_that_cannot_work_stops_in_stage_0_with_every_reason(tmp_pat
     result = subprocess.run(command, cwd=root, env={**env, "OPENAI_API_KEY": "sk-not-a-key"},
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 1, result.stderr
-    err = result.stderr
-    assert err.count("\n") == 1 and "readiness checks failed; nothing was spent" in err
-    assert "endpoint judge: LLMError: role 'judge'" in err
-    assert ("model sft.base_model: meta-llama/Meta-Llama-3-8B-Instruct: not in the local "
-            "Hugging Face cache") in err
-    assert "gpu for sft:" in err or "trainer options" in err
+    headline, *lines = result.stderr.splitlines()
+    assert headline.startswith("aloe: preflight of params/paper.yaml: ") and headline.endswith(
+        " readiness checks failed; nothing was spent; fix them and run again:"), headline
+    failed = int(headline.split(": ")[2].split()[0])
+    assert len(lines) == failed + 1 and all(line.startswith("  ") for line in lines)
+    assert lines[-1] == "  every check, and the plan: outputs/paper/notebooks/00_preflight.ipynb"
+    judge = next(line for line in lines if line.startswith("  endpoint judge: LLMError: "
+                                                            "role 'judge'"))
+    assert judge.endswith("check that the server is up and reachable, and roles.judge "
+                          "(base_url, model, the key in OPENAI_API_KEY)")
+    assert any(line.startswith("  model sft.base_model: meta-llama/Meta-Llama-3-8B-Instruct: "
+                               "not in the local Hugging Face cache") for line in lines)
+    assert any(line.startswith(("  gpu for sft:", "  trainer options")) for line in lines)
+    assert all(len(line) < 600 for line in lines)
     executed = nbformat.read(root / "outputs" / "paper" / "notebooks" / "00_preflight.ipynb",
                              as_version=4)
     text = "\n".join(str(o) for c in executed.cells for o in c.get("outputs", []))

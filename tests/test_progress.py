@@ -124,9 +124,11 @@ def test_aloe_run_shows_a_notebooks_progress_while_it_runs(tmp_path: Path) -> No
     run = [sys.executable, "-m", "aloe.cli", "run", str(params), "--stages", "1"]
     shown = subprocess.run(run, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr[-2000:]
-    lines = [l for l in shown.stdout.splitlines() if l.startswith("01_fake ") and "items" in l]
+    lines = [line for line in shown.stdout.splitlines()
+             if line.startswith("01_fake ") and "items" in line]
     assert lines and lines[-1].startswith("01_fake 6/6 items · 60 requests"), shown.stdout
-    assert any("/6 items" in l and not l.startswith("01_fake 6/6") for l in lines)  # while running
+    assert any("/6 items" in line and not line.startswith("01_fake 6/6")
+               for line in lines)  # while running
     quiet = subprocess.run([*run, "--quiet"], cwd=root, env=env, capture_output=True,
                            text=True, timeout=300)
     assert quiet.returncode == 0 and "01_fake 6/6" not in quiet.stdout

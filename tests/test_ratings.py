@@ -22,8 +22,8 @@ import yaml
 from aloe import evaluation, ratings
 from aloe.records import read_json, read_records
 from tests.conftest import ROOT
-from tests.test_evaluation_modes import stub_dict, with_benchmark
 from tests.support.stub_server import StubServer
+from tests.test_evaluation_modes import stub_dict, with_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_ratings_import_and_judge_human_agreement(evaluated, tmp_path) -> None:
     ann_only = ratings.import_ratings(params, [same])  # ann again: her ratings replaced
     assert len(read_records(ann_only)) == 16
     ratings.import_ratings(params, [rater_file(tmp_path, key, "bob")])  # bob agrees now
-    agree = ratings.human_agreement(params)
+    agree = evaluation.human_agreement(params)
     assert agree["agreement"]["value"] == 1.0 and agree["weighted_kappa"]["value"] in (1.0, None)
 
 
@@ -119,6 +119,83 @@ def test_a_foreign_or_bad_ratings_file_is_refused(evaluated, tmp_path) -> None:
         with pytest.raises(ratings.RatingsError) as error:
             ratings.import_ratings(params, [shaped])
         assert said in str(error.value) and "\n" not in str(error.value), name
+
+
+def test_the_key_and_imported_ratings_off_their_schema_are_refused(evaluated, tmp_path,
+                                                                    monkeypatch) -> None:
+    """The kit's key and the imported ratings have their schemas (issue 27): a rating of 9 or
+    `true`, or a rater's item twice, in ratings/VARIANT-human.jsonl is named by file and line
+    wherever it is read (the agreement figures, the next import); a key whose categories or
+    items were edited is refused naming the key; and neither file is written with such a
+    value."""
+    from aloe.records import DataError, SchemaError, write_records
+
+    params, _ = evaluated
+    path, key_path = params.layout.human_ratings(), params.layout.rating_key()
+    before = path.read_bytes() if path.exists() else None
+    ratings.export_kit(params)
+    key = read_json(key_path)
+    ratings.import_ratings(params, [rater_file(tmp_path, key, "ann")])
+    kept = [r for r in read_records(path) if r["rater"] == "ann"]
+    readers = [lambda: evaluation.human_agreement(params),
+               lambda: ratings.import_ratings(params, [rater_file(tmp_path, key, "cat")])]
+    first = kept[0]["item"]
+    for bad, said in [({**kept[1], "rating": 9},
+                       "rating 9 is not one of the kit's categories [1, 2, 3, 4, 5]"),
+                      ({**kept[1], "rating": True},
+                       "rating True is not one of the kit's categories [1, 2, 3, 4, 5]"),
+                      ({**kept[1], "turn": "2"}, "turn '2' is not a turn number (1-1000)"),
+                      (kept[0], f"the rating of item {first!r} by 'ann' is written twice "
+                                "(first on line 1)")]:
+        write_records(path, [kept[0], bad])
+        for read in readers:
+            with pytest.raises(DataError) as error:
+                read()
+            assert str(error.value) == (f"{path}:2: {said}; correct or remove the line (a "
+                                        "rerun redoes what is removed)")
+    write_records(path, kept)
+    reply = next(iter(key["items"]))
+    for edited, said in [
+            ({**key, "categories": [1, 2, 3, 4, 5, 6]},
+             "categories [1, 2, 3, 4, 5, 6] are not the protocol's [1, 2, 3, 4, 5]"),
+            ({**key, "items": {**key["items"], reply: {**key["items"][reply], "turn": 0}}},
+             f"item {reply!r}: turn 0 is not a turn number (1-1000)"),
+            ({**key, "items": {**key["items"], reply: {**key["items"][reply],
+                                                        "judge_score": 7}}},
+             f"item {reply!r}: judge_score 7 is not one of the kit's categories "
+             "[1, 2, 3, 4, 5]"),
+            ({**key, "items": list(key["items"])}, "items ["),
+            ([key], "a rating kit's key is an object, not list")]:
+        key_path.write_text(json.dumps(edited))
+        with pytest.raises(DataError) as error:
+            ratings.import_ratings(params, [rater_file(tmp_path, key, "ann")])
+        assert str(error.value).startswith(f"{key_path}: {said}"), str(error.value)
+        assert str(error.value).endswith("; correct the file or write it again")
+    ratings.export_kit(params)
+    # the writers: an import never keeps a value outside the kit, an export never a key
+    # that an import would refuse
+    held, form = path.read_bytes(), params.layout.rating_form()
+    monkeypatch.setattr(ratings, "read_ratings_file",
+                        lambda file, key, variant: ("eve", {item: 9 for item in key["items"]}))
+    with pytest.raises(SchemaError) as refused:
+        ratings.import_ratings(params, [tmp_path / "eve.json"])
+    assert str(refused.value).startswith(f"{path}: refusing to write a record that breaks its "
+                                         "schema (rating 9 is not one of the kit's categories")
+    assert path.read_bytes() == held
+    kit, items = ratings.kit_items(params)
+    items[0]["key"]["judge_score"] = 7
+    monkeypatch.setattr(ratings, "kit_items", lambda params, size=None: (kit, items))
+    key_path.unlink()
+    form.unlink()
+    with pytest.raises(SchemaError, match="judge_score 7 is not one of the kit's categories"):
+        ratings.export_kit(params)
+    assert not key_path.exists() and not form.exists()
+    monkeypatch.undo()
+    ratings.export_kit(params)
+    if before is None:
+        path.unlink()
+    else:
+        path.write_bytes(before)
 
 
 @pytest.mark.slow

@@ -37,7 +37,8 @@ def _aloe(root: Path, *args: str, env: dict[str, str] | None = None,
 @pytest.mark.parametrize("content, expected", [
     (None, "params/missing.yaml: parameter file not found"),
     ("run:\n  name: x\nroles:\n  judge:\n    temprature: 0.1\n",
-     "params/missing.yaml: unknown key 'roles.judge.temprature'"),
+     "params/missing.yaml: unknown key 'roles.judge.temprature'; did you mean "
+     "roles.judge.temperature?"),
     ("", "params/missing.yaml: the file is empty (no sections): a run would silently use every "
      "default; start from a profile instead, e.g. `extends: tiny.yaml`"),
     ("run: {name: x}\nrun: {name: y}\n",
@@ -482,3 +483,70 @@ def test_a_comparison_cut_by_a_full_disk_leaves_no_empty_notebook(
     with pytest.raises(runner.RunError):
         runner.run_comparison([tmp_path / "a", tmp_path / "b"], "ab", tmp_path)
     assert not runner.comparison_notebook(tmp_path, "ab").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# A failed preflight: a headline and one line per failed check (issue 23)
+# ------------------------------------------------------------------------------------------
+def _failed_preflight(tmp_path: Path) -> Exception:
+    """What papermill hands back when stage 0's readiness checks failed: the kernel's
+    NotReadyError by name and value."""
+    from aloe import preflight
+
+    checks = [preflight.Check(f"key VAR{i}", preflight.FAILED,
+                              f"the environment variable VAR{i} is not set; roles.judge needs "
+                              f"it as API key: export VAR{i}=... before `aloe run`")
+              for i in range(11)] + [preflight.Check("disk", preflight.OK, "plenty")]
+    with pytest.raises(preflight.NotReadyError) as raised:
+        preflight.require_ready(checks)
+
+    class KernelError(Exception):
+        ename, evalue, exec_count = "NotReadyError", str(raised.value), 6
+    return KernelError()
+
+
+def test_a_failed_preflight_is_a_headline_and_one_line_per_check(tmp_path: Path, capsys,
+                                                                  monkeypatch) -> None:
+    """It used to be one line of 2,864 characters: 11 failures joined by " | "."""
+    from aloe import cli, runner
+    from aloe.config import params_from_dict
+
+    params = params_from_dict(tiny_dict(tmp_path), source="params/p.yaml")
+    output = params.layout.executed_notebook("00_preflight.ipynb")
+    error = runner._stage_failure(ROOT / "notebooks" / "00_preflight.ipynb", output,
+                                  _failed_preflight(tmp_path),
+                                  runner.RunResult(params.layout, params_file="params/p.yaml"))
+    assert isinstance(error, runner.RunError) and error.exit_code == 1
+
+    def fails(*args, **kwargs):
+        raise error
+
+    root = _project(tmp_path)
+    (root / "params" / "p.yaml").write_text(yaml.safe_dump(tiny_dict(tmp_path)))
+    monkeypatch.setenv("ALOE_ROOT", str(root))
+    monkeypatch.setattr(runner, "run_workbook", fails)
+    assert cli.main(["run", str(root / "params" / "p.yaml"), "--stages", "0"]) == 1
+    headline, *lines = capsys.readouterr().err.splitlines()
+    assert headline == ("aloe: preflight of params/p.yaml: 11 of 12 readiness checks failed; "
+                        "nothing was spent; fix them and run again:")
+    assert lines[:2] == ["  key VAR0: the environment variable VAR0 is not set; roles.judge "
+                         "needs it as API key: export VAR0=... before `aloe run`",
+                         "  key VAR1: the environment variable VAR1 is not set; roles.judge "
+                         "needs it as API key: export VAR1=... before `aloe run`"]
+    assert len(lines) == 12 and lines[-1] == f"  every check, and the plan: {output}"
+    assert all(len(line) < 200 for line in [headline, *lines])
+
+
+def test_any_other_error_is_still_one_line(capsys, monkeypatch, tmp_path: Path) -> None:
+    from aloe import cli, runner
+
+    def fails(*args, **kwargs):
+        raise runner.RunError("stage 02_conversations failed in cell 3: KeyError:\n 'turn'")
+
+    root = _project(tmp_path)
+    (root / "params" / "p.yaml").write_text(yaml.safe_dump(tiny_dict(tmp_path)))
+    monkeypatch.setenv("ALOE_ROOT", str(root))
+    monkeypatch.setattr(runner, "run_workbook", fails)
+    assert cli.main(["run", str(root / "params" / "p.yaml"), "--stages", "2"]) == 1
+    assert capsys.readouterr().err == ("aloe: stage 02_conversations failed in cell 3: "
+                                       "KeyError: 'turn'\n")

@@ -30,7 +30,8 @@ from tests.support.stub_server import StubServer, classify
 
 ROOT = Path(__file__).resolve().parents[1]
 # the parsers may move during a refactor: the first module that has the name wins
-PARSER_HOMES = ("aloe.judges", "aloe.protocols.aloe", "aloe.personas.parse", "aloe.conversations", "aloe.evaluation",
+PARSER_HOMES = ("aloe.judges", "aloe.protocols.aloe", "aloe.personas.parse", "aloe.conversations",
+                "aloe.evaluation",
                 "aloe.personas", "aloe.simulator")
 PROFILE = ("She is a 29-year-old night-shift nurse in Leeds. She shares a flat with her brother "
            "and grows tomatoes on her balcony.")

@@ -151,7 +151,7 @@ def test_trl_configs_are_built_without_a_warning_and_report_to_tensorboard(
     import warnings
 
     from aloe.policy import detect_device
-    from aloe.qlora import trainer_arguments, tracker_callbacks
+    from aloe.qlora import tracker_callbacks, trainer_arguments
 
     device = detect_device()
     for profile in ("tiny.yaml", "paper.yaml"):

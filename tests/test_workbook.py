@@ -39,8 +39,8 @@ from aloe.report import product_counts
 from aloe.runner import notebooks
 from tests.conftest import ROOT, tiny_dict
 from tests.support.browser import chromium_path, inspect_page
-from tests.test_compare import param_diff_rows
 from tests.support.fault_proxy import FaultProxy
+from tests.test_compare import param_diff_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.workbook]
 
@@ -284,11 +284,21 @@ def test_report_renders_in_headless_chromium(finished: FinishedRun) -> None:
     need_chromium()
     page = inspect_page(finished.run_dir / "report.html")
     assert page.console_errors == [] and page.failed_loads == []
-    assert page.title == finished.data["report"]["title"]
+    assert page.title == load_params(finished.params_file).report.heading(
+        finished.data["run"]["name"])
     assert len(page.images) >= 10  # pool, conversations, training, benchmark, usage figures
     for image in page.images:
         assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
     assert "def " not in (finished.run_dir / "report.html").read_text()  # code is hidden
+    # the report links the transcript viewer, written beside it, which lists every tree turn
+    assert re.search(r"<a href=[\"']viewer\.html[\"']>",  # nbconvert writes "", report.py ''
+                     (finished.run_dir / "report.html").read_text())
+    shown = inspect_page(finished.layout.viewer, evaluate=[
+        "document.getElementById('trees-status').textContent"])
+    assert shown.console_errors == [] and shown.failed_loads == []
+    turns = product_counts(finished.layout)["conversation turns"]
+    assert shown.evaluated == [f"Showing {min(turns, 200):,} of {turns:,} turns."]
+    assert str(finished.root) not in finished.layout.viewer.read_text()  # no machine path
 
 
 # What a notebook may write to stderr: the workbook's own log lines (notebooks 03-04 log at
@@ -315,10 +325,10 @@ def _unexpected(notebook: Path) -> list[str]:
             found += [f"{where}: {word!r} in {text[:200]!r}" for word in NEVER if word in text]
             if output["output_type"] != "stream":
                 continue
-            lines = [l for l in text.replace("\r", "\n").splitlines() if l.strip()]
+            lines = [line for line in text.replace("\r", "\n").splitlines() if line.strip()]
             if output["name"] == "stderr":
-                found += [f"{where} stderr: {l[:200]!r}" for l in lines
-                          if not any(p.match(l) for p in ALLOWED_STDERR)]
+                found += [f"{where} stderr: {line[:200]!r}" for line in lines
+                          if not any(p.match(line) for p in ALLOWED_STDERR)]
             elif len(lines) > MAX_STDOUT_LINES:
                 found.append(f"{where}: {len(lines)} lines of stdout: {lines[-1][:100]!r}")
     return found
@@ -338,6 +348,18 @@ def test_executed_notebooks_hold_no_unexpected_stderr_warning_or_traceback(
     assert progress_bars  # tqdm found ipywidgets: each bar is one live widget, not text lines
 
 
+def test_executed_notebooks_print_no_machine_path(finished: FinishedRun) -> None:
+    """What the notebooks print names files as the report does (relative to the project),
+    never by a machine path."""
+    roots = {str(finished.root), str(finished.root.resolve()), str(ROOT)}
+    for notebook in sorted((finished.run_dir / "notebooks").glob("*.ipynb")):
+        for number, cell in enumerate(nbformat.read(notebook, as_version=4).cells):
+            for output in cell.get("outputs", []):
+                if output["output_type"] == "stream" and output["name"] == "stdout":
+                    shown = [root for root in roots if root in output["text"]]
+                    assert not shown, f"{notebook.name} cell {number} prints {shown[0]}"
+
+
 def test_the_terminal_showed_live_progress_in_every_long_stage(finished: FinishedRun) -> None:
     """What the runs printed (not --quiet, not a terminal: plain lines) holds each long
     stage's progress line, as the issue words it."""
@@ -351,8 +373,8 @@ def test_the_terminal_showed_live_progress_in_every_long_stage(finished: Finishe
                 "05_evaluate": re.compile(r"^05_evaluate \d+/\d+ turns · model \w+ · "
                                           r"turn \d/2 · \d+ requests")}
     for stage, pattern in expected.items():
-        assert any(pattern.match(line) for line in lines), (stage, [l for l in lines
-                                                                    if l.startswith(stage)])
+        assert any(pattern.match(line) for line in lines), (
+            stage, [line for line in lines if line.startswith(stage)])
     assert any(re.match(r"^0[34]_\w+ \d+/4 steps · loss \d+\.\d+ · [\d,]+ tokens/s", line)
                for line in lines)
 

@@ -19,7 +19,7 @@ token, the ceiling rule of `aloe plan`; text that tokenises much finer, such as 
 can cost a little more than reserved.) Two processes spending on the same run at once (which `aloe
 run` refuses) would each see only what the other has saved.
 
-`spend_table` puts the estimate per stage beside the actual spend, for the report.
+`aloe.spend` puts the estimate per stage beside the actual spend, for the report.
 """
 
 from __future__ import annotations
@@ -174,47 +174,3 @@ class Reservation:
         with _OPEN_LOCK:
             pending = _PENDING.get(self.run, {})
             pending[self.stage] = max(pending.get(self.stage, 0.0) - self.cost, 0.0)
-
-
-# ------------------------------------------------------------------------------------------
-# Estimated and actual spend, per stage
-# ------------------------------------------------------------------------------------------
-def estimate_by_stage(params: Params) -> dict[str, float]:
-    """The forecast LLM cost of each stage, in US dollars: `aloe plan`'s (the run's measured
-    lengths where its ledgers have any, else documented defaults; the side measures of stage 5
-    included)."""
-    from aloe.plan import forecast_by_stage
-
-    return {stage_of(stage): round(float(cost), 6)
-            for stage, cost in forecast_by_stage(params).items()}
-
-
-def spend_table(params: Params) -> Any:
-    """Per stage: the estimated cost, the actual cost so far (every session of the run's
-    ledger), requests sent, and the stage's ceiling, side by side."""
-    import pandas as pd
-
-    from aloe.llm.ledger import load_usage_history
-
-    estimate = estimate_by_stage(params)
-    actual: dict[str, dict[str, float]] = {}
-    for entry in load_usage_history(params.layout):
-        stage = stage_of(str(entry.get("stage", "")))
-        totals = entry.get("totals", {})
-        row = actual.setdefault(stage, {"cost_usd": 0.0, "requests": 0})
-        row["cost_usd"] += float(totals.get("cost_usd", 0.0))
-        row["requests"] += int(totals.get("requests", 0))
-    stages = [s for s in ("preflight", "personas", "conversations", "evaluate")
-              if s in estimate or s in actual] + sorted(set(actual) - set(estimate)
-                                                       - {"preflight", "personas",
-                                                          "conversations", "evaluate"})
-    limits = params.run.stage_budget_usd
-    rows = [{"stage": s, "estimated_usd": estimate.get(s),
-             "actual_usd": round(actual.get(s, {}).get("cost_usd", 0.0), 6),
-             "requests": int(actual.get(s, {}).get("requests", 0)),
-             "stage_budget_usd": limits.get(s)} for s in stages]
-    rows.append({"stage": "total", "estimated_usd": round(sum(v for v in estimate.values()), 6),
-                 "actual_usd": round(sum(r["actual_usd"] for r in rows), 6),
-                 "requests": sum(r["requests"] for r in rows),
-                 "stage_budget_usd": params.run.budget_usd})
-    return pd.DataFrame(rows).set_index("stage")

@@ -3,10 +3,11 @@
     aloe run [PARAMS] [--stages 0,2-4] [--run-name NAME] [--limit N] [--set KEY=VALUE]...
     aloe plan PARAMS [--json]        requests, tokens, cost and GPU hours; offline
     aloe compare RUN RUN [...] [--name NAME] [--output-dir DIR]   a page across runs
-    aloe train sft|dpo PARAMS [--set KEY=VALUE]...
-    aloe evaluate PARAMS [--limit N] [--benchmark run|aloe] [--set KEY=VALUE]...
+    aloe train sft|dpo PARAMS [--run-name NAME] [--set KEY=VALUE]...
+    aloe evaluate PARAMS [--run-name NAME] [--limit N] [--benchmark run|aloe] [--set ...]...
     aloe ratings export PARAMS [--size N] | aloe ratings import PARAMS FILE...
     aloe cache check [PARAMS] [--repair]   verify (and repair) the response cache
+    aloe view PARAMS|RUN [--run-name NAME]   every transcript on one page: RUN/viewer.html
     aloe --version
 
 `train` is what `accelerate launch -m aloe.cli train sft PARAMS` runs on several GPUs; the
@@ -18,9 +19,16 @@ none, the command stops with exit 2 before any work. `--set section.key=value` c
 for one run, merged over the file before validation (`config.load_params`), so it is checked
 like the file; `--run-name`, `--limit` and `--benchmark` are the same mechanism.
 
+A run is named the same way by every command that works on one: PARAMS is its parameter file
+(the run is its run.name, or --run-name), or the run's folder (`config.load_run_folder`: the
+parameters it was made with); `compare` takes folders, run names or parameter files. A
+mistyped command, choice or option gets a "did you mean" (`_Parser`), as a mistyped key does.
+`run` (when it ran stage 5 or 6) and `evaluate` end with the results (`aloe.results`).
+
 Exit codes: 0 done, 1 a stage or a request failed, 2 input refused (a bad parameter file or
 option, no project, a run folder that another run holds). Every error the workbook raises on
-purpose carries its code (`aloe.errors`), and its message is printed as one line.
+purpose carries its code (`aloe.errors`), and its message is printed as one line; a failed
+preflight as a headline and one line per failed check (`runner.PreflightFailedError`).
 """
 
 from __future__ import annotations
@@ -31,17 +39,38 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Callable
-from typing import ContextManager
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import ContextManager
 
 from aloe import __version__
-from aloe.config import (EVALUATION_STAGE, Override, Params, ParamsError, check_api_keys,
-                         load_params, parse_set, project_root)
-from aloe.errors import (EXIT_BAD_INPUT, EXIT_FAILED, AloeError, disk_full_message,
-                         is_disk_full)
+from aloe.config import (
+    EVALUATION_STAGE,
+    Override,
+    Params,
+    ParamsError,
+    check_api_keys,
+    load_params,
+    load_run_folder,
+    parse_set,
+    project_root,
+)
+from aloe.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    AloeError,
+    did_you_mean,
+    disk_full_message,
+    is_disk_full,
+)
 
 DEFAULT_PARAMS = "params/tiny.yaml"
+# Every command that works on one run names it the same way: a parameter file with an optional
+# --run-name (the file's run.name otherwise), or the run's folder (its manifest's parameters).
+RUN_HELP = ("a parameter file (e.g. params/paper.yaml; the run is its run.name, or --run-name), "
+            "or a run's folder (outputs/RUN: the parameters it was made with)")
+RUN_NAME_HELP = ("name of the run folder under run.output_dir (sets run.name; default: the "
+                 "file's run.name)")
 TRAINING_STAGE_NUMBERS = {"sft": 3, "dpo": 4}
 
 DESCRIPTION = """\
@@ -74,6 +103,42 @@ parameter file holding params/ and notebooks/, else the one at or above the curr
 """ + EXIT_CODES
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" on a mistyped command, choice or option (Python 3.11's
+    argparse names the choices but suggests none). Subcommands' parsers are of this class too."""
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        choices = action.choices
+        if choices is not None and isinstance(value, str) and value not in choices:
+            hint = did_you_mean(value, [str(c) for c in choices])
+            listed = ", ".join(repr(str(c)) for c in choices)
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint} (choose "
+                                                 f"from {listed})")
+        super()._check_value(action, value)
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            message = f"unrecognized arguments: {' '.join(extras)}"
+            typed = next((e.split("=", 1)[0] for e in extras if e.startswith("--")), None)
+            if typed:
+                message += did_you_mean(typed, _known_options(self, parsed))
+            self.error(message)
+        return parsed
+
+
+def _known_options(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> list[str]:
+    """The option strings of `parser` and of the subcommands chosen in `parsed`."""
+    options = [o for o in parser._option_string_actions if o.startswith("--")]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(parsed, action.dest, None) or "")
+            if chosen is not None:
+                options += _known_options(chosen, parsed)
+    return options
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Descriptions as written; the command list without argparse's 'COMMAND' line above it."""
 
@@ -85,8 +150,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aloe", description=DESCRIPTION, epilog=EXIT_CODES,
-                                     formatter_class=_Formatter)
+    parser = _Parser(prog="aloe", description=DESCRIPTION, epilog=EXIT_CODES,
+                     formatter_class=_Formatter)
     parser.add_argument("-V", "--version", action="version", version=f"aloe {__version__}",
                         help="print the installed version (the one a run records) and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
@@ -99,11 +164,10 @@ def _parser() -> argparse.ArgumentParser:
         "outputs/RUN/report.html.", epilog=RUN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("params", nargs="?", metavar="PARAMS",
-                     help=f"parameter file (default: the project's {DEFAULT_PARAMS})")
+                     help=f"{RUN_HELP} (default: the project's {DEFAULT_PARAMS})")
     run.add_argument("--stages", metavar="SPEC",
                      help="which notebooks, by number: e.g. 0 or 0,1 or 2-5 (default: all)")
-    run.add_argument("--run-name", metavar="NAME", help="name of the run folder under "
-                     "run.output_dir (sets run.name; default: the file's run.name)")
+    _add_run_name(run)
     _add_limit(run)
     _add_set(run)
     run.add_argument("--quiet", action="store_true",
@@ -111,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="what a run will spend: requests, tokens and cost "
                                "(forecast and ceiling) per stage and role, GPU hours; offline")
-    plan.add_argument("params", help="a parameter file, e.g. params/paper.yaml")
+    plan.add_argument("params", metavar="PARAMS", help=RUN_HELP)
     plan.add_argument("--run-name", help="the run whose ledgers to measure lengths from "
                       "(default: the file's run.name)")
     plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
@@ -120,13 +184,14 @@ def _parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="a comparison page across finished runs "
                                   "(notebook 07_compare): outputs/compare/NAME.html")
     compare.add_argument("runs", nargs="+", metavar="RUN",
-                         help="a run folder, or a run name under --output-dir (the first run "
-                         "is the reference)")
+                         help="a run folder, a run name under --output-dir, or a parameter "
+                         "file (the run its run.name names); the first run is the reference")
     compare.add_argument("--name", help="the page's name (default: the runs' names joined "
                          "with -vs-)")
     compare.add_argument("--output-dir", default="outputs", help="where run names are looked "
                          "up and compare/ is written (default: outputs)")
-    compare.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
+    compare.add_argument("--quiet", action="store_true",
+                         help="no line saying which runs are compared")
 
     train = commands.add_parser(
         "train", help="train one QLoRA adapter (sft or dpo), e.g. under accelerate",
@@ -135,15 +200,16 @@ def _parser() -> argparse.ArgumentParser:
         "find the finished adapter and only draw its curves.", epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("stage", choices=("sft", "dpo"))
-    train.add_argument("params", metavar="PARAMS", help="a parameter file, e.g. params/paper.yaml")
+    train.add_argument("params", metavar="PARAMS", help=RUN_HELP)
+    _add_run_name(train)
     _add_set(train)
 
     evaluate = commands.add_parser(
         "evaluate", help="run the benchmark (stage 5) alone and print the metrics",
         description="Run the benchmark (stage 5) outside the notebooks and print the metrics.",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    evaluate.add_argument("params", metavar="PARAMS",
-                          help="a parameter file, e.g. params/paper.yaml")
+    evaluate.add_argument("params", metavar="PARAMS", help=RUN_HELP)
+    _add_run_name(evaluate)
     _add_limit(evaluate)
     evaluate.add_argument("--benchmark", choices=["run", "aloe"],
                           help="which benchmark (sets evaluation.benchmark)")
@@ -157,12 +223,18 @@ def _parser() -> argparse.ArgumentParser:
         "import: read the files raters saved; stage 5 then reports judge-human agreement.",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     ratings.add_argument("action", choices=("export", "import"))
-    ratings.add_argument("params", metavar="PARAMS", help="the run's parameter file")
+    ratings.add_argument("params", metavar="PARAMS", help=RUN_HELP)
     ratings.add_argument("files", nargs="*", metavar="FILE",
                          help="import: ratings files saved by the form")
     ratings.add_argument("--size", type=int, metavar="N",
                          help="export: replies in the kit (default: evaluation.human_sample)")
+    _add_run_name(ratings)
     _add_set(ratings)
+
+    view = commands.add_parser("view", help="every benchmark conversation and training tree "
+                               "on one offline page, filterable: RUN/viewer.html")
+    view.add_argument("params", metavar="PARAMS", help=RUN_HELP)
+    _add_run_name(view)
 
     cache = commands.add_parser("cache", help="the response cache shared by runs")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
@@ -176,6 +248,10 @@ def _parser() -> argparse.ArgumentParser:
                        "start a new one with the answers that can still be read, delete "
                        "unreadable answers, compact (while no run uses the cache)")
     return parser
+
+
+def _add_run_name(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--run-name", metavar="NAME", help=RUN_NAME_HELP)
 
 
 def _add_limit(command: argparse.ArgumentParser) -> None:
@@ -203,8 +279,11 @@ def overrides(args: argparse.Namespace) -> list[Override]:
 
 
 def resolve_params(args: argparse.Namespace) -> tuple[Params, str]:
-    """The parameter file with the command line's changes, validated like the file, and the
-    file's path as the notebooks are given it (relative to the project root when inside it).
+    """The run a command works on: its parameter file with the command line's changes
+    (`--set`, `--run-name`, ...), validated like the file, or a run folder's recorded
+    parameters with those changes (`config.load_run_folder`); and the file's path as the
+    notebooks are given it (relative to the project root when inside it; for a run folder, its
+    manifest.json, where the parameters came from).
 
     Finds the project first (see `config.project_root`) and fixes it for this process and its
     notebook kernels ($ALOE_ROOT), so that relative paths and outputs/ land in the project
@@ -216,11 +295,15 @@ def resolve_params(args: argparse.Namespace) -> tuple[Params, str]:
         path, typed = root / DEFAULT_PARAMS, DEFAULT_PARAMS
     else:
         path, typed = Path(args.params), args.params
-        if not path.is_file():
+        if not path.is_file() and not path.is_dir():
             raise ParamsError(f"{typed}: parameter file not found")
         root = project_root(path)
     os.environ["ALOE_ROOT"] = str(root)
-    params = load_params(path, changes, source=typed)
+    if path.is_dir():
+        params = load_run_folder(path, changes, source=typed)
+        path = path / "manifest.json"  # where the parameters came from
+    else:
+        params = load_params(path, changes, source=typed)
     absolute = path.resolve()
     shown = str(absolute.relative_to(root)) if absolute.is_relative_to(root) else str(absolute)
     return params, shown
@@ -234,8 +317,19 @@ def run_command(args: argparse.Namespace) -> int:
     check_api_keys(params, stage_numbers(selected))
     result = run_workbook(params, params_file, stages=args.stages, progress=not args.quiet)
     print(timing_table(result))
+    if max(stage_numbers(selected)) >= EVALUATION_STAGE:  # nothing when no stage evaluated
+        _print_results(params)
     print(f"run folder: {result.layout.run_dir}")
     return 0
+
+
+def _print_results(params: Params) -> None:
+    """The results table (`aloe.results`), when the run has metrics."""
+    from aloe.results import results_table
+
+    table = results_table(params)
+    if table:
+        print(f"\n{table}\n")
 
 
 def plan_command(args: argparse.Namespace) -> int:
@@ -255,7 +349,8 @@ def compare_command(args: argparse.Namespace) -> int:
     from aloe.manifest import display_path
     from aloe.runner import run_comparison
 
-    runs = compare.load_runs(args.runs, args.output_dir)  # a missing run fails before any work
+    references = [_run_folder_of(reference) for reference in args.runs]
+    runs = compare.load_runs(references, args.output_dir)  # a missing run fails before any work
     name = args.name or compare.default_name(runs)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise ParamsError(f"--name: '{name}' is not a valid page name (letters, digits, '.', "
@@ -264,6 +359,15 @@ def compare_command(args: argparse.Namespace) -> int:
                           resolve_path(args.output_dir), progress=not args.quiet)
     print(f"comparison: {display_path(page)}")
     return 0
+
+
+def _run_folder_of(reference: str) -> str:
+    """A RUN of `aloe compare` as a folder or run name; a parameter file names its run (the
+    folder its run.name and run.output_dir give), as it does for every other command."""
+    path = Path(reference)
+    if not path.is_file():
+        return reference
+    return str(load_params(path, source=reference).layout.run_dir)
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -293,13 +397,13 @@ def holding_run_folder(params: Params) -> ContextManager[None]:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from aloe import evaluation, metrics
+    from aloe import evaluation
 
     params, _ = resolve_params(args)
     check_api_keys(params, [EVALUATION_STAGE])
     with holding_run_folder(params):
-        summary = evaluation.run_stage(params)
-    print(metrics.summary_table(summary.metrics).to_string())
+        evaluation.run_stage(params)
+    _print_results(params)
     print(f"metrics: {params.layout.metrics}")
     return 0
 
@@ -324,7 +428,7 @@ def _import_ratings(params: Params, files: list[str]) -> int:
 
     path = ratings.import_ratings(params, files)
     print(f"ratings: {path}")
-    result = ratings.human_agreement(params)
+    result = evaluation.human_agreement(params)
     if result is not None and params.layout.metrics.exists():  # the report shows it at once
         summary = evaluation.compute_metrics(params, evaluation.load_records(params),
                                              evaluation.benchmark_personas(params))
@@ -346,10 +450,31 @@ def cache_command(args: argparse.Namespace) -> int:
     return 0 if result.ok or result.actions else 1
 
 
+def view_command(args: argparse.Namespace) -> int:
+    from aloe.viewer import write_viewer
+
+    params, _ = resolve_params(args)
+    if not params.layout.run_dir.is_dir():
+        raise ParamsError(f"no run folder {params.layout.run_dir}: nothing to view")
+    print(f"viewer: {write_viewer(params.layout, params)}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": run_command, "plan": plan_command, "compare": compare_command,
     "train": train_command, "evaluate": evaluate_command, "ratings": ratings_command,
-    "cache": cache_command}
+    "cache": cache_command, "view": view_command}
+
+
+def _error_lines(error: AloeError) -> str:
+    """An error as printed: one line, or for an error that lists its items (`details`: a
+    failed preflight's checks) a headline and one indented line per item."""
+    details = getattr(error, "details", ())
+    headline = getattr(error, "headline", None) if details else None
+    if not headline:
+        return " ".join(str(error).split())
+    return "\n".join([" ".join(headline.split()),
+                      *(f"  {' '.join(str(line).split())}" for line in details)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except AloeError as error:
-        print(f"aloe: {' '.join(str(error).split())}", file=sys.stderr)  # always one line
+        print(f"aloe: {_error_lines(error)}", file=sys.stderr)
         return error.exit_code
     except OSError as error:  # the file system said no outside the workbook's own checks
         if is_disk_full(error):

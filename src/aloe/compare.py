@@ -6,6 +6,12 @@ difference), their AL curves side by side, each model's figures run by run, the 
 difference of each later run's model over the first run's on the benchmark personas the runs
 share (the same persona, with the same text: `matched_personas`), and what each run cost.
 
+The parameters are not all that can differ: each run's data are fingerprinted too (a content
+hash of its training personas, benchmark users, conversations and adapter weights), and the
+page opens with a warning (`warnings`) whenever a product differs that no differing parameter
+makes, when the runs share no benchmark persona, when they ran other code, and when one was
+served from the response cache while another sent its requests (its wall time is no speed).
+
 A run is a finished run folder (its `metrics.json` is required), named on the command line by
 its path or by its name under the output directory. The statistics are `aloe.metrics`'
 (pure): nothing here computes a figure of its own.
@@ -14,6 +20,7 @@ its path or by its name under the output directory. The statistics are `aloe.met
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import re
 from collections.abc import Sequence
@@ -26,7 +33,7 @@ import pandas as pd
 from aloe import findings, manifest, metrics
 from aloe.config import resolve_path
 from aloe.errors import BadInputError
-from aloe.layout import TRAINING_STAGES, RunLayout, run_layout
+from aloe.layout import ADAPTER_STATS, TRAINING_STAGES, RunLayout, run_layout
 from aloe.llm import load_usage_history
 from aloe.records import read_json, read_records
 
@@ -47,6 +54,7 @@ class Run:
     layout: RunLayout
     manifest: dict[str, Any] | None
     metrics: dict[str, Any]
+    data: dict[str, str | None] | None = None  # each product's content hash (`fingerprints`)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -150,6 +158,216 @@ def differences_html(runs: Sequence[Run]) -> str:
     if table.empty:
         return note + "<p>The runs' resolved parameters are identical.</p>"
     return note + table.to_html(classes="aloe-param-diff", border=0)
+
+
+# ------------------------------------------------------------------------------------------
+# What differs: the data, and what the parameters do not explain
+# ------------------------------------------------------------------------------------------
+# The parameters that make each product (a dotted key, or the start of one): a product that
+# differs between two runs is explained only by a differing parameter among its makers. A run
+# in another project folder misses the response cache, and the local server draws other text.
+PERSONA_MAKERS = ("run.seed", "personas.", "roles.generator.", "local_model.",
+                  "evaluation.benchmark", "evaluation.aloe_")
+CONVERSATION_MAKERS = (*PERSONA_MAKERS, "conversations.", "roles.user.", "roles.inducer.",
+                       "roles.assistant.", "roles.judge.")
+SFT_MAKERS = (*CONVERSATION_MAKERS, "sft.")
+DPO_MAKERS = (*SFT_MAKERS, "dpo.")
+CACHE_SERVED = 0.5  # a run with more of its LLM answers from the cache was served from it
+
+
+def records_sha256(path: Path) -> str | None:
+    """A JSONL file's content hash: its records (keys sorted), in any order; None: no file.
+    The stages append records as they finish, so the same records can lie in another order."""
+    if not path.exists():
+        return None
+    digests = []
+    for line in path.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        try:
+            line = json.dumps(json.loads(line), sort_keys=True).encode()
+        except ValueError:  # an unreadable line is content all the same
+            pass
+        digests.append(hashlib.sha256(line).hexdigest())
+    return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
+
+
+def weights_sha256(layout: RunLayout, stage: str) -> str | None:
+    """An adapter's weights: the sha256 training recorded in training_stats.json, else the
+    file's own; None when the run has no such adapter."""
+    from aloe.policy import adapter_weights, file_sha256
+
+    folder = layout.adapter(stage)
+    weights = adapter_weights(folder) if folder.is_dir() else None
+    if weights is None:
+        return None
+    stats = folder / ADAPTER_STATS
+    recorded = (read_json(stats).get("adapter_weights") or {}) if stats.exists() else {}
+    if recorded.get("file") == weights.name and recorded.get("sha256"):
+        return str(recorded["sha256"])
+    return file_sha256(weights)
+
+
+# (what a reader calls it, its content hash, the parameters that make it, the products it is
+# made from: a difference that follows from theirs is told with theirs, not apart)
+DATA: tuple[tuple[str, Any, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("training personas", lambda layout: records_sha256(layout.personas), PERSONA_MAKERS, ()),
+    ("benchmark users", lambda layout: records_sha256(layout.benchmark), PERSONA_MAKERS, ()),
+    ("conversations", lambda layout: records_sha256(layout.conversations), CONVERSATION_MAKERS,
+     ("training personas",)),
+    ("SFT adapter weights", lambda layout: weights_sha256(layout, "sft"), SFT_MAKERS,
+     ("conversations",)),
+    ("DPO adapter weights", lambda layout: weights_sha256(layout, "dpo"), DPO_MAKERS,
+     ("SFT adapter weights", "conversations")),
+)
+TRAINED = ("SFT adapter weights", "DPO adapter weights")
+
+
+def fingerprints(run: Run) -> dict[str, str | None]:
+    """The content hash of each product of a run (None: the run has none), computed once."""
+    if run.data is None:
+        run.data = {label: digest(run.layout) for label, digest, _, _ in DATA}
+    return run.data
+
+
+def data_table(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per product, one column per run: the first 12 hex digits of its content hash
+    ("none": the run has no such product)."""
+    rows = [{"product": label, **{run.name: (fingerprints(run)[label] or "none")[:12]
+                                  for run in runs}} for label, _, _, _ in DATA]
+    table = pd.DataFrame(rows).set_index("product")
+    table.index.name, table.columns.name = None, "product"  # one header row
+    return table
+
+
+def _differing_keys(a: Run, b: Run) -> list[str] | None:
+    """The parameters (dotted keys) whose values differ between two runs, locations left out;
+    None when either has no manifest (its parameters are not recorded)."""
+    if not (a.manifest and b.manifest):
+        return None
+    flat_a, flat_b = (manifest.flatten(manifest.portable(r.params)) for r in (a, b))
+    return sorted(k for k in (flat_a.keys() | flat_b.keys()) - manifest.LOCATION_KEYS
+                  if json.dumps(flat_a.get(k), sort_keys=True, default=str)
+                  != json.dumps(flat_b.get(k), sort_keys=True, default=str))
+
+
+def _data_warnings(reference: Run, run: Run) -> list[str]:
+    """One line per product that differs where no differing parameter makes it, with the
+    products made from it that differ in its wake."""
+    differing = _differing_keys(reference, run)
+    a, b = fingerprints(reference), fingerprints(run)
+    unexplained = [label for label, _, makers, _ in DATA if a[label] != b[label]
+                   and not (differing and any(k.startswith(makers) for k in differing))]
+    inputs = {label: made_from for label, _, _, made_from in DATA}
+
+    def root(label: str) -> str:
+        cause = next((i for i in inputs[label] if i in unexplained), None)
+        return label if cause is None else root(cause)
+
+    found = []
+    for label in [label for label in unexplained if root(label) == label]:
+        hashes = f"{reference.name}: {(a[label] or 'none')[:12]}, {run.name}: " \
+                 f"{(b[label] or 'none')[:12]}"
+        wake = [other for other in unexplained if other != label and root(other) == label]
+        also = f", and so do what was made from them ({', '.join(wake)})" if wake else ""
+        tested = ", ".join(differing or [])
+        same_inputs = bool(inputs[label]) and all(a[i] is not None and a[i] == b[i]
+                                                  for i in inputs[label])
+        if differing is None:
+            reason = ("and the parameters of a run without a manifest are not recorded: "
+                      f"nothing says why{also}")
+        elif label in TRAINED and same_inputs:
+            reason = ("although their training data and the parameters that make them are the "
+                      f"same: training was not bit-for-bit reproducible (GPU kernels seldom "
+                      f"are){also}; part of any difference between the runs is that noise"
+                      + (f", not {tested}" if tested else ""))
+        elif tested:
+            reason = (f"although no parameter that makes them differs{also}: their numbers are "
+                      f"not comparable as a test of {tested}")
+        else:
+            reason = (f"although no parameter differs{also}: the runs are not repeats of one "
+                      "another (a run whose response cache missed draws other text)")
+        found.append(f"The runs' {label} differ ({hashes}) {reason}.")
+    return found
+
+
+def _no_persona_in_common(reference: Run, run: Run) -> list[str]:
+    models = [m for m in reference.metrics.get("models", {}) if m in run.metrics.get("models", {})]
+    if not models or any(matched_personas(reference, run, m) for m in models):
+        return []
+    return [f"{run.name} and {reference.name} share 0 benchmark personas (the same persona with "
+            "the same text): there is no paired difference, and their curves are measured on "
+            "other users."]
+
+
+def _other_code(reference: Run, run: Run) -> list[str]:
+    if not (reference.manifest and run.manifest):
+        return []
+    git_a, git_b = ((r.manifest or {}).get("git") or {} for r in (reference, run))
+    if not git_a.get("commit") or not git_b.get("commit") or all(
+            git_a.get(k) == git_b.get(k) for k in ("commit", "dirty", "changes_sha256")):
+        return []
+
+    def label(found: dict[str, Any], git: dict[str, Any]) -> str:
+        changes = git.get("changes_sha256")
+        return manifest.commit_label(found) + (f" ({changes})" if changes else "")
+
+    return [f"The runs ran other code ({reference.name}: commit "
+            f"{label(reference.manifest, git_a)}, {run.name}: commit "
+            f"{label(run.manifest, git_b)}): a difference may come from the code, not from "
+            "the parameters."]
+
+
+def _usage(run: Run) -> dict[str, int]:
+    totals = [e.get("totals") or {} for e in load_usage_history(run.layout)]
+    return {key: sum(int(t.get(key, 0)) for t in totals) for key in ("requests", "cache_hits")}
+
+
+def cache_share(run: Run) -> tuple[float, int]:
+    """The share of a run's LLM answers that came from the response cache, and how many
+    answers it had (every session of the run)."""
+    usage = _usage(run)
+    answers = usage["requests"] + usage["cache_hits"]
+    return (usage["cache_hits"] / answers if answers else 0.0), answers
+
+
+def _cache_warnings(runs: Sequence[Run]) -> list[str]:
+    shares = {run.name: cache_share(run) for run in runs}
+    served = [name for name, (share, n) in shares.items() if n and share > CACHE_SERVED]
+    fresh = [name for name, (share, n) in shares.items() if n and share <= CACHE_SERVED]
+    if not served or not fresh:
+        return []
+    return [f"{name} was served from the response cache ({shares[name][0]:.0%} of its "
+            f"{shares[name][1]:,} LLM answers) and {', '.join(fresh)} sent "
+            f"{'its' if len(fresh) == 1 else 'their'} requests: the wall time says nothing "
+            "about which is faster." for name in served]
+
+
+def warnings(runs: Sequence[Run]) -> list[str]:
+    """What differs between the runs besides the parameters listed (each later run against
+    the first): their data, their benchmark users, their code, and a cached run's time."""
+    reference = runs[0]
+    found: list[str] = []
+    for run in runs[1:]:
+        found += _data_warnings(reference, run)
+        found += _no_persona_in_common(reference, run)
+        found += _other_code(reference, run)
+    return list(dict.fromkeys(found + _cache_warnings(runs)))
+
+
+WARNING_CSS = ("<style>.aloe-compare-warnings{border-left:4px solid #c0392b;background:#fbeaea;"
+               "padding:4px 12px;margin:6px 0;font-size:14px;max-width:1100px}"
+               ".aloe-compare-warnings ul{margin:2px 0;padding-left:18px}</style>")
+
+
+def warnings_html(runs: Sequence[Run]) -> str:
+    """The warnings as a box for the top of the page ("" when there are none)."""
+    found = warnings(runs)
+    if not found:
+        return ""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in found)
+    return (f"{WARNING_CSS}<div class='aloe-compare-warnings'><b>Warning: more differs than "
+            f"the parameters listed below</b><ul>{items}</ul></div>")
 
 
 # ------------------------------------------------------------------------------------------
@@ -263,20 +481,38 @@ def _training_seconds(layout: RunLayout) -> float:
     return total
 
 
+def wall_time_text(seconds: float, share: float, answers: int) -> str:
+    """A run's wall time, saying how much of its LLM answers the response cache gave (short:
+    a table cell shows 50 characters)."""
+    from aloe.report import duration
+
+    if not answers or not share:
+        return duration(seconds)
+    if share > CACHE_SERVED:
+        return f"{duration(seconds)} (served from the cache: {share:.0%})"
+    return f"{duration(seconds)} ({share:.0%} from the cache)"
+
+
 def cost_table(runs: Sequence[Run]) -> pd.DataFrame:
-    """Per run: LLM requests sent and answered from the cache, tokens, estimated cost, the
-    wall time of the last `aloe run`'s stages and the training time."""
+    """Per run, over every `aloe run` of its folder (as its report counts): LLM requests sent
+    and answered from the cache, tokens, estimated cost, the stages' wall time (the report's
+    own left out) and how many `aloe run`s it adds up, the wall time saying how much the cache
+    answered, and the training time."""
+    from aloe.report import stage_times
+
     rows = []
     for run in runs:
         totals = [e.get("totals") or {} for e in load_usage_history(run.layout)]
-        timings = read_json(run.layout.timings) if run.layout.timings.exists() else {}
+        times = stage_times(run.layout)
+        share, answers = cache_share(run)
         rows.append({"run": run.name,
                      "requests sent": sum(int(t.get("requests", 0)) for t in totals),
                      "answered from the cache": sum(int(t.get("cache_hits", 0)) for t in totals),
                      "tokens": sum(int(t.get("prompt_tokens", 0))
                                    + int(t.get("completion_tokens", 0)) for t in totals),
                      "cost (USD)": round(sum(float(t.get("cost_usd", 0.0)) for t in totals), 4),
-                     "stages' wall time (s)": round(sum(float(s.get("seconds", 0.0)) for s in
-                                                        timings.get("stages") or []), 1),
+                     "wall time (s)": round(times["wall_s"], 1),
+                     "aloe runs": times["invocations"],
+                     "wall time": wall_time_text(times["wall_s"], share, answers),
                      "training time (s)": round(_training_seconds(run.layout), 1)})
     return pd.DataFrame(rows).set_index("run")

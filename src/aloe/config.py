@@ -19,13 +19,22 @@ from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt,
-                      ValidationError, field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from aloe import protocols
-from aloe.errors import BadInputError, ParamsError, shown
-from aloe.yaml_reading import parse_yaml
+from aloe.errors import BadInputError, ParamsError, did_you_mean, shown
 from aloe.layout import RunLayout
+from aloe.yaml_reading import parse_yaml
 
 ROLE_NAMES = ("generator", "user", "inducer", "assistant", "judge")
 OPTIONAL_ROLES = ("second_judge",)  # roles a parameter file may add (None: not used)
@@ -235,6 +244,11 @@ class ConversationsConfig(Section):
     # "Message 1" name the first reply. exact (released): only the answer `first`, exactly as
     # returned, names it; under hinted_first anything else counts as preferring the plain reply.
     judge_reading: Literal["lenient", "exact"] = "lenient"
+    # A conversation dropped because its inducer's answer stayed unreadable (reference
+    # prompts): false, it counts inside n_conversations; true (released), another one is drawn
+    # for it, the plan's next persona, until n_conversations are complete (at most
+    # n_conversations more are drawn).
+    replace_dropped: bool = False
     validation_fraction: Real = Field(0.2, ge=0.0, lt=1.0)
     # The share of conversations whose requests may fail for good (after every retry) while
     # the stage still succeeds, like Inspect's `fail_on_error`. 0: any lost conversation fails
@@ -436,7 +450,8 @@ class PreferenceShiftConfig(Section):
     another one, the simulated user is told so in its instructions, and the judge scores
     against the changed persona."""
 
-    turn: Int = Field(ge=2, le=MAX_TURNS)  # the first turn of the changed persona (turn 1 is never shifted)
+    # the first turn of the changed persona (turn 1 is never shifted)
+    turn: Int = Field(ge=2, le=MAX_TURNS)
     change: Literal["personality", "profile"] = "personality"
     # The new personality (or profile), the same for every user; null: each user takes another
     # benchmark persona's, drawn with the run's seed (one that differs from its own).
@@ -446,7 +461,8 @@ class PreferenceShiftConfig(Section):
 class JudgeCheckConfig(Section):
     """The judge measured: `roles.second_judge` re-judges a sample of the recorded replies."""
 
-    sample: Int = Field(40, ge=2, le=MAX_ITEMS)  # replies drawn (with the run's seed) over models and turns
+    # replies drawn (with the run's seed) over models and turns
+    sample: Int = Field(40, ge=2, le=MAX_ITEMS)
 
 
 class EvaluationConfig(Section):
@@ -475,7 +491,8 @@ class EvaluationConfig(Section):
     # persona (judge's measure, and word overlap) on average: it reveals most of it at once.
     reveal_flag: Real = Field(0.5, gt=0.0, le=1.0)
     judge_check: JudgeCheckConfig | None = None  # needs roles.second_judge; null: not run
-    human_sample: Int = Field(30, ge=1, le=MAX_ITEMS)  # replies in the human-rating kit (aloe ratings export)
+    # replies in the human-rating kit (aloe ratings export)
+    human_sample: Int = Field(30, ge=1, le=MAX_ITEMS)
     benchmark: Literal["run", "aloe"] = "run"  # run: stage 1's; aloe: the official files below
     aloe_profiles: str | None = None  # profile_eval.jsonl (a path or URL)
     aloe_personalities: str | None = None  # personality_eval.jsonl; the first 5 are used
@@ -489,13 +506,15 @@ class EvaluationConfig(Section):
         EvalModelSpec(name="sft", adapter="sft"),
         EvalModelSpec(name="dpo", adapter="dpo"),
     ]
-    batch_size: Int = Field(16, ge=1, le=MAX_CONCURRENCY)  # in-process replies per generate(); endpoint concurrency
+    # in-process replies per generate(); an endpoint's concurrency
+    batch_size: Int = Field(16, ge=1, le=MAX_CONCURRENCY)
     # The base an in-process adapter is evaluated on. unquantised: the base in the compute
     # dtype (bf16 on a GPU), as adapters are usually served; as_trained: the 4-bit NF4 base it
     # was trained on (sft/dpo.load_in_4bit), so the function scored is the one trained (the
     # released code evaluates its fully fine-tuned weights themselves).
     adapter_base: Literal["unquantised", "as_trained"] = "unquantised"
-    max_new_tokens: Int = Field(96, ge=1, le=MAX_TOKENS)  # a reply that reaches it is recorded as truncated
+    # a reply that reaches it is recorded as truncated
+    max_new_tokens: Int = Field(96, ge=1, le=MAX_TOKENS)
     # Of the model under test; 0: greedy; null: the model's own generation config (released).
     temperature: Real | None = Field(0.7, ge=0.0, le=2.0)
     # What the judge sees besides the persona and the reply. transcript (this workbook): the
@@ -553,23 +572,13 @@ class EvaluationConfig(Section):
 class ReportConfig(Section):
     """Stage 6: the rendered report."""
 
-    title: str = "ALOE Workbench report"
+    # `{run}` is replaced by the run's name, so that a run renamed with --run-name is titled
+    # after itself, not after the file's run.
+    title: str = "ALOE Workbench: {run}"
 
-
-# Each switch of the protocol and its value in the authors' released code (github.com/
-# ShujinWu-0814/ALOE at b1b8285; ../shared/aloe_reference/PROTOCOL.md): params/paper.yaml takes
-# the released values, params/paper_plus.yaml this workbook's corrections.
-FIDELITY_SWITCHES: dict[str, Any] = {
-    "personas.pairing": "random",
-    "conversations.judge_rule": "hinted_first",
-    "conversations.judge_reading": "exact",
-    "conversations.prompt_style": "reference",
-    "sft.history": "preferred",
-    "dpo.start_from": "base",
-    "evaluation.prompt_style": "reference",
-    "evaluation.judge_context": "last_message",
-    "evaluation.temperature": None,
-}
+    def heading(self, run_name: str) -> str:
+        """The report's title for the run named `run_name`."""
+        return self.title.replace("{run}", run_name)
 
 
 class Params(Section):
@@ -604,16 +613,6 @@ class Params(Section):
                              "another model family); set it, or judge_check: null")
         return self
 
-    def fidelity(self) -> list[dict[str, Any]]:
-        """The switches between the released ALOE protocol and this workbook's corrections:
-        each one's value in this run and the released value (README, fidelity table)."""
-        rows = []
-        for key, released in FIDELITY_SWITCHES.items():
-            section, name = key.split(".", 1)
-            value = getattr(getattr(self, section), name)
-            rows.append({"switch": key, "this run": value, "released": released,
-                         "as released": value == released})
-        return rows
     @model_validator(mode="after")
     def _folders_can_exist(self) -> "Params":
         """A folder the run writes into must not be (or lie under) a file: refused here, where
@@ -776,11 +775,39 @@ def resolve_path(path: str | os.PathLike[str], root: Path | None = None) -> Path
     return p if p.is_absolute() else (root or project_root()) / p
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The section class inside a field's type (`RoleConfig | None`, `list[ModelSpec]`)."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def known_keys(loc: Iterable[str | int]) -> list[str]:
+    """The keys a parameter file may give where `loc` points (`("run",)`: those of `run`);
+    list indices and mapping keys on the way are stepped over."""
+    model: type[BaseModel] | None = Params
+    for part in loc:
+        if model is None:
+            return []
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is not None:
+            model = _model_in(field.annotation)
+    return list(model.model_fields) if model is not None else []
+
+
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
-        return f"unknown key '{key}'"
+        *parent, name = first["loc"]
+        prefix = "".join(f"{part}." for part in parent)
+        return f"unknown key '{key}'" + did_you_mean(str(name), known_keys(parent), prefix)
     message = first["msg"].removeprefix("Value error, ")
     if key == "(top level)":
         return message
@@ -814,8 +841,12 @@ def load_params(path: str | os.PathLike[str], overrides: Iterable["Override"] = 
     the option (`--set: unknown key 'conversations.turnz'`). `source` names the file in
     messages (default: `path` as given).
     """
-    overrides, source = list(overrides), source or str(path)
-    data = read_params_file(path)
+    return _with_overrides(read_params_file(path), list(overrides), source or str(path))
+
+
+def _with_overrides(data: dict[str, Any], overrides: list["Override"], source: str) -> Params:
+    """A parameter mapping with the command line's changes on top, validated (an error names
+    the file, or the option of the first change that breaks it)."""
     if not overrides:
         return params_from_dict(data, source=source)
     try:
@@ -825,6 +856,40 @@ def load_params(path: str | os.PathLike[str], overrides: Iterable["Override"] = 
     params._overrides = tuple(override.text for override in overrides)
     params._source = " ".join([source, *params._overrides])
     return params
+
+
+def load_run_folder(folder: str | os.PathLike[str], overrides: Iterable["Override"] = (),
+                    source: str | None = None) -> Params:
+    """The parameters a run was made with, read from its folder (`manifest.json` holds every
+    value resolved, the command line's changes included), so that a command can name a run by
+    its folder instead of its parameter file and `--run-name`. The run is the folder given:
+    a folder moved or copied since is read where it is now. `overrides` go on top as for a
+    file (`--set`, `--run-name`: a new run folder from this run's parameters)."""
+    import json
+
+    folder, source = Path(folder), source or str(folder)
+    manifest = RunLayout(run_dir=folder, cache_path=Path()).manifest
+    if not folder.is_dir():
+        raise ParamsError(f"{source}: no such run folder")
+    if not manifest.is_file():
+        raise ParamsError(f"{source}: a folder but not a run folder (no manifest.json, which "
+                          "`aloe run` writes when a run starts): give the run's parameter file "
+                          "(and --run-name), or the folder of a run `aloe run` made")
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))["params"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ParamsError(f"{manifest}: not a run manifest with its parameters "
+                          f"({type(error).__name__}); give the run's parameter file "
+                          "instead") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{manifest}: its params are not a mapping; give the run's "
+                          "parameter file instead")
+    here = folder.resolve()
+    run = data.get("run") if isinstance(data.get("run"), dict) else {}
+    recorded = resolve_path(str(run.get("output_dir") or "outputs")) / str(run.get("name"))
+    if recorded.resolve() != here:  # moved or copied: the run is where it is now
+        data = deep_merge(data, {"run": {"output_dir": str(here.parent), "name": here.name}})
+    return _with_overrides(data, list(overrides), source)
 
 
 # --------------------------------------------------------------------------------------------
@@ -981,7 +1046,8 @@ def notebook_params(namespace: dict[str, Any], default: str = "params/tiny.yaml"
     injected = _injected_names(namespace) or set()
     unknown = sorted(injected - set(SECTION_NAMES) - {"params_file", "extends"})
     if unknown:
-        raise ParamsError(f"{source}: unknown key '{unknown[0]}'")
+        raise ParamsError(f"{source}: unknown key '{unknown[0]}'"
+                          + did_you_mean(unknown[0], sorted(SECTION_NAMES)))
     sections = {name: namespace[name] for name in injected & set(SECTION_NAMES | {"extends"})
                 if namespace.get(name) is not None}
     if not sections:

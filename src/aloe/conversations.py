@@ -37,11 +37,17 @@ from aloe.chat import Message, draw, seeded, trim_unfinished
 from aloe.config import Params
 from aloe.conversation_prompts import INDUCER_REASK, NONE, inducer_messages, reply_messages
 from aloe.errors import AloeError, check_lost_items
-from aloe.judges import (BRANCHES, HINTED, INCONSISTENT, PLAIN, UNPARSEABLE, PreferenceJudge,
-                         ask_and_read)
+from aloe.judges import (
+    BRANCHES,
+    HINTED,
+    INCONSISTENT,
+    PLAIN,
+    UNPARSEABLE,
+    PreferenceJudge,
+    ask_and_read,
+)
 from aloe.llm import LLM, Completion, LLMError, MissingKeyError, open_llm
-from aloe.records import (append_record, conversation_check, persona_check, read_records,
-                          write_json)
+from aloe.records import append_record, conversation_check, persona_check, read_records, write_json
 from aloe.simulator import simulate_user
 
 STAGE = "conversations"
@@ -100,16 +106,17 @@ def persona_text(persona: dict[str, Any]) -> tuple[str, str]:
     return str(persona["profile"]), str(persona["personality"])
 
 
-def plan(params: Params, personas: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def plan(params: Params, personas: list[dict[str, Any]], extra: int = 0) -> list[dict[str, Any]]:
     """The conversations to have: conversation i with the persona `plan_conversations` gives
-    it; `sample` counts earlier conversations with the same persona text, so that meeting a
-    persona again starts a different conversation (a different cached draw). Counted by text,
-    not id: random pairing gives the same profile and personality new ids, and two
-    conversations of one text with the same sample would send the same requests and replay
-    each other from the cache."""
+    it, `extra` more than planned to replace dropped ones (`replacements`); `sample` counts
+    earlier conversations with the same persona text, so that meeting a persona again starts
+    a different conversation (a different cached draw). Counted by text, not id: random
+    pairing gives the same profile and personality new ids, and two conversations of one text
+    with the same sample would send the same requests and replay each other from the cache.
+    The plan of n + extra conversations begins with the plan of n."""
     met: Counter[tuple[str, str]] = Counter()
     items = []
-    chosen = plan_conversations(personas, params.conversations.n_conversations,
+    chosen = plan_conversations(personas, params.conversations.n_conversations + extra,
                                 params.run.seed)
     for index, persona in enumerate(chosen):
         items.append({"index": index, "id": conversation_id(index), "persona": persona,
@@ -118,11 +125,16 @@ def plan(params: Params, personas: list[dict[str, Any]]) -> list[dict[str, Any]]
     return items
 
 
-def load_conversations(params: Params) -> list[dict[str, Any]]:
+def load_conversations(params: Params,
+                       check: Callable[[dict[str, Any]], str | None] | None = None
+                       ) -> list[dict[str, Any]]:
     """The written conversation trees, by index: every reader (the stage, its exports, the
     report) reads them here, so that all count the same. Each conversation is written once; a
-    line that repeats an id (a hand edit, a copied file) is refused, naming both lines."""
-    return sorted(read_records(params.layout.conversations, check=conversation_check()),
+    line that repeats an id (a hand edit, a copied file) is refused, naming both lines.
+    `check`: the file's schema (`records.conversation_check()`) when the caller goes on to
+    append with it, so that it has seen what is written."""
+    return sorted(read_records(params.layout.conversations,
+                               check=check or conversation_check()),
                   key=lambda r: (r.get("index", 0), r["id"]))
 
 
@@ -329,14 +341,17 @@ class ConversationsSummary:
 
 
 async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: int,
-                    total: int) -> tuple[int, list[dict[str, str]], str | None]:
+                    total: int, schema: Callable[[dict[str, Any]], str | None]
+                    ) -> tuple[int, list[dict[str, str]], str | None]:
     """Run the pending conversations, `conversations.concurrency` at a time, each appended as
     soon as it completes.
 
     As many workers as the concurrency take the conversations in order, so the tasks (and the
     memory) do not grow with the number of conversations, and each worker writes its own
     conversation (on a thread: the others go on while it is fsynced) instead of queueing it
-    for one writer that a busy event loop would leave behind."""
+    for one writer that a busy event loop would leave behind. Each is written under the
+    file's `schema` (which has seen the conversations already written): a tree its readers
+    would refuse is never written (SchemaError)."""
     path = params.layout.conversations
     bar = tqdm(total=total, initial=done, desc="conversations", unit="conv", dynamic_ncols=True)
     live = progress.reporter(params.layout.progress, "conversations", total)
@@ -367,7 +382,7 @@ async def _generate(llm: LLM, params: Params, todo: list[dict[str, Any]], done: 
             except LLMError as error:
                 failures.append({"id": item["id"], "reason": str(error)})
                 continue
-            await asyncio.to_thread(append_record, path, record)
+            await asyncio.to_thread(append_record, path, record, check=schema)
             written += 1
             bar.update(1)
             show()
@@ -401,17 +416,25 @@ def run_stage(params: Params) -> ConversationsSummary:
     (IncompleteStageError, exit 1) once everything else is written and summarised.
     """
     personas = load_personas(params)
-    items = plan(params, personas)
-    written = load_conversations(params)
+    schema = conversation_check()  # the writer's: it sees what is written, then appends
+    written = load_conversations(params, schema)
+    items = plan(params, personas, replacements(params, written))
     _check_written(params, written, items)
     done_ids = {r["id"] for r in written}
     todo = [item for item in items if item["id"] not in done_ids]
     done = len(items) - len(todo)
+    written_now, failures, rejected = 0, [], None
     with open_llm(params, STAGE) as llm:
-        written, failures, rejected = llm.run(_generate(llm, params, todo, done, len(items)))
+        while todo:  # with replace_dropped, each round draws one for every newly dropped
+            count, lost, rejected = llm.run(_generate(llm, params, todo, done, len(items),
+                                                      schema))
+            written_now, failures = written_now + count, failures + lost
+            more = plan(params, personas, replacements(params, load_conversations(params)))
+            todo, done, items = more[len(items):], len(items), more
         usage = llm.ledger.totals()
     summary = summarise(load_conversations(params), params, personas)
-    summary.found_done, summary.written_now, summary.failures = done, written, failures
+    summary.found_done, summary.written_now, summary.failures = (len(done_ids), written_now,
+                                                                 failures)
     summary.requests, summary.cache_hits = usage.requests, usage.cache_hits
     summary.retries, summary.cost_usd = usage.retries, round(usage.cost_usd, 6)
     if rejected:
@@ -420,6 +443,16 @@ def run_stage(params: Params) -> ConversationsSummary:
     check_lost_items("conversations", [(f["id"], f["reason"]) for f in failures], len(items),
                      params.conversations.max_failed_share, "conversations.max_failed_share")
     return summary
+
+
+def replacements(params: Params, written: Sequence[dict[str, Any]]) -> int:
+    """How many conversations beyond `n_conversations` to draw: one for each dropped one with
+    `conversations.replace_dropped` (as released, which writes until it has its 3,000), at
+    most `n_conversations` more; none without it."""
+    c = params.conversations
+    if not c.replace_dropped:
+        return 0
+    return min(sum(bool(r.get("dropped")) for r in written), c.n_conversations)
 
 
 def _check_written(params: Params, written: list[dict[str, Any]],
@@ -566,7 +599,8 @@ _TREE_CSS = """
 
 def render_tree_html(record: dict[str, Any]) -> str:
     """A conversation tree as HTML: each user message, under it both replies side by side,
-    the judge's preference marked and the branch that continued the conversation outlined."""
+    the judge's preference marked and the branch that continued the conversation outlined (a
+    turn continued by the reply the judge did not prefer says why: the draw is random)."""
     esc = html.escape
     persona = record["persona"]
     parts = [_TREE_CSS, '<div class="aloe-tree">',
@@ -579,8 +613,12 @@ def render_tree_html(record: dict[str, Any]) -> str:
                 f'{esc(inferred.get("profile") or NONE)} / '
                 f'{esc(inferred.get("personality") or NONE)}')
         preferred = t["verdict"]["preferred"]
+        why = (f'<div class="hint">{esc(preferred)} preferred, {esc(t["continued_with"])} '
+               'continued: the branch that continues is drawn at random (seeded) whatever the '
+               'verdict, by design, as in the released ALOE code.</div>'
+               if preferred in BRANCHES and t["continued_with"] != preferred else "")
         parts.append(f'<div class="turn"><div class="label">Turn {t["turn"]} &middot; judge: '
-                     f'{esc(preferred)} ({esc(t["verdict"]["rule"])})</div>'
+                     f'{esc(preferred)} ({esc(t["verdict"]["rule"])})</div>{why}'
                      f'<div class="user"><b>User:</b> {esc(t["user"])}</div>'
                      f'<div class="hint">inferred so far: {hint}</div><div class="branches">')
         for branch in BRANCHES:

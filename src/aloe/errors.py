@@ -10,7 +10,7 @@ to do.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -93,6 +93,15 @@ def writing(file: str | Path) -> Iterator[None]:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(disk_full_message(file)) from None
         raise
+
+
+def did_you_mean(given: str, known: Iterable[str], prefix: str = "") -> str:
+    """"; did you mean run.name?" when one of `known` is close to `given` (difflib's ratio of
+    0.6 or more; the closest), else "": a typed key or command that is nearly right."""
+    import difflib
+
+    close = difflib.get_close_matches(given, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
 
 
 def shown(value: object, limit: int = 60) -> str:

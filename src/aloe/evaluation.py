@@ -50,18 +50,28 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from aloe import agreement, metrics, protocols
-from aloe.protocols import sources
 from aloe.chat import Message, seeded
 from aloe.config import EvalModelSpec, Params
 from aloe.errors import AloeError, check_lost_items, shown
-from aloe.judges import (Judgement, check_contradiction, score_inference, score_reply,
-                         score_revealed)
+from aloe.judges import Judgement, check_contradiction, score_inference, score_reply, score_revealed
 from aloe.llm import LLM, LLMError, open_llm
 from aloe.policy import Reply, adapter_path, open_responder
-from aloe.progress import Reporter, count, money, reporter
 from aloe.pools import load_aloe_benchmark
+from aloe.progress import Reporter, count, money, reporter
 from aloe.prompts import render
-from aloe.records import append_records, persona_check, read_records, write_json
+from aloe.protocols import sources
+from aloe.records import (
+    append_records,
+    human_rating_check,
+    persona_check,
+    probe_check,
+    read_records,
+    scale_problem,
+    second_judge_check,
+    simulator_measure_check,
+    turn_problem,
+    write_json,
+)
 from aloe.simulator import shift_note, simulate_user
 
 Record = dict[str, Any]
@@ -206,7 +216,6 @@ def record_check(protocol: protocols.Protocol, model: str) -> Callable[[Record],
     """The schema of a record of `model`'s file, for every reader: that model, a persona, a
     turn from 1, texts that are text, and scores on the protocol's scale or none (a judgement
     that could not be read)."""
-    low, high = protocol.scale
 
     def problem(record: Record) -> str | None:
         if record.get("model") != model:
@@ -214,31 +223,25 @@ def record_check(protocol: protocols.Protocol, model: str) -> Callable[[Record],
         if not isinstance(record.get("persona_id"), (str, int)) \
                 or isinstance(record.get("persona_id"), bool):
             return "no persona_id"
-        turn = record.get("turn")
-        if not isinstance(turn, int) or isinstance(turn, bool) or turn < 1:
-            return f"turn {shown(turn)} is not a turn number"
+        turn = turn_problem(record.get("turn"))
+        if turn is not None:
+            return turn
         for name in TEXT_FIELDS:
             if not isinstance(record.get(name), (str, type(None))):
                 return f"{name} is {type(record.get(name)).__name__}, not text"
-        for name in ("score", *NUMBER_FIELDS):
-            value = record.get(name)
-            if value is None or (isinstance(value, bool) and (low, high) == (0, 1)):
-                continue  # a 0/1 protocol's verdicts may be booleans
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not low <= value <= high:
-                return (f"{name} {shown(value)} is not on the {protocol.name} protocol's "
-                        f"{low}-{high} scale")
+        for name in ("score", *NUMBER_FIELDS):  # a 0/1 protocol's verdicts may be booleans
+            off = scale_problem(name, record.get(name), protocol)
+            if off is not None:
+                return off
         return None
 
     return problem
 
 
-def _keyed(path: Any) -> dict[tuple[str, int], Record]:
-    """Side records (probes, simulator checks) by (persona id, turn); the first one wins."""
-    keyed: dict[tuple[str, int], Record] = {}
-    for record in read_records(path):
-        keyed.setdefault((str(record["persona_id"]), int(record["turn"])), record)
-    return keyed
+def _keyed(path: Any, check: Callable[[Record], str | None]) -> dict[tuple[str, int], Record]:
+    """Side records (probes, simulator checks) by (persona id, turn), read with their file's
+    schema (`check`, which refuses a pair written twice)."""
+    return {(str(r["persona_id"]), int(r["turn"])): r for r in read_records(path, check=check)}
 
 
 def remaining_turns(params: Params, spec: EvalModelSpec, personas: list[dict[str, Any]]) -> int:
@@ -251,7 +254,8 @@ def _missing_probes(params: Params, spec: EvalModelSpec, personas: list[dict[str
     if not params.evaluation.inference_probe:
         return 0
     source = sources(params)[spec.name]
-    probed = _keyed(params.layout.probe_records(spec.name, source.variant))
+    probed = _keyed(params.layout.probe_records(spec.name, source.variant),
+                    probe_check(spec.name))
     return sum(1 for pid, turns in done.items() for turn in turns if (pid, turn) not in probed)
 
 
@@ -360,12 +364,7 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
             records = [_record(spec.name, p, turn, u, r, j, protocol.name, user_source,
                                who.shifted(turn))
                        for p, u, r, j in zip(active, users, replies, judgements)]
-            for record in records:  # the writer holds the schema its readers hold
-                problem = check(record)
-                if problem is not None:
-                    raise EvaluationError(f"{out_file}: refusing to write a record that "
-                                          f"breaks its schema ({problem})")
-            append_records(out_file, records)
+            append_records(out_file, records, check=check)  # the schema its readers hold
             for p, record in zip(active, records):
                 done[str(p["id"])][turn] = record
             progress.turns_run += len(records)
@@ -438,7 +437,8 @@ def probe_model(params: Params, llm: LLM, spec: EvalModelSpec, personas: list[di
     who = who or Conversationist(params, personas)
     source = sources(params)[spec.name]
     path = params.layout.probe_records(spec.name, source.variant)
-    probed = _keyed(path)
+    check = probe_check(spec.name)  # has seen the file: refuses a probe written twice
+    probed = _keyed(path, check)
     question = {"role": "user", "content": render("probe_inference")}
     by_id = {str(p["id"]): p for p in personas}
     run = 0
@@ -467,7 +467,7 @@ def probe_model(params: Params, llm: LLM, spec: EvalModelSpec, personas: list[di
                             "statement": statement.text, "truncated": statement.truncated,
                             "accuracy": scored.value, "raw_judgement": scored.raw,
                             "judge_attempts": scored.attempts, "shifted": who.shifted(turn)})
-        append_records(path, records)
+        append_records(path, records, check=check)
         run += len(records)
     return run
 
@@ -480,8 +480,10 @@ def check_simulator(params: Params, llm: LLM, model: str, personas: list[dict[st
     Appended to `eval/[VARIANT/]simulator/MODEL.jsonl`; returns how many turns were checked."""
     who = Conversationist(params, personas)
     path = params.layout.simulator_records(model, variant)
-    checked = _keyed(path)
-    records = read_records(params.layout.eval_records(model, variant))
+    check = simulator_measure_check(model)
+    checked = _keyed(path, check)
+    records = read_records(params.layout.eval_records(model, variant),
+                           check=record_check(protocols.get(params.evaluation.protocol), model))
     by_conversation: dict[str, dict[int, Record]] = {}
     for r in records:
         by_conversation.setdefault(str(r["persona_id"]), {}).setdefault(int(r["turn"]), r)
@@ -516,7 +518,7 @@ def check_simulator(params: Params, llm: LLM, model: str, personas: list[dict[st
                         "revealed": r.value, "revealed_raw": r.raw,
                         "contradiction": c.value, "contradiction_raw": c.raw,
                         "shifted": who.shifted(turn)})
-        append_records(path, out)
+        append_records(path, out, check=check)
         run += len(out)
     return run
 
@@ -539,7 +541,9 @@ def check_judge(params: Params, llm: LLM, personas: list[dict[str, Any]],
     protocol, persona, context); appended to `eval/[VARIANT/]judge_check.jsonl`."""
     e = params.evaluation
     path = params.layout.judge_check(variant)
-    done = {(str(r["model"]), str(r["persona_id"]), int(r["turn"])) for r in read_records(path)}
+    check = second_judge_check(protocols.get(e.protocol))
+    done = {(str(r["model"]), str(r["persona_id"]), int(r["turn"]))
+            for r in read_records(path, check=check)}
     sample = [r for r in judge_sample(params, records)
               if (str(r["model"]), str(r["persona_id"]), int(r["turn"])) not in done]
     if not sample:
@@ -568,7 +572,7 @@ def check_judge(params: Params, llm: LLM, personas: list[dict[str, Any]],
                     "profile_id": r.get("profile_id"), "turn": r["turn"],
                     "main_score": r["score"], "second_score": judged.score,
                     "second_raw": judged.raw, "second_attempts": judged.attempts})
-    append_records(path, out)
+    append_records(path, out, check=check)
     return len(out)
 
 
@@ -689,7 +693,8 @@ def compute_metrics(params: Params, records: list[Record],
     if e.inference_probe:
         summary["inference"] = {}
         for name in by_model:
-            probes = read_records(layout.probe_records(name, where[name].variant))
+            probes = read_records(layout.probe_records(name, where[name].variant),
+                                  check=probe_check(name))
             if probes:
                 summary["inference"][name] = metrics.turn_curve(with_design(probes, personas),
                                                                 "accuracy", **boot)
@@ -699,7 +704,8 @@ def compute_metrics(params: Params, records: list[Record],
         if where[name].mode != "live" or not persona_text:
             continue
         lexical = with_design(metrics.lexical_reveal_records(rows, persona_text), personas)
-        checks = with_design(read_records(layout.simulator_records(name, where[name].variant)),
+        checks = with_design(read_records(layout.simulator_records(name, where[name].variant),
+                                          check=simulator_measure_check(name)),
                              personas) if e.simulator_check else []
         first_turn = 2 if protocols.get(e.protocol).first_message is not None else 1
         simulator[name] = metrics.simulator_summary(checks, lexical, reveal_flag=e.reveal_flag,
@@ -707,7 +713,8 @@ def compute_metrics(params: Params, records: list[Record],
     if simulator:
         summary["simulator"] = simulator
     if e.judge_check is not None:
-        judged = read_records(layout.judge_check(protocols.variant_name(e)))
+        judged = read_records(layout.judge_check(protocols.variant_name(e)),
+                              check=second_judge_check(protocol))
         pairs = [r for r in judged
                  if r.get("main_score") is not None and r.get("second_score") is not None]
         result = agreement.agreement([r["main_score"] for r in pairs],
@@ -729,11 +736,27 @@ def compute_metrics(params: Params, records: list[Record],
 
 
 def human_agreement(params: Params) -> dict[str, Any] | None:
-    """Agreement of the main judge with the people who rated the blinded sample, when their
-    ratings were imported (`aloe ratings import`); None otherwise."""
-    from aloe import ratings
-
-    return ratings.human_agreement(params)
+    """The judge against the people who rated the blinded sample (`aloe.ratings`): every
+    (human rating, judge score) pair of the configured variant's imported ratings; None when
+    none were imported (`aloe ratings import`)."""
+    path = params.layout.human_ratings(protocols.variant_name(params.evaluation))
+    if not path.exists():
+        return None
+    e = params.evaluation
+    protocol = protocols.get(e.protocol)
+    rows = [r for r in read_records(path, check=human_rating_check(protocol.categories))
+            if r.get("judge_score") is not None]
+    if not rows:
+        return None
+    result = agreement.agreement([r["judge_score"] for r in rows], [r["rating"] for r in rows],
+                                 protocol.categories,
+                                 clusters=[str(r.get("profile_id") or r["persona_id"])
+                                           for r in rows],
+                                 n_boot=e.bootstrap_samples, confidence=e.confidence,
+                                 seed=params.run.seed)
+    result["raters"] = sorted({r["rater"] for r in rows})
+    result["items_rated"] = len({r["item"] for r in rows})
+    return result
 
 
 # ------------------------------------------------------------------------------------------
@@ -764,8 +787,10 @@ def transcripts(params: Params, models: Sequence[str], persona_id: str | None = 
     """Side-by-side transcripts of one persona (default: the first one all `models` share):
     one row per turn, each model's user message, reply and score."""
     where = sources(params)
+    protocol = protocols.get(params.evaluation.protocol)
     by_model = {m: {(str(r["persona_id"]), int(r["turn"])): r
-                    for r in read_records(params.layout.eval_records(m, where[m].variant))}
+                    for r in read_records(params.layout.eval_records(m, where[m].variant),
+                                          check=record_check(protocol, m))}
                 for m in models}
     if persona_id is None:
         shared = [set(p for p, _ in records) for records in by_model.values()]

@@ -127,14 +127,17 @@ DIFFERENCES: tuple[Difference, ...] = (
         SAME, "taking personas in file order would leave profiles out",
         {"conversations.n_conversations": 3000, "conversations.turns": 10}),
     Difference(
-        "conversations that fail",
+        "dropped conversations (`conversations.replace_dropped`)",
         "an unreadable turn is retried up to 3 times, then the conversation is dropped and "
         "another written, until 3,000 are written (`data_generation.py:236-239`, `:330`)",
-        "an unreadable answer is drawn once more, then the conversation is dropped and "
-        "counted; it is not replaced, so the export holds fewer than "
-        "{conversations.n_conversations}", SAME,
-        "each conversation is a fixed draw (a persona, a seed): replacing one would change "
-        "which personas the data holds; the stage summary says how many were dropped"),
+        "`{conversations.replace_dropped}`: an unreadable inducer answer is drawn once more, "
+        "then the conversation is dropped (and counted) and the plan's next persona takes its "
+        "place, until {conversations.n_conversations} are complete",
+        "`{conversations.replace_dropped}`: the workbook prompts drop none (an unreadable "
+        "answer gives a turn without a hint)",
+        "the released count of complete conversations; at most n_conversations replacements, "
+        "so a backend that drops everything cannot run on",
+        {"conversations.replace_dropped": True}),
     Difference(
         "leakage", "none",
         "training personas screened against the evaluated benchmark; near-copies "

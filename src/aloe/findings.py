@@ -534,7 +534,8 @@ def beyond_the_paper(summary: Mapping[str, Any]) -> str:
                          f"the persona by {source} (flag at {s['reveal_flag']:.0%}): the "
                          "simulated user reveals most of itself at once.")
         elif s.get("turn1_disclosure") is not None:
-            lines.append(f"- Simulator ({name}'s conversations): {_number(s['turn1_disclosure'], '.0%')} "
+            disclosed = _number(s['turn1_disclosure'], '.0%')
+            lines.append(f"- Simulator ({name}'s conversations): {disclosed} "
                          f"of the persona given away in the first message by {source}.")
         if s.get("contradiction_rate") is not None:
             lines.append(f"  Contradictions with the persona: {s['contradiction_rate']:.0%} of "

@@ -27,7 +27,8 @@ instead of spelling the name again.
                                                                  users or a preference shift
         eval/[VARIANT/]probes/ simulator/ judge_check.jsonl metrics.json
         ratings/VARIANT-form.html -key.json -human.jsonl         the human-rating kit
-        report.html                                              stage 6
+        report.html viewer.html                                  stage 6: the report, and
+                                                                 every transcript (viewer)
         usage/STAGE.json usage/history.jsonl usage/live/         the usage ledger
 """
 
@@ -94,6 +95,11 @@ class RunLayout:
     @property
     def report(self) -> Path:
         return self.run_dir / "report.html"
+
+    @property
+    def viewer(self) -> Path:
+        """Every benchmark conversation and training tree on one page (`aloe.viewer`)."""
+        return self.run_dir / "viewer.html"
 
     # -- stage 1: personas -------------------------------------------------------------------
     def pool(self, name: str) -> Path:

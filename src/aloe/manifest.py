@@ -72,6 +72,29 @@ def portable(value: Any, root: Path | None = None) -> Any:
     return value
 
 
+def _shown_word(word: str) -> str:
+    key, sep, value = word.partition("=")
+    if sep and is_machine_path(value):  # --set local_model.path=/home/...
+        return f"{key}={display_path(value)}"
+    return display_path(word)
+
+
+def stage_line(params: Params) -> str:
+    """The line a stage notebook prints first: the parameter file (with the command line's
+    changes) and the run folder, as the report shows paths (never a machine path)."""
+    source = " ".join(_shown_word(word) for word in str(params.source).split(" "))
+    return f"profile: {source}  ->  run folder: {display_path(params.layout.run_dir)}"
+
+
+# An absolute path inside a sentence: not part of a URL, a relative path or a unit (tokens/s)
+_PATH_IN_TEXT = re.compile(r"(?<![\w.:/~-])~?/(?:[\w.@+-]+/)*[\w.@+-]+")
+
+
+def shown_text(text: str) -> str:
+    """A sentence with every machine path in it written as `display_path` writes it."""
+    return _PATH_IN_TEXT.sub(lambda found: display_path(found.group(0)), text)
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested parameters as dotted keys (`dpo.trainer.beta`); lists stay whole values."""
     flat: dict[str, Any] = {}

@@ -55,12 +55,16 @@ from typing import Any
 
 import pandas as pd
 
-from aloe.chat import Message
-from aloe.config import EvalModelSpec, Params, TrainingConfig, is_url, resolve_path
 from aloe import protocols
 from aloe.budget import CHARS_PER_TOKEN_AT_MOST
-from aloe.conversation_prompts import (INDUCER_REASK, continued_chat, inducer_messages,
-                                       reply_messages)
+from aloe.chat import Message
+from aloe.config import EvalModelSpec, Params, TrainingConfig, is_url, resolve_path
+from aloe.conversation_prompts import (
+    INDUCER_REASK,
+    continued_chat,
+    inducer_messages,
+    reply_messages,
+)
 from aloe.judges import PREFERENCE_REASK, contradiction_prompt, preference_messages
 from aloe.layout import TRAINING_STAGES
 from aloe.pools import KINDS, MAX_ITEM_CHARS, builtin_seeds, kind_plural, read_text_pool
@@ -275,7 +279,8 @@ def forecast_lengths(params: Params, measured: dict[tuple[str, str], Measured] |
     sources: dict[str, str] = {}
     for role, config in params.roles.as_mapping().items():
         default = (DEFAULT_COMPLETION.get(role) if role != "generator"
-                   else params.personas.generate_n * (training["profile"] + training["personality"]) / 2)
+                   else params.personas.generate_n
+                   * (training["profile"] + training["personality"]) / 2)
         completion[role], sources[role] = _typical(measured, role, config.model,
                                                    config.max_tokens, float(default or 0))
     max_new = params.evaluation.max_new_tokens
@@ -646,7 +651,8 @@ def _stage_makers() -> dict[str, tuple[BatchMaker, BatchMaker]]:
     """Each stage's requests: (ceiling, forecast); they differ only in stage 1's rounds."""
     return {
         "preflight": (preflight_batches, preflight_batches),
-        "personas": (personas_batches, lambda p, l: personas_batches(p, l, forecast=True)),
+        "personas": (personas_batches,
+                     lambda p, lengths: personas_batches(p, lengths, forecast=True)),
         "conversations": (conversations_batches, conversations_batches),
         "evaluate": (evaluate_batches, evaluate_batches),
     }
@@ -963,7 +969,8 @@ def format_plan(plan: Plan) -> str:
         if r.stage != "preflight":
             seen.setdefault(r.role.split(":")[0], r.source)
     lines += [f"  {role}: {source}" for role, source in seen.items() if source]
-    lines += ["", f"GPU hours, forecast / ceiling ({plan.gpu['assumption']}; {plan.gpu['policy']}):",
+    lines += ["",
+              f"GPU hours, forecast / ceiling ({plan.gpu['assumption']}; {plan.gpu['policy']}):",
               plan.gpu_table().to_string(), "",
               f"disk for the run folder: {plan.disk_gb:,.1f} GB", "", f"how it counts: {COUNTING}"]
     return "\n".join(lines)

@@ -268,12 +268,15 @@ def plot_hinted_win_rate(turns: pd.DataFrame) -> Figure:
 
 
 def plot_verdicts(turns: pd.DataFrame) -> Figure:
-    """Per turn, the share of verdicts of each kind (inconsistent and unparseable included)."""
+    """Per turn, the share of verdicts of each kind: hinted and plain, and inconsistent and
+    unparseable where the run gave any (a judge asked once is never inconsistent: neither
+    the legend nor the title speaks of what the run cannot give)."""
     fig, ax = new_figure()
     if turns.empty:
         empty_axes(ax, "no turns")
         return fig
-    order = ["hinted", "plain", "inconsistent", "unparseable"]
+    given = set(turns.preferred)
+    order = ["hinted", "plain"] + [v for v in ("inconsistent", "unparseable") if v in given]
     shares = (pd.crosstab(turns.turn, turns.preferred, normalize="index")
               .reindex(columns=order, fill_value=0.0))
     shares.plot.bar(stacked=True, ax=ax, rot=0, width=0.8)
@@ -281,8 +284,8 @@ def plot_verdicts(turns: pd.DataFrame) -> Figure:
     ax.set_ylabel("share of judged turns")
     ax.set_ylim(0, 1)
     legend_beside(ax, "verdict")
-    ax.set_title(f"Judge verdicts by turn (n = {_conversations_n(turns)}; inconsistent: the "
-                 "two orders disagreed)")
+    explained = "; inconsistent: the two orders disagreed" if "inconsistent" in given else ""
+    ax.set_title(f"Judge verdicts by turn (n = {_conversations_n(turns)}{explained})")
     return fig
 
 

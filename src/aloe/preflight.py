@@ -31,7 +31,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +42,15 @@ from aloe.config import Params, RoleConfig, is_url, resolve_path
 from aloe.errors import AloeError
 from aloe.layout import TRAINING_STAGES
 from aloe.llm import LLM
-from aloe.plan import (base_model_download_gb, disk_gb, generated_pools, policy_parameters,
-                       policy_reference, policy_role, training_memory_gb)
+from aloe.plan import (
+    base_model_download_gb,
+    disk_gb,
+    generated_pools,
+    policy_parameters,
+    policy_reference,
+    policy_role,
+    training_memory_gb,
+)
 from aloe.prompts import render
 
 OK, FAILED, UNCHECKED = "ok", "FAILED", "not checked"
@@ -53,7 +60,12 @@ DISK_MARGIN = 1.2  # free disk wanted over the estimate
 
 
 class NotReadyError(AloeError):
-    """A run would fail: the message (one line) holds every failed readiness check whole."""
+    """A run would fail: the message's first line counts the failed readiness checks, then
+    one line per failed check, whole ("- check: reason and what to do")."""
+
+    def __init__(self, headline: str, details: Sequence[str] = ()) -> None:
+        super().__init__("\n".join([headline, *(f"- {line}" for line in details)]))
+        self.headline, self.details = headline, list(details)
 
 
 @dataclass
@@ -122,11 +134,22 @@ async def _probe(llm: LLM, role: str) -> Check:
         reply = await llm.chat(role, [{"role": "user", "content": render("probe_ready")}],
                                max_tokens=4, temperature=0.0, fresh=not listed)
     except Exception as error:  # noqa: BLE001 - every failure is reported, whole
-        return Check(f"endpoint {role}", FAILED, f"{type(error).__name__}: {error}")
+        said = str(error).strip().rstrip(".")
+        return Check(f"endpoint {role}", FAILED, f"{type(error).__name__}: {said}; "
+                                                 f"{_endpoint_fix(role, config)}")
     seconds = time.perf_counter() - started
     how = "reachable; its model answered earlier (cached)" if reply.cached else "answered"
     return Check(f"endpoint {role}", OK, f"{where} {how} {reply.text.strip()[:30]!r} in "
                                          f"{seconds:.1f} s")
+
+
+def _endpoint_fix(role: str, config: RoleConfig) -> str:
+    """What to do about a backend that did not answer: the keys that say where it is."""
+    setting = (f"the evaluation.models entry '{role.split(':', 1)[1]}'"
+               if role.startswith("policy:") else f"roles.{role}")
+    key = f", the key in {config.api_key_env}" if config.api_key_env else ""
+    return (f"check that the server is up and reachable, and {setting} (base_url, "
+            f"model{key})")
 
 
 def check_endpoints(params: Params) -> list[Check]:
@@ -474,11 +497,12 @@ def show(checks: list[Check]) -> None:
 
 
 def require_ready(checks: list[Check]) -> None:
-    """Raise NotReadyError, one line per failed check, when any failed."""
+    """Raise NotReadyError when any check failed: a headline with their count, then one line
+    per failed check (`aloe run` prints them so, under the parameter file's name)."""
     failed = [c for c in checks if c.failed]
     if failed:
-        reasons = " | ".join(f"{c.check}: {' '.join(c.detail.split())}" for c in failed)
         raise NotReadyError(f"{len(failed)} of {len(checks)} readiness checks failed; nothing "
-                            f"was spent: {reasons}")
+                            "was spent; fix them and run again:",
+                            [f"{c.check}: {' '.join(c.detail.split())}" for c in failed])
 
 

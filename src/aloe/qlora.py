@@ -64,7 +64,8 @@ def model_config(base: str) -> Any:
 
     config = AutoConfig.from_pretrained(base)
     quant = getattr(config, "quantization_config", None)
-    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    method = (quant.get("quant_method") if isinstance(quant, dict)
+              else getattr(quant, "quant_method", None))
     if str(method).lower().endswith("gguf"):
         del config.quantization_config
     return config

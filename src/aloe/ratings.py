@@ -12,7 +12,7 @@ how far the judge agrees with them.
 2. `import_ratings` reads such files (one per rater; a rater's new file replaces their old
    ratings), checks every item and value against the key, and keeps them in
    `ratings/VARIANT-human.jsonl`.
-3. `human_agreement` pairs each human rating with the judge's score of the same reply:
+3. `evaluation.human_agreement` pairs each human rating with the judge's score of the same reply:
    kappa, weighted kappa and Spearman with bootstrap intervals (`aloe.agreement`), written to
    metrics.json by stage 5 and shown in notebook 05.
 """
@@ -25,11 +25,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aloe import agreement, protocols
+from aloe import evaluation, protocols
 from aloe.chat import seeded, transcript
 from aloe.config import Params
 from aloe.errors import BadInputError
-from aloe.records import read_json, read_records, replace_file, write_json, write_records
+from aloe.records import (
+    human_rating_check,
+    rating_key_check,
+    read_json,
+    read_records,
+    replace_file,
+    write_json,
+    write_records,
+)
 
 
 class RatingsError(BadInputError):
@@ -43,8 +51,6 @@ def _variant(params: Params) -> str:
 def kit_items(params: Params, size: int | None = None) -> tuple[str, list[dict[str, Any]]]:
     """(kit id, items): the sampled replies with what a rater sees and what only the key
     holds. The draw is seeded (a rerun draws the same kit); the shown order is shuffled."""
-    from aloe import evaluation
-
     e = params.evaluation
     personas = evaluation.benchmark_personas(params)
     records = evaluation.load_records(params, personas)
@@ -92,7 +98,8 @@ def export_kit(params: Params, size: int | None = None) -> tuple[Path, Path]:
     form.parent.mkdir(parents=True, exist_ok=True)
     # the key first, each file whole or not at all: a full disk never leaves a form whose
     # ratings could not be imported
-    write_json(params.layout.rating_key(variant), key)
+    write_json(params.layout.rating_key(variant), key,
+               check=rating_key_check(protocol.categories))
     page = render_form(kit, variant, protocol, items)
     replace_file(form, lambda handle: handle.write(page))
     return form, params.layout.rating_key(variant)
@@ -188,15 +195,17 @@ def import_ratings(params: Params, files: list[str | Path]) -> Path:
     key_path = params.layout.rating_key(variant)
     if not key_path.exists():
         raise RatingsError(f"no rating kit at {key_path}: run `aloe ratings export` first")
-    key = read_json(key_path)
-    kept = read_records(params.layout.human_ratings(variant))
+    categories = protocols.get(params.evaluation.protocol).categories
+    key = read_json(key_path, check=rating_key_check(categories))
+    kept = read_records(params.layout.human_ratings(variant),
+                        check=human_rating_check(categories))
     for file in files:
         rater, ratings = read_ratings_file(Path(file), key, variant)
         kept = [r for r in kept if r["rater"] != rater]
         kept += [{"kit": key["kit"], "rater": rater, "item": item, "rating": value,
                   **key["items"][item]} for item, value in sorted(ratings.items())]
     path = params.layout.human_ratings(variant)
-    write_records(path, kept)
+    write_records(path, kept, check=human_rating_check(categories))
     return path
 
 
@@ -230,26 +239,3 @@ def read_ratings_file(file: Path, key: dict[str, Any], variant: str
             raise RatingsError(f"{file}: item {item} has value {shown}; the kit asks for one "
                                f"of {key['categories']}")
     return rater.strip(), ratings
-
-
-def human_agreement(params: Params) -> dict[str, Any] | None:
-    """The judge against the people: every (human rating, judge score) pair of the configured
-    variant's imported ratings; None when none were imported."""
-    variant = _variant(params)
-    path = params.layout.human_ratings(variant)
-    if not path.exists():
-        return None
-    rows = [r for r in read_records(path) if r.get("judge_score") is not None]
-    if not rows:
-        return None
-    e = params.evaluation
-    protocol = protocols.get(e.protocol)
-    result = agreement.agreement([r["judge_score"] for r in rows], [r["rating"] for r in rows],
-                                 protocol.categories,
-                                 clusters=[str(r.get("profile_id") or r["persona_id"])
-                                           for r in rows],
-                                 n_boot=e.bootstrap_samples, confidence=e.confidence,
-                                 seed=params.run.seed)
-    result["raters"] = sorted({r["rater"] for r in rows})
-    result["items_rated"] = len({r["item"] for r in rows})
-    return result

@@ -13,6 +13,7 @@ machine path is ever shown (`aloe.manifest.portable`).
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from aloe import findings, manifest, model_card, protocols
+from aloe import findings, manifest, model_card, protocols, viewer
 from aloe.config import ROLE_NAMES, Params, resolve_path
 from aloe.layout import TRAINING_STAGES, RunLayout
 from aloe.llm import load_usage_history
@@ -72,8 +73,11 @@ def product_counts(layout: RunLayout) -> dict[str, int]:
 
 
 def counts_table(layout: RunLayout) -> pd.DataFrame:
-    return pd.DataFrame(list(product_counts(layout).items()),
-                        columns=["product", "count"]).set_index("product")
+    """How many of each product, with one header row (product, count)."""
+    table = pd.DataFrame(list(product_counts(layout).items()),
+                         columns=["product", "count"]).set_index("product")
+    table.index.name, table.columns.name = None, "product"  # the name in the header's corner
+    return table
 
 
 def evaluation_records(layout: RunLayout, models: list[str]) -> list[dict[str, Any]]:
@@ -127,6 +131,9 @@ def run_facts(params: Params, found: Mapping[str, Any]) -> list[tuple[str, str]]
 
 
 def _value_text(value: Any) -> str:
+    """A value as the parameter file writes it: null, not None; lists and mappings as JSON."""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
     return "null" if value is None else str(value)
 
 
@@ -224,29 +231,45 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def stage_times(layout: RunLayout) -> dict[str, Any]:
+    """The wall time of the run's stages (the report's own left out), summed over every
+    `aloe run` of the folder as the request counts are (runner.json keeps the earlier ones'
+    stage times under `earlier`): total seconds, how many `aloe run`s timed a stage, the
+    last one's seconds, and the stages' numbers."""
+    timings = load_optional(layout.timings) or {}
+    invocations = [[s for s in entry.get("stages") or [] if s.get("notebook") != REPORT_NOTEBOOK]
+                   for entry in [*(timings.get("earlier") or []), timings]]
+    timed = [stages for stages in invocations if stages]
+    seconds = [sum(float(s.get("seconds", 0.0)) for s in stages) for stages in timed]
+    return {"wall_s": sum(seconds), "invocations": len(timed),
+            "last_s": seconds[-1] if seconds else 0.0,
+            "stages": sorted({s["notebook"][:2] for stages in timed for s in stages})}
+
+
 def cost_and_time(layout: RunLayout) -> dict[str, Any]:
     """LLM requests, cache answers, tokens and cost over every stage session of the run, and
-    the wall time of the stages of the last `aloe run` (this report excluded)."""
+    the wall time of its stages over every `aloe run` (this report excluded): both cover
+    every invocation, so that they describe the same work."""
     history = load_usage_history(layout)
     totals = [entry.get("totals") or {} for entry in history]
-    timings = load_optional(layout.timings) or {}
-    stages = [s for s in timings.get("stages") or [] if s.get("notebook") != REPORT_NOTEBOOK]
     return {"requests": sum(int(t.get("requests", 0)) for t in totals),
             "cache_hits": sum(int(t.get("cache_hits", 0)) for t in totals),
             "tokens": sum(int(t.get("prompt_tokens", 0)) + int(t.get("completion_tokens", 0))
                           for t in totals),
             "cost_usd": sum(float(t.get("cost_usd", 0.0)) for t in totals),
-            "wall_s": sum(float(s.get("seconds", 0.0)) for s in stages),
-            "stages": [s["notebook"][:2] for s in stages]}
+            **stage_times(layout)}
 
 
 def cost_sentence(cost: Mapping[str, Any]) -> str:
-    stages = cost["stages"]
+    stages, runs = cost["stages"], cost.get("invocations", 1)
     span = ("no stage timed" if not stages else f"stage {stages[0]}" if len(stages) == 1
             else f"stages {stages[0]}-{stages[-1]}")
+    summed = ("" if not stages else ", one aloe run" if runs == 1 else
+              f", summed over {runs} aloe runs; the last took {duration(cost['last_s'])}")
     return (f"{cost['requests']:,} LLM requests sent and {cost['cache_hits']:,} answered from "
-            f"the cache, {cost['tokens']:,} tokens, ${cost['cost_usd']:,.2f} estimated; wall "
-            f"time {duration(cost['wall_s'])} ({span} of the last aloe run).")
+            f"the cache, {cost['tokens']:,} tokens, ${cost['cost_usd']:,.2f} estimated, over "
+            f"every invocation of the run; wall time {duration(cost['wall_s'])} ({span}"
+            f"{summed}).")
 
 
 def earlier_note(found: Mapping[str, Any]) -> str:
@@ -291,6 +314,8 @@ def summary_html(params: Params, found: Mapping[str, Any], metrics: Mapping[str,
             f"{html.escape(manifest.started_label(found))} · parameter file "
             f"<code>{html.escape(str(found.get('params_file') or params.source))}</code>"
             f"{earlier_note(found)}")
+    if viewer.link_html(layout):  # written by the report notebook just before this summary
+        meta += f" · {viewer.link_html(layout)}"
     table = headline_table(metrics)
     numbers = (table.to_html(classes="aloe-headline", border=0) if not table.empty
                else "<p><i>No evaluation in this run yet.</i></p>")
@@ -301,7 +326,8 @@ def summary_html(params: Params, found: Mapping[str, Any], metrics: Mapping[str,
     level = round(100 * float((metrics or {}).get("confidence", 0.95)))
     units = findings.unit_words(findings.unit(metrics))
     return (f"{SUMMARY_CSS}<div class='aloe-summary'>"
-            f"<h1>{html.escape(params.report.title)}</h1><p class='meta'>{meta}</p>"
+            f"<h1>{html.escape(params.report.heading(params.run.name))}</h1>"
+            f"<p class='meta'>{meta}</p>"
             f"<p><b>Question.</b> {question(params, found, metrics)}</p>"
             f"<p><b>Headline</b> ({level}% bootstrap intervals over {units}; differences "
             "are paired, on the same personas):</p>"

@@ -12,6 +12,7 @@ not one parameter file: `aloe run` never runs it, `aloe compare` does (`run_comp
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import sys
@@ -24,8 +25,14 @@ from typing import IO, Any
 
 from aloe import manifest
 from aloe.config import Params, ProjectNotFoundError, project_root
-from aloe.errors import (AloeError, BadInputError, DiskFullError, RunLockedError,
-                         disk_full_message, is_disk_full)
+from aloe.errors import (
+    AloeError,
+    BadInputError,
+    DiskFullError,
+    RunLockedError,
+    disk_full_message,
+    is_disk_full,
+)
 from aloe.layout import RunLayout, comparison_notebook, comparison_page
 from aloe.progress import Monitor
 from aloe.records import replace_file, write_json
@@ -33,6 +40,15 @@ from aloe.records import replace_file, write_json
 
 class RunError(AloeError):
     """A stage failed; the message names the notebook, the cell and the error."""
+
+
+class PreflightFailedError(RunError):
+    """Stage 0's readiness checks failed: a headline naming the parameter file, then one line
+    per failed check (what, where and what to do), printed as such by `aloe`."""
+
+    def __init__(self, headline: str, details: list[str]) -> None:
+        super().__init__("\n".join([headline, *details]))
+        self.headline, self.details = headline, details
 
 
 class StageSelectionError(BadInputError):
@@ -52,6 +68,7 @@ class RunResult:
     stages: list[StageResult] = field(default_factory=list)
     params_file: str = ""
     overrides: tuple[str, ...] = ()  # the command line's changes (`--set ...`), as typed
+    started: float = field(default_factory=time.time)  # tells this invocation from earlier ones
 
     @property
     def seconds(self) -> float:
@@ -175,7 +192,18 @@ def _stage_failure(notebook: Path, output: Path, error: Exception,
     full = _disk_full_in(error, output)
     if full is not None:
         return DiskFullError(full)
+    if getattr(error, "ename", None) == "NotReadyError":
+        return _preflight_failure(str(getattr(error, "evalue", "")), output, result)
     return RunError(_failure_message(notebook, output, error))
+
+
+def _preflight_failure(evalue: str, output: Path, result: RunResult) -> PreflightFailedError:
+    """The preflight's NotReadyError (its first line the count, then "- check: reason" per
+    failed check) as a headline naming the parameter file and one line per failed check."""
+    first, *rest = evalue.strip().splitlines() or [""]
+    details = [line[2:] for line in rest if line.startswith("- ")]
+    return PreflightFailedError(f"preflight of {result.params_file or 'the run'}: {first}",
+                                details + [f"every check, and the plan: {shown_path(output)}"])
 
 
 _NO_SPACE = re.compile(r"No space left on device(?::\s*'([^']+)')?|Disk quota exceeded")
@@ -288,7 +316,8 @@ def run_workbook(params: Params, params_file: str, stages: str | None = None,
             result.stages.append(StageResult(notebook.stem, seconds, output))
             _save_timings(result)
             if notebook.stem == REPORT_NOTEBOOK:
-                report = render_html(output, layout.report, params.report.title)
+                report = render_html(output, layout.report,
+                                     params.report.heading(params.run.name))
                 print(f"report: {report}", file=echo, flush=True)
     return result
 
@@ -326,22 +355,48 @@ def run_comparison(run_dirs: list[Path], name: str, output_dir: Path,
     executed = comparison_notebook(output_dir, name)
     executed.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ALOE_ROOT", str(project_root()))
-    try:
+    if progress:
+        print(f"{COMPARE_NOTEBOOK}: {len(run_dirs)} runs ...", flush=True)
+    try:  # never papermill's own progress bar: raw tqdm lines, as for the stages
         _execute(notebook, executed, {"runs": [str(d) for d in run_dirs], "name": name},
-                 progress)
+                 progress_bar=False)
     except Exception as error:  # papermill's execution error or a kernel failure
         if executed.exists() and executed.stat().st_size == 0:  # a full disk: nothing to read
             executed.unlink()
         raise RunError(_failure_message(notebook, executed, error)) from error
+    from aloe import compare
+
+    for line in compare.warnings(compare.load_runs(run_dirs)):  # the page opens with them too
+        print(f"aloe compare: warning: {line}", file=sys.stderr, flush=True)
     return render_html(executed, comparison_page(output_dir, name), f"ALOE comparison: {name}")
 
 
 def _save_timings(result: RunResult) -> None:
+    """runner.json: this invocation's stage times, and every earlier `aloe run`'s under
+    `earlier` (the report sums them all, as it sums every session's requests)."""
     write_json(result.layout.timings,
                {"params_file": result.params_file, "overrides": list(result.overrides),
+                "started": result.started,
                 "stages": [{"notebook": s.notebook, "seconds": round(s.seconds, 2),
                             "output": str(s.output)} for s in result.stages],
-                "finished": time.time()})
+                "finished": time.time(), "earlier": _earlier_timings(result)})
+
+
+def _earlier_timings(result: RunResult) -> list[dict[str, Any]]:
+    """The stage times of the earlier invocations that runner.json holds, the one it holds
+    now added when it is not this invocation's."""
+    try:
+        previous = json.loads(result.layout.timings.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: nothing earlier to keep
+        return []
+    if not isinstance(previous, dict):
+        return []
+    earlier = list(previous.get("earlier") or [])
+    if previous.get("started") != result.started and previous.get("stages"):
+        earlier.append({"started": previous.get("started"), "finished": previous.get("finished"),
+                        "stages": [{"notebook": s.get("notebook"), "seconds": s.get("seconds")}
+                                   for s in previous["stages"]]})
+    return earlier
 
 
 def timing_table(result: RunResult) -> str:

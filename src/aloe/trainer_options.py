@@ -20,7 +20,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from aloe.errors import shown
+from aloe.errors import did_you_mean, shown
 
 TRL_CONFIGS = {"sft": ("trl.trainer.sft_config", "SFTConfig"),
                "dpo": ("trl.trainer.dpo_config", "DPOConfig")}
@@ -42,8 +42,10 @@ def check_trainer_options(stage: str, options: dict[str, object]) -> None:
     for key, value in options.items():
         option = known.get(key)
         if option is None:
+            hint = (did_you_mean(str(key), known, f"{stage}.trainer.")
+                    or "; see its documentation for the options")
             raise ValueError(f"{shown(key)} is not an option of TRL's {class_name} "
-                             f"(trl {_trl_version()}); see its documentation for the options")
+                             f"(trl {_trl_version()}){hint}")
         if option.types is not None and not _fits(value, option.types):
             names = " or ".join(sorted(t.__name__ for t in option.types))
             raise ValueError(f"'{key}' takes {names}, got {shown(value)}")

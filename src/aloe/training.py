@@ -36,11 +36,26 @@ from aloe import model_card
 from aloe.config import DPOConfig, Params, ParamsError, TrainingConfig
 from aloe.layout import ADAPTER_CONFIG, ADAPTER_STATS
 from aloe.layout import TRAINING_STAGES as STAGES
-from aloe.policy import (Device, adapter_weights, base_model, check_model_reference,
-                         detect_device, same_model, verify_adapter_weights, weights_record)
-from aloe.qlora import (build_dpo_trainer, build_sft_trainer, load_base_model, load_tokenizer,
-                        model_config, peak_memory, trainer_arguments)
+from aloe.policy import (
+    Device,
+    adapter_weights,
+    base_model,
+    check_model_reference,
+    detect_device,
+    same_model,
+    verify_adapter_weights,
+    weights_record,
+)
 from aloe.progress import Reporter, reporter
+from aloe.qlora import (
+    build_dpo_trainer,
+    build_sft_trainer,
+    load_base_model,
+    load_tokenizer,
+    model_config,
+    peak_memory,
+    trainer_arguments,
+)
 from aloe.records import DataError, follow_umask, read_json, write_json
 
 if TYPE_CHECKING:  # heavy imports stay lazy: validation must not pay for torch
@@ -200,7 +215,8 @@ def _render_length(tokenizer: Any, messages: list[dict[str, str]], generation: b
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 def fit_history(tokenizer: Any, prompt: list[dict[str, str]],
-                completions: Sequence[list[dict[str, str]]], max_length: int) -> list[dict[str, str]]:
+                completions: Sequence[list[dict[str, str]]],
+                max_length: int) -> list[dict[str, str]]:
     """Drop the oldest turns of a conversation until prompt + longest completion fit.
 
     Truncating tokens would cut the completion (the only thing SFT learns from) or the middle

@@ -39,6 +39,7 @@ class PageReport:
     text_length: int = 0
     first_screen: str = ""  # the text visible without scrolling, at VIEWPORT
     text: str = ""  # the whole page's visible text (closed <details> left out)
+    evaluated: list[Any] = field(default_factory=list)  # the value of each `evaluate` script
 
 
 def chromium_path() -> str | None:
@@ -79,9 +80,12 @@ class _DevTools:
         self.ws.settimeout(60)
 
 
-def inspect_page(path: Path, settle: float = 2.0, screenshot: Path | None = None) -> PageReport:
+def inspect_page(path: Path, settle: float = 2.0, screenshot: Path | None = None,
+                 evaluate: list[str] | tuple[str, ...] = ()) -> PageReport:
     """Load a local HTML file at VIEWPORT and collect errors, image sizes and visible text after
-    it settles; with `screenshot`, write a PNG of the first screen there."""
+    it settles; with `screenshot`, write a PNG of the first screen there. Each `evaluate`
+    expression is then run in the page, in order (a promise is awaited), its value kept in
+    `evaluated`; errors it causes are among the console errors."""
     binary = chromium_path()
     if binary is None:
         raise RuntimeError("chromium is not installed (apt-get install chromium)")
@@ -95,7 +99,7 @@ def inspect_page(path: Path, settle: float = 2.0, screenshot: Path | None = None
              f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
-            return _inspect(port, path.resolve().as_uri(), settle, screenshot)
+            return _inspect(port, path.resolve().as_uri(), settle, screenshot, evaluate)
         finally:
             _end_group(process)
 
@@ -134,7 +138,8 @@ FIRST_SCREEN_JS = """(() => {
 })()"""
 
 
-def _inspect(port: int, url: str, settle: float, screenshot: Path | None) -> PageReport:
+def _inspect(port: int, url: str, settle: float, screenshot: Path | None,
+             evaluate: list[str] | tuple[str, ...] = ()) -> PageReport:
     deadline = time.monotonic() + 30
     targets: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -166,6 +171,14 @@ def _inspect(port: int, url: str, settle: float, screenshot: Path | None) -> Pag
     if screenshot is not None:
         shot = tools.call("Page.captureScreenshot", format="png")
         screenshot.write_bytes(base64.b64decode(shot["data"]))
+    for expression in evaluate:
+        answer = tools.call("Runtime.evaluate", expression=expression, returnByValue=True,
+                            awaitPromise=True)
+        if "exceptionDetails" in answer:
+            report.console_errors.append(answer["exceptionDetails"].get("text", "exception"))
+        report.evaluated.append(answer.get("result", {}).get("value"))
+    if evaluate:
+        tools.drain(0.3)  # what the scripts logged
     for event in tools.events:
         method, params = event.get("method"), event.get("params", {})
         if method == "Runtime.exceptionThrown":

@@ -77,7 +77,8 @@ class FaultProxy:
                 reply = httpx.request(method, proxy.upstream + self.path, content=body,
                                       headers=headers, timeout=600)
                 self.send_response(reply.status_code)
-                self.send_header("content-type", reply.headers.get("content-type", "application/json"))
+                kind = reply.headers.get("content-type", "application/json")
+                self.send_header("content-type", kind)
                 self.send_header("content-length", str(len(reply.content)))
                 self.end_headers()
                 self.wfile.write(reply.content)

@@ -1,7 +1,8 @@
 """An OpenAI-protocol endpoint that answers from a script: each POST gets the next of a list of
-bodies (bytes, with a status and a content type), the last one repeated. For the client's
-handling of answers no real server gives on purpose: HTML gateway pages, cut bodies, content
-that is not text. A real HTTP server on loopback, in a thread of the test's process."""
+bodies (bytes, with a status and a content type), the last one repeated; `HANG` answers
+nothing at all until the server closes. For the client's handling of answers no real server
+gives on purpose: HTML gateway pages, cut bodies, content that is not text, a request left
+hanging. A real HTTP server on loopback, in a thread of the test's process."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def completion(content: Any = "Hello there.", usage: Any = None, **choice: Any) 
 
 
 MODEL_LIST = (200, "application/json", b'{"object": "list", "data": [{"id": "scripted"}]}')
+HANG = (0, "", b"")  # a script entry: the request is read, and never answered
 
 
 class ScriptedServer:
@@ -34,6 +36,7 @@ class ScriptedServer:
         self.requests = 0  # POSTs
         self.received: list[Any] = []  # their bodies, parsed
         self.gets = 0
+        self.closing = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,6 +48,9 @@ class ScriptedServer:
                     server.received.append(raw)
                 answer = server.script[min(server.requests, len(server.script) - 1)]
                 server.requests += 1
+                if answer == HANG:
+                    server.closing.wait(60)
+                    return
                 self._send(*answer)
 
             def do_GET(self) -> None:  # noqa: N802
@@ -69,5 +75,6 @@ class ScriptedServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()

@@ -42,9 +42,11 @@ so transcripts quoted inside later prompts do not mislead the rules.
 Replies are a pure function of (canonical JSON body, stub seed): the same request always gets
 the same reply, so a response cache or a resumed run sees consistent answers, while requests
 that differ in their `seed` (the client's sample index) get different ones. Knobs for drills:
-`latency_s` (an asyncio sleep before each chat reply) and `fail_rate` (that share of chat
+`latency_s` (an asyncio sleep before each chat reply), `fail_rate` (that share of chat
 requests answered 500, drawn from one RNG seeded with the stub seed, in arrival order, so a
-retry of a failed request can succeed).
+retry of a failed request can succeed) and `unreadable_inducer` (that share of the persona
+inducer's answers without the answer lines, drawn from the request's own RNG: the same request
+always gets the same answer, another draw of it may be readable).
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ _SCORE_WORD = re.compile(r"\b(?:score|rating|rate|grade)\b", re.IGNORECASE)
 _SCALE = re.compile(r"\b1\b.{0,40}\b5\b|\b1\s*(?:-|to)\s*5\b|\bone to five\b",
                     re.IGNORECASE | re.DOTALL)
 _INDUCE_PROFILE = re.compile(r"^\W*profile\s*(?:\([^)]*\))?\s*:", re.IGNORECASE | re.MULTILINE)
-_INDUCE_PERSONALITY = re.compile(r"^\W*personality\s*(?:\([^)]*\))?\s*:",
+_INDUCE_PERSONALITY = re.compile(r"^\W*personalit(?:y|ies)\s*(?:\([^)]*\))?\s*:",
                                  re.IGNORECASE | re.MULTILINE)
 _GENERATE = re.compile(
     r"\b(?:write|generate|create|produce|give|list|invent|make)\b\s+(?:me\s+)?"
@@ -461,7 +463,8 @@ def _chars(messages: list[Message]) -> int:
     return sum(len(_text(m)) for m in messages)
 
 
-def complete(body: dict[str, Any], seed: int = 0, created: int = 0) -> tuple[str, dict[str, Any]]:
+def complete(body: dict[str, Any], seed: int = 0, created: int = 0,
+             unreadable_inducer: float = 0.0) -> tuple[str, dict[str, Any]]:
     """The role and the chat.completion object answering `body`."""
     messages = body.get("messages") or []
     if not isinstance(messages, list):
@@ -470,7 +473,10 @@ def complete(body: dict[str, Any], seed: int = 0, created: int = 0) -> tuple[str
                              key=str(seed).encode()[:64]).digest()
     rng = random.Random(int.from_bytes(digest[:8], "big"))
     role = classify(messages)
-    text = reply_text(role, messages, rng)
+    if role == "inducer" and unreadable_inducer and rng.random() < unreadable_inducer:
+        text = "Hard to say from this."
+    else:
+        text = reply_text(role, messages, rng)
     logprobs = None
     if body.get("logprobs"):
         top = int(body.get("top_logprobs") or 0)
@@ -501,8 +507,9 @@ class StubApp:
     """Routing, the counters and the fault RNG shared by all connections of one server."""
 
     def __init__(self, seed: int = 0, latency_s: float = 0.0, fail_rate: float = 0.0,
-                 model: str = "stub"):
+                 model: str = "stub", unreadable_inducer: float = 0.0):
         self.seed, self.latency_s, self.fail_rate, self.model = seed, latency_s, fail_rate, model
+        self.unreadable_inducer = unreadable_inducer
         self.faults = random.Random(f"faults/{seed}")
         self.created = int(time.time())
         self.requests = 0
@@ -533,7 +540,8 @@ class StubApp:
             request = _loads(body)
             if request.get("stream"):
                 return 400, _error("stub: streaming is not supported"), ""
-            role, response = complete(request, self.seed, self.created)
+            role, response = complete(request, self.seed, self.created,
+                                      self.unreadable_inducer)
         except (ValueError, TypeError, AttributeError) as error:
             return 400, _error(f"stub: bad request body: {error}"), ""
         self.by_role[role] += 1
@@ -703,6 +711,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-s", type=float, default=0.0)
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument("--model", default="stub")
+    parser.add_argument("--unreadable-inducer", type=float, default=0.0)
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="exit when this process (our parent) is gone")
     parser.add_argument("--pdeathsig", action="store_true",
@@ -711,7 +720,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.parent_pid is not None and args.pdeathsig:
         _die_with_parent(args.parent_pid)
-    app = StubApp(args.seed, args.latency_s, args.fail_rate, args.model)
+    app = StubApp(args.seed, args.latency_s, args.fail_rate, args.model,
+                  args.unreadable_inducer)
     try:
         asyncio.run(serve(args.host, args.port, app, args.parent_pid, args.announce))
     except KeyboardInterrupt:
@@ -737,8 +747,10 @@ class StubServer:
     """
 
     def __init__(self, seed: int = 0, latency_s: float = 0.0, fail_rate: float = 0.0, *,
-                 model: str = "stub", port: int = 0, startup_timeout: float = 15.0):
+                 model: str = "stub", port: int = 0, startup_timeout: float = 15.0,
+                 unreadable_inducer: float = 0.0):
         self.seed, self.latency_s, self.fail_rate, self.model = seed, latency_s, fail_rate, model
+        self.unreadable_inducer = unreadable_inducer
         self.port = port
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
@@ -755,6 +767,7 @@ class StubServer:
         command = [sys.executable, "-m", "tests.support.stub_server", "--port", str(self.port),
                    "--seed", str(self.seed), "--latency-s", str(self.latency_s),
                    "--fail-rate", str(self.fail_rate), "--model", self.model,
+                   "--unreadable-inducer", str(self.unreadable_inducer),
                    "--parent-pid", str(os.getpid()), "--announce"]
         if threading.current_thread() is threading.main_thread():
             command.append("--pdeathsig")

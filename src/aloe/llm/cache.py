@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aloe.errors import (EXIT_BAD_INPUT, EXIT_FAILED, AloeError, DiskFullError,
-                         disk_full_message)
+from aloe.errors import EXIT_BAD_INPUT, EXIT_FAILED, AloeError, DiskFullError, disk_full_message
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL,"
           " created REAL NOT NULL)")
@@ -139,7 +138,8 @@ class ResponseCache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock, _guarded(self.path):
-            row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+            row = self._db.execute("SELECT response FROM responses WHERE key = ?",
+                                   (key,)).fetchone()
         if row is None:
             return None
         try:

@@ -9,14 +9,31 @@ pools and the official ALOE files are read by `aloe.pools`.
 """
 
 from aloe.personas.grow import STOP_REASONS, PoolGrower, PoolSpec, PoolSummary, stop_reason
-from aloe.personas.novelty import (DEFAULT_EMBEDDING_MODEL, EmbeddingModelError, NoveltyFilter,
-                                   load_embedding_model)
+from aloe.personas.novelty import (
+                                   DEFAULT_EMBEDDING_MODEL,
+                                   EmbeddingModelError,
+                                   NoveltyFilter,
+                                   load_embedding_model,
+)
 from aloe.personas.parse import ParsedReply, parse_reply
-from aloe.personas.stage import (PersonasSummary, initial_items, pair_personas, run_stage,
-                                 threshold_for)
-from aloe.personas.views import (candidates_table, leakage_report, leakage_table, pca_2d,
-                                 persona_leakage_table, pool_kind, pool_map, read_pool,
-                                 rounds_table)
+from aloe.personas.stage import (
+                                   PersonasSummary,
+                                   initial_items,
+                                   pair_personas,
+                                   run_stage,
+                                   threshold_for,
+)
+from aloe.personas.views import (
+                                   candidates_table,
+                                   leakage_report,
+                                   leakage_table,
+                                   pca_2d,
+                                   persona_leakage_table,
+                                   pool_kind,
+                                   pool_map,
+                                   read_pool,
+                                   rounds_table,
+)
 from aloe.pools import KINDS
 
 __all__ = ["DEFAULT_EMBEDDING_MODEL", "KINDS", "STOP_REASONS", "EmbeddingModelError",

@@ -23,7 +23,15 @@ from aloe.llm import LLMError, MissingKeyError
 from aloe.personas.novelty import NoveltyFilter
 from aloe.personas.parse import parse_reply
 from aloe.pools import kind_plural
-from aloe.records import DataError, append_records, read_records, write_records
+from aloe.records import (
+    DataError,
+    append_records,
+    candidate_check,
+    pool_item_check,
+    read_records,
+    round_check,
+    write_records,
+)
 
 STOP_REASONS = ("target", "saturation", "max_rounds")
 Hook = Callable[[str, dict[str, Any]], None]
@@ -130,6 +138,7 @@ class PoolGrower:
         self.candidates_file = params.layout.persona_candidates
         self.items: list[dict[str, Any]] = []
         self.rounds: list[dict[str, Any]] = []
+        self.schema = pool_item_check()  # the pool file's, as its writer holds it
         self.labels = list(spec.reference)  # the id of each filter row, for the logs
 
     # -- resuming ----------------------------------------------------------------------------
@@ -140,7 +149,7 @@ class PoolGrower:
         if [r["round"] for r in rounds] != list(range(len(rounds))):
             raise DataError(f"{self.rounds_file}: the rounds of pool '{spec.name}' are not "
                             f"0..{len(rounds) - 1}; delete the run folder to start over")
-        found = read_records(spec.file)
+        found = read_records(spec.file, check=pool_item_check())
         initial_texts = [item["text"] for item in spec.initial]
         head = [r.get("text") for r in found[:len(spec.initial)]]
         if head != initial_texts[:len(head)]:  # a file cut short still starts with the seeds
@@ -148,7 +157,7 @@ class PoolGrower:
                             "than the parameters give; use another run name or delete the file")
         if not rounds:  # a fresh pool, or its first round was interrupted: start from seeds
             found = list(spec.initial)
-            write_records(spec.file, found)
+            write_records(spec.file, found, check=pool_item_check())
         elif len(found) < rounds[-1]["pool_size"]:
             raise DataError(f"{spec.file}: holds {len(found)} items but {self.rounds_file} "
                             f"records {rounds[-1]['pool_size']} after round "
@@ -157,8 +166,11 @@ class PoolGrower:
                             "run folder to start over")
         elif len(found) > rounds[-1]["pool_size"]:  # a round interrupted before its log line
             found = found[:rounds[-1]["pool_size"]]
-            write_records(spec.file, found)
+            write_records(spec.file, found, check=pool_item_check())
         self.items, self.rounds = found, rounds
+        self.schema = pool_item_check()  # the writer's: it has seen every item of the pool
+        for item in found:
+            self.schema(item)
         self.filter.extend([item["text"] for item in found])
         self.labels.extend(item["id"] for item in found)
 
@@ -216,8 +228,8 @@ class PoolGrower:
         self.labels.extend(item["id"] for item in admitted)
         if self.annotate:
             self.annotate(admitted)
-        append_records(self.candidates_file, log)
-        append_records(spec.file, admitted)
+        append_records(self.candidates_file, log, check=candidate_check())
+        append_records(spec.file, admitted, check=self.schema)
         self._checkpoint("items_written", round_no)
         surplus = sum(s.status == "surplus" for s in screened)
         record = {"pool": spec.name, "round": round_no, "calls": len(requests),
@@ -229,7 +241,7 @@ class PoolGrower:
                   "pool_size": len(self.items),
                   "admission_rate": _rate(len(admitted), len(candidates) - surplus),
                   "unusable_replies": unusable, "dropped": dropped}
-        append_records(self.rounds_file, [record])
+        append_records(self.rounds_file, [record], check=round_check())
         self.rounds.append(record)
         self._checkpoint("round_logged", round_no)
 

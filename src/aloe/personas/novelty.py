@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aloe.embeddings import (DEFAULT_EMBEDDING_MODEL, EmbeddingModelError,  # noqa: F401
-                             load_embedding_model)
+from aloe.embeddings import DEFAULT_EMBEDDING_MODEL, EmbeddingModelError, load_embedding_model  # noqa: F401
 
 
 @dataclass

@@ -25,10 +25,27 @@ from aloe.layout import RunLayout
 from aloe.personas.grow import STOP_REASONS, Hook, PoolGrower, PoolSpec, PoolSummary
 from aloe.personas.leakage import screen as screen_leakage
 from aloe.personas.novelty import NoveltyFilter
-from aloe.pools import (ALOE_BENCHMARK_PERSONALITIES, KINDS, as_items, builtin_seeds,
-                        cross_benchmark, kind_plural, persona_record, read_text_pool)
+from aloe.pools import (
+    ALOE_BENCHMARK_PERSONALITIES,
+    KINDS,
+    as_items,
+    builtin_seeds,
+    cross_benchmark,
+    kind_plural,
+    persona_record,
+    read_text_pool,
+)
 from aloe.progress import Reporter, count, money, reporter
-from aloe.records import read_records, write_json, write_records
+from aloe.records import (
+    candidate_check,
+    leakage_check,
+    persona_check,
+    pool_item_check,
+    read_records,
+    round_check,
+    write_json,
+    write_records,
+)
 
 
 # ==========================================================================================
@@ -156,20 +173,21 @@ def threshold_for(config: PersonasConfig, kind: str) -> float:
 
 def _load_logs(layout: RunLayout) -> list[dict[str, Any]]:
     """The logged rounds; candidates of rounds that never got logged are dropped."""
-    rounds = read_records(layout.persona_rounds)
+    rounds = read_records(layout.persona_rounds, check=round_check())
     done = {(r["pool"], r["round"]) for r in rounds}
     candidates_file = layout.persona_candidates
-    candidates = read_records(candidates_file)
+    candidates = read_records(candidates_file, check=candidate_check())
     kept = [c for c in candidates if (c["pool"], c["round"]) in done]
     if len(kept) != len(candidates):
-        write_records(candidates_file, kept)
+        write_records(candidates_file, kept, check=candidate_check())
     return rounds
 
 
 def run_stage(params: Params, *, hook: Hook | None = None) -> PersonasSummary:
     """Grow both pools, pair them into personas, write the benchmark; resumable.
 
-    Writes into the run folder (`params.layout`): profiles.jsonl, personalities.jsonl, personas.jsonl,
+    Writes into the run folder (`params.layout`): profiles.jsonl, personalities.jsonl,
+    personas.jsonl,
     benchmark.jsonl, benchmark_profiles.jsonl, benchmark_personalities.jsonl, the rounds log
     (persona_rounds.jsonl), every screened candidate (persona_candidates.jsonl) and
     persona_summary.json. `hook(event, info)` is called after each round's items are written
@@ -205,15 +223,15 @@ def run_stage(params: Params, *, hook: Hook | None = None) -> PersonasSummary:
                                 prefix="bench" if generated else "aloe-eval")
     leakage = screen_leakage(personas, benchmark, config.leakage_threshold,
                              config.embedding_model)
-    write_records(layout.personas, leakage.kept)
-    write_records(layout.benchmark, benchmark)
-    write_records(layout.persona_leakage, leakage.nearest)
+    write_records(layout.personas, leakage.kept, check=persona_check())
+    write_records(layout.benchmark, benchmark, check=persona_check())
+    write_records(layout.persona_leakage, leakage.nearest, check=leakage_check())
     summary = PersonasSummary(
         profiles=len(profiles), personalities=len(personalities),
         personas=len(leakage.kept), benchmark=len(benchmark),
         benchmark_source="generated" if generated else "aloe",
         pools={grower.spec.name: grower.summary() for grower in pools},
-        rounds=read_records(layout.persona_rounds),
+        rounds=read_records(layout.persona_rounds, check=round_check()),
         pairing=config.pairing, leakage_threshold=leakage.threshold,
         leakage_dropped=leakage.dropped)
     write_json(layout.persona_summary, summary.to_json())
@@ -297,5 +315,6 @@ def _aloe_benchmark_items(params: Params, kind: str, train: PoolGrower) -> list[
     source = e.aloe_profiles if kind == "profile" else e.aloe_personalities
     items = as_items(source, f"aloe-eval-{kind}")
     _annotate_leakage(items, train.filter, train.labels)
-    write_records(params.layout.pool(f"benchmark_{kind_plural(kind)}"), items)
+    write_records(params.layout.pool(f"benchmark_{kind_plural(kind)}"), items,
+                  check=pool_item_check())
     return items

@@ -15,18 +15,27 @@ from aloe.layout import RunLayout
 from aloe.personas.novelty import NoveltyFilter
 from aloe.personas.stage import threshold_for
 from aloe.pools import KINDS, kind_plural
-from aloe.records import read_json, read_records, write_json
+from aloe.records import (
+    candidate_check,
+    leakage_check,
+    persona_check,
+    pool_item_check,
+    read_json,
+    read_records,
+    round_check,
+    write_json,
+)
 
 
 def read_pool(layout: RunLayout, name: str) -> list[dict[str, Any]]:
-    return read_records(layout.pool(name))
+    return read_records(layout.pool(name), check=pool_item_check())
 
 
 def rounds_table(layout: RunLayout) -> pd.DataFrame:
     """One row per round and pool: calls, unusable replies, candidates, admitted, size, rate."""
     columns = ["pool", "round", "calls", "unusable", "dropped_fragments", "candidates",
                "admitted", "rejected", "surplus", "pool_size", "admission_rate"]
-    rows = read_records(layout.persona_rounds)
+    rows = read_records(layout.persona_rounds, check=round_check())
     return pd.DataFrame(rows, columns=columns).sort_values(["pool", "round"],
                                                            ignore_index=True)
 
@@ -34,7 +43,8 @@ def rounds_table(layout: RunLayout) -> pd.DataFrame:
 def candidates_table(layout: RunLayout) -> pd.DataFrame:
     """Every screened candidate: pool, round, text, highest similarity, nearest, status."""
     columns = ["pool", "round", "call", "text", "max_similarity", "nearest_id", "status"]
-    table = pd.DataFrame(read_records(layout.persona_candidates), columns=columns)
+    table = pd.DataFrame(read_records(layout.persona_candidates, check=candidate_check()),
+                         columns=columns)
     table.insert(1, "kind", table["pool"].map(pool_kind))
     return table
 
@@ -60,9 +70,9 @@ def leakage_table(layout: RunLayout) -> pd.DataFrame:
 def persona_leakage_table(layout: RunLayout) -> pd.DataFrame:
     """Each benchmark persona with its nearest training persona (before the screen dropped
     near-copies) and their similarity, most similar first."""
-    benchmark = {p["id"]: p for p in read_records(layout.benchmark)}
+    benchmark = {p["id"]: p for p in read_records(layout.benchmark, check=persona_check())}
     rows = [{**row, "benchmark_profile": benchmark.get(row["benchmark_id"], {}).get("profile")}
-            for row in read_records(layout.persona_leakage)]
+            for row in read_records(layout.persona_leakage, check=leakage_check())]
     columns = ["benchmark_id", "nearest_train_id", "similarity", "benchmark_profile"]
     return (pd.DataFrame(rows, columns=columns)
             .sort_values("similarity", ascending=False, ignore_index=True))

@@ -4,8 +4,6 @@ cannot be stated wrongly in it."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from types import ModuleType
 
 import pytest
@@ -14,19 +12,14 @@ import yaml
 from aloe import fidelity
 from aloe.config import load_params, params_from_dict
 from tests.conftest import ROOT
+from tests.support.scripts import load_script
 
 PAPER, PLUS = ROOT / "params" / "paper.yaml", ROOT / "params" / "paper_plus.yaml"
 
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fidelity_table",
-                                                  ROOT / "scripts" / "fidelity_table.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fidelity_table"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fidelity_table")
 
 
 def test_paper_yaml_takes_every_released_value_and_paper_plus_the_corrections() -> None:

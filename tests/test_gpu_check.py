@@ -6,7 +6,6 @@ suite."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.scripts import load_script
 
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
 DOCS_REPORT = ROOT / "docs" / "gpu_check.json"
@@ -25,12 +25,7 @@ DOCS_REPORT = ROOT / "docs" / "gpu_check.json"
 
 @pytest.fixture(scope="module")
 def gpu_check() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gpu_check")
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ name parameter files, options and runs that exist."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shlex
 import subprocess
@@ -16,18 +15,14 @@ import pytest
 
 from aloe.config import load_params
 from tests.conftest import ROOT
+from tests.support.scripts import load_script
 
 README = ROOT / "README.md"
 
 
 @pytest.fixture(scope="module")
 def table_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("readme_plan_table",
-                                                  ROOT / "scripts" / "readme_plan_table.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("readme_plan_table")
 
 
 def test_the_cost_table_is_aloe_plans(table_script: ModuleType) -> None:

@@ -18,7 +18,7 @@ import pytest
 from aloe import compare, manifest
 from aloe.config import deep_merge, params_from_dict
 from aloe.metrics import summarise
-from aloe.records import write_json, write_records
+from aloe.records import DataError, write_json, write_records
 from tests.conftest import ROOT, tiny_dict
 from tests.support.browser import chromium_path, inspect_page
 
@@ -275,3 +275,17 @@ def test_the_warning_tops_the_page_in_chromium(tmp_path: Path) -> None:
     assert shown.console_errors == [] and shown.failed_loads == []
     assert "not comparable as a test of dpo.trainer.beta" in shown.first_screen
     assert shown.text.index("training personas") < shown.text.index("What differs")
+
+
+def test_a_score_off_the_scale_is_named_by_file_and_line(tmp_path: Path) -> None:
+    """Compare reads each run's records with their schema: a score of 99 on ALOE's 1-5 scale
+    is refused with file and line, never averaged into a difference."""
+    make_run(tmp_path, "a")
+    make_run(tmp_path, "b", bonus=1)
+    runs = compare.load_runs(["a", "b"], tmp_path / "outputs")
+    file = runs[1].layout.eval_records("dpo")
+    lines = file.read_text().splitlines()
+    lines[2] = lines[2].replace('"score": ', '"score": 99, "was": ')
+    file.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"{re.escape(str(file))}:3: .*99"):
+        compare.paired_across_runs(runs)

@@ -268,6 +268,37 @@ def test_inference_probe_is_a_side_branch(tmp_path, stub, reference_dir) -> None
     assert again.progress["a"].probes_run == 0 and again.progress["a"].turns_run == 0
 
 
+def test_a_probe_that_cannot_be_answered_is_named_not_dropped(tmp_path, reference_dir) -> None:
+    """The model under test answers every turn but never the inference probe (the stub answers
+    the probe's question 500: a fake backend, because a real one cannot be told to fail one
+    kind of request): the stage does not end as if every probe were run; it names the probe,
+    the role and the URL, and a rerun with the model back retries only the probes."""
+    from aloe.errors import IncompleteStageError
+
+    with StubServer(seed=0, fail_roles=("probe",)) as down:
+        data = stub_dict(tmp_path, down, inference_probe=True)
+        for model in data["evaluation"]["models"]:
+            model["max_retries"] = 0
+        params, _ = with_benchmark(data, reference_dir, n=2)
+        with pytest.raises(IncompleteStageError) as failed:
+            evaluation.run_stage(params)
+    message = str(failed.value)
+    assert message.startswith("12 of 12 side measures (inference probes, simulator checks) "
+                              "could not finish")
+    assert "first: inference probe of model 'a' persona " in message
+    assert "turn 1: model under test: LLMError: role 'policy'" in message
+    assert down.base_url in message
+    assert "\n" not in message and not params.layout.metrics.exists()
+    turns = len(read_records(params.layout.eval_records("a")))
+    with StubServer(seed=0) as up:
+        for model in params.evaluation.models:
+            model.base_url = up.base_url
+        for role in ("judge", "user"):
+            getattr(params.roles, role).base_url = up.base_url
+        again = evaluation.run_stage(params)
+    assert again.progress["a"].turns_run == 0 and again.progress["a"].probes_run == turns == 6
+
+
 def test_simulator_and_judge_measured(tmp_path, stub, reference_dir) -> None:
     data = stub_dict(tmp_path, stub, second_judge=True, simulator_check=True,
                      judge_check={"sample": 10})

@@ -8,11 +8,18 @@ import html
 import re
 from pathlib import Path
 
+import pytest
+
 from aloe import manifest, report, spend
 from aloe.config import params_from_dict
+from aloe.llm import load_usage_history
 from aloe.metrics import summarise
-from aloe.records import read_json, write_json, write_records
+from aloe.records import DataError, append_record, read_json, write_json, write_records
 from tests.conftest import ROOT, tiny_dict
+
+
+def persona(persona_id: str) -> dict:
+    return {"id": persona_id, "profile": f"profile of {persona_id}", "personality": "curious"}
 
 
 def hand_made_run(tmp_path: Path):
@@ -24,12 +31,13 @@ def hand_made_run(tmp_path: Path):
     by_model = {m: [{"model": m, "persona_id": f"p{i}", "turn": k, "score": 1}
                     for i in range(3) for k in (1, 2)] for m in ("base", "sft", "dpo")}
     write_json(layout.metrics, summarise(by_model, n_boot=50, models=["base", "sft", "dpo"]))
-    write_records(layout.personas, [{"id": f"t{i}"} for i in range(7)])
-    write_records(layout.benchmark, [{"id": f"p{i}"} for i in range(3)])
+    write_records(layout.personas, [persona(f"t{i}") for i in range(7)])
+    write_records(layout.benchmark, [persona(f"p{i}") for i in range(3)])
     write_json(layout.timings, {"stages": [{"notebook": "00_preflight", "seconds": 30},
                                            {"notebook": "05_evaluate", "seconds": 95},
                                            {"notebook": "06_report", "seconds": 999}]})
-    write_records(layout.usage_history, [{"stage": "evaluate", "roles": {}, "totals": {
+    write_records(layout.usage_history, [{"stage": "evaluate", "started": 1.0, "roles": {},
+                                          "totals": {
         "requests": 40, "cache_hits": 2, "prompt_tokens": 1000, "completion_tokens": 234,
         "cost_usd": 0.0123}}])
     manifest.write(params, str(tmp_path / "params" / "mine.yaml"), ["00_preflight"])
@@ -205,3 +213,32 @@ def test_notebooks_print_no_machine_path(tmp_path: Path) -> None:
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         for cell in nbformat.read(notebook, as_version=4).cells:
             assert not raw.search(cell.source), f"{notebook.name} prints a machine path"
+
+
+def test_a_bad_run_file_is_named_by_file_and_line_not_counted(tmp_path: Path) -> None:
+    """The report reads every run file with its schema: a score off the protocol's scale, a
+    persona without a profile, or a ledger entry with a negative count is refused with the
+    file and line, never counted or averaged."""
+    params, _ = hand_made_run(tmp_path)
+    layout = params.layout
+    write_records(layout.eval_records("base"), [{"model": "base", "persona_id": "p0", "turn": k,
+                                                 "score": 1} for k in (1, 2)])
+    assert [r["score"] for r in report.evaluation_records(layout, ["base"])] == [1, 1]
+    good = layout.eval_records("base").read_text()
+    layout.eval_records("base").write_text(good.replace('"score": 1}', '"score": 99}', 1))
+    with pytest.raises(DataError, match=rf"{re.escape(str(layout.eval_records('base')))}:1: .*99"):
+        report.evaluation_records(layout, ["base"])
+    with pytest.raises(DataError, match="base.jsonl:1:"):
+        report.product_counts(layout)
+    layout.eval_records("base").write_text(good)
+    write_records(layout.benchmark, [persona("p0"), {"id": "p1", "personality": "calm"}])
+    with pytest.raises(DataError, match=r"benchmark.jsonl:2: .*without a profile"):
+        report.product_counts(layout)
+
+
+def test_a_bad_ledger_entry_is_named_by_file_and_line(tmp_path: Path) -> None:
+    params, _ = hand_made_run(tmp_path)
+    append_record(params.layout.usage_history, {"stage": "sft", "started": 2.0, "roles": {},
+                                                "totals": {"requests": -3}})
+    with pytest.raises(DataError, match=r"history.jsonl:2: totals: requests -3 is not a count"):
+        load_usage_history(params.layout)

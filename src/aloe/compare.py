@@ -30,12 +30,13 @@ from typing import Any
 
 import pandas as pd
 
-from aloe import findings, manifest, metrics
+from aloe import findings, manifest, metrics, protocols
 from aloe.config import resolve_path
 from aloe.errors import BadInputError
-from aloe.layout import ADAPTER_STATS, TRAINING_STAGES, RunLayout, run_layout
+from aloe.evaluation import record_check
+from aloe.layout import ADAPTER_STATS, DEFAULT_VARIANT, TRAINING_STAGES, RunLayout, run_layout
 from aloe.llm import load_usage_history
-from aloe.records import read_json, read_records
+from aloe.records import persona_check, read_json, read_records
 
 DEFAULT_OUTPUT_DIR = "outputs"
 NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -61,7 +62,9 @@ class Run:
         return (self.manifest or {}).get("params") or {}
 
     def records(self, model: str) -> list[dict[str, Any]]:
-        return read_records(self.layout.eval_records(model))
+        """The model's records of the default variant, read with their schema."""
+        check = record_check(protocols.of_variant(DEFAULT_VARIANT), model)
+        return read_records(self.layout.eval_records(model), check=check)
 
 
 # ------------------------------------------------------------------------------------------
@@ -403,7 +406,7 @@ def _persona_keys(run: Run) -> dict[str, str]:
     if (run.params.get("evaluation") or {}).get("benchmark") == "aloe":
         return {}
     keys = {}
-    for persona in read_records(run.layout.benchmark) if run.layout.benchmark.exists() else []:
+    for persona in read_records(run.layout.benchmark, check=persona_check()):
         text = json.dumps([persona.get("profile"), persona.get("personality")])
         keys[str(persona["id"])] = hashlib.sha256(text.encode()).hexdigest()
     return keys

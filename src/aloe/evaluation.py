@@ -183,6 +183,8 @@ class ModelProgress:
     failed: dict[str, str] = field(default_factory=dict)  # persona id -> error
     probes_run: int = 0
     simulator_checks_run: int = 0
+    # side measures that could not finish: (model, persona and turn) -> which role failed, why
+    side_failed: dict[str, str] = field(default_factory=dict)
 
 
 def _history(done: dict[int, Record], upto: int | None = None) -> list[Message]:
@@ -373,7 +375,8 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
                 live.done += len(records)
             show(force=True)
         if e.inference_probe:
-            progress.probes_run = probe_model(params, llm, spec, personas, responder, done, who)
+            progress.probes_run = probe_model(params, llm, spec, personas, responder, done, who,
+                                              progress.side_failed)
     finally:
         bar.close()
         responder.close()
@@ -426,14 +429,25 @@ def _record(model: str, persona: dict[str, Any], turn: int, user: str, reply: Re
 # ------------------------------------------------------------------------------------------
 # Side measures: the inference probe, the simulated user, the second judge
 # ------------------------------------------------------------------------------------------
+def _side_failure(failed: dict[str, str] | None, model: str, pid: str, turn: int,
+                  what: str, step: str, error: BaseException) -> None:
+    """Record a side measure that could not finish (a bug or an interrupt is raised)."""
+    if not isinstance(error, LLMError):
+        raise error
+    if failed is not None:
+        failed[f"{what} of model '{model}' persona {pid} turn {turn}"] = \
+            f"{step}: {type(error).__name__}: {error}"
+
+
 def probe_model(params: Params, llm: LLM, spec: EvalModelSpec, personas: list[dict[str, Any]],
                 responder: Any, done: dict[str, dict[int, Record]],
-                who: Conversationist | None = None) -> int:
+                who: Conversationist | None = None,
+                failed: dict[str, str] | None = None) -> int:
     """For every recorded turn k without a probe: the conversation up to the model's k-th
     reply, then the probe question (`probe_inference.txt`) as a side branch that is never
     continued; the model's answer is scored by the judge against the persona as it is at turn
     k (0-1). Batched per turn; appended to `eval/[VARIANT/]probes/MODEL.jsonl`; returns how
-    many were run."""
+    many were run. A probe whose request failed goes into `failed`, naming the role."""
     who = who or Conversationist(params, personas)
     source = sources(params)[spec.name]
     path = params.layout.probe_records(spec.name, source.variant)
@@ -450,6 +464,10 @@ def probe_model(params: Params, llm: LLM, spec: EvalModelSpec, personas: list[di
             continue
         prompts = [_history(done[pid], upto=turn) + [question] for pid in todo]
         statements = responder.reply_many(prompts)
+        for pid, statement in zip(todo, statements):
+            if isinstance(statement, BaseException):
+                _side_failure(failed, spec.name, pid, turn, "inference probe",
+                              "model under test", statement)
         ok = [(pid, s) for pid, s in zip(todo, statements) if not isinstance(s, BaseException)]
         scores = _gather(llm, [score_inference(llm.chat, who.persona_at(by_id[pid], turn),
                                                s.text,
@@ -458,8 +476,7 @@ def probe_model(params: Params, llm: LLM, spec: EvalModelSpec, personas: list[di
         records = []
         for (pid, statement), scored in zip(ok, scores):
             if isinstance(scored, BaseException):
-                if not isinstance(scored, LLMError):
-                    raise scored
+                _side_failure(failed, spec.name, pid, turn, "inference probe", "judge", scored)
                 continue
             persona = by_id[pid]
             records.append({"model": spec.name, "persona_id": pid,
@@ -473,11 +490,12 @@ def probe_model(params: Params, llm: LLM, spec: EvalModelSpec, personas: list[di
 
 
 def check_simulator(params: Params, llm: LLM, model: str, personas: list[dict[str, Any]],
-                    variant: str) -> int:
+                    variant: str, failed: dict[str, str] | None = None) -> int:
     """The simulated user of one model's recorded conversations measured by the judge, per
     turn: how much of the persona its messages so far give away (0-1), and whether its latest
     message contradicts the persona (as it is at that turn) or its own earlier messages.
-    Appended to `eval/[VARIANT/]simulator/MODEL.jsonl`; returns how many turns were checked."""
+    Appended to `eval/[VARIANT/]simulator/MODEL.jsonl`; returns how many turns were checked.
+    A turn whose judge request failed goes into `failed`."""
     who = Conversationist(params, personas)
     path = params.layout.simulator_records(model, variant)
     check = simulator_measure_check(model)
@@ -507,10 +525,10 @@ def check_simulator(params: Params, llm: LLM, model: str, personas: list[dict[st
                                     for pid in todo])
         out = []
         for pid, r, c in zip(todo, revealed, contradicts):
-            for result in (r, c):
-                if isinstance(result, BaseException) and not isinstance(result, LLMError):
-                    raise result
-            if isinstance(r, BaseException) or isinstance(c, BaseException):
+            errors = [result for result in (r, c) if isinstance(result, BaseException)]
+            for error in errors:
+                _side_failure(failed, model, pid, turn, "simulator check", "judge", error)
+            if errors:
                 continue
             persona = by_id[pid]
             out.append({"model": model, "persona_id": pid,
@@ -632,7 +650,8 @@ def run_stage(params: Params) -> EvaluationSummary:
             for spec in order:
                 if where[spec.name].mode == "live":
                     progress[spec.name].simulator_checks_run = check_simulator(
-                        params, llm, spec.name, personas, where[spec.name].variant)
+                        params, llm, spec.name, personas, where[spec.name].variant,
+                        progress[spec.name].side_failed)
         if e.judge_check is not None:
             check_judge(params, llm, personas, load_records(params, personas),
                         protocols.variant_name(e))
@@ -640,6 +659,11 @@ def run_stage(params: Params) -> EvaluationSummary:
             for persona, reason in p.failed.items()]
     check_lost_items("benchmark conversations (model x persona)", lost,
                      len(e.models) * len(personas), e.max_failed_share,
+                     "evaluation.max_failed_share")
+    side_lost = [item for p in progress.values() for item in p.side_failed.items()]
+    side_run = sum(p.probes_run + p.simulator_checks_run for p in progress.values())
+    check_lost_items("side measures (inference probes, simulator checks)", side_lost,
+                     side_run + len(side_lost), e.max_failed_share,
                      "evaluation.max_failed_share")
     summary = compute_metrics(params, load_records(params, personas), personas)
     write_json(params.layout.metrics, summary)

@@ -23,9 +23,17 @@ import pandas as pd
 
 from aloe import findings, manifest, model_card, protocols, viewer
 from aloe.config import ROLE_NAMES, Params, resolve_path
-from aloe.layout import TRAINING_STAGES, RunLayout
+from aloe.evaluation import record_check
+from aloe.layout import DEFAULT_VARIANT, TRAINING_STAGES, RunLayout
 from aloe.llm import load_usage_history
-from aloe.records import conversation_check, read_json, read_records
+from aloe.records import (
+    Check,
+    conversation_check,
+    persona_check,
+    pool_item_check,
+    read_json,
+    read_records,
+)
 from aloe.runner import REPORT_NOTEBOOK
 
 
@@ -37,8 +45,8 @@ def load_optional(path: Path) -> Any:
 # ------------------------------------------------------------------------------------------
 # What the run holds
 # ------------------------------------------------------------------------------------------
-def _lines(path: Path) -> int:
-    return len(read_records(path)) if path.exists() else 0
+def _lines(path: Path, check: Check) -> int:
+    return len(read_records(path, check=check)) if path.exists() else 0
 
 
 def _dataset_rows(folder: Path) -> dict[str, int]:
@@ -54,10 +62,10 @@ def product_counts(layout: RunLayout) -> dict[str, int]:
     """How many of each product the run folder holds, counted from the files."""
     conversations = read_records(layout.conversations, check=conversation_check())
     counts = {
-        "profiles": _lines(layout.pool("profiles")),
-        "personalities": _lines(layout.pool("personalities")),
-        "personas": _lines(layout.personas),
-        "benchmark personas": _lines(layout.benchmark),
+        "profiles": _lines(layout.pool("profiles"), pool_item_check()),
+        "personalities": _lines(layout.pool("personalities"), pool_item_check()),
+        "personas": _lines(layout.personas, persona_check()),
+        "benchmark personas": _lines(layout.benchmark, persona_check()),
         "conversations": len(conversations),
         "conversation turns": sum(len(c["turns"]) for c in conversations),
     }
@@ -68,7 +76,8 @@ def product_counts(layout: RunLayout) -> dict[str, int]:
         counts[f"{kind} adapter"] = int(layout.adapter_file(kind, "adapter_config.json")
                                         .exists())
     for file in sorted(layout.eval_dir.glob("*.jsonl")):
-        counts[f"evaluation records: {file.stem}"] = _lines(file)
+        if file.name != "judge_check.jsonl":
+            counts[f"evaluation records: {file.stem}"] = _lines(file, _model_check(file.stem))
     return counts
 
 
@@ -80,9 +89,15 @@ def counts_table(layout: RunLayout) -> pd.DataFrame:
     return table
 
 
+def _model_check(model: str) -> Check:
+    """The schema of a model's records in the default variant's folder (eval/ itself)."""
+    return record_check(protocols.of_variant(DEFAULT_VARIANT), model)
+
+
 def evaluation_records(layout: RunLayout, models: list[str]) -> list[dict[str, Any]]:
     """Every evaluation record of the given models (for the score distribution)."""
-    return [r for model in models for r in read_records(layout.eval_records(model))]
+    return [r for model in models
+            for r in read_records(layout.eval_records(model), check=_model_check(model))]
 
 
 def training_stats(layout: RunLayout) -> dict[str, dict[str, Any]]:

@@ -91,7 +91,7 @@ def benchmark_rows(layout: RunLayout) -> list[dict[str, Any]]:
 
     rows = []
     for variant, folder in variants(layout):
-        protocol = protocols.get(variant.split("-")[0])
+        protocol = protocols.of_variant(variant)
         for file in _model_order(layout, variant, _model_files(folder)):
             seen: set[tuple[str, int]] = set()
             records = read_records(file, check=record_check(protocol, file.stem))

@@ -46,7 +46,8 @@ that differ in their `seed` (the client's sample index) get different ones. Knob
 requests answered 500, drawn from one RNG seeded with the stub seed, in arrival order, so a
 retry of a failed request can succeed) and `unreadable_inducer` (that share of the persona
 inducer's answers without the answer lines, drawn from the request's own RNG: the same request
-always gets the same answer, another draw of it may be readable).
+always gets the same answer, another draw of it may be readable) and `fail_roles` (every request
+of those roles answered 500: a role that is down while the others answer).
 """
 
 from __future__ import annotations
@@ -507,9 +508,10 @@ class StubApp:
     """Routing, the counters and the fault RNG shared by all connections of one server."""
 
     def __init__(self, seed: int = 0, latency_s: float = 0.0, fail_rate: float = 0.0,
-                 model: str = "stub", unreadable_inducer: float = 0.0):
+                 model: str = "stub", unreadable_inducer: float = 0.0,
+                 fail_roles: tuple[str, ...] = ()):
         self.seed, self.latency_s, self.fail_rate, self.model = seed, latency_s, fail_rate, model
-        self.unreadable_inducer = unreadable_inducer
+        self.unreadable_inducer, self.fail_roles = unreadable_inducer, set(fail_roles)
         self.faults = random.Random(f"faults/{seed}")
         self.created = int(time.time())
         self.requests = 0
@@ -540,6 +542,9 @@ class StubApp:
             request = _loads(body)
             if request.get("stream"):
                 return 400, _error("stub: streaming is not supported"), ""
+            if self.fail_roles and classify(request.get("messages") or []) in self.fail_roles:
+                self.failures += 1
+                return 500, _error("stub: this role is down", "server_error"), ""
             role, response = complete(request, self.seed, self.created,
                                       self.unreadable_inducer)
         except (ValueError, TypeError, AttributeError) as error:
@@ -712,6 +717,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument("--model", default="stub")
     parser.add_argument("--unreadable-inducer", type=float, default=0.0)
+    parser.add_argument("--fail-roles", default="", help="comma-separated roles answered 500")
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="exit when this process (our parent) is gone")
     parser.add_argument("--pdeathsig", action="store_true",
@@ -721,7 +727,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.parent_pid is not None and args.pdeathsig:
         _die_with_parent(args.parent_pid)
     app = StubApp(args.seed, args.latency_s, args.fail_rate, args.model,
-                  args.unreadable_inducer)
+                  args.unreadable_inducer, tuple(filter(None, args.fail_roles.split(","))))
     try:
         asyncio.run(serve(args.host, args.port, app, args.parent_pid, args.announce))
     except KeyboardInterrupt:
@@ -748,9 +754,9 @@ class StubServer:
 
     def __init__(self, seed: int = 0, latency_s: float = 0.0, fail_rate: float = 0.0, *,
                  model: str = "stub", port: int = 0, startup_timeout: float = 15.0,
-                 unreadable_inducer: float = 0.0):
+                 unreadable_inducer: float = 0.0, fail_roles: tuple[str, ...] = ()):
         self.seed, self.latency_s, self.fail_rate, self.model = seed, latency_s, fail_rate, model
-        self.unreadable_inducer = unreadable_inducer
+        self.unreadable_inducer, self.fail_roles = unreadable_inducer, fail_roles
         self.port = port
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
@@ -768,6 +774,7 @@ class StubServer:
                    "--seed", str(self.seed), "--latency-s", str(self.latency_s),
                    "--fail-rate", str(self.fail_rate), "--model", self.model,
                    "--unreadable-inducer", str(self.unreadable_inducer),
+                   "--fail-roles", ",".join(self.fail_roles),
                    "--parent-pid", str(os.getpid()), "--announce"]
         if threading.current_thread() is threading.main_thread():
             command.append("--pdeathsig")

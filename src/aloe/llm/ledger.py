@@ -12,6 +12,7 @@ hundreds of times a second, and only a dead session's file is ever read.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -19,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aloe.errors import writing
+from aloe.errors import shown, writing
 from aloe.layout import RunLayout
 from aloe.procs import alive
-from aloe.records import append_record, read_json, read_records, write_json
+from aloe.records import Check, DataError, append_record, read_json, read_records, write_json
 
 
 @dataclass
@@ -127,7 +128,7 @@ class Ledger:
         """Write this session's usage and append it to the run's history."""
         data = self.as_dict()
         write_json(layout.usage(self.stage), data)
-        append_record(layout.usage_history, data)
+        append_record(layout.usage_history, data, check=usage_entry_check())
         with self._lock:
             if self._live_fd is not None:
                 os.close(self._live_fd)
@@ -149,12 +150,52 @@ def _sum(usages: Any) -> RoleUsage:
     return total
 
 
+def _usage_problem(where: str, usage: Any) -> str | None:
+    if not isinstance(usage, dict):
+        return f"{where} is {shown(usage)}, not an object"
+    for name in USAGE_FIELDS:
+        value = usage.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value < 0:
+            return f"{where}: {name} {shown(value)} is not a count"
+    return None
+
+
+def usage_entry_check() -> Check:
+    """The schema of a ledger entry (a line of usage/history.jsonl, or a live file): the stage,
+    when it started, and each role's counts and the totals as non-negative numbers."""
+
+    def problem(entry: dict[str, Any]) -> str | None:
+        if not isinstance(entry.get("stage"), str):
+            return f"stage {shown(entry.get('stage'))} is not text"
+        started = entry.get("started")
+        if isinstance(started, bool) or not isinstance(started, (int, float)):
+            return f"started {shown(started)} is not a time"
+        roles = entry.get("roles")
+        if not isinstance(roles, dict):
+            return f"roles {shown(roles)} is not an object"
+        for role, usage in roles.items():
+            found = _usage_problem(f"role {role!r}", usage)
+            if found is not None:
+                return found
+        return _usage_problem("totals", entry.get("totals"))
+
+    return problem
+
+
 def load_usage_history(layout: RunLayout) -> list[dict[str, Any]]:
     """Every stage session's ledger entry of a run, oldest first, with the running totals of
     sessions that were killed before they could save (`"interrupted": true`)."""
-    history = read_records(layout.usage_history)
+    check = usage_entry_check()
+    history = read_records(layout.usage_history, check=check)
     for live in sorted(layout.usage_live.glob("*.json")):
         entry = read_json(live)
+        problem = check(entry) if isinstance(entry, dict) else "not a JSON object"
+        if problem is None and (not isinstance(entry.get("pid"), int)
+                                or isinstance(entry.get("pid"), bool)):
+            problem = f"pid {shown(entry.get('pid'))} is not a process id"
+        if problem is not None:
+            raise DataError(f"{live}: {problem}; delete the file if no stage is running")
         if not alive(int(entry.get("pid", 0))):
             history.append(entry)
     return sorted(history, key=lambda entry: entry.get("started", 0.0))

@@ -83,6 +83,12 @@ def variant_name(evaluation: Any, user_mode: str | None = None) -> str:
     return "-".join(parts)
 
 
+def of_variant(variant: str) -> Protocol:
+    """The protocol whose records a variant's folder holds (its name's first part,
+    `variant_name`)."""
+    return get(variant.split("-")[0])
+
+
 @dataclass(frozen=True)
 class Source:
     """Where one model's conversations of this evaluation are: the variant's folder, and

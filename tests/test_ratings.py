@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aloe import evaluation, ratings
+from aloe import evaluation, protocols, ratings
 from aloe.records import read_json, read_records
 from tests.conftest import ROOT
 from tests.support.stub_server import StubServer
@@ -264,3 +264,344 @@ def test_a_person_fills_the_form_in_a_browser_and_the_download_imports(evaluated
     assert len(kept) == params.evaluation.human_sample
     assert {r["rating"] for r in kept} <= {1, 2, 3, 4, 5}
     assert websocket  # the DevTools client the browser helper uses
+
+
+# ------------------------------------------------------------------------------------------
+# The form keeps a rater's work in the browser (issue 23, item 11)
+# ------------------------------------------------------------------------------------------
+class FormBrowser:
+    """Real headless Chromium on one profile folder that outlives the browser, as a rater's
+    own browser does: what a page keeps in localStorage is there after a reload and after
+    the browser is closed and opened again. It keeps every console error the pages raise."""
+
+    def __init__(self, profile: Path, downloads: Path | None = None) -> None:
+        self.profile, self.downloads = profile, downloads
+        self.seen: list[dict] = []  # the DevTools events of browsers already closed
+
+    def __enter__(self) -> FormBrowser:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """A browser on the profile, its Page, Runtime and Log events on."""
+        import httpx
+
+        from tests.support import browser as devtools
+
+        binary = devtools.chromium_path()
+        if binary is None:
+            pytest.skip("no chromium on this machine (make test installs Debian's as root)")
+        port = devtools._free_port()
+        self.process = subprocess.Popen(
+            [binary, *devtools.CHROMIUM_FLAGS, f"--remote-debugging-port={port}",
+             f"--user-data-dir={self.profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                pages = httpx.get(f"http://127.0.0.1:{port}/json", timeout=2).json()
+                target = next(p for p in pages if p.get("type") == "page")
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.tools = devtools._DevTools(target["webSocketDebuggerUrl"])
+        self.used = 0  # events before this index have been waited for
+        for domain in ("Page", "Runtime", "Log"):
+            self.tools.call(f"{domain}.enable")
+        if self.downloads is not None:
+            self.tools.call("Browser.setDownloadBehavior", behavior="allow",
+                            downloadPath=str(self.downloads))
+
+    def close(self) -> None:
+        """Browser.close, a clean exit that writes the profile to disk as closing a window
+        does; then whatever is left of the process group is ended."""
+        from tests.support import browser as devtools
+
+        self.seen += self.tools.events
+        try:
+            self.tools.call("Browser.close")
+        except Exception:  # noqa: BLE001 - the browser may go before it answers
+            pass
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        devtools._end_group(self.process)
+
+    def wait_for(self, method: str, timeout: float = 30) -> dict:
+        """The next DevTools event `method` not yet waited for."""
+        import websocket
+
+        deadline = time.monotonic() + timeout
+        while True:
+            for n in range(self.used, len(self.tools.events)):
+                if self.tools.events[n].get("method") == method:
+                    self.used = n + 1
+                    return self.tools.events[n].get("params", {})
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {method} within {timeout} s")
+            self.tools.ws.settimeout(0.5)
+            try:
+                self.tools.events.append(json.loads(self.tools.ws.recv()))
+            except websocket.WebSocketTimeoutException:
+                pass
+            finally:
+                self.tools.ws.settimeout(60)
+
+    def open(self, page: Path) -> None:
+        self.used = len(self.tools.events)
+        self.tools.call("Page.navigate", url=page.resolve().as_uri())
+        self.wait_for("Page.loadEventFired")
+
+    def reload(self) -> None:
+        self.used = len(self.tools.events)
+        self.tools.call("Page.reload", ignoreCache=True)
+        self.wait_for("Page.loadEventFired")
+
+    def run(self, expression: str) -> object:
+        answer = self.tools.call("Runtime.evaluate", expression=expression,
+                                 returnByValue=True)
+        assert "exceptionDetails" not in answer, answer["exceptionDetails"]
+        return answer["result"].get("value")
+
+    def answer_dialog(self, accept: bool) -> str:
+        """Answer the page's confirm() as a person would; its question."""
+        asked = self.wait_for("Page.javascriptDialogOpening")
+        self.tools.call("Page.handleJavaScriptDialog", accept=accept)
+        return asked["message"]
+
+    def console_errors(self) -> list[str]:
+        errors = []
+        for event in self.seen + self.tools.events:
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                errors.append(params["exceptionDetails"].get("text", "exception"))
+            elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
+                errors.append(" ".join(str(a.get("value")) for a in params["args"]))
+            elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
+                errors.append(params["entry"].get("text", ""))
+        return errors
+
+
+# what the tests read of the page: each item's checked value (None when unrated), and the
+# page's visible text
+FORM_STATE = """(() => {
+  const checked = {};
+  document.querySelectorAll('section.item[data-item]').forEach(s => {
+    const picked = s.querySelector('input[type=radio]:checked');
+    checked[s.dataset.item] = picked ? Number(picked.value) : null;
+  });
+  return {checked: checked, text: document.body.innerText,
+          rater: document.getElementById('rater').value};
+})()"""
+
+
+def rate(index: int, value: int) -> str:
+    """A click on the radio `value` of the form's item `index` (0-based, in page order)."""
+    return (f"document.querySelectorAll('section.item[data-item]')[{index}]"
+            f".querySelector('input[value=\"{value}\"]').click()")
+
+
+def test_ratings_survive_a_reload_and_a_new_browser_and_download_as_before(evaluated,
+                                                                           tmp_path) -> None:
+    """Two items rated and the name typed, the page reloaded, opened again in a restarted
+    browser: both ratings, the name and "2 of 8 rated" are still there; the download made
+    then is the file `import_ratings` reads, with those two ratings."""
+    params, _ = evaluated
+    form, key_path = ratings.export_kit(params)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with FormBrowser(tmp_path / "profile", downloads) as browser:
+        browser.open(form)
+        first = browser.run(FORM_STATE)
+        assert "0 of 8 rated" in first["text"]
+        browser.run(rate(0, 4) + ";" + rate(1, 2) + ";" + rate(1, 5))
+        browser.run("(() => { const r = document.getElementById('rater'); r.value = 'Tess';"
+                    " r.dispatchEvent(new Event('input', {bubbles: true})); })()")
+        assert "2 of 8 rated" in browser.run(FORM_STATE)["text"]
+        browser.reload()
+        reloaded = browser.run(FORM_STATE)
+        browser.close()
+        browser.start()
+        browser.open(form)
+        reopened = browser.run(FORM_STATE)
+        browser.run("document.getElementById('save').click()")
+        deadline = time.monotonic() + 30
+        while not list(downloads.glob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    items = list(first["checked"])
+    for state in (reloaded, reopened):
+        assert state["checked"] == {**dict.fromkeys(items), items[0]: 4, items[1]: 5}
+        assert "2 of 8 rated" in state["text"] and state["rater"] == "Tess"
+    saved = list(downloads.glob("*.json"))
+    assert [file.name for file in saved] == [f"ratings-{read_json(key_path)['kit']}-Tess.json"]
+    rater, got = ratings.read_ratings_file(saved[0], read_json(key_path), "aloe")
+    assert (rater, got) == ("Tess", {items[0]: 4, items[1]: 5})
+    assert browser.console_errors() == []
+
+
+def test_two_kits_never_share_their_ratings(evaluated, tmp_path) -> None:
+    """Every page opened from a file has one origin in the browser: a second kit opened in the
+    same browser starts at "0 of 4 rated", and so does this kit drawn again from other replies
+    (the same kit id and items, one reply not the same); each keeps its own ratings."""
+    params, _ = evaluated
+    form, _ = ratings.export_kit(params)
+    protocol = protocols.get(params.evaluation.protocol)
+    kit, items = ratings.kit_items(params)
+    small_kit, small_items = ratings.kit_items(params, size=4)
+    assert small_kit != kit
+    second = tmp_path / "second.html"
+    second.write_text(ratings.render_form(small_kit, "aloe", protocol, small_items))
+    redrawn = tmp_path / "redrawn.html"
+    redrawn.write_text(ratings.render_form(kit, "aloe", protocol, [
+        {**item, "reply": item["reply"] + " (another run)"} if n == 0 else item
+        for n, item in enumerate(items)]))
+    with FormBrowser(tmp_path / "profile") as browser:
+        browser.open(form)
+        browser.run(rate(0, 3) + ";" + rate(1, 1))
+        browser.open(second)
+        assert "0 of 4 rated" in browser.run(FORM_STATE)["text"]
+        browser.run(rate(0, 5))
+        browser.open(redrawn)
+        assert set(browser.run(FORM_STATE)["checked"].values()) == {None}
+        browser.open(form)
+        mine = browser.run(FORM_STATE)
+        browser.open(second)
+        theirs = browser.run(FORM_STATE)
+    assert "2 of 8 rated" in mine["text"] and "1 of 4 rated" in theirs["text"]
+    assert sorted(v for v in mine["checked"].values() if v) == [1, 3]
+    assert [v for v in theirs["checked"].values() if v] == [5]
+    assert browser.console_errors() == []
+
+
+def test_clearing_asks_first_and_forgets_this_kit_only(evaluated, tmp_path) -> None:
+    """"Clear saved ratings" asks; cancelled, nothing changes; confirmed, the kit's ratings and
+    name are gone from the page and from the browser (a reload brings nothing back), and
+    another kit's ratings stay."""
+    params, _ = evaluated
+    form, _ = ratings.export_kit(params)
+    small_kit, small_items = ratings.kit_items(params, size=4)
+    second = tmp_path / "second.html"
+    second.write_text(ratings.render_form(
+        small_kit, "aloe", protocols.get(params.evaluation.protocol), small_items))
+    clear = "setTimeout(() => document.getElementById('clear-saved').click(), 0)"
+    with FormBrowser(tmp_path / "profile") as browser:
+        browser.open(second)
+        browser.run(rate(2, 2))
+        browser.open(form)
+        browser.run(rate(0, 4) + ";" + rate(3, 1) + ";" + rate(5, 2) + ";"
+                    "document.getElementById('rater').value = 'Al';"
+                    "document.getElementById('rater').dispatchEvent(new Event('input'))")
+        browser.run(clear)
+        asked = browser.answer_dialog(accept=False)
+        kept = browser.run(FORM_STATE)
+        browser.run(clear)
+        browser.answer_dialog(accept=True)
+        cleared = browser.run(FORM_STATE)
+        browser.reload()
+        reloaded = browser.run(FORM_STATE)
+        browser.open(second)
+        other = browser.run(FORM_STATE)
+    assert asked.startswith("Clear the 3 rating(s) and the name kept for this kit")
+    assert "3 of 8 rated" in kept["text"] and kept["rater"] == "Al"
+    for state in (cleared, reloaded):
+        assert set(state["checked"].values()) == {None} and state["rater"] == ""
+        assert "0 of 8 rated" in state["text"]
+    assert "Cleared." in cleared["text"]
+    assert "1 of 4 rated" in other["text"]
+    assert browser.console_errors() == []
+
+
+def test_the_unrated_items_are_marked_and_one_button_goes_to_the_next(evaluated,
+                                                                     tmp_path) -> None:
+    """Each unrated item says so; "Go to the next unrated item" scrolls to the first one after
+    the item last rated (around to the top at the end) and puts the keyboard on it; with all
+    rated it is off."""
+    params, _ = evaluated
+    form, _ = ratings.export_kit(params)
+    go = ("(() => { document.getElementById('next-unrated').click();"
+          " const at = document.activeElement.closest('section');"
+          " return [at.dataset.item, Math.round(at.getBoundingClientRect().top)]; })()")
+    marked = ("Array.from(document.querySelectorAll('section.item[data-item]'))"
+              ".filter(s => s.classList.contains('unrated') &&"
+              " s.querySelector('.todo').offsetParent !== null).length")
+    with FormBrowser(tmp_path / "profile") as browser:
+        browser.open(form)
+        items = list(browser.run(FORM_STATE)["checked"])
+        before = browser.run(marked)
+        browser.run(rate(0, 5) + ";" + rate(1, 5) + ";" + rate(6, 5))
+        after = browser.run(marked)
+        jumps = [browser.run(go) for _ in range(3)]
+        browser.run(";".join(rate(n, 3) for n in (2, 3, 4, 5)))
+        last = browser.run(go)
+        browser.run(rate(7, 1))
+        done = browser.run("[document.getElementById('next-unrated').disabled,"
+                           " document.getElementById('count').textContent]")
+    assert (before, after) == (8, 5)
+    assert [item for item, _ in jumps] == [items[7], items[2], items[3]]
+    assert all(0 <= top < 200 for _, top in jumps)  # scrolled to, below the sticky bar
+    assert last[0] == items[7] and done == [True, "8 of 8 rated"]
+    assert browser.console_errors() == []
+
+
+def test_a_browser_that_refuses_storage_still_rates_and_says_so_once(evaluated,
+                                                                    tmp_path) -> None:
+    """Chromium with sites' data blocked (its own setting, as some raters have it or a file://
+    page gets in some browsers): localStorage throws. The form says in one line that ratings
+    will not survive a reload, still counts and downloads, and raises no error."""
+    params, _ = evaluated
+    form, key_path = ratings.export_kit(params)
+    profile, downloads = tmp_path / "profile", tmp_path / "downloads"
+    (profile / "Default").mkdir(parents=True)
+    (profile / "Default" / "Preferences").write_text(json.dumps(
+        {"profile": {"default_content_setting_values": {"cookies": 2}}}))
+    downloads.mkdir()
+    with FormBrowser(profile, downloads) as browser:
+        browser.open(form)
+        blocked = browser.run("(() => { try { return !window.localStorage; }"
+                              " catch (e) { return e.name; } })()")
+        browser.run(rate(0, 2) + ";" + rate(1, 3) + ";"
+                    "document.getElementById('rater').value = 'Mo';"
+                    "document.getElementById('rater').dispatchEvent(new Event('input'));"
+                    "document.getElementById('save').click()")
+        state = browser.run(FORM_STATE)
+        deadline = time.monotonic() + 30
+        while not list(downloads.glob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert blocked == "SecurityError"
+    said = "they will not survive a reload"
+    assert state["text"].count(said) == 1 and "2 of 8 rated" in state["text"]
+    note = [line for line in state["text"].splitlines() if said in line]
+    assert note == ["This browser does not let the page keep your ratings: they will not "
+                    "survive a reload, so download them before you close the page."]
+    rater, got = ratings.read_ratings_file(next(downloads.glob("*.json")), read_json(key_path),
+                                           "aloe")
+    assert rater == "Mo" and sorted(got.values()) == [2, 3]
+    assert browser.console_errors() == []
+
+
+def test_kit_text_stays_text_in_the_browser(tmp_path) -> None:
+    """Replies and personas are written by models: markup in them, a script tag or a closing
+    one among them, is shown as text and runs nothing, and the kept ratings still work."""
+    hostile = ('</script><script>window.injected = 1</script><!--<script>'
+               '<img src=x onerror="window.injected = 2"> "quoted" & \'single\'')
+    items = [{"item": f"i{n}", "profile": hostile, "personality": hostile, "earlier": hostile,
+              "message": hostile, "reply": hostile} for n in range(3)]
+    page = tmp_path / "form.html"
+    page.write_text(ratings.render_form("kit0", "aloe", protocols.get("aloe"), items))
+    with FormBrowser(tmp_path / "profile") as browser:
+        browser.open(page)
+        browser.run(rate(1, 4))
+        browser.reload()
+        got = browser.run("[typeof window.injected, document.images.length,"
+                          " document.scripts.length, document.body.innerText]")
+        state = browser.run(FORM_STATE)
+    assert got[:3] == ["undefined", 0, 2]
+    assert got[3].count(hostile) == 15 and "1 of 3 rated" in got[3]
+    assert state["checked"] == {"i0": None, "i1": 4, "i2": None}
+    assert browser.console_errors() == []

@@ -7,7 +7,10 @@ how far the judge agrees with them.
    that shows each item's persona, the conversation up to the user's message and the reply,
    in a shuffled order, without the model's name or the judge's score, and asks for the
    protocol's judgement (1-5 on ALOE's criteria, or 1/0 on RLPA's). Its button downloads the
-   ratings as a JSON file. `ratings/VARIANT-key.json` keeps which model, persona and turn each
+   ratings as a JSON file. As the rater goes, it counts "N of M rated", marks the items still
+   unrated and keeps every choice in the browser's localStorage under the kit's own name (a
+   reload or a closed window loses nothing; a button clears them); a browser that refuses
+   storage is told in one line. `ratings/VARIANT-key.json` keeps which model, persona and turn each
    item is, and the judge's score: it stays with the researcher.
 2. `import_ratings` reads such files (one per rater; a rater's new file replaces their old
    ratings), checks every item and value against the key, and keeps them in
@@ -105,20 +108,37 @@ def export_kit(params: Params, size: int | None = None) -> tuple[Path, Path]:
     return form, params.layout.rating_key(variant)
 
 
-def render_form(kit: str, variant: str, protocol: protocols.Protocol,
+def storage_key(kit: str, variant: str, protocol: protocols.Protocol,
                 items: list[dict[str, Any]]) -> str:
-    """The page: everything inline, no URL anywhere, the ratings saved by a download."""
+    """The name the form keeps its ratings under in the browser. Every page opened from a file
+    shares one origin, and a kit drawn again from another run's replies can have the same kit
+    id: the name is a hash of what the rater sees, so two kits never share their ratings and
+    the same kit written again keeps them."""
+    shown = [[i["item"], i["profile"], i["personality"], i["earlier"], i["message"], i["reply"]]
+             for i in items]
+    content = json.dumps([kit, variant, protocol.name, protocol.version,
+                          list(protocol.categories), shown], ensure_ascii=False)
+    return f"aloe-rating-kit:{kit}:{hashlib.sha256(content.encode()).hexdigest()[:16]}"
+
+
+def _script_json(value: Any) -> str:
+    """JSON safe inside a <script> element: no `<`, `>` or `&` that the HTML parser reads."""
+    return (json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("&", "\\u0026"))
+
+
+def _item_block(n: int, total: int, item: dict[str, Any], protocol: protocols.Protocol
+                ) -> str:
+    """One item, every text from the kit escaped; unrated until the page's script says."""
     esc = html.escape
     labels = protocol.rating_labels
-    blocks = []
-    for n, item in enumerate(items, start=1):
-        choices = "".join(
-            f'<label><input type="radio" name="{esc(item["item"])}" value="{c}"> '
-            f"{esc(labels[c])}</label>" for c in protocol.categories)
-        earlier = esc(item["earlier"]) or "<em>(this is the first message)</em>"
-        blocks.append(f"""
-<section class="item" data-item="{esc(item['item'])}">
-  <h2>Item {n} of {len(items)}</h2>
+    choices = "".join(
+        f'<label><input type="radio" name="{esc(item["item"])}" value="{c}" '
+        f'autocomplete="off"> {esc(labels[c])}</label>' for c in protocol.categories)
+    earlier = esc(item["earlier"]) or "<em>(this is the first message)</em>"
+    return f"""
+<section class="item unrated" data-item="{esc(item['item'])}">
+  <h2>Item {n} of {total} <span class="todo">not rated yet</span></h2>
   <p><b>The person's profile:</b> {esc(item['profile'])}</p>
   <p><b>The person's personality:</b> {esc(item['personality'])}</p>
   <p><b>Earlier in the chat:</b></p><pre>{earlier}</pre>
@@ -126,20 +146,205 @@ def render_form(kit: str, variant: str, protocol: protocols.Protocol,
   <p><b>The reply to rate:</b></p><pre class="reply">{esc(item['reply'])}</pre>
   <p class="question">{esc(protocol.rating_question())}</p>
   <div class="choices">{choices}</div>
-</section>""")
-    meta = json.dumps({"kit": kit, "variant": variant, "protocol": protocol.name,
-                       "items": [i["item"] for i in items]}).replace("</", "<\\/")
+</section>"""
+
+
+FORM_STYLE = """
+body { font-family: sans-serif; max-width: 52em; margin: 2em auto; line-height: 1.4; }
+pre { white-space: pre-wrap; background: #f4f4f4; padding: .5em; }
+pre.reply { background: #eef4ff; }
+.item { border-top: 1px solid #999; padding-top: 1em; margin-top: 1.5em; scroll-margin-top: 5em; }
+.item.unrated { border-left: 4px solid #d98b1f; padding-left: .6em; }
+.item .todo { display: none; font-size: .6em; color: #8a4b00; margin-left: .6em; }
+.item.unrated .todo { display: inline; }
+.choices label { margin-right: 1.2em; white-space: nowrap; }
+#progress { position: sticky; top: 0; background: #fff; border-bottom: 1px solid #999;
+            padding: .5em 0; z-index: 1; }
+#progress button { margin-left: .8em; }
+#count, #status { font-weight: bold; }
+#storage-note { margin: .3em 0 0; font-size: .9em; }
+#storage-note.warn { color: #a00; }
+"""
+
+# The page's behaviour. It keeps the rater's choices and name in localStorage under the kit's
+# own name (`storage_key`) after every change and puts them back when the page opens; where
+# the browser refuses storage, the form works as before and says so once. The file the button
+# downloads is unchanged: what `read_ratings_file` reads.
+FORM_SCRIPT = """
+(function () {
+  "use strict";
+  var meta = JSON.parse(document.getElementById("kit-meta").textContent);
+  var allowed = meta.categories.map(String);
+  var sections = Array.prototype.slice.call(
+    document.querySelectorAll("section.item[data-item]"));
+  var rater = document.getElementById("rater");
+  var status = document.getElementById("status");
+  var note = document.getElementById("storage-note");
+  var lastSeen = -1;
+  var warned = false;
+
+  function openStore() {
+    try {
+      var store = window.localStorage, probe = meta.store + ":probe";
+      store.setItem(probe, "1");
+      store.removeItem(probe);
+      return store;
+    } catch (error) {
+      return null;
+    }
+  }
+  var store = openStore();
+
+  function warnOnce() {
+    if (warned) { return; }
+    warned = true;
+    note.className = "warn";
+    note.textContent = "This browser does not let the page keep your ratings: they will " +
+      "not survive a reload, so download them before you close the page.";
+  }
+
+  function checked(section) {
+    return section.querySelector('input[type="radio"]:checked');
+  }
+
+  function collect() {
+    var ratings = {}, missing = 0;
+    sections.forEach(function (section) {
+      var picked = checked(section);
+      if (picked) { ratings[section.dataset.item] = Number(picked.value); } else { missing += 1; }
+    });
+    return {ratings: ratings, missing: missing};
+  }
+
+  function refresh() {
+    var done = 0;
+    sections.forEach(function (section) {
+      var rated = Boolean(checked(section));
+      section.classList.toggle("unrated", !rated);
+      if (rated) { done += 1; }
+    });
+    document.getElementById("count").textContent = done + " of " + sections.length + " rated";
+    document.getElementById("next-unrated").disabled = done === sections.length;
+  }
+
+  function save() {
+    if (!store) { return; }
+    try {
+      store.setItem(meta.store, JSON.stringify(
+        {kit: meta.kit, ratings: collect().ratings, rater: rater.value}));
+    } catch (error) {
+      warnOnce();
+    }
+  }
+
+  function restore() {
+    var saved = null;
+    sections.forEach(function (section) {
+      var picked = checked(section);
+      if (picked) { picked.checked = false; }
+    });
+    try {
+      saved = store ? JSON.parse(store.getItem(meta.store) || "null") : null;
+    } catch (error) {
+      saved = null;
+    }
+    if (!saved || typeof saved !== "object") { return; }
+    var ratings = saved.ratings && typeof saved.ratings === "object" ? saved.ratings : {};
+    sections.forEach(function (section) {
+      var id = section.dataset.item;
+      if (!Object.prototype.hasOwnProperty.call(ratings, id)) { return; }
+      var value = String(ratings[id]);
+      if (allowed.indexOf(value) < 0) { return; }
+      section.querySelectorAll('input[type="radio"]').forEach(function (box) {
+        box.checked = box.value === value;
+      });
+    });
+    if (typeof saved.rater === "string") { rater.value = saved.rater.slice(0, 200); }
+  }
+
+  function nextUnrated() {
+    var order = sections.slice(lastSeen + 1).concat(sections.slice(0, lastSeen + 1));
+    var target = order.filter(function (section) { return !checked(section); })[0];
+    if (!target) { return; }
+    lastSeen = sections.indexOf(target);
+    target.scrollIntoView({block: "start"});
+    target.querySelector('input[type="radio"]').focus({preventScroll: true});
+  }
+
+  function clearSaved() {
+    var n = Object.keys(collect().ratings).length;
+    if (!window.confirm("Clear the " + n + " rating(s) and the name kept for this kit in " +
+                        "this browser? They cannot be brought back.")) { return; }
+    if (store) {
+      try { store.removeItem(meta.store); } catch (error) { warnOnce(); }
+    }
+    sections.forEach(function (section) {
+      var picked = checked(section);
+      if (picked) { picked.checked = false; }
+    });
+    rater.value = "";
+    lastSeen = -1;
+    refresh();
+    status.textContent = "Cleared.";
+  }
+
+  function download() {
+    var name = rater.value.trim();
+    if (!name) { status.textContent = "Please type your name or initials first."; return; }
+    var got = collect();
+    var data = {kit: meta.kit, variant: meta.variant, protocol: meta.protocol, rater: name,
+                ratings: got.ratings};
+    var blob = new Blob([JSON.stringify(data, null, 1)], {type: "application/json"});
+    var link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = "ratings-" + meta.kit + "-" + name.replace(/[^A-Za-z0-9_-]/g, "_") + ".json";
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    status.textContent = "Saved " + Object.keys(got.ratings).length + " rating(s)" +
+      (got.missing ? "; " + got.missing + " item(s) left unrated" : "") + ".";
+  }
+
+  if (store) {
+    note.textContent = "Your ratings are kept in this browser as you go: you can close the " +
+      "page and come back to it.";
+  } else {
+    warnOnce();
+  }
+  restore();
+  refresh();
+  document.addEventListener("change", function (event) {
+    var section = event.target.closest && event.target.closest("section.item[data-item]");
+    if (!section || event.target.type !== "radio") { return; }
+    lastSeen = sections.indexOf(section);
+    save();
+    refresh();
+  });
+  rater.addEventListener("input", save);
+  window.addEventListener("storage", function (event) {
+    if (event.key === meta.store) { restore(); refresh(); }
+  });
+  document.getElementById("next-unrated").addEventListener("click", nextUnrated);
+  document.getElementById("clear-saved").addEventListener("click", clearSaved);
+  document.getElementById("save").addEventListener("click", download);
+})();
+"""
+
+
+def render_form(kit: str, variant: str, protocol: protocols.Protocol,
+                items: list[dict[str, Any]]) -> str:
+    """The page: everything inline, no URL anywhere, the ratings saved by a download and kept
+    in the browser as the rater goes (a reload or a closed window loses nothing)."""
+    esc = html.escape
+    blocks = [_item_block(n, len(items), item, protocol) for n, item in enumerate(items, 1)]
+    meta = _script_json({"kit": kit, "variant": variant, "protocol": protocol.name,
+                         "categories": list(protocol.categories),
+                         "store": storage_key(kit, variant, protocol, items),
+                         "items": [i["item"] for i in items]})
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Rate replies - kit {esc(kit)}</title>
-<style>
-body {{ font-family: sans-serif; max-width: 52em; margin: 2em auto; line-height: 1.4; }}
-pre {{ white-space: pre-wrap; background: #f4f4f4; padding: .5em; }}
-pre.reply {{ background: #eef4ff; }}
-.item {{ border-top: 1px solid #999; padding-top: 1em; margin-top: 1.5em; }}
-.choices label {{ margin-right: 1.2em; white-space: nowrap; }}
-#status {{ font-weight: bold; }}
-</style></head>
+<style>{FORM_STYLE}</style></head>
 <body>
 <h1>Rating replies to simulated users</h1>
 <p>Each item shows a person (a profile and a personality), a chat between that person and a
@@ -148,42 +353,20 @@ each reply as asked under it. The items are in random order and say nothing abou
 system wrote them. When you are done, type your name or initials and press the button: your
 browser saves a file <code>ratings-{esc(kit)}-NAME.json</code>; send that file back. Nothing is
 sent anywhere from this page.</p>
+<div id="progress">
+  <span id="count">0 of {len(items)} rated</span>
+  <button id="next-unrated" type="button">Go to the next unrated item</button>
+  <button id="clear-saved" type="button">Clear saved ratings</button>
+  <p id="storage-note"></p>
+</div>
 {''.join(blocks)}
 <section class="item">
-  <p><label>Your name or initials: <input id="rater" type="text" size="20"></label></p>
+  <p><label>Your name or initials: <input id="rater" type="text" size="20"
+    autocomplete="off"></label></p>
   <p><button id="save" type="button">Download my ratings</button> <span id="status"></span></p>
 </section>
 <script type="application/json" id="kit-meta">{meta}</script>
-<script>
-(function () {{
-  var meta = JSON.parse(document.getElementById("kit-meta").textContent);
-  function collect() {{
-    var ratings = {{}}, missing = 0;
-    meta.items.forEach(function (id) {{
-      var picked = document.querySelector('input[name="' + id + '"]:checked');
-      if (picked) {{ ratings[id] = Number(picked.value); }} else {{ missing += 1; }}
-    }});
-    return {{ratings: ratings, missing: missing}};
-  }}
-  document.getElementById("save").addEventListener("click", function () {{
-    var rater = document.getElementById("rater").value.trim();
-    var status = document.getElementById("status");
-    if (!rater) {{ status.textContent = "Please type your name or initials first."; return; }}
-    var got = collect();
-    var data = {{kit: meta.kit, variant: meta.variant, protocol: meta.protocol, rater: rater,
-                ratings: got.ratings}};
-    var blob = new Blob([JSON.stringify(data, null, 1)], {{type: "application/json"}});
-    var link = document.createElement("a");
-    link.href = URL.createObjectURL(blob);
-    link.download = "ratings-" + meta.kit + "-" + rater.replace(/[^A-Za-z0-9_-]/g, "_") + ".json";
-    document.body.appendChild(link);
-    link.click();
-    link.remove();
-    status.textContent = "Saved " + Object.keys(got.ratings).length + " rating(s)" +
-      (got.missing ? "; " + got.missing + " item(s) left unrated" : "") + ".";
-  }});
-}})();
-</script>
+<script>{FORM_SCRIPT}</script>
 </body></html>
 """
 

@@ -144,7 +144,8 @@ def _key_edited(folder: Path) -> None:
 
 
 def _written_off_schema(folder: Path) -> None:
-    from aloe.records import append_records, probe_check
+    from aloe.records import append_records
+    from aloe.schemas import probe_check
 
     params = params_from_dict(_tiny(folder), source="params.yaml")
     append_records(params.layout.probe_records("base"),
@@ -196,6 +197,14 @@ def _budget(folder: Path) -> None:
                               source="params.yaml")
     budget = Budget.for_run(params)
     budget.reserve("conversations", 0.01, "judge", "gpt-4o-mini")
+
+
+def _tampered_reference(folder: Path) -> None:
+    from aloe.reference import fetch
+
+    (folder / "copies").mkdir()
+    _file(folder / "copies", '"a persona"\n', "profile.jsonl")
+    fetch(folder / "reference", folder / "copies")
 
 
 # What, when, and how to trigger it: (exit code, class, what it means, example).
@@ -253,6 +262,9 @@ CLASSES: list[tuple[int, str, str, Example]] = [
     (1, "SchemaError", "a record a stage was about to write that its file's schema refuses "
      "(a value no reader would accept): nothing of it is written", _written_off_schema),
     (1, "BudgetExceededError", "a request that would pass `run.budget_usd`", _budget),
+    (1, "ReferenceFilesError", "`aloe reference fetch`: an official ALOE file whose sha256 "
+     "is not the pinned one (nothing of it is written), a source folder without it, a URL "
+     "that cannot be reached", _tampered_reference),
     (1, "DiskFullError", "a full disk while writing", _disk_full),
 ]
 

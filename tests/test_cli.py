@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from aloe import cli
-from aloe.config import ParamsError, load_params, parse_set
+from aloe.config import load_params, parse_set
+from aloe.errors import ParamsError
 from tests.conftest import ROOT, tiny_dict
 
 ALOE = [sys.executable, "-m", "aloe.cli"]

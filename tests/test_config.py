@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from aloe.config import ParamsError, load_params, notebook_params, params_from_dict
+from aloe.config import load_params, notebook_params, params_from_dict
+from aloe.errors import ParamsError
 from tests.conftest import ROOT
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from aloe import evaluation, protocols
-from aloe.config import ParamsError, load_params, params_from_dict
+from aloe import evaluation, protocols, schemas
+from aloe.config import load_params, params_from_dict
+from aloe.errors import ParamsError
 from aloe.pools import load_aloe_benchmark
 from aloe.records import read_records, write_records
 from aloe.simulator import simulator_messages
@@ -495,7 +496,7 @@ def test_a_model_under_test_with_its_own_system_prompt_is_scored_on_its_response
     record = evaluation._record("rlpa-policy", {"id": "p1"}, 1, "Hello", first,
                                 evaluation.Judgement(1, "Verdict: 1", 1), "rlpa")
     assert record["reply"] == "Tea it is, then!" and record["raw_reply"] == tagged.strip()
-    assert evaluation.record_check(protocols.RLPA, "rlpa-policy")(record) is None
+    assert schemas.record_check(protocols.RLPA, "rlpa-policy")(record) is None
     with pytest.raises(ParamsError, match="response_pattern.*exactly one group"):
         params_from_dict(tiny_dict(tmp_path, evaluation={"models": [{
             "name": "x", "response_pattern": "<response>.*"}]}))

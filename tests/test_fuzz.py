@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from aloe.config import ParamsError, load_params
+from aloe.config import load_params
+from aloe.errors import ParamsError
 from aloe.llm.cache import answer_problem
 from aloe.llm.client import MalformedAnswer, _completion
 from tests.conftest import ROOT, tiny_dict

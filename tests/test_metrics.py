@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from aloe import metrics
+from aloe import metrics, tables
 from aloe.metrics import (
     alignment_levels,
     improvement_rate,
@@ -15,13 +15,7 @@ from aloe.metrics import (
     paired_difference,
     summarise,
 )
-
-
-def records(model: str, table: dict[str, list[int | None]]) -> list[dict]:
-    """{persona: [score at turn 1, turn 2, ...]} -> evaluation records."""
-    return [{"model": model, "persona_id": persona, "turn": k, "user": "u", "reply": "r",
-             "score": score, "raw_judgement": str(score)}
-            for persona, scores in table.items() for k, score in enumerate(scores, start=1)]
+from tests.support.score_tables import records
 
 
 # -- IR: least-squares slope over k = 1..K --------------------------------------------------
@@ -166,8 +160,10 @@ def test_summarise_is_strict_json_and_reads_no_file(tmp_path, monkeypatch):
     assert set(base) >= {"al_low", "al_high", "n_ir", "n_r2", "mean_al", "missing_rate"}
     assert data["models"]["dpo"]["missing_rate"] == pytest.approx(0.25)
     assert data["paired"]["dpo - base"]["diff"] == pytest.approx([1.0, 1.5])
-    table = metrics.summary_table(data)
-    assert list(table.index) == ["base", "dpo"] and "N-R² CI" in table.columns
+    table = tables.metrics_table(data)
+    assert list(table.index) == ["base", "dpo"] and table.loc["base", "N-R²"].startswith("1.000 [")
+    assert table.loc["dpo", "no score"] == "25%" and table.loc["base", "IR (per turn)"] \
+        .startswith("+0.500 [")
 
 
 # -- the bootstrap unit, expected AL and truncation ------------------------------------------
@@ -217,7 +213,7 @@ def test_truncated_replies_are_counted_per_turn():
     assert model["truncated_rate"] == pytest.approx(0.1)
     old = [{k: v for k, v in r.items() if k != "truncated"} for r in clustered("m")]
     assert summarise({"m": old}, n_boot=20)["models"]["m"]["truncated"] == [None, None]
-    table = metrics.truncation_table(summarise({"m": clustered("m")}, n_boot=20))
+    table = tables.truncation_table(summarise({"m": clustered("m")}, n_boot=20))
     assert table.loc["m", 2] == pytest.approx(0.2)
 
 
@@ -284,7 +280,7 @@ def test_two_way_draws_take_every_persona_at_the_pairs_drawn():
     assert isinstance(ragged, list) and all(len(rows) <= 6 for rows in ragged)
 
 
-# -- protocols on another scale, curves of any measure, recovery, word overlap ----------------
+# -- protocols on another scale --------------------------------------------------------------
 def test_rlpa_judgements_are_scaled_to_100() -> None:
     # 0/1 judgements: AL(k) = 100 x the share of 1s; N-IR does not depend on the scale
     recs = records("m", {"p1": [0, 1, 1], "p2": [0, 0, 1], "p3": [1, 0, 1], "p4": [0, 1, 1]})
@@ -294,85 +290,3 @@ def test_rlpa_judgements_are_scaled_to_100() -> None:
     plain = alignment_levels(recs, n_boot=200)
     assert al.n_ir.value == pytest.approx(plain.n_ir.value)
     assert all(0 <= low <= high <= 100 for low, high in zip(al.al_low, al.al_high))
-
-
-def test_turn_curve_of_a_side_measure() -> None:
-    recs = [{"model": "m", "persona_id": p, "turn": k, "accuracy": v}
-            for p, values in {"p1": [0.2, 0.4], "p2": [0.4, None], "p3": [0.0, 0.8]}.items()
-            for k, v in enumerate(values, start=1)]
-    curve = metrics.turn_curve(recs, "accuracy", n_boot=300, seed=1)
-    assert curve["turns"] == [1, 2] and curve["n"] == [3, 2]
-    assert curve["value"] == pytest.approx([0.2, 0.6])  # (.2+.4+0)/3, (.4+.8)/2
-    assert curve["mean"]["value"] == pytest.approx(0.4)
-    for k in range(2):
-        assert 0.0 <= curve["low"][k] <= curve["value"][k] <= curve["high"][k] <= 0.8 + 1e-9
-    flags = [{"model": "m", "persona_id": p, "turn": 1, "c": c}
-             for p, c in (("a", True), ("b", False), ("c", False), ("d", False))]
-    assert metrics.turn_curve(flags, "c", n_boot=50)["value"] == [0.25]  # True counts as 1
-
-
-@pytest.mark.parametrize("al, shift, turns_to, drop", [
-    # K = 3: pre-shift AL(2) = 4; AL(3) = 2 falls 2; AL(4) = 3 < 4; AL(5) = 4.5 >= 4: 2 turns
-    ([3, 4, 2, 3, 4.5], 3, 2.0, 2.0),
-    ([3, 4, 5, 5], 3, 0.0, -1.0),  # it never fell: recovered at once
-    ([3, 4, 2, 2], 3, math.nan, 2.0),  # not within the turns run
-    ([3, math.nan, 2, 4], 3, math.nan, math.nan),  # no pre-shift level
-])
-def test_recovery_turns_hand_worked(al, shift, turns_to, drop):
-    got_turns, got_drop = metrics.recovery_turns(al, shift)
-    assert (math.isnan(got_turns) and math.isnan(turns_to)) or got_turns == turns_to
-    assert (math.isnan(got_drop) and math.isnan(drop)) or got_drop == pytest.approx(drop)
-
-
-def test_recovery_with_intervals() -> None:
-    # AL = 3, 4, 2, 3.5, 4.5 (each persona the same): recovers 2 turns after the shift
-    recs = records("m", {p: [3, 4, 2, 3.5, 4.5] for p in ("p1", "p2", "p3")})
-    result = metrics.recovery(recs, 3, n_boot=100)
-    assert result["pre_shift_level"] == 4.0 and result["at_shift"] == 2.0
-    assert result["turns_to_recover"] == {"value": 2.0, "low": 2.0, "high": 2.0}
-    assert result["recovered"] and result["recovered_share"] == 1.0
-    never = metrics.recovery(records("m", {"p1": [3, 4, 2], "p2": [3, 4, 1]}), 3, n_boot=50)
-    assert not never["recovered"] and never["recovered_share"] == 0.0
-    assert never["turns_to_recover"]["value"] is None and never["drop"]["value"] == 2.5
-
-
-def test_lexical_reveal_counts_the_personas_words_said() -> None:
-    persona = "She is a nurse in Leeds who grows tomatoes and sings in a choir."
-    # content words: nurse, leed(s), grow(s), tomatoe(s), sing(s), choir -> 6
-    assert metrics.content_words(persona) == {"nurse", "leed", "grow", "tomatoe", "sing", "choir"}
-    assert metrics.lexical_reveal(persona, ["hi there"]) == 0.0
-    assert metrics.lexical_reveal(persona, ["I'm a nurse", "back from choir"]) == \
-        pytest.approx(2 / 6)
-    assert metrics.lexical_reveal(persona, [persona]) == 1.0  # the pasted profile
-
-
-def test_simulator_summary_flags_a_user_who_reveals_everything_at_once() -> None:
-    persona = {"x": "a nurse in Leeds who grows tomatoes"}
-    pasted = [{"model": "m", "persona_id": "x", "turn": 1,
-               "user": "I am a nurse in Leeds and I grow tomatoes"},
-              {"model": "m", "persona_id": "x", "turn": 2, "user": "anyway"}]
-    lexical = metrics.lexical_reveal_records(pasted, persona)
-    assert [r["lexical"] for r in lexical] == [1.0, 1.0]
-    summary = metrics.simulator_summary([], lexical, reveal_flag=0.5, n_boot=50)
-    assert summary["reveals_at_once"] and summary["flag_source"] == "lexical"
-    assert summary["first_message_share"] == 1.0 and summary.get("revealed") is None
-    slow = [{"model": "m", "persona_id": "x", "turn": k, "revealed": v, "contradiction": c}
-            for k, v, c in ((1, 0.1, False), (2, 0.3, True))]
-    judged = metrics.simulator_summary(slow, lexical, reveal_flag=0.5, n_boot=50)
-    assert judged["flag_source"] == "revealed" and not judged["reveals_at_once"]
-    assert judged["contradiction_rate"] == 0.5
-    assert judged["revealed"]["value"] == pytest.approx([0.1, 0.3])
-
-
-def test_the_reveal_flag_reads_the_simulators_first_message_not_a_fixed_one() -> None:
-    """Issue 22: under RLPA the first user message is the protocol's "Hello": the flag read
-    turn 1 and never fired. The simulator's first message is turn 2 there."""
-    from aloe.metrics import simulator_summary
-
-    lexical = [{"persona_id": f"p{i}", "turn": turn, "lexical": value}
-               for i in range(6) for turn, value in ((1, 0.0), (2, 0.9), (3, 0.95))]
-    fixed = simulator_summary([], lexical, reveal_flag=0.5, n_boot=50, first_turn=2)
-    assert fixed["reveals_at_once"] and fixed["turn1_disclosure"] == pytest.approx(0.9)
-    assert fixed["first_message_share"] == 1.0 and fixed["first_simulated_turn"] == 2
-    simulated = simulator_summary([], lexical, reveal_flag=0.5, n_boot=50)
-    assert not simulated["reveals_at_once"] and simulated["first_message_share"] == 0.0

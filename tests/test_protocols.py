@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from aloe import plots, protocols, ratings, report
+from aloe import plots, protocols, ratings, tables
 from aloe.config import params_from_dict
 from aloe.errors import ParamsError
 from aloe.judges import score_reply
@@ -75,7 +75,7 @@ def test_tables_figures_and_the_form_take_the_protocol_s_scale(with_ten) -> None
     summary = {"protocol": TEN.to_json(), "confidence": 0.95, "models": {"base": {
         "turns": [1, 2], "al": [50.0, 60.0], "al_low": [40.0, 50.0], "al_high": [60.0, 70.0],
         "n_personas": 3, "mean_al": {"value": 55.0, "low": 45.0, "high": 65.0}}}}
-    assert "mean AL (0-100)" in report.metrics_table(summary).columns
+    assert "mean AL (0-100)" in tables.metrics_table(summary).columns
     figure = plots.plot_alignment_levels(summary)
     assert figure.axes[0].get_ylabel() == "AL(k): ten times the mean mark"
     assert "ten protocol" in figure.axes[0].get_title()

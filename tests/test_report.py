@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aloe import manifest, report, spend
+from aloe import manifest, report, spend, tables
 from aloe.config import params_from_dict
 from aloe.llm import load_usage_history
 from aloe.metrics import summarise
@@ -83,7 +83,7 @@ def test_tables_speak_in_units() -> None:
     metrics = summarise({"base": [{"model": "base", "persona_id": "p", "turn": 1,
                                    "score": None}, {"model": "base", "persona_id": "p",
                                                     "turn": 2, "score": 4}]}, n_boot=20)
-    table = report.metrics_table(metrics)
+    table = tables.metrics_table(metrics)
     assert list(table.columns) == ["personas", "turns", "mean AL (1-5)", "IR (per turn)",
                                    "N-IR (per turn)", "N-R²", "no score",
                                    "cut at the token limit", "bootstrap units"]

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from aloe.metrics import bootstrap_rows, finite_or_none
+
 WEIGHTS = ("quadratic", "linear")
 
 
@@ -119,7 +121,8 @@ def _estimate(value: float, draws: np.ndarray, confidence: float) -> dict[str, f
     finite = draws[np.isfinite(draws)]
     low = float(np.quantile(finite, alpha)) if len(finite) else math.nan
     high = float(np.quantile(finite, 1.0 - alpha)) if len(finite) else math.nan
-    return {"value": _num(value), "low": _num(low), "high": _num(high)}
+    return {"value": finite_or_none(value), "low": finite_or_none(low),
+            "high": finite_or_none(high)}
 
 
 def agreement(a: Sequence[Any], b: Sequence[Any], categories: Sequence[Any], *,
@@ -131,8 +134,6 @@ def agreement(a: Sequence[Any], b: Sequence[Any], categories: Sequence[Any], *,
     own), taking every item of a drawn cluster (e.g. all sampled replies of one profile), and
     recomputes each statistic; draws where one is undefined are left out of its interval.
     """
-    from aloe.metrics import bootstrap_rows
-
     x, y = _pairs(a, b)
     cats = list(categories)
     ordinal = len(cats) > 2
@@ -163,5 +164,3 @@ def agreement(a: Sequence[Any], b: Sequence[Any], categories: Sequence[Any], *,
     return result
 
 
-def _num(value: float) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)

@@ -33,10 +33,10 @@ import pandas as pd
 from aloe import findings, manifest, metrics, protocols
 from aloe.config import resolve_path
 from aloe.errors import BadInputError
-from aloe.evaluation import record_check
 from aloe.layout import ADAPTER_STATS, DEFAULT_VARIANT, TRAINING_STAGES, RunLayout, run_layout
 from aloe.llm import load_usage_history
-from aloe.records import persona_check, read_json, read_records
+from aloe.records import read_json, read_records
+from aloe.schemas import persona_check, record_check
 
 DEFAULT_OUTPUT_DIR = "outputs"
 NAME = re.compile(r"[^A-Za-z0-9._-]+")

@@ -47,7 +47,8 @@ from aloe.judges import (
     ask_and_read,
 )
 from aloe.llm import LLM, Completion, LLMError, MissingKeyError, open_llm
-from aloe.records import append_record, conversation_check, persona_check, read_records, write_json
+from aloe.records import append_record, read_records, write_json
+from aloe.schemas import conversation_check, persona_check
 from aloe.simulator import simulate_user
 
 STAGE = "conversations"
@@ -131,7 +132,7 @@ def load_conversations(params: Params,
     """The written conversation trees, by index: every reader (the stage, its exports, the
     report) reads them here, so that all count the same. Each conversation is written once; a
     line that repeats an id (a hand edit, a copied file) is refused, naming both lines.
-    `check`: the file's schema (`records.conversation_check()`) when the caller goes on to
+    `check`: the file's schema (`schemas.conversation_check()`) when the caller goes on to
     append with it, so that it has seen what is written."""
     return sorted(read_records(params.layout.conversations,
                                check=check or conversation_check()),

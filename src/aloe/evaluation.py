@@ -49,10 +49,10 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from aloe import agreement, metrics, protocols
+from aloe import agreement, measures, metrics, protocols
 from aloe.chat import Message, seeded
 from aloe.config import EvalModelSpec, Params
-from aloe.errors import AloeError, check_lost_items, shown
+from aloe.errors import AloeError, check_lost_items
 from aloe.judges import Judgement, check_contradiction, score_inference, score_reply, score_revealed
 from aloe.llm import LLM, LLMError, open_llm
 from aloe.policy import Reply, adapter_path, open_responder
@@ -60,17 +60,14 @@ from aloe.pools import load_aloe_benchmark
 from aloe.progress import Reporter, count, money, reporter
 from aloe.prompts import render
 from aloe.protocols import sources
-from aloe.records import (
-    append_records,
+from aloe.records import append_records, read_records, write_json
+from aloe.schemas import (
     human_rating_check,
     persona_check,
     probe_check,
-    read_records,
-    scale_problem,
+    record_check,
     second_judge_check,
     simulator_measure_check,
-    turn_problem,
-    write_json,
 )
 from aloe.simulator import shift_note, simulate_user
 
@@ -200,7 +197,7 @@ def _history(done: dict[int, Record], upto: int | None = None) -> list[Message]:
 def _finished(params: Params, spec: EvalModelSpec, personas: list[dict[str, Any]],
               variant: str | None = None) -> dict[str, dict[int, Record]]:
     """The turns already recorded, per persona id (only this benchmark's, only turns <= K)."""
-    variant = variant or sources(params)[spec.name].variant
+    variant = variant or sources(params.evaluation)[spec.name].variant
     done: dict[str, dict[int, Record]] = {str(p["id"]): {} for p in personas}  # benchmark order
     check = record_check(protocols.get(params.evaluation.protocol), spec.name)
     for record in read_records(params.layout.eval_records(spec.name, variant), check=check):
@@ -208,36 +205,6 @@ def _finished(params: Params, spec: EvalModelSpec, personas: list[dict[str, Any]
         if pid in done and turn <= params.evaluation.turns:
             done[pid].setdefault(turn, record)  # the first record of a turn is the one used
     return done
-
-
-TEXT_FIELDS = ("user", "reply", "raw_judgement", "raw_reply")  # text or None (not recorded)
-NUMBER_FIELDS = ("expected_score",)
-
-
-def record_check(protocol: protocols.Protocol, model: str) -> Callable[[Record], str | None]:
-    """The schema of a record of `model`'s file, for every reader: that model, a persona, a
-    turn from 1, texts that are text, and scores on the protocol's scale or none (a judgement
-    that could not be read)."""
-
-    def problem(record: Record) -> str | None:
-        if record.get("model") != model:
-            return f"model {shown(record.get('model'))} in the file of model '{model}'"
-        if not isinstance(record.get("persona_id"), (str, int)) \
-                or isinstance(record.get("persona_id"), bool):
-            return "no persona_id"
-        turn = turn_problem(record.get("turn"))
-        if turn is not None:
-            return turn
-        for name in TEXT_FIELDS:
-            if not isinstance(record.get(name), (str, type(None))):
-                return f"{name} is {type(record.get(name)).__name__}, not text"
-        for name in ("score", *NUMBER_FIELDS):  # a 0/1 protocol's verdicts may be booleans
-            off = scale_problem(name, record.get(name), protocol)
-            if off is not None:
-                return off
-        return None
-
-    return problem
 
 
 def _keyed(path: Any, check: Callable[[Record], str | None]) -> dict[tuple[str, int], Record]:
@@ -255,7 +222,7 @@ def _missing_probes(params: Params, spec: EvalModelSpec, personas: list[dict[str
                     done: dict[str, dict[int, Record]]) -> int:
     if not params.evaluation.inference_probe:
         return 0
-    source = sources(params)[spec.name]
+    source = sources(params.evaluation)[spec.name]
     probed = _keyed(params.layout.probe_records(spec.name, source.variant),
                     probe_check(spec.name))
     return sum(1 for pid, turns in done.items() for turn in turns if (pid, turn) not in probed)
@@ -308,7 +275,7 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
     """
     e = params.evaluation
     protocol = protocols.get(e.protocol)
-    source = sources(params)[spec.name]
+    source = sources(params.evaluation)[spec.name]
     out_file = params.layout.eval_records(spec.name, source.variant)
     check = record_check(protocol, spec.name)
     done = _finished(params, spec, personas, source.variant)
@@ -449,7 +416,7 @@ def probe_model(params: Params, llm: LLM, spec: EvalModelSpec, personas: list[di
     k (0-1). Batched per turn; appended to `eval/[VARIANT/]probes/MODEL.jsonl`; returns how
     many were run. A probe whose request failed goes into `failed`, naming the role."""
     who = who or Conversationist(params, personas)
-    source = sources(params)[spec.name]
+    source = sources(params.evaluation)[spec.name]
     path = params.layout.probe_records(spec.name, source.variant)
     check = probe_check(spec.name)  # has seen the file: refuses a probe written twice
     probed = _keyed(path, check)
@@ -624,7 +591,7 @@ def run_stage(params: Params) -> EvaluationSummary:
     """
     e = params.evaluation
     personas = benchmark_personas(params)
-    where = sources(params)
+    where = sources(params.evaluation)
     order = sorted(e.models, key=lambda m: where[m.name].mode != "live")  # reference first
     pending = [spec for spec in order
                if remaining_turns(params, spec, personas) > 0
@@ -698,7 +665,7 @@ def compute_metrics(params: Params, records: list[Record],
             "unit": unit}
     summary = metrics.summarise(by_model, models=[m.name for m in e.models],
                                 multiplier=protocol.multiplier, **boot)
-    where = sources(params)
+    where = sources(params.evaluation)
     shift = e.preference_shift
     summary.update({
         "protocol": protocol.to_json(), "variant": protocols.variant_name(e),
@@ -710,7 +677,7 @@ def compute_metrics(params: Params, records: list[Record],
         "turns": e.turns,
         "preference_shift": shift.model_dump() if shift else None})
     if shift is not None:
-        summary["recovery"] = {name: metrics.recovery(rows, shift.turn, model=name,
+        summary["recovery"] = {name: measures.recovery(rows, shift.turn, model=name,
                                                       multiplier=protocol.multiplier, **boot)
                                for name, rows in by_model.items()}
     layout = params.layout
@@ -720,19 +687,19 @@ def compute_metrics(params: Params, records: list[Record],
             probes = read_records(layout.probe_records(name, where[name].variant),
                                   check=probe_check(name))
             if probes:
-                summary["inference"][name] = metrics.turn_curve(with_design(probes, personas),
+                summary["inference"][name] = measures.turn_curve(with_design(probes, personas),
                                                                 "accuracy", **boot)
     persona_text = {str(p["id"]): f"{p['profile']} {p['personality']}" for p in personas or []}
     simulator: dict[str, Any] = {}
     for name, rows in by_model.items():
         if where[name].mode != "live" or not persona_text:
             continue
-        lexical = with_design(metrics.lexical_reveal_records(rows, persona_text), personas)
+        lexical = with_design(measures.lexical_reveal_records(rows, persona_text), personas)
         checks = with_design(read_records(layout.simulator_records(name, where[name].variant),
                                           check=simulator_measure_check(name)),
                              personas) if e.simulator_check else []
         first_turn = 2 if protocols.get(e.protocol).first_message is not None else 1
-        simulator[name] = metrics.simulator_summary(checks, lexical, reveal_flag=e.reveal_flag,
+        simulator[name] = measures.simulator_summary(checks, lexical, reveal_flag=e.reveal_flag,
                                                     first_turn=first_turn, **boot)
     if simulator:
         summary["simulator"] = simulator
@@ -810,7 +777,7 @@ def comparison_pair(params: Params) -> list[str]:
 def transcripts(params: Params, models: Sequence[str], persona_id: str | None = None) -> Any:
     """Side-by-side transcripts of one persona (default: the first one all `models` share):
     one row per turn, each model's user message, reply and score."""
-    where = sources(params)
+    where = sources(params.evaluation)
     protocol = protocols.get(params.evaluation.protocol)
     by_model = {m: {(str(r["persona_id"]), int(r["turn"])): r
                     for r in read_records(params.layout.eval_records(m, where[m].variant),

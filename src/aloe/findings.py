@@ -330,6 +330,13 @@ def empty_training_set(export: Summary | None) -> list[Finding]:
 # ------------------------------------------------------------------------------------------
 # Results
 # ------------------------------------------------------------------------------------------
+def bracket(low: float | None, high: float | None, spec: str = ".3f") -> str:
+    """An interval alone: "[1.100, 1.350]", or "n/a" without one. Every interval the workbook
+    shows (tables, findings, cards, the comparison page) is written by this function."""
+    return "n/a" if low is None or high is None else \
+        f"[{format(low, spec)}, {format(high, spec)}]"
+
+
 def interval_text(est: Mapping[str, Any] | None, spec: str = ".3f") -> str:
     """"1.234 [1.100, 1.350]", "1.234 (no interval)" or "n/a"."""
     if not est or est.get("value") is None:
@@ -337,7 +344,7 @@ def interval_text(est: Mapping[str, Any] | None, spec: str = ".3f") -> str:
     value = format(est["value"], spec)
     if est.get("low") is None or est.get("high") is None:
         return f"{value} (no interval)"
-    return f"{value} [{format(est['low'], spec)}, {format(est['high'], spec)}]"
+    return f"{value} {bracket(est['low'], est['high'], spec)}"
 
 
 def direction(est: Mapping[str, Any], up: str, down: str, neither: str) -> str:
@@ -513,7 +520,7 @@ def beyond_the_paper(summary: Mapping[str, Any]) -> str:
         if r["recovered"]:
             lines.append(f"- **{name}** after the shift at turn {r['shift_turn']}: back at its "
                          f"pre-shift AL after {t['value']:.0f} turn(s) "
-                         f"{_bracket(t['low'], t['high'])}; "
+                         f"{bracket(t['low'], t['high'])}; "
                          f"{_number(100 * (r['recovered_share'] or 0), '.0f')}% of bootstrap "
                          "draws recover within the turns run.")
         else:
@@ -523,7 +530,7 @@ def beyond_the_paper(summary: Mapping[str, Any]) -> str:
         m = c["mean"]
         if m["value"] is not None:
             lines.append(f"- **{name}** states what it learned about the user with accuracy "
-                         f"{m['value']:.2f} {_bracket(m['low'], m['high'])} on average "
+                         f"{m['value']:.2f} {bracket(m['low'], m['high'])} on average "
                          f"(turn 1: {_number(c['value'][0], '.2f')}, turn {c['turns'][-1]}: "
                          f"{_number(c['value'][-1], '.2f')}).")
     for name, s in (summary.get("simulator") or {}).items():
@@ -547,12 +554,10 @@ def beyond_the_paper(summary: Mapping[str, Any]) -> str:
             note = " (the same model: a self-consistency check only)" if a.get("same_model") \
                 else ""
             lines.append(f"- Judge vs {label}{note}: kappa {k['value']:.2f} "
-                         f"{_bracket(k['low'], k['high'])} over {a['n']} replies.")
+                         f"{bracket(k['low'], k['high'])} over {a['n']} replies.")
     return "\n".join(lines)
 
 
-def _bracket(low: float | None, high: float | None) -> str:
-    return "n/a" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
 
 
 def _number(value: float | None, spec: str = ".3f") -> str:

@@ -38,6 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TRAINING_STAGES = ("sft", "dpo")
+# The notebooks the runner treats apart, by name: the preflight (skipped when nothing else
+# runs), the report (not part of the run's wall time), the comparison (`aloe compare` only).
+PREFLIGHT_NOTEBOOK = "00_preflight"
+REPORT_NOTEBOOK = "06_report"
+COMPARE_NOTEBOOK = "07_compare"
 DEFAULT_VARIANT = "aloe"  # stage 5 under the ALOE protocol, live users, no preference shift
 # The files of a finished adapter folder that more than one stage reads.
 ADAPTER_CONFIG = "adapter_config.json"

@@ -25,7 +25,6 @@ file (stage 5 writes `metrics.json`, `aloe.evaluation`).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
@@ -156,7 +155,7 @@ def score_matrix(records: Iterable[Record], model: str | None = None,
                        truncated)
 
 
-def _nanmean_columns(scores: np.ndarray) -> np.ndarray:
+def nanmean_columns(scores: np.ndarray) -> np.ndarray:
     """Column means over the scores present; NaN for a column with none (no warning)."""
     present = ~np.isnan(scores)
     count = present.sum(axis=-2)
@@ -270,11 +269,11 @@ def two_way_rows(profiles: Sequence[str], personalities: Sequence[str], n_boot: 
                      dtype=int) for b in range(n_boot)]
 
 
-def _boot_means(values: np.ndarray, draws: Draws) -> np.ndarray:
+def boot_means(values: np.ndarray, draws: Draws) -> np.ndarray:
     """Per draw, the column means over the rows it drew (NaN left out): shape (B, K)."""
     if isinstance(draws, np.ndarray):
-        return _nanmean_columns(values[draws])
-    return np.array([_nanmean_columns(values[rows]) for rows in draws])
+        return nanmean_columns(values[draws])
+    return np.array([nanmean_columns(values[rows]) for rows in draws])
 
 
 def _shares(flags: np.ndarray | None, judged: np.ndarray) -> list[float | None]:
@@ -288,7 +287,7 @@ def _shares(flags: np.ndarray | None, judged: np.ndarray) -> list[float | None]:
     return shares
 
 
-def _interval(draws: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+def percentile_interval(draws: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval along axis 0, ignoring NaN draws."""
     alpha = (1.0 - confidence) / 2.0
     with np.errstate(invalid="ignore"):
@@ -310,7 +309,8 @@ class Estimate:
     high: float
 
     def to_json(self) -> dict[str, float | None]:
-        return {"value": _num(self.value), "low": _num(self.low), "high": _num(self.high)}
+        return {"value": finite_or_none(self.value), "low": finite_or_none(self.low),
+                "high": finite_or_none(self.high)}
 
 
 @dataclass
@@ -357,15 +357,15 @@ class AlignmentLevels:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("al", "al_low", "al_high", "truncated"):
-            data[key] = [_num(v) for v in data[key]]
+            data[key] = [finite_or_none(v) for v in data[key]]
         for key in ("mean_al", "ir", "n_ir", "n_r2"):
             data[key] = getattr(self, key).to_json()
-        data["missing_rate"] = _num(self.missing_rate)
-        data["truncated_rate"] = _num(self.truncated_rate)
+        data["missing_rate"] = finite_or_none(self.missing_rate)
+        data["truncated_rate"] = finite_or_none(self.truncated_rate)
         expected = [data.pop(key) for key in ("expected_al", "expected_al_low",
                                                "expected_al_high")]
         if expected[0]:
-            data["expected_al"] = {name: [_num(v) for v in values] for name, values
+            data["expected_al"] = {name: [finite_or_none(v) for v in values] for name, values
                                    in zip(("value", "low", "high"), expected)}
         return data
 
@@ -390,7 +390,7 @@ def alignment_levels(records: Iterable[Record], n_boot: int = DEFAULT_BOOT,
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
     matrix = score_matrix(rows, model, multiplier)
-    al = _nanmean_columns(matrix.scores)
+    al = nanmean_columns(matrix.scores)
     n_scored = (~np.isnan(matrix.scores)).sum(axis=0)
     n_missing = (matrix.judged & np.isnan(matrix.scores)).sum(axis=0)
     sizes = matrix.unit_sizes(unit)
@@ -405,15 +405,15 @@ def alignment_levels(records: Iterable[Record], n_boot: int = DEFAULT_BOOT,
     point = _curve_stats(al)
     draws = matrix.draws(unit, n_boot, seed)
     if matrix.expected is not None and not np.isnan(matrix.expected).all():
-        e_low, e_high = _interval(_boot_means(matrix.expected, draws), confidence)
-        result.expected_al = _nanmean_columns(matrix.expected).tolist()
+        e_low, e_high = percentile_interval(boot_means(matrix.expected, draws), confidence)
+        result.expected_al = nanmean_columns(matrix.expected).tolist()
         result.expected_al_low, result.expected_al_high = e_low.tolist(), e_high.tolist()
-    boot_al = _boot_means(matrix.scores, draws)  # (B, K)
-    low, high = _interval(boot_al, confidence)
+    boot_al = boot_means(matrix.scores, draws)  # (B, K)
+    low, high = percentile_interval(boot_al, confidence)
     result.al_low, result.al_high = low.tolist(), high.tolist()
     stats = np.array([[s[name] for name in ("mean_al", "ir", "n_ir", "n_r2")]
                       for s in map(_curve_stats, boot_al)])
-    s_low, s_high = _interval(stats, confidence)
+    s_low, s_high = percentile_interval(stats, confidence)
     for j, name in enumerate(("mean_al", "ir", "n_ir", "n_r2")):
         setattr(result, name, Estimate(point[name], float(s_low[j]), float(s_high[j])))
     return result
@@ -442,7 +442,7 @@ class PairedDifference:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("diff", "diff_low", "diff_high"):
-            data[key] = [_num(v) for v in data[key]]
+            data[key] = [finite_or_none(v) for v in data[key]]
         data["mean_diff"] = self.mean_diff.to_json()
         data["ir_diff"] = self.ir_diff.to_json()
         return data
@@ -474,9 +474,9 @@ def paired_difference(records_a: Iterable[Record], records_b: Iterable[Record],
 
     def stats(rows_a: np.ndarray, rows_b: np.ndarray,
               rows_d: np.ndarray) -> tuple[np.ndarray, float, float]:
-        per_turn = _nanmean_columns(rows_d)
+        per_turn = nanmean_columns(rows_d)
         mean_diff = float(np.nanmean(per_turn)) if np.any(~np.isnan(per_turn)) else math.nan
-        ir = improvement_rate(_nanmean_columns(rows_b)) - improvement_rate(_nanmean_columns(rows_a))
+        ir = improvement_rate(nanmean_columns(rows_b)) - improvement_rate(nanmean_columns(rows_a))
         return per_turn, mean_diff, ir
 
     per_turn, mean_diff, ir_diff = stats(sa, sb, d)
@@ -487,230 +487,12 @@ def paired_difference(records_a: Iterable[Record], records_b: Iterable[Record],
                                 nan_k, empty, empty, confidence, n_boot)
     draws = a.draws(unit, n_boot, seed, rows=[a.personas.index(p) for p in shared])
     boot = [stats(sa[i], sb[i], d[i]) for i in draws]
-    low, high = _interval(np.array([t for t, _, _ in boot]), confidence)
-    s_low, s_high = _interval(np.array([[m, ir] for _, m, ir in boot]), confidence)
+    low, high = percentile_interval(np.array([t for t, _, _ in boot]), confidence)
+    s_low, s_high = percentile_interval(np.array([[m, ir] for _, m, ir in boot]), confidence)
     return PairedDifference(a.model, b.model, turns, len(shared), per_turn.tolist(), low.tolist(),
                             high.tolist(), Estimate(mean_diff, float(s_low[0]), float(s_high[0])),
                             Estimate(ir_diff, float(s_low[1]), float(s_high[1])), confidence,
                             n_boot, unit)
-
-
-# ------------------------------------------------------------------------------------------
-# Any per-turn measure with intervals (inference accuracy, disclosure, contradictions)
-# ------------------------------------------------------------------------------------------
-def value_matrix(records: Iterable[Record], key: str) -> ScoreMatrix:
-    """Records of one model holding a number under `key` (or None), as a persona x turn
-    matrix (the same arrangement as `score_matrix`)."""
-    rows = [{**r, "score": r.get(key)} for r in records]
-    for r in rows:
-        if isinstance(r["score"], bool):
-            r["score"] = float(r["score"])
-    return score_matrix(rows)
-
-
-def turn_curve(records: Iterable[Record], key: str, n_boot: int = DEFAULT_BOOT,
-               confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
-               unit: str | None = None) -> dict[str, Any]:
-    """The mean of `key` at each turn over the personas, with bootstrap CIs (the same units
-    and draws as AL(k)), and its mean over the turns with its CI.
-
-    m(k) = (1 / |P_k|) sum_{p in P_k} v[p, k], P_k = the personas with a value at turn k;
-    mean = (1/K) sum_k m(k). A True/False value counts as 1/0, so a share comes out. A record
-    whose value is None (a judge that answered nothing readable) is left out and counted in
-    `n_missing`, never taken as 0.
-    """
-    rows = list(records)
-    unit = unit or default_unit(rows)
-    matrix = value_matrix(rows, key)
-    curve = _nanmean_columns(matrix.scores)
-    n = (~np.isnan(matrix.scores)).sum(axis=0) if matrix.personas else np.zeros(0, int)
-    missing = (matrix.judged & np.isnan(matrix.scores)).sum(axis=0) if matrix.personas \
-        else np.zeros(0, int)
-    result: dict[str, Any] = {"turns": matrix.turns, "value": [_num(v) for v in curve],
-                              "low": [None] * len(curve), "high": [None] * len(curve),
-                              "n": [int(v) for v in n], "n_missing": [int(v) for v in missing],
-                              "unit": unit,
-                              "n_units": min(matrix.unit_sizes(unit).values(), default=0),
-                              "mean": Estimate(math.nan, math.nan, math.nan).to_json()}
-    if not matrix.personas or not np.any(~np.isnan(curve)):
-        return result
-    boot = _boot_means(matrix.scores, matrix.draws(unit, n_boot, seed))
-    low, high = _interval(boot, confidence)
-    result["low"], result["high"] = [_num(v) for v in low], [_num(v) for v in high]
-    with np.errstate(invalid="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            boot_mean = np.nanmean(boot, axis=1)
-    m_low, m_high = _interval(boot_mean[:, None], confidence)
-    result["mean"] = Estimate(float(np.nanmean(curve)), float(m_low[0]),
-                              float(m_high[0])).to_json()
-    return result
-
-
-# ------------------------------------------------------------------------------------------
-# Recovery after a preference shift
-# ------------------------------------------------------------------------------------------
-def recovery_turns(al: Sequence[float], shift_turn: int) -> tuple[float, float]:
-    """(turns to recover, drop) of an AL curve whose persona changed at turn K = shift_turn.
-
-    The pre-shift level is AL(K-1), the level just before the change. The curve has recovered
-    at the first turn k >= K with AL(k) >= AL(K-1); turns to recover = k - K (0: it did not
-    fall below that level at all). NaN when it never recovers within the turns run, or AL(K-1)
-    is missing. drop = AL(K-1) - AL(K) (positive: it fell).
-    """
-    y = np.asarray(al, dtype=float)
-    if shift_turn < 2 or shift_turn > len(y) or math.isnan(y[shift_turn - 2]):
-        return math.nan, math.nan
-    before = y[shift_turn - 2]
-    drop = before - y[shift_turn - 1]
-    for k in range(shift_turn, len(y) + 1):
-        if not math.isnan(y[k - 1]) and y[k - 1] >= before:
-            return float(k - shift_turn), float(drop)
-    return math.nan, float(drop)
-
-
-def recovery(records: Iterable[Record], shift_turn: int, n_boot: int = DEFAULT_BOOT,
-             confidence: float = DEFAULT_CONFIDENCE, seed: int = 0, unit: str | None = None,
-             model: str | None = None, multiplier: float = 1.0) -> dict[str, Any]:
-    """How one model's AL(k) answers a change of the user's preferences at turn K.
-
-    The pre-shift level AL(K-1), AL(K), the drop, and the turns until AL regains the
-    pre-shift level (`recovery_turns`), each with bootstrap CIs over the same draws as AL(k).
-    Draws that never recover within the turns run are left out of the interval of the turns
-    to recover and counted: `recovered_share` is the share of draws that did recover.
-    """
-    rows = list(records)
-    unit = unit or default_unit(rows)
-    matrix = score_matrix(rows, model, multiplier)
-    al = _nanmean_columns(matrix.scores)
-    turns_to, drop = recovery_turns(al, shift_turn)
-    result: dict[str, Any] = {"shift_turn": shift_turn, "turns_run": len(al),
-                              "pre_shift_level": _num(al[shift_turn - 2])
-                              if 2 <= shift_turn <= len(al) else None,
-                              "at_shift": _num(al[shift_turn - 1])
-                              if shift_turn <= len(al) else None,
-                              "recovered": not math.isnan(turns_to),
-                              "turns_to_recover": Estimate(turns_to, math.nan,
-                                                           math.nan).to_json(),
-                              "drop": Estimate(drop, math.nan, math.nan).to_json(),
-                              "recovered_share": None}
-    if not matrix.personas or shift_turn > len(al):
-        return result
-    boot_al = _boot_means(matrix.scores, matrix.draws(unit, n_boot, seed))
-    boot = np.array([recovery_turns(row, shift_turn) for row in boot_al])
-    result["recovered_share"] = float(np.mean(~np.isnan(boot[:, 0])))
-    for column, name, value in ((0, "turns_to_recover", turns_to), (1, "drop", drop)):
-        low, high = _interval(boot[:, column:column + 1], confidence)
-        result[name] = Estimate(value, float(low[0]), float(high[0])).to_json()
-    return result
-
-
-# ------------------------------------------------------------------------------------------
-# The simulated user measured without a judge: word overlap with its persona
-# ------------------------------------------------------------------------------------------
-_STOP = frozenset("""a about above after again all also am an and any are as at be because been
-before being below between both but by can could did do does doing down during each enjoys few
-for from further had has have having he her here hers herself him himself his how i if in into
-is it its itself just likes loves me more most my myself no nor not now of off often on once
-only or other our ours out over own same she should so some such than that the their theirs
-them themselves then there these they this those through to too under until up very was we
-were what when where which while who whom why will with would you your yours always never
-usually really being person people""".split())
-_WORD = re.compile(r"[a-z][a-z'-]{2,}")
-
-
-def content_words(text: str) -> set[str]:
-    """The words of a text that carry content: lower case, three letters or more, no stop
-    words (the, she, enjoys, ...), a plural's s removed."""
-    words = set()
-    for word in _WORD.findall(text.lower()):
-        word = word.strip("'-")
-        if word in _STOP or len(word) < 3:
-            continue
-        words.add(word[:-1] if word.endswith("s") and len(word) > 3 else word)
-    return words
-
-
-def lexical_reveal(persona_text: str, said: Sequence[str]) -> float:
-    """The share of the persona's content words that the user's own messages so far contain.
-
-    reveal = |W(persona) & W(messages)| / |W(persona)|, W = content_words. A blunt measure
-    (a synonym is missed, a common word may match by chance) that needs no judge: a simulated
-    user that pastes its profile into its first message scores near 1 at turn 1.
-    """
-    persona = content_words(persona_text)
-    if not persona:
-        return math.nan
-    said_words: set[str] = set()
-    for message in said:
-        said_words |= content_words(message)
-    return len(persona & said_words) / len(persona)
-
-
-def lexical_reveal_records(records: Iterable[Record],
-                           personas: Mapping[str, str]) -> list[Record]:
-    """Per evaluation record, the word-overlap disclosure of the user's messages up to that
-    turn (`lexical_reveal`), against the persona text in `personas` (persona id -> profile and
-    personality as one text)."""
-    by_conversation: dict[tuple[str, str], list[Record]] = {}
-    for r in records:
-        by_conversation.setdefault((str(r["model"]), str(r["persona_id"])), []).append(r)
-    out = []
-    for (model, pid), rows in by_conversation.items():
-        if pid not in personas:
-            continue
-        said: list[str] = []
-        for r in sorted(rows, key=lambda row: int(row["turn"])):
-            said.append(str(r.get("user") or ""))
-            out.append({"model": model, "persona_id": pid, "profile_id": r.get("profile_id"),
-                        "turn": int(r["turn"]), "lexical": lexical_reveal(personas[pid], said)})
-    return out
-
-
-def simulator_summary(checks: Iterable[Record], lexical: Iterable[Record], *,
-                      reveal_flag: float = 0.5, n_boot: int = DEFAULT_BOOT,
-                      confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
-                      unit: str | None = None, first_turn: int = 1) -> dict[str, Any]:
-    """The simulated user of one model's conversations measured, per turn and over the run.
-
-    revealed(k): the judge's share of the persona given away by the user's messages up to
-    turn k (0-1); lexical(k): the word-overlap share (`lexical_reveal`); contradiction(k): the
-    share of turn-k user messages the judge found contradicting the persona. Flags: `reveals
-    at once` when the mean disclosure at the simulator's first message (turn `first_turn`: 2
-    when a protocol fixes the first message, as RLPA's "Hello") reaches `reveal_flag` (by the
-    judge when it measured, else by word overlap); `first_message_share`: the share of
-    conversations whose first simulated message alone reaches it.
-    """
-    checks, lexical = list(checks), list(lexical)
-    result: dict[str, Any] = {"reveal_flag": reveal_flag}
-    measures = [("lexical", lexical, "lexical")]
-    if checks:
-        measures += [("revealed", checks, "revealed"), ("contradiction", checks, "contradiction")]
-    for name, rows, key in measures:
-        kept = [r for r in rows if not (isinstance(r.get(key), float) and math.isnan(r[key]))]
-        result[name] = turn_curve(kept, key, n_boot, confidence, seed, unit) if kept else None
-    def at_first(curve: dict[str, Any] | None) -> float | None:
-        if not curve or first_turn not in curve.get("turns", []):
-            return None
-        return curve["value"][curve["turns"].index(first_turn)]
-
-    judged = result.get("revealed")  # the judge's measure when it read a first message
-    source = "revealed" if at_first(judged) is not None else "lexical"
-    first = at_first(result.get(source))
-    firsts = [float(r[source]) for r in (checks if source == "revealed" else lexical)
-              if int(r["turn"]) == first_turn and r.get(source) is not None]
-    result["flag_source"] = source
-    result["first_simulated_turn"] = first_turn
-    result["turn1_disclosure"] = first  # at first_turn: the simulator's first message
-    result["first_message_share"] = (float(np.mean([v >= reveal_flag for v in firsts]))
-                                     if firsts else None)
-    result["reveals_at_once"] = bool(first is not None and first >= reveal_flag)
-    if checks:
-        flags = [bool(r["contradiction"]) for r in checks if r.get("contradiction") is not None]
-        result["contradiction_rate"] = float(np.mean(flags)) if flags else None
-    return result
 
 
 # ------------------------------------------------------------------------------------------
@@ -759,148 +541,9 @@ def summarise(by_model: Mapping[str, list[Record]], *, n_boot: int = DEFAULT_BOO
     return summary
 
 
-def summary_table(summary: dict[str, Any]) -> "Any":
-    """One row per model: mean AL, IR, N-IR, N-R^2 with their CIs, and the missing rate."""
-    import pandas as pd
-
-    rows = []
-    for name, m in summary["models"].items():
-        row: dict[str, Any] = {"model": name, "personas": m["n_personas"],
-                               "turns": len(m["turns"])}
-        for key, label in (("mean_al", "mean AL"), ("ir", "IR"), ("n_ir", "N-IR"),
-                           ("n_r2", "N-R²")):
-            est = m[key]
-            row[label] = math.nan if est["value"] is None else est["value"]
-            row[f"{label} CI"] = _format_ci(est["low"], est["high"])
-        row["missing rate"] = math.nan if m["missing_rate"] is None else m["missing_rate"]
-        truncated = m.get("truncated_rate")
-        row["truncated rate"] = math.nan if truncated is None else truncated
-        row["bootstrap units"] = f"{m.get('n_units', m['n_personas'])} {m.get('unit', 'persona')}s"
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
-
-
-def truncation_table(summary: dict[str, Any]) -> "Any":
-    """Share of the model's replies cut at the token limit, per model (rows) and turn."""
-    import pandas as pd
-
-    rows = {name: {turn: (math.nan if share is None else share)
-                   for turn, share in zip(m["turns"], m.get("truncated") or [])}
-            for name, m in summary.get("models", {}).items()}
-    return pd.DataFrame(rows).T.rename_axis(index="model", columns="turn")
-
-
-def paired_table(summary: dict[str, Any]) -> "Any":
-    """One row per model pair: mean per-turn difference and IR difference with CIs."""
-    import pandas as pd
-
-    rows = []
-    for label, p in summary.get("paired", {}).items():
-        mean_diff, ir_diff = p["mean_diff"]["value"], p["ir_diff"]["value"]
-        rows.append({"comparison": label, "personas": p["n_personas"],
-                     "mean diff": math.nan if mean_diff is None else mean_diff,
-                     "mean diff CI": _format_ci(p["mean_diff"]["low"], p["mean_diff"]["high"]),
-                     "IR diff": math.nan if ir_diff is None else ir_diff,
-                     "IR diff CI": _format_ci(p["ir_diff"]["low"], p["ir_diff"]["high"])})
-    return pd.DataFrame(rows).set_index("comparison") if rows else pd.DataFrame()
-
-
-def _format_ci(low: float | None, high: float | None) -> str:
-    if low is None or high is None:
-        return "n/a"
-    return f"[{low:.3f}, {high:.3f}]"
-
-
-def _num(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
     """JSON has no NaN: a missing figure is written as null."""
     if value is None:
         return None
     value = float(value)
     return None if math.isnan(value) or math.isinf(value) else value
-
-
-# ------------------------------------------------------------------------------------------
-# Tables of the measures beyond the paper (from metrics.json)
-# ------------------------------------------------------------------------------------------
-def _est(row: dict[str, Any], label: str, est: dict[str, Any] | None, spec: str = ".3f") -> None:
-    est = est or {}
-    value = est.get("value")
-    row[label] = math.nan if value is None else value
-    row[f"{label} CI"] = _format_ci(est.get("low"), est.get("high"))
-
-
-def recovery_table(summary: dict[str, Any]) -> "Any":
-    """Per model: AL just before the shift, at the shift, the drop and the turns until AL
-    regains its pre-shift level, with CIs; empty without a preference shift."""
-    import pandas as pd
-
-    rows = []
-    for name, r in (summary.get("recovery") or {}).items():
-        row: dict[str, Any] = {"model": name, "shift turn": r["shift_turn"],
-                               "AL before": r["pre_shift_level"], "AL at shift": r["at_shift"]}
-        _est(row, "drop", r["drop"])
-        _est(row, "turns to recover", r["turns_to_recover"])
-        row["recovered"] = r["recovered"]
-        row["draws that recover"] = r["recovered_share"]
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
-
-
-def curve_table(curves: dict[str, Any], label: str) -> "Any":
-    """Per model (rows) and turn: a per-turn measure as 'value [low, high]'."""
-    import pandas as pd
-
-    rows = {}
-    for name, c in (curves or {}).items():
-        if not c:
-            continue
-        rows[name] = {turn: ("n/a" if v is None else f"{v:.2f} {_format_ci(lo, hi)}")
-                      for turn, v, lo, hi in zip(c["turns"], c["value"], c["low"], c["high"])}
-        mean = c.get("mean") or {}
-        rows[name]["mean"] = ("n/a" if mean.get("value") is None else
-                              f"{mean['value']:.2f} {_format_ci(mean['low'], mean['high'])}")
-    return pd.DataFrame(rows).T.rename_axis(index="model", columns=f"{label} at turn")
-
-
-def simulator_table(summary: dict[str, Any]) -> "Any":
-    """Per model's conversations: disclosure at turn 1 and over the run (judge, word overlap),
-    contradictions, and whether the simulator gives most of the persona away at once."""
-    import pandas as pd
-
-    rows = []
-    for name, s in (summary.get("simulator") or {}).items():
-        row: dict[str, Any] = {"conversations of": name}
-        for key, label in (("revealed", "revealed (judge)"), ("lexical", "revealed (words)"),
-                           ("contradiction", "contradiction rate")):
-            curve = s.get(key)
-            if curve:
-                row[f"{label}, turn 1"] = curve["value"][0] if curve["value"] else math.nan
-                _est(row, f"{label}, mean", curve["mean"])
-        row["first messages over the flag"] = s.get("first_message_share")
-        row["reveals most at once"] = s.get("reveals_at_once")
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("conversations of") if rows else pd.DataFrame()
-
-
-def agreement_table(summary: dict[str, Any]) -> "Any":
-    """The main judge against the second judge and against people: agreement, kappa, weighted
-    kappa, Spearman, each with its CI."""
-    import pandas as pd
-
-    rows = []
-    for key, label in (("judge_agreement", "second judge"), ("human_agreement", "people")):
-        a = summary.get(key)
-        if not a:
-            continue
-        other = a.get("second_judge") if key == "judge_agreement" else \
-            f"{len(a.get('raters', []))} rater(s)"
-        row: dict[str, Any] = {"judge vs": label, "who": other, "pairs": a["n"],
-                               "units": a.get("n_units")}
-        for stat, name in (("agreement", "exact agreement"), ("kappa", "kappa"),
-                           ("weighted_kappa", "weighted kappa"), ("spearman", "Spearman")):
-            if stat in a:
-                _est(row, name, a[stat])
-        if key == "judge_agreement":
-            row["same model as the judge"] = a.get("same_model")
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("judge vs") if rows else pd.DataFrame()

@@ -21,20 +21,12 @@ from typing import Any
 
 import pandas as pd
 
-from aloe import findings, manifest, model_card, protocols, viewer
+from aloe import findings, manifest, model_card, protocols, tables, viewer
 from aloe.config import ROLE_NAMES, Params, resolve_path
-from aloe.evaluation import record_check
-from aloe.layout import DEFAULT_VARIANT, TRAINING_STAGES, RunLayout
+from aloe.layout import DEFAULT_VARIANT, REPORT_NOTEBOOK, TRAINING_STAGES, RunLayout
 from aloe.llm import load_usage_history
-from aloe.records import (
-    Check,
-    conversation_check,
-    persona_check,
-    pool_item_check,
-    read_json,
-    read_records,
-)
-from aloe.runner import REPORT_NOTEBOOK
+from aloe.records import Check, read_json, read_records
+from aloe.schemas import conversation_check, persona_check, pool_item_check, record_check
 
 
 def load_optional(path: Path) -> Any:
@@ -72,9 +64,9 @@ def product_counts(layout: RunLayout) -> dict[str, int]:
     for kind in TRAINING_STAGES:
         for split, n in _dataset_rows(layout.dataset(kind)).items():
             counts[f"{kind} {split} examples"] = n
-    for kind in TRAINING_STAGES:
-        counts[f"{kind} adapter"] = int(layout.adapter_file(kind, "adapter_config.json")
-                                        .exists())
+    for kind in TRAINING_STAGES:  # an adapter, or the whole model of full fine-tuning
+        counts[f"{kind} adapter"] = int(layout.adapter_file(kind, "adapter_config.json").exists()
+                                        or layout.adapter_file(kind, "config.json").exists())
     for file in sorted(layout.eval_dir.glob("*.jsonl")):
         if file.name != "judge_check.jsonl":
             counts[f"evaluation records: {file.stem}"] = _lines(file, _model_check(file.stem))
@@ -202,28 +194,6 @@ def question(params: Params, found: Mapping[str, Any], metrics: Mapping[str, Any
             f"scored 1-5 by the judge <code>{html.escape(str(judge))}</code>.")
 
 
-def headline_table(metrics: Mapping[str, Any] | None) -> pd.DataFrame:
-    """Per model: mean AL, IR and N-IR with their intervals; then each model's paired
-    difference over the first (base) model."""
-    models = dict((metrics or {}).get("models") or {})
-    rows = []
-    for name, m in models.items():
-        rows.append({"": name, "mean AL (1-5)": findings.interval_text(m.get("mean_al")),
-                     "IR (per turn)": findings.interval_text(m.get("ir"), "+.3f"),
-                     "N-IR (per turn)": findings.interval_text(m.get("n_ir"), "+.3f"),
-                     "n": f"{m.get('n_personas', 0)} personas"})
-    reference = next(iter(models), None)
-    for label, p in ((metrics or {}).get("paired") or {}).items():
-        if p.get("a") != reference:
-            continue
-        rows.append({"": f"{p['b']} − {p['a']}",
-                     "mean AL (1-5)": findings.interval_text(p.get("mean_diff"), "+.3f"),
-                     "IR (per turn)": findings.interval_text(p.get("ir_diff"), "+.3f"),
-                     "N-IR (per turn)": "",
-                     "n": f"{p.get('n_personas', 0)} shared personas"})
-    return pd.DataFrame(rows).set_index("") if rows else pd.DataFrame()
-
-
 def data_volume(layout: RunLayout) -> str:
     """Personas, conversations and examples, in one sentence."""
     counts = product_counts(layout)
@@ -331,7 +301,7 @@ def summary_html(params: Params, found: Mapping[str, Any], metrics: Mapping[str,
             f"{earlier_note(found)}")
     if viewer.link_html(layout):  # written by the report notebook just before this summary
         meta += f" · {viewer.link_html(layout)}"
-    table = headline_table(metrics)
+    table = tables.headline_table(metrics)
     numbers = (table.to_html(classes="aloe-headline", border=0) if not table.empty
                else "<p><i>No evaluation in this run yet.</i></p>")
     caveats = [f for f in found_findings if f.caveat]
@@ -365,37 +335,6 @@ def findings_markdown(params: Params, found_findings: list[findings.Finding]) ->
     metrics = load_optional(params.layout.metrics) or {}
     return findings.to_markdown([f for f in found_findings if not f.caveat],
                                 float(metrics.get("confidence", 0.95)), findings.unit(metrics))
-
-
-def metrics_table(metrics: Mapping[str, Any] | None) -> pd.DataFrame:
-    """Every model figure with its interval, N-R² and the missing and truncated shares
-    included, on the scale of the run's protocol."""
-    scale = protocols.of_summary(metrics).scale_label
-    rows = []
-    for name, m in ((metrics or {}).get("models") or {}).items():
-        units = findings.units_text(m, findings.unit(metrics))
-        rows.append({"model": name, "personas": m.get("n_personas"), "turns": len(m["turns"]),
-                     f"mean AL ({scale})": findings.interval_text(m.get("mean_al")),
-                     "IR (per turn)": findings.interval_text(m.get("ir"), "+.3f"),
-                     "N-IR (per turn)": findings.interval_text(m.get("n_ir"), "+.3f"),
-                     "N-R²": findings.interval_text(m.get("n_r2")),
-                     "no score": _share(m.get("missing_rate")),
-                     "cut at the token limit": _share(m.get("truncated_rate")),
-                     "bootstrap units": units})
-    return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
-
-
-def _share(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0%}"
-
-
-def paired_table(metrics: Mapping[str, Any] | None) -> pd.DataFrame:
-    """Every paired comparison (later model minus earlier one, same personas)."""
-    rows = [{"comparison": label.replace(" - ", " − "), "shared personas": p.get("n_personas"),
-             "mean difference (per turn)": findings.interval_text(p.get("mean_diff"), "+.3f"),
-             "IR difference (per turn)": findings.interval_text(p.get("ir_diff"), "+.3f")}
-            for label, p in ((metrics or {}).get("paired") or {}).items()]
-    return pd.DataFrame(rows).set_index("comparison") if rows else pd.DataFrame()
 
 
 # ------------------------------------------------------------------------------------------

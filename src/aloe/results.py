@@ -2,16 +2,16 @@
 and Inspect print theirs: per model under test its mean AL, IR and N-IR with their intervals
 (and each model's paired difference over the first), then how many caveats the report shows.
 
-Nothing is computed here: the rows are the report's headline table (`report.headline_table`,
+Nothing is computed here: the rows are the report's headline table (`tables.headline_table`,
 read from the run's metrics.json) and the caveats are the report's own (`report.run_findings`),
 so the terminal and the report's first screen cannot disagree.
 """
 
 from __future__ import annotations
 
+from aloe import tables
 from aloe.config import Params
 from aloe.manifest import display_path
-from aloe.tables import plain_table
 
 
 def results_table(params: Params) -> str | None:
@@ -25,7 +25,7 @@ def results_table(params: Params) -> str | None:
         return None
     caveats = [f for f in report.run_findings(params, manifest.read(layout) or {}) if f.caveat]
     level = round(100 * float(metrics.get("confidence", 0.95)))
-    table = report.headline_table(metrics).rename_axis("model")
+    table = tables.headline_table(metrics).rename_axis("model")
     count = len(caveats)
     where = (display_path(layout.report) if layout.report.exists()
              else "the report, which stage 6 writes")
@@ -33,4 +33,4 @@ def results_table(params: Params) -> str | None:
             f"first in {where}" if count else f"no caveats (the report: {where})")
     units = findings.unit_words(findings.unit(metrics))
     return "\n".join([f"results ({level}% bootstrap intervals over {units}; from "
-                      f"{display_path(layout.metrics)})", plain_table(table), said])
+                      f"{display_path(layout.metrics)})", tables.plain_table(table), said])

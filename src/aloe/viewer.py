@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from aloe import manifest, protocols
 from aloe.layout import DEFAULT_VARIANT, RunLayout
-from aloe.records import conversation_check, persona_check, read_json, read_records, replace_file
+from aloe.records import read_json, read_records, replace_file
+from aloe.schemas import conversation_check, persona_check
 from aloe.tables import script_json
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def _text(value: Any) -> str | None:
 def benchmark_rows(layout: RunLayout) -> list[dict[str, Any]]:
     """One row per recorded (variant, model, persona, turn): the record a reader of the
     evaluation uses (the first of a turn), read with the evaluation's own schema."""
-    from aloe.evaluation import record_check
+    from aloe.schemas import record_check
 
     rows = []
     for variant, folder in variants(layout):

@@ -23,15 +23,8 @@ from aloe.llm import LLMError, MissingKeyError
 from aloe.personas.novelty import NoveltyFilter
 from aloe.personas.parse import parse_reply
 from aloe.pools import kind_plural
-from aloe.records import (
-    DataError,
-    append_records,
-    candidate_check,
-    pool_item_check,
-    read_records,
-    round_check,
-    write_records,
-)
+from aloe.records import DataError, append_records, read_records, write_records
+from aloe.schemas import candidate_check, pool_item_check, round_check
 
 STOP_REASONS = ("target", "saturation", "max_rounds")
 Hook = Callable[[str, dict[str, Any]], None]

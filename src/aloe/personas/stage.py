@@ -36,16 +36,8 @@ from aloe.pools import (
     read_text_pool,
 )
 from aloe.progress import Reporter, count, money, reporter
-from aloe.records import (
-    candidate_check,
-    leakage_check,
-    persona_check,
-    pool_item_check,
-    read_records,
-    round_check,
-    write_json,
-    write_records,
-)
+from aloe.records import read_records, write_json, write_records
+from aloe.schemas import candidate_check, leakage_check, persona_check, pool_item_check, round_check
 
 
 # ==========================================================================================

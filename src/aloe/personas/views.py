@@ -15,16 +15,8 @@ from aloe.layout import RunLayout
 from aloe.personas.novelty import NoveltyFilter
 from aloe.personas.stage import threshold_for
 from aloe.pools import KINDS, kind_plural
-from aloe.records import (
-    candidate_check,
-    leakage_check,
-    persona_check,
-    pool_item_check,
-    read_json,
-    read_records,
-    round_check,
-    write_json,
-)
+from aloe.records import read_json, read_records, write_json
+from aloe.schemas import candidate_check, leakage_check, persona_check, pool_item_check, round_check
 
 
 def read_pool(layout: RunLayout, name: str) -> list[dict[str, Any]]:

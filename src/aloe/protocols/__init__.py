@@ -18,14 +18,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aloe.protocols.aloe import ALOE
 from aloe.protocols.base import Protocol, ProtocolError
 from aloe.protocols.rlpa import RLPA
-
-if TYPE_CHECKING:
-    from aloe.config import Params
 
 __all__ = ["ALOE", "PROTOCOLS", "RLPA", "Protocol", "ProtocolError", "Source",
            "definitions_table", "get", "of_summary", "sources", "variant_name"]
@@ -99,11 +96,11 @@ class Source:
     mode: str  # "live" or "replay"
 
 
-def sources(params: Params) -> dict[str, Source]:
-    """Per model under test, where its conversations are. Live: every model in the configured
-    variant. Replay: the reference model talks live (in the live variant, whose records a live
-    run of the same protocol shares), every other model replays its users."""
-    e = params.evaluation
+def sources(e: Any) -> dict[str, Source]:
+    """Per model under test of the evaluation section `e`, where its conversations are. Live:
+    every model in the configured variant. Replay: the reference model talks live (in the live
+    variant, whose records a live run of the same protocol shares), every other model replays
+    its users."""
     variant = variant_name(e)
     if e.user_mode == "live":
         return {m.name: Source(m.name, variant, "live") for m in e.models}

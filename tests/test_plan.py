@@ -16,11 +16,14 @@ from pathlib import Path
 import pytest
 
 from aloe import plan as planning
+from aloe import plan_lengths, plan_requests
 from aloe.config import params_from_dict
 from aloe.judges import preference_messages
+from aloe.llm.ledger import Ledger
+from aloe.plan_format import format_plan
 from aloe.prompts import few_shot, render
 from aloe.protocols.aloe import score_messages
-from aloe.records import append_record
+from aloe.records import DataError, append_record
 from aloe.simulator import simulator_messages
 from tests.conftest import MODEL_CACHE, ROOT, load_params, tiny_dict
 
@@ -66,7 +69,8 @@ def test_aloe_plan_json_has_the_documented_shape(tmp_path: Path) -> None:
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert set(data) == {"stages", "total", "gpu_hours"}
+    assert set(data) == {"stages", "total", "gpu_hours", "full_finetune"}
+    assert data["full_finetune"] is None  # the tiny profile trains adapters
     assert set(data["stages"]) == {"preflight", "personas", "conversations", "evaluate"}
     for stage in data["stages"].values():
         assert set(stage) == {"roles"}
@@ -125,7 +129,7 @@ def test_no_benchmark_pool_is_planned_when_evaluation_reads_the_official_one(
                                                            "personality_eval.jsonl")})
     plan = planning.make_plan(params)
     assert _requests(plan, "personas") == {"generator": 2 * 5 * 3}
-    assert planning.benchmark_size(params) == 100  # 20 profiles x the first 5 personalities
+    assert plan_lengths.benchmark_size(params) == 100  # 20 profiles x the first 5 personalities
 
 
 # ------------------------------------------------------------------------------------------
@@ -161,7 +165,7 @@ def test_the_ceiling_bounds_every_prompt_at_its_longest(tokenizer, tmp_path: Pat
     (which adds a default system prompt of its own): never more than the plan's ceiling for
     that request."""
     params = _params(tmp_path, conversations={"turns": 3}, evaluation={"turns": 3})
-    lengths = planning.ceiling_lengths(params)
+    lengths = plan_lengths.ceiling_lengths(params)
     rng = random.Random(0)
     fill = {key: _words(tokenizer, int(tokens), rng) for key, tokens in [
         ("profile", lengths.persona["profile"]), ("personality", lengths.persona["personality"]),
@@ -170,10 +174,10 @@ def test_the_ceiling_bounds_every_prompt_at_its_longest(tokenizer, tmp_path: Pat
         ("item", lengths.pool_item["profile"]), ("answer", lengths.completion["judge"])]}
     persona = {"profile": fill["profile"], "personality": fill["personality"]}
     first = {}
-    for stage, make in (("preflight", planning.preflight_batches),
-                        ("personas", planning.personas_batches),
-                        ("conversations", planning.conversations_batches),
-                        ("evaluate", planning.evaluate_batches)):
+    for stage, make in (("preflight", plan_requests.preflight_batches),
+                        ("personas", plan_requests.personas_batches),
+                        ("conversations", plan_requests.conversations_batches),
+                        ("evaluate", plan_requests.evaluate_batches)):
         for batch in make(params, lengths):
             key = (stage, batch.role, batch.reask)
             first[key] = max(first.get(key, 0.0), batch.prompt)  # the last turn's, the longest
@@ -224,7 +228,7 @@ def test_the_ceilings_chars_per_token_rule_holds_for_every_template_and_seed(tok
     texts += builtin_seeds("profile") + builtin_seeds("personality")
     for text in texts:
         counted = len(tokenizer(text, add_special_tokens=False).input_ids)
-        assert counted <= len(text) / planning.CEILING_CHARS_PER_TOKEN, text[:60]
+        assert counted <= len(text) / plan_lengths.CEILING_CHARS_PER_TOKEN, text[:60]
 
 
 # ------------------------------------------------------------------------------------------
@@ -234,12 +238,11 @@ def test_the_forecast_uses_measured_lengths_and_names_them(tmp_path: Path) -> No
     params = _params(tmp_path)
     before = planning.make_plan(params)
     assert all(r.source.startswith("default") for r in before.roles if r.stage != "preflight")
-    model = str(MODEL_CACHE / "SmolLM2-135M-Instruct")
-    append_record(params.layout.usage_history, {
-        "stage": "conversations", "started": 1.0, "finished": 2.0,
-        "roles": {"assistant": {"model": model, "requests": 10, "cache_hits": 0, "retries": 0,
-                                "failures": 0, "prompt_tokens": 3000,
-                                "completion_tokens": 250, "cost_usd": 0.0}}})
+    ledger = Ledger("conversations")  # what stage 2 saves: ten replies of 25 tokens
+    for _ in range(10):
+        ledger.record_request("assistant", str(MODEL_CACHE / "SmolLM2-135M-Instruct"), 300, 25,
+                              0.0, 0.0)
+    ledger.save(params.layout)
     after = planning.make_plan(params)
     replies = next(r for r in after.roles if (r.stage, r.role) == ("conversations",
                                                                      "assistant"))
@@ -248,23 +251,52 @@ def test_the_forecast_uses_measured_lengths_and_names_them(tmp_path: Path) -> No
     assert replies.forecast.completion_tokens <= replies.ceiling.completion_tokens
 
 
-def test_gpu_hours_scale_with_the_policy_and_name_their_assumption(tmp_path: Path) -> None:
-    small = planning.make_plan(_params(tmp_path))
-    paper = planning.make_plan(load_params(PAPER))
-    for plan in (small, paper):
-        for gpu, hours in plan.gpu["by_gpu"].items():
-            assert 0 <= hours["total"]["forecast"] <= hours["total"]["ceiling"], gpu
-    assert paper.gpu["by_gpu"]["H100 80GB"]["sft"]["ceiling"] < \
-        paper.gpu["by_gpu"]["RTX 4090 24GB"]["sft"]["ceiling"]
-    assert "8.00B parameters" in paper.gpu["policy"]
-    figures = planning.gpu_figures()
-    measured = {gpu for gpu, entry in figures["gpus"].items() if entry["measured"]}
-    assert measured == {"H200 141GB"}
-    assert all("not measured" in entry["source"] for gpu, entry in figures["gpus"].items()
-               if gpu not in measured)
-    # the hours come from the figures: the measured class's rate, scaled by parameters
-    h200 = figures["gpus"]["H200 141GB"]
-    scale = 8.0e9 / figures["reference"]["parameters"]
-    tokens = paper.gpu["tokens"]["sft"]["ceiling"]
-    assert paper.gpu["by_gpu"]["H200 141GB"]["sft"]["ceiling"] == pytest.approx(
-        tokens * scale / h200["sft_tokens_per_s"] / 3600, abs=0.01)
+# ------------------------------------------------------------------------------------------
+# The run files it reads, through their schemas
+# ------------------------------------------------------------------------------------------
+PERSONA = {"id": "p1", "profile": "A baker in Lyon.", "personality": "Blunt and warm."}
+
+
+@pytest.mark.parametrize("name, bad, problem", [
+    ("personas", {"id": "p2", "profile": "A nurse."}, "persona 'p2' without a personality"),
+    ("persona_rounds", {"pool": "profiles", "round": 1, "calls": 1, "unusable": 0,
+                        "candidates": 2, "admitted": 3, "pool_size": 9},
+     "admitted 3 of 2 candidates"),
+])
+def test_a_bad_run_file_is_named_by_file_and_line(tmp_path: Path, name: str, bad: dict,
+                                                  problem: str) -> None:
+    params = _params(tmp_path)
+    path = getattr(params.layout, name)
+    good = PERSONA if name == "personas" else {**bad, "admitted": 1}
+    append_record(path, good)
+    append_record(path, bad)  # a hand edit the writers' schema would have refused
+    with pytest.raises(DataError, match=re.escape(f"{path}:2: ") + ".*" + re.escape(problem)):
+        planning.make_plan(params)
+
+
+def test_another_runs_bad_ledger_is_left_out_and_named(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    params = _params(tmp_path)
+    other = params.layout.run_dir.parent / "older" / "usage" / "history.jsonl"
+    other.parent.mkdir(parents=True)
+    other.write_text('{"stage": "conversations", "started": "yesterday", "roles": {}}\n')
+    plan = planning.make_plan(params)
+    assert all(r.source.startswith("default") for r in plan.roles if r.stage != "preflight")
+    assert f"{other}:1: started 'yesterday' is not a time" in capsys.readouterr().err
+
+
+def test_a_full_fine_tuning_profile_is_planned_with_its_memory_and_gpu_count() -> None:
+    """paper_full.yaml trains every weight: the plan gives each stage's memory per GPU on its
+    processes and the fewest 80 GiB GPUs that fit, the text says so, and the disk counts whole
+    models; the QLoRA profile has none of it."""
+    full = planning.make_plan(load_params(ROOT / "params" / "paper_full.yaml"))
+    lora = planning.make_plan(load_params(ROOT / "params" / "paper.yaml"))
+    assert lora.full_finetune is None and lora.to_json()["full_finetune"] is None
+    stages = full.to_json()["full_finetune"]["stages"]
+    assert {s: (e["method"], e["gpus"]) for s, e in stages.items()} == {"sft": ("full", 4),
+                                                                      "dpo": ("full", 4)}
+    assert all(e["fits"] and e["min_gpus"] == 3 for e in stages.values())
+    text = format_plan(full)
+    assert f"sft: {stages['sft']['per_gpu_gib']:,.1f} GiB on each of 4 GPU(s) (fits)" in text
+    assert "full fine-tuning" not in format_plan(lora)
+    assert full.disk_gb > lora.disk_gb + 8e9 * 4 * 2 / 1e9  # two fp32 8B models at least

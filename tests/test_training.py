@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from aloe import qlora, training
-from aloe.config import ParamsError, load_params, params_from_dict
+from aloe.config import load_params, params_from_dict
+from aloe.errors import ParamsError
 from aloe.layout import RunLayout
 from aloe.policy import detect_device, file_sha256
 from tests.conftest import ROOT, embedded_model, tiny_dict, write_params
@@ -154,7 +155,7 @@ def test_trl_configs_are_built_without_a_warning_and_report_to_tensorboard(
     from aloe.qlora import tracker_callbacks, trainer_arguments
 
     device = detect_device()
-    for profile in ("tiny.yaml", "paper.yaml"):
+    for profile in ("tiny.yaml", "paper.yaml", "paper_full.yaml"):
         params = load_params(ROOT / "params" / profile)
         for stage in ("sft", "dpo"):
             with warnings.catch_warnings():

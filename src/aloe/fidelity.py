@@ -5,8 +5,12 @@ its file and line), what `params/paper.yaml` and `params/paper_plus.yaml` do, an
 profiles' columns name their values as `{section.key}` placeholders, filled from the parameter
 files themselves, so the table cannot state a value a profile does not hold; `released` pins the
 switches whose released value `paper.yaml` must take (tests/test_fidelity.py checks both, and
-that the README's table is `markdown_table()`'s; `python scripts/fidelity_table.py` rewrites
+that docs/fidelity.md's table is `markdown_table()`'s; `python scripts/fidelity_table.py` rewrites
 it). Notebooks 02 and 05 show a run's own values of the switches (`switch_rows`).
+
+`params/paper_full.yaml` is paper.yaml with the released training (full fine-tuning): its
+column (`full`) is declared only where it differs from paper.yaml, `full_pinned` holds the
+released values it must take, and `full_table` writes those rows.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class Difference:
     plus: str  # params/paper_plus.yaml, likewise; SAME: as paper.yaml
     why: str
     pinned: Mapping[str, Any] = field(default_factory=dict)  # switch -> its released value
+    full: str = SAME  # params/paper_full.yaml, likewise; SAME: as paper.yaml
+    full_pinned: Mapping[str, Any] = field(default_factory=dict)  # what paper_full must take
 
 
 DIFFERENCES: tuple[Difference, ...] = (
@@ -37,12 +43,18 @@ DIFFERENCES: tuple[Difference, ...] = (
         "fine-tuning", "full, bf16, several large GPUs (`training/SFT.py`, `training/dpo.py`)",
         "QLoRA: 4-bit NF4 base, LoRA r={sft.lora_r} on every linear layer", SAME,
         "one 24 GB GPU is the workbook's goal (docs/gpu.md measures it)",
-        {"sft.base_model": "meta-llama/Meta-Llama-3-8B-Instruct"}),
+        {"sft.base_model": "meta-llama/Meta-Llama-3-8B-Instruct"},
+        full="`{sft.method}` (`sft.method`, `dpo.method`): every weight, bf16 compute over "
+             "fp32 master weights, FSDP over {sft.processes} GPUs (`sft.processes`)",
+        full_pinned={"sft.method": "full", "dpo.method": "full", "sft.load_in_4bit": False,
+                     "dpo.load_in_4bit": False}),
     Difference(
         "optimiser", "AdamW in fp32 states (the Trainer's default)",
         "`{sft.trainer.optim}` for both stages", SAME,
         "8-bit states paged to CPU memory at a spike: what lets an 8B model's adapters train "
-        "on one 24 GB card"),
+        "on one 24 GB card",
+        full="`{sft.trainer.optim}` (fp32 states) for both stages",
+        full_pinned={"sft.trainer.optim": "adamw_torch", "dpo.trainer.optim": "adamw_torch"}),
     Difference(
         "learning rates", "SFT 1e-5, DPO 1e-5 (full fine-tuning)",
         "SFT {sft.trainer.learning_rate}, DPO {dpo.trainer.learning_rate}",
@@ -50,13 +62,21 @@ DIFFERENCES: tuple[Difference, ...] = (
         "LoRA trains at 10 times the full fine-tuning rate, as the alignment-handbook's "
         "Zephyr-7B recipes do for both stages (SFT 2e-5 full, 2e-4 QLoRA; DPO 5e-7 full, "
         "5e-6 QLoRA): paper.yaml takes 10 x the released 1e-5 for both; paper_plus.yaml's DPO "
-        "continues SFT and takes the handbook's QLoRA DPO rate"),
+        "continues SFT and takes the handbook's QLoRA DPO rate",
+        full="SFT {sft.trainer.learning_rate}, DPO {dpo.trainer.learning_rate}",
+        full_pinned={"sft.trainer.learning_rate": 1e-5, "dpo.trainer.learning_rate": 1e-5}),
     Difference(
         "effective batch", "SFT 1 x 48, DPO 4 x 12",
         "{sft.trainer.per_device_train_batch_size} x "
         "{sft.trainer.gradient_accumulation_steps} for both", SAME,
         "the released effective batch, in one GPU's memory",
-        {"sft.trainer.gradient_accumulation_steps": 48}),
+        {"sft.trainer.gradient_accumulation_steps": 48},
+        full="SFT {sft.processes} GPUs x {sft.trainer.per_device_train_batch_size} x "
+             "{sft.trainer.gradient_accumulation_steps}, DPO {dpo.processes} GPUs x "
+             "{dpo.trainer.per_device_train_batch_size} x "
+             "{dpo.trainer.gradient_accumulation_steps}: 48, the released micro-batches",
+        full_pinned={"sft.trainer.per_device_train_batch_size": 1,
+                     "dpo.trainer.per_device_train_batch_size": 4}),
     Difference(
         "SFT loss and data",
         "every token, packed, each conversation's prefixes, mixed with CodeAct",
@@ -89,7 +109,9 @@ DIFFERENCES: tuple[Difference, ...] = (
         "`{dpo.start_from}` (the adapter switched off is the reference); "
         "{dpo.trainer.beta}",
         "`{dpo.start_from}` (the SFT policy is the reference); {dpo.trainer.beta}",
-        "the usual DPO recipe continues SFT", {"dpo.start_from": "base", "dpo.trainer.beta": 0.9}),
+        "the usual DPO recipe continues SFT", {"dpo.start_from": "base", "dpo.trainer.beta": 0.9},
+        full="`{dpo.start_from}`, a separate frozen copy of it the reference; {dpo.trainer.beta}",
+        full_pinned={"dpo.start_from": "base", "dpo.trainer.beta": 0.9}),
     Difference(
         "DPO rejected reply", "bug: `random.choice` over the reply string, one character",
         "the rejected reply", SAME, "the bug's intent"),
@@ -222,7 +244,8 @@ DIFFERENCES: tuple[Difference, ...] = (
         "base model loaded the same way)", SAME,
         "the function scored is the one trained; `unquantised` (the default) serves the "
         "adapter on the bf16 base, as adapters usually are, which differs slightly",
-        {"evaluation.adapter_base": "as_trained"}),
+        {"evaluation.adapter_base": "as_trained"},
+        full="the fine-tuned weights themselves (no adapter)"),
     Difference(
         "the model under test's prompt",
         "cut from the left to the model's context length (`eval_own.py`: "
@@ -292,7 +315,7 @@ def filled(text: str, params: Params) -> str:
 
 
 def markdown_table(paper: Params, plus: Params) -> str:
-    """The README's fidelity table, from the declaration and the two profiles."""
+    """docs/fidelity.md's table, from the declaration and the two profiles."""
     lines = ["| aspect | released code | `paper.yaml` | `paper_plus.yaml` | why |",
              "| --- | --- | --- | --- | --- |"]
     for d in DIFFERENCES:
@@ -300,6 +323,24 @@ def markdown_table(paper: Params, plus: Params) -> str:
         in_plus = SAME if d.plus == SAME else filled(d.plus, plus)
         lines.append(f"| {d.aspect} | {d.released} | {in_paper} | {in_plus} | {d.why} |")
     return "\n".join(lines) + "\n"
+
+
+def full_table(full: Params) -> str:
+    """The rows where params/paper_full.yaml differs from paper.yaml, as a markdown table."""
+    lines = ["| aspect | released code | `paper_full.yaml` |", "| --- | --- | --- |"]
+    lines += [f"| {d.aspect} | {d.released} | {filled(d.full, full)} |"
+              for d in DIFFERENCES if d.full != SAME]
+    return "\n".join(lines) + "\n"
+
+
+def full_pinned_switches() -> dict[str, Any]:
+    """Every released value that params/paper_full.yaml must take, with paper.yaml's pins
+    that it keeps (its own override them)."""
+    pins = {key: released for d in DIFFERENCES for key, released in d.pinned.items()
+            if d.full == SAME}
+    for d in DIFFERENCES:
+        pins.update(d.full_pinned)
+    return pins
 
 
 def pinned_switches() -> dict[str, Any]:

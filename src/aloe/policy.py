@@ -26,12 +26,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aloe.chat import Message
-from aloe.config import EvalModelSpec, Params, ParamsError, RoleConfig, resolve_path
-from aloe.errors import AloeError
+from aloe.config import EvalModelSpec, Params, RoleConfig, resolve_path
+from aloe.errors import AloeError, ParamsError
 from aloe.layout import ADAPTER_CONFIG, ADAPTER_STATS, ADAPTER_WEIGHTS
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 RUN_ADAPTERS = ("sft", "dpo")
+# A fully fine-tuned model's weights (`method: full`), as transformers saves them: one file,
+# or an index naming its shards.
+FULL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 POLICY_ROLE = "policy"  # the ledger's name for a model under test behind an endpoint
 
 
@@ -351,10 +354,32 @@ class ExtractingResponder:
         self.inner.close()
 
 
+def trained_in_full(params: Params, adapter: str | None) -> bool:
+    """Whether `adapter` names this run's stage that trained every weight (`method: full`):
+    its folder holds a whole model, loaded as the model under test, with no adapter."""
+    return adapter in RUN_ADAPTERS and getattr(params, str(adapter)).method == "full"
+
+
+def full_model_path(params: Params, stage: str) -> Path:
+    """A fully fine-tuned stage's model folder; raises naming it when it is missing, has no
+    weights, or its weights changed since training."""
+    path = params.layout.adapter(stage)
+    number = 3 if stage == "sft" else 4
+    if not (path / "config.json").exists():
+        raise PolicyError(f"{stage}: no fully fine-tuned model at {path} (no config.json); run "
+                          f"stage {number} ({stage}) first")
+    verify_adapter_weights(path, f"delete the folder and run stage {number} ({stage}) again")
+    return path
+
+
 def adapter_path(params: Params, spec: EvalModelSpec) -> Path | None:
     """The adapter folder of an in-process model; raises naming the folder when it is missing,
-    has no weights, or its weights changed since training."""
+    has no weights, or its weights changed since training. A stage trained in full has no
+    adapter: its folder is checked here and loaded as the model (`spec_model`)."""
     if not spec.adapter:
+        return None
+    if trained_in_full(params, spec.adapter):
+        full_model_path(params, spec.adapter)
         return None
     if spec.adapter in RUN_ADAPTERS:
         path = params.layout.adapter(spec.adapter)
@@ -376,8 +401,18 @@ def adapter_path(params: Params, spec: EvalModelSpec) -> Path | None:
 # Adapter weights: present, and the ones training wrote
 # ------------------------------------------------------------------------------------------
 def adapter_weights(folder: Path) -> Path | None:
-    """The weights file of a PEFT adapter folder (None: it has none)."""
-    return next((folder / name for name in ADAPTER_WEIGHTS if (folder / name).is_file()), None)
+    """The weights file of a PEFT adapter folder, or of a fully fine-tuned model's (its
+    single file or its shards' index); None: it has none."""
+    names = (*ADAPTER_WEIGHTS, *FULL_WEIGHTS)
+    return next((folder / name for name in names if (folder / name).is_file()), None)
+
+
+def _weight_files(weights: Path) -> list[Path]:
+    """The files a weights record covers: the file itself, or an index and its shards."""
+    if not weights.name.endswith(".index.json"):
+        return [weights]
+    shards = sorted(set(json.loads(weights.read_text()).get("weight_map", {}).values()))
+    return [weights, *(weights.parent / shard for shard in shards)]
 
 
 def file_sha256(file: Path) -> str:
@@ -388,13 +423,23 @@ def file_sha256(file: Path) -> str:
     return digest.hexdigest()
 
 
+def weights_sha256(weights: Path) -> str:
+    """The checksum of a weights file, or of an index and every shard it names, in order."""
+    files = _weight_files(weights)
+    if len(files) == 1:
+        return file_sha256(weights)
+    return hashlib.sha256("".join(file_sha256(f) for f in files).encode()).hexdigest()
+
+
 def weights_record(folder: Path) -> dict[str, Any]:
     """What training records of an adapter's weights (in training_stats.json), so that a
     missing or changed file is caught before PEFT loads it (or asks the hub for it)."""
     weights = adapter_weights(folder)
     if weights is None:
-        raise PolicyError(f"{folder}: PEFT wrote no adapter weights ({ADAPTER_WEIGHTS[0]})")
-    return {"file": weights.name, "bytes": weights.stat().st_size, "sha256": file_sha256(weights)}
+        raise PolicyError(f"{folder}: training wrote no weights ({ADAPTER_WEIGHTS[0]} or "
+                          f"{FULL_WEIGHTS[0]})")
+    size = sum(f.stat().st_size for f in _weight_files(weights))
+    return {"file": weights.name, "bytes": size, "sha256": weights_sha256(weights)}
 
 
 def verify_adapter_weights(folder: Path, redo: str) -> None:
@@ -408,7 +453,7 @@ def verify_adapter_weights(folder: Path, redo: str) -> None:
     stats = folder / ADAPTER_STATS
     recorded = _recorded_weights(stats)
     if recorded and (recorded.get("file") != weights.name
-                     or recorded.get("sha256") != file_sha256(weights)):
+                     or recorded.get("sha256") != weights_sha256(weights)):
         raise PolicyError(f"{weights}: the adapter's weights changed since training (their "
                           f"sha256 differs from the one in {ADAPTER_STATS}); restore them, or "
                           f"{redo}")
@@ -422,7 +467,10 @@ def _recorded_weights(stats: Path) -> dict[str, Any] | None:
 
 
 def spec_model(params: Params, spec: EvalModelSpec) -> str:
-    """The model an in-process spec loads: its own `model`, else the training base model."""
+    """The model an in-process spec loads: a stage trained in full (its folder), else its
+    own `model`, else the training base model."""
+    if trained_in_full(params, spec.adapter):
+        return str(full_model_path(params, str(spec.adapter)))
     if spec.model:
         local = resolve_path(spec.model)
         return str(local) if local.exists() else spec.model

@@ -40,17 +40,17 @@ import pandas as pd
 
 from aloe.config import Params, RoleConfig, is_url, resolve_path
 from aloe.errors import AloeError
-from aloe.layout import TRAINING_STAGES
-from aloe.llm import LLM
-from aloe.plan import (
+from aloe.hardware import (
     base_model_download_gb,
     disk_gb,
-    generated_pools,
     policy_parameters,
     policy_reference,
-    policy_role,
     training_memory_gb,
 )
+from aloe.layout import TRAINING_STAGES
+from aloe.llm import LLM
+from aloe.plan_lengths import generated_pools
+from aloe.plan_requests import policy_role
 from aloe.prompts import render
 
 OK, FAILED, UNCHECKED = "ok", "FAILED", "not checked"

@@ -8,6 +8,11 @@ are trained on every linear layer, activations are recomputed (gradient checkpoi
 optimiser state lives in paged 8-bit AdamW. The same code path runs on CPU, where bitsandbytes
 computes in float32 (bfloat16 matmuls are an order of magnitude slower on most CPUs).
 
+`method: full` (the released code's full fine-tuning) goes through the same functions without
+the quantisation and the adapter: float32 master weights that the trainer computes with in
+bfloat16, every weight trained, and for DPO a separate frozen reference model
+(`load_reference_model`).
+
 TRL's options come from the parameter file's `sft.trainer` / `dpo.trainer` mappings as they
 are (`trainer_arguments`); the workbook adds only what it must decide itself: the output
 folder, the seed, the device's precision and the checkpoint policy.
@@ -82,10 +87,14 @@ def load_base_model(base: str, cfg: TrainingConfig, device: Device) -> Any:
     """The base model ready for k-bit training: 4-bit NF4 (when `load_in_4bit`), norms and
     embeddings upcast for stable training, KV cache off (the trainer turns activation
     checkpointing on)."""
+    import torch
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"config": model_config(base), "dtype": device.compute_dtype}
+    # Full fine-tuning keeps float32 master weights (bf16 compute, like DeepSpeed's bf16 mode
+    # and FSDP's mixed precision): updates of 1e-5 vanish when rounded into bf16 weights.
+    dtype = torch.float32 if cfg.method == "full" else device.compute_dtype
+    kwargs: dict[str, Any] = {"config": model_config(base), "dtype": dtype}
     quant = quantization_config(cfg, device)
     if quant is not None:
         kwargs["quantization_config"] = quant
@@ -99,8 +108,22 @@ def load_base_model(base: str, cfg: TrainingConfig, device: Device) -> Any:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
 
-def _checkpointing_kwargs(device: Device) -> dict[str, Any]:
-    return {"use_reentrant": device.fsdp}  # FSDP + QLoRA wants reentrant checkpointing
+def load_reference_model(source: str, device: Device) -> Any:
+    """Full DPO's reference: a second, frozen copy of the starting model in the compute dtype
+    (it is never updated, so no float32 master copy), as the released code loads it."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"config": model_config(source), "dtype": device.compute_dtype}
+    if device.kind == "cuda" and not device.fsdp:
+        kwargs["device_map"] = {"": device.local_rank}
+    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    model.config.use_cache = False
+    model.requires_grad_(False)
+    return model.eval()
+
+def _checkpointing_kwargs(device: Device, cfg: TrainingConfig) -> dict[str, Any]:
+    # FSDP + QLoRA wants reentrant checkpointing; full fine-tuning the non-reentrant kind
+    return {"use_reentrant": device.fsdp and cfg.method == "lora"}
 
 def lora_config(cfg: TrainingConfig) -> Any:
     from peft import LoraConfig
@@ -126,7 +149,7 @@ def trainer_arguments(stage: str, cfg: TrainingConfig, output_dir: Path, device:
     import trl
 
     defaults: dict[str, Any] = dict(
-        activation_checkpointing_kwargs=_checkpointing_kwargs(device), bf16=device.bf16,
+        activation_checkpointing_kwargs=_checkpointing_kwargs(device, cfg), bf16=device.bf16,
         fp16=device.fp16, save_strategy="steps", save_total_limit=KEEP_CHECKPOINTS,
         report_to=default_report_to(), include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0)
@@ -159,27 +182,32 @@ def tracker_callbacks(args: Any, tensorboard_dir: Path | None) -> list[Any]:
 def build_sft_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
                       cfg: TrainingConfig, callbacks: Sequence[Any] = (),
                       tensorboard_dir: Path | None = None) -> Any:
-    """SFTTrainer on prompt/completion pairs: completion-only loss, a fresh LoRA adapter."""
+    """SFTTrainer on prompt/completion pairs: completion-only loss, a fresh LoRA adapter
+    (none with `method: full`: every weight trains)."""
     from trl import SFTTrainer
 
     callbacks = [*callbacks, *tracker_callbacks(args, tensorboard_dir)]
+    peft_config = lora_config(cfg) if cfg.method == "lora" else None
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
-                         peft_config=lora_config(cfg), callbacks=callbacks)
+                         peft_config=peft_config, callbacks=callbacks)
     _adapter_dtype_for_cpu(trainer.model, args)
     return trainer
 
 def build_dpo_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
                       cfg: TrainingConfig, callbacks: Sequence[Any] = (),
-                      tensorboard_dir: Path | None = None) -> Any:
+                      tensorboard_dir: Path | None = None, ref_model: Any = None) -> Any:
     """DPOTrainer; `model` is either the base (a fresh adapter is added, the reference is the
     base with it disabled) or a PeftModel holding the SFT adapter (TRL keeps a frozen copy of
-    it as the reference)."""
+    it as the reference). With `method: full`, `model` trains whole and `ref_model` is the
+    separate frozen reference (`load_reference_model`; TRL shards it under FSDP too)."""
     from peft import PeftModel
     from trl import DPOTrainer
 
-    peft_config = None if isinstance(model, PeftModel) else lora_config(cfg)
+    full = cfg.method == "full"
+    peft_config = None if full or isinstance(model, PeftModel) else lora_config(cfg)
     callbacks = [*callbacks, *tracker_callbacks(args, tensorboard_dir)]
-    trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+    trainer = DPOTrainer(model=model, ref_model=ref_model if full else None, args=args,
+                         train_dataset=train, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=callbacks)
     _adapter_dtype_for_cpu(trainer.model, args)
     return trainer

@@ -14,7 +14,14 @@ checkpoints in `training/STAGE/`. A finished adapter is never trained again (del
 to retrain); an interrupted training resumes from its last complete checkpoint.
 
 Past one GPU: `accelerate launch --config_file configs/accelerate_fsdp_qlora.yaml -m aloe.cli
-train sft PARAMS` (see the README).
+train sft PARAMS` (see docs/scaling.md).
+
+Full fine-tuning (`method: full`, params/paper_full.yaml; the released code's way): every
+weight trains, no adapter; the stage's folder (`adapters/STAGE/`) then holds the whole model
+(config.json, model.safetensors, tokenizer) beside the same log and statistics, and stage 5
+loads it as the model under test. DPO's reference is a separate frozen copy of its starting
+model. With `processes: N` > 1 the stage launches N ranks through accelerate with FSDP
+(`aloe.launch`); `aloe.full_finetune` sizes the memory and the GPU count.
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from aloe import model_card
-from aloe.config import DPOConfig, Params, ParamsError, TrainingConfig
+from aloe.config import DPOConfig, Params, TrainingConfig
+from aloe.errors import ParamsError
+from aloe.launch import launch_stage, needs_launch
 from aloe.layout import ADAPTER_CONFIG, ADAPTER_STATS
 from aloe.layout import TRAINING_STAGES as STAGES
 from aloe.policy import (
@@ -51,6 +60,7 @@ from aloe.qlora import (
     build_dpo_trainer,
     build_sft_trainer,
     load_base_model,
+    load_reference_model,
     load_tokenizer,
     model_config,
     peak_memory,
@@ -124,10 +134,16 @@ def stage_config(params: Params, stage: str) -> TrainingConfig:
 
 def is_finished(params: Params, stage: str) -> bool:
     """An adapter folder with its config, its statistics (written last) and its weights; one
-    without weights is unfinished (trained again), whatever else it holds."""
+    without weights is unfinished (trained again), whatever else it holds. A stage trained in
+    full holds the model's config.json instead of the adapter's."""
     folder = params.layout.adapter(stage)
-    return ((folder / ADAPTER_CONFIG).exists() and (folder / STATS_FILE).exists()
-            and adapter_weights(folder) is not None)
+    return ((folder / _config_file(stage_config(params, stage))).exists()
+            and (folder / STATS_FILE).exists() and adapter_weights(folder) is not None)
+
+
+def _config_file(cfg: TrainingConfig) -> str:
+    """The file that says what a stage's folder holds: an adapter's config or a model's."""
+    return "config.json" if cfg.method == "full" else ADAPTER_CONFIG
 
 
 def _redo(stage: str) -> str:
@@ -167,8 +183,13 @@ def validate_training_inputs(params: Params, stage: str) -> str:
     _check_optimizer(str(cfg.trainer["optim"]), f"{where}: key '{stage}.trainer.optim'")
     if stage == "dpo" and isinstance(cfg, DPOConfig) and cfg.start_from == "sft":
         sft = params.layout.adapter("sft")
-        if not (sft / ADAPTER_CONFIG).exists():
-            raise ParamsError(f"{where}: dpo.start_from is 'sft' but there is no SFT adapter at "
+        if params.sft.method != cfg.method:
+            raise ParamsError(f"{where}: dpo.start_from is 'sft' but sft.method is "
+                              f"'{params.sft.method}' and dpo.method '{cfg.method}': give both "
+                              "the same method, or set dpo.start_from: base")
+        if not (sft / _config_file(cfg)).exists():
+            raise ParamsError(f"{where}: dpo.start_from is 'sft' but there is no SFT "
+                              f"{'model' if cfg.method == 'full' else 'adapter'} at "
                               f"{sft}: run stage 3 (notebook 03_sft) first, or set "
                               "dpo.start_from: base")
         verify_adapter_weights(sft, _redo("sft"))
@@ -313,13 +334,18 @@ def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = ()) -> Tr
         _warn_if_changed(result, cfg, stage)
         log.info("%s: finished adapter found at %s: not training again (delete the folder to "
                  "retrain)", stage, result.adapter_dir)
-        if cfg.merge:
+        if cfg.merge and cfg.method == "lora":
             merge_adapter(params, stage)
         return result
     base = validate_training_inputs(params, stage)
+    if needs_launch(cfg):  # full fine-tuning on several GPUs: N ranks under accelerate
+        launch_stage(params, stage)
+        result = load_result(params, stage)
+        result.skipped = False
+        return result
     device = detect_device()
     if device.kind == "cpu":
-        log.info("%s: no GPU: training on CPU, 4-bit weights computed in float32", stage)
+        log.info("%s: no GPU: training on CPU, computing in float32", stage)
     else:
         import torch
 
@@ -347,7 +373,7 @@ def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = ()) -> Tr
         model_card.write_card(params, stage)
     if trainer.accelerator.is_main_process:
         shutil.rmtree(work, ignore_errors=True)
-        if cfg.merge:
+        if cfg.merge and cfg.method == "lora":
             merge_adapter(params, stage)
     return TrainResult(stage, target, base, stats, history, skipped=False,
                        resumed_from_step=resumed)
@@ -355,13 +381,19 @@ def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = ()) -> Tr
 
 def _stage_trainer(params: Params, stage: str, base: str, device: Device,
                    callbacks: Sequence[Any]) -> Any:
-    """Tokenizer, data, 4-bit base (+ the SFT adapter for DPO from SFT) and the TRL trainer."""
+    """Tokenizer, data, 4-bit base (+ the SFT adapter for DPO from SFT) and the TRL trainer;
+    in full, the starting model (the SFT model for DPO from SFT) and DPO's frozen copy of it."""
     cfg = stage_config(params, stage)
+    from_sft = stage == "dpo" and isinstance(cfg, DPOConfig) and cfg.start_from == "sft"
+    start = str(params.layout.adapter("sft")) if from_sft and cfg.method == "full" else base
     tokenizer = load_tokenizer(base)
     train = prepare_dataset(load_splits(params, stage)["train"], tokenizer, stage,
                             int(cfg.trainer["max_length"]))
-    model = load_base_model(base, cfg, device)
-    if stage == "dpo" and isinstance(cfg, DPOConfig) and cfg.start_from == "sft":
+    model = load_base_model(start, cfg, device)
+    reference = {}
+    if stage == "dpo" and cfg.method == "full":
+        reference["ref_model"] = load_reference_model(start, device)
+    if from_sft and cfg.method == "lora":
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(params.layout.adapter("sft")),
@@ -376,7 +408,7 @@ def _stage_trainer(params: Params, stage: str, base: str, device: Device,
     build = build_sft_trainer if stage == "sft" else build_dpo_trainer
     live = progress_callback(reporter(params.layout.progress, "steps"))
     return build(model, tokenizer, train, args, cfg, [*callbacks, live],
-                 tensorboard_dir=params.layout.tensorboard(stage))
+                 tensorboard_dir=params.layout.tensorboard(stage), **reference)
 
 
 def progress_callback(live: Reporter) -> Any:
@@ -427,7 +459,7 @@ def _stats(trainer: Any, stage: str, cfg: TrainingConfig, base: str, device: Dev
     return {
         "stage": stage, "base_model": model_card.portable_base(base), "device": device.name,
         "compute_dtype": str(device.compute_dtype).removeprefix("torch."),
-        "load_in_4bit": cfg.load_in_4bit, "fsdp": device.fsdp,
+        "method": cfg.method, "load_in_4bit": cfg.load_in_4bit, "fsdp": trainer.is_fsdp_enabled,
         "optimizer": optim if isinstance(optim, str) else optim.value,
         "world_size": trainer.accelerator.num_processes,
         "steps": state.global_step, "resumed_from_step": resumed,
@@ -568,7 +600,8 @@ def _comparison_key(params: Params, adapters: Sequence[str], n: int,
     """What the comparison depends on: the settings, and each adapter's weights file."""
     weights = {}
     for name in adapters:
-        file = params.layout.adapter_file(name, "adapter_model.safetensors")
+        file = adapter_weights(params.layout.adapter(name)) or params.layout.adapter_file(
+            name, "adapter_model.safetensors")
         stat = file.stat() if file.exists() else None
         weights[name] = [stat.st_size, stat.st_mtime_ns] if stat else None
     return {"adapters": list(adapters), "n": n, "max_new_tokens": max_new_tokens,
@@ -594,6 +627,9 @@ def _generate_comparison(params: Params, adapters: Sequence[str], stage: str, n:
         table["base"] = [reply.text for reply in responder.reply_many(histories)]
         base = responder.model
         for name in adapters:
+            if stage_config(params, name).method == "full":  # a whole model: its own replies
+                table[name] = _full_model_replies(params, name, histories, max_new_tokens)
+                continue
             if not isinstance(responder.model, PeftModel):
                 responder.model = PeftModel.from_pretrained(base, str(params.layout.adapter(name)),
                                                             adapter_name=name)
@@ -605,3 +641,17 @@ def _generate_comparison(params: Params, adapters: Sequence[str], stage: str, n:
     finally:
         responder.close()
     return table
+
+
+def _full_model_replies(params: Params, stage: str, histories: list[list[dict[str, str]]],
+                        max_new_tokens: int) -> list[str]:
+    """Greedy replies of a stage trained in full (its folder is the whole model)."""
+    from aloe.policy import InProcessResponder
+
+    responder = InProcessResponder(str(params.layout.adapter(stage)), None,
+                                   batch_size=max(1, len(histories)), temperature=0.0,
+                                   max_new_tokens=max_new_tokens, seed=params.run.seed)
+    try:
+        return [reply.text for reply in responder.reply_many(histories)]
+    finally:
+        responder.close()

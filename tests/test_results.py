@@ -83,7 +83,7 @@ def test_aloe_run_ends_with_the_results_when_it_evaluated(tmp_path: Path, capsys
     _evaluated(tmp_path)
     monkeypatch.setenv("ALOE_ROOT", str(root))
 
-    def ran(params, params_file, stages=None, progress=True):
+    def ran(params, params_file, stages=None, progress=True, force=False):
         selected = runner.parse_stages(stages, runner.notebooks())
         return runner.RunResult(params.layout, [runner.StageResult(nb.stem, 1.0, nb)
                                                 for nb in selected], params_file)

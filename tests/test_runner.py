@@ -4,6 +4,7 @@ for real through papermill; an API key never reaches a file under outputs/."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -216,6 +217,8 @@ def test_every_command_that_writes_into_a_run_folder_takes_its_lock(tmp_path: Pa
 def test_a_stage_that_lost_items_ends_the_run_with_exit_1_and_one_line(tmp_path: Path) -> None:
     """70% of requests failing used to finish stage 2 with 1 of 3 conversations and exit 0,
     the normal timing table printed; every request failing stopped on KeyError: 'turn'."""
+    import json
+
     from aloe.records import write_records
     from tests.conftest import stub_roles
     from tests.support.stub_server import StubServer
@@ -239,6 +242,15 @@ def test_a_stage_that_lost_items_ends_the_run_with_exit_1_and_one_line(tmp_path:
     assert f"at {stub.base_url}" in lines[0] and "a rerun retries only those" in lines[0]
     assert lines[0].endswith(f"(traceback: {Path(data['run']['output_dir'])}/tiny/notebooks/"
                              "02_conversations.ipynb)")
+    # a failed stage is never stamped finished: the next run does it again (issue 24)
+    from aloe.config import params_from_dict
+    from aloe.stage_stamp import StageStamps, stamp_path
+
+    layout = params_from_dict(data).layout
+    assert json.loads(stamp_path(layout, "02_conversations").read_text())["complete"] is False
+    verdict = StageStamps(layout, params_from_dict(data)).check(
+        root / "notebooks" / "02_conversations.ipynb")
+    assert (verdict.fresh, verdict.reason) == (False, "did not finish last time")
 
 
 # ------------------------------------------------------------------------------------------
@@ -550,3 +562,81 @@ def test_any_other_error_is_still_one_line(capsys, monkeypatch, tmp_path: Path) 
     assert cli.main(["run", str(root / "params" / "p.yaml"), "--stages", "2"]) == 1
     assert capsys.readouterr().err == ("aloe: stage 02_conversations failed in cell 3: "
                                        "KeyError: 'turn'\n")
+
+
+# ------------------------------------------------------------------------------------------
+# A rerun with nothing to do (issue 24)
+# ------------------------------------------------------------------------------------------
+def _executed(run_dir: Path) -> dict[str, tuple[int, bytes]]:
+    """Each executed notebook's modification time and bytes: papermill rewrites the file as
+    soon as it starts a notebook, so both unchanged means no kernel was started for it."""
+    return {path.name: (path.stat().st_mtime_ns, path.read_bytes())
+            for path in sorted((run_dir / "notebooks").glob("*.ipynb"))}
+
+
+def test_a_rerun_skips_unchanged_stages_and_any_change_reruns(tmp_path: Path) -> None:
+    """Real papermill runs of stages 0 and 2 against the stub server (stage 2 reads personas
+    written by hand). A second run starts no kernel and leaves every file as it was; a changed
+    input file, notebook or parameter each reruns stage 2, and the preflight with it; --force
+    reruns a stage regardless."""
+    import json
+    import shutil
+
+    from aloe.records import read_records, write_records
+    from tests.conftest import stub_roles
+    from tests.support.stub_server import StubServer
+
+    root = tmp_path / "project"
+    (root / "params").mkdir(parents=True)
+    (root / "notebooks").mkdir()
+    for name in ("00_preflight.ipynb", "02_conversations.ipynb"):
+        shutil.copy(ROOT / "notebooks" / name, root / "notebooks" / name)
+    with StubServer() as stub:
+        data = tiny_dict(tmp_path, roles=stub_roles(stub.base_url),
+                         conversations={"n_conversations": 2, "turns": 1})
+        (root / "params" / "p.yaml").write_text(yaml.safe_dump(data))
+        run_dir = Path(data["run"]["output_dir"]) / data["run"]["name"]
+        personas = [{"id": f"p{i}", "profile": "He is a 50-year-old plumber in Oslo who fishes.",
+                     "personality": "He is shy."} for i in range(2)]
+        write_records(run_dir / "personas.jsonl", personas)
+
+        def run(*args: str, stages: str = "0,2") -> str:
+            result = _aloe(root, "run", "params/p.yaml", "--stages", stages, "--quiet", *args)
+            assert result.returncode == 0, result.stderr[-3000:]
+            return result.stdout
+
+        run()
+        before, manifest = _executed(run_dir), (run_dir / "manifest.json").read_bytes()
+        products = {p: p.read_bytes() for p in run_dir.rglob("*.json*") if "notebooks" not in
+                    p.parts and p.name not in ("runner.json", "progress.json")}
+        out = run()
+        assert re.search(r"^\[1/2\] 00_preflight: unchanged, skipped \(checked in \d+\.\d s\)$",
+                         out, re.M), out
+        assert re.search(r"^\[2/2\] 02_conversations: unchanged, skipped", out, re.M), out
+        assert _executed(run_dir) == before  # no kernel started
+        assert (run_dir / "manifest.json").read_bytes() == manifest
+        assert all(path.read_bytes() == content for path, content in products.items())
+        timings = json.loads((run_dir / "runner.json").read_text())
+        assert [s["skipped"] for s in timings["stages"]] == [True, True]
+
+        personas[1]["personality"] = "He is bold."
+        write_records(run_dir / "personas.jsonl", personas)
+        out = run()
+        assert "[1/2] 00_preflight\n" in out, out
+        assert re.search(r"^\[2/2\] 02_conversations \(.*input personas.jsonl changed", out, re.M)
+        assert _executed(run_dir).keys() == before.keys()
+        assert all(_executed(run_dir)[name] != before[name] for name in before)
+
+        notebook = nbformat.read(root / "notebooks" / "02_conversations.ipynb", as_version=4)
+        notebook.cells.append(nbformat.v4.new_markdown_cell("A note."))
+        nbformat.write(notebook, root / "notebooks" / "02_conversations.ipynb")
+        assert re.search(r"^\[2/2\] 02_conversations \(.*code changed", run(), re.M)
+
+        out = run("--set", "conversations.n_conversations=3")
+        assert re.search(r"^\[2/2\] 02_conversations \(parameters changed", out, re.M), out
+        assert len(read_records(run_dir / "conversations.jsonl")) == 3
+
+        again = _executed(run_dir)["02_conversations.ipynb"]
+        out = run("--set", "conversations.n_conversations=3", "--force", stages="2")
+        assert "[1/1] 02_conversations (--force)" in out
+        assert _executed(run_dir)["02_conversations.ipynb"] != again

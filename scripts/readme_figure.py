@@ -1,4 +1,5 @@
-"""Draw the README's figure from a finished run folder, with the report's own plot function.
+"""Draw the README's figure (docs/tiny_run.png) from a finished run folder, with the report's
+own plot function.
 
     python scripts/readme_figure.py RUN_FOLDER [--figure alignment] [--out docs/tiny_run.png]
 

@@ -1,11 +1,11 @@
-"""The README's cost table ("What a run will cost"), made from `aloe plan PARAMS --json`.
+"""The cost table of docs/cost.md, made from `aloe plan PARAMS --json`.
 
     python scripts/readme_plan_table.py            # print the table for params/paper.yaml
-    python scripts/readme_plan_table.py --write    # and put it in README.md in place of the old
+    python scripts/readme_plan_table.py --write    # and put it in docs/cost.md (`make docs`)
 
 The plan is made with an empty output folder (`--set run.output_dir=...`), so that its forecast
 uses the documented default lengths, as on a fresh clone, and never the ledgers of runs that
-happen to lie under outputs/. tests/test_readme_plan.py checks that README.md holds this table.
+happen to lie under outputs/. tests/test_readme_plan.py checks that docs/cost.md holds this table.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = "params/paper.yaml"
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "cost.md"
 MARKER = "<!-- the table below is written by scripts/readme_plan_table.py -->"
 HEADER = "| stage | requests | forecast | ceiling |\n| --- | ---: | ---: | ---: |"
 NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four"}
@@ -65,7 +65,7 @@ def _requests(row: dict[str, Any]) -> str:
 
 def descriptions(params: Any, plan: dict[str, Any]) -> dict[str, str]:
     """What each stage's requests are, in the words of the parameters."""
-    from aloe.plan import benchmark_size, generated_pools
+    from aloe.plan_lengths import benchmark_size, generated_pools
 
     personas, conv, evaluation = params.personas, params.conversations, params.evaluation
     pools = [name for name, _ in generated_pools(params)]
@@ -94,7 +94,7 @@ def descriptions(params: Any, plan: dict[str, Any]) -> dict[str, str]:
 
 
 def table(params_file: str = PARAMS) -> str:
-    """The README's table for `params_file`, as markdown."""
+    """The cost table for `params_file`, as markdown."""
     from aloe.config import load_params
 
     plan = plan_json(params_file)
@@ -114,24 +114,25 @@ def table(params_file: str = PARAMS) -> str:
     return "\n".join(lines)
 
 
-def readme_table(readme: str) -> str:
-    """The table the README holds now (the lines after MARKER up to the first blank line)."""
-    if MARKER not in readme:
-        raise SystemExit(f"README.md has no line {MARKER!r} above the plan's table")
-    after = readme.split(MARKER, 1)[1].lstrip("\n")
+def readme_table(page: str) -> str:
+    """The table the page holds now (the lines after MARKER up to the first blank line)."""
+    if MARKER not in page:
+        raise SystemExit(f"{PAGE.relative_to(ROOT)} has no line {MARKER!r} above the plan's "
+                         "table")
+    after = page.split(MARKER, 1)[1].lstrip("\n")
     return after.split("\n\n", 1)[0].rstrip("\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="replace the table in README.md")
+    parser.add_argument("--write", action="store_true", help="replace the table in docs/cost.md")
     args = parser.parse_args(argv)
     made = table()
     print(made)
     if args.write:
-        readme = README.read_text()
-        README.write_text(readme.replace(readme_table(readme), made, 1))
-        print(f"written into {README.name}", file=sys.stderr)
+        page = PAGE.read_text()
+        PAGE.write_text(page.replace(readme_table(page), made, 1))
+        print(f"written into {PAGE.relative_to(ROOT)}", file=sys.stderr)
     return 0
 
 

@@ -10,15 +10,37 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aloe import reference
 from aloe.config import Params, load_params, params_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT.parent / "shared" / "aloe_reference"
+LOCAL_REFERENCE = ROOT / reference.DEFAULT_FOLDER  # where `aloe reference fetch` puts them
+SHARED_REFERENCE = ROOT.parent / "shared" / "aloe_reference"  # this workspace's copies (CI)
 MODEL_CACHE = ROOT / "outputs" / "models"  # the converted embedded model, shared by all tests
 
 os.environ.setdefault("ALOE_ROOT", str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _find_reference() -> tuple[Path, str | None]:
+    """The folder of the official ALOE files, and why the tests that need them skip (None:
+    they run). $ALOE_REFERENCE_DIR alone when set (an empty folder shows what skips without
+    them); else the project's own fetched copy, then the workspace's shared one: the first
+    whose four files are all sound (the pinned sha256s), so that a fetched copy wins."""
+    chosen = os.environ.get(reference.ENV_DIR)
+    folders = [Path(chosen)] if chosen else [LOCAL_REFERENCE, SHARED_REFERENCE]
+    problems = []
+    for folder in folders:
+        problem = reference.problem(folder)
+        if problem is None:
+            return folder, None
+        problems.append(f"{folder}: {problem}")
+    return folders[0], ("the official ALOE files are not here (" + "; ".join(problems) +
+                        "): run `aloe reference fetch` (docs/reference-files.md)")
+
+
+REFERENCE, REFERENCE_MISSING = _find_reference()
 
 
 def embedded_model() -> Path:
@@ -89,9 +111,18 @@ def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    if not REFERENCE.is_dir():
-        pytest.skip(f"the official ALOE files are not at {REFERENCE}")
+    """The official ALOE files' folder (`_find_reference`); the test skips without them."""
+    if REFERENCE_MISSING:
+        pytest.skip(REFERENCE_MISSING)
     return REFERENCE
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that reads the official files (`-m needs_reference` lists those that
+    skip without them; docs/reference-files.md counts them)."""
+    for item in items:
+        if "reference_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.needs_reference)
 
 
 __all__ = ["ROOT", "REFERENCE", "load_params", "stub_roles", "tiny_dict", "write_params"]

@@ -1,5 +1,5 @@
 """The fidelity declaration (`aloe.fidelity`): paper.yaml takes every released value it pins,
-the README's table is the one the code writes from the two profiles, and a profile's value
+docs/fidelity.md's table is the one the code writes from the two profiles, and a profile's value
 cannot be stated wrongly in it."""
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ def test_paper_yaml_takes_every_released_value_and_paper_plus_the_corrections() 
             "dpo.trainer.max_length", "sft.trainer.max_length"} <= corrected
 
 
-def test_the_readme_table_is_the_one_the_code_writes(script: ModuleType) -> None:
+def test_the_docs_table_is_the_one_the_code_writes(script: ModuleType) -> None:
     assert script.main(["--check"]) == 0, "run python scripts/fidelity_table.py"
-    readme = (ROOT / "README.md").read_text()
-    assert script.table() in readme and len(fidelity.DIFFERENCES) == script.table().count(
+    page = (ROOT / "docs" / "fidelity.md").read_text()
+    assert script.table() in page and len(fidelity.DIFFERENCES) == script.table().count(
         "\n") - 2
 
 

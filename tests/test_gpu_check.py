@@ -179,10 +179,10 @@ def test_from_report_refuses_a_tiny_run(gpu_check: ModuleType, tmp_path: Path) -
     assert gpu_check.main(["--from-report", str(tiny)]) == 2
 
 
-def test_the_readme_quotes_the_report_on_record() -> None:
-    """Every figure of the README's "GPU figures" section is the report's."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### GPU figures"):]
+def test_the_scaling_page_quotes_the_report_on_record() -> None:
+    """Every figure of docs/scaling.md's "GPU figures" section is the report's."""
+    page = (ROOT / "docs" / "scaling.md").read_text()
+    section = page[page.index("## GPU figures"):]
     section = " ".join(section[:section.index("`aloe plan` and the preflight")].split())
     report = json.loads(DOCS_REPORT.read_text())
     paper, released = (report["training"][n] for n in ("llama3-8b@2048x1",

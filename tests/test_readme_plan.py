@@ -1,6 +1,6 @@
-"""What a reader of the README copies: the cost table is what `aloe plan params/paper.yaml
---json` says (scripts/readme_plan_table.py writes it), and the comparison example's commands
-name parameter files, options and runs that exist."""
+"""What a reader of the docs copies: the cost table of docs/cost.md is what `aloe plan
+params/paper.yaml --json` says (scripts/readme_plan_table.py writes it), and the comparison
+example's commands in docs/running.md name parameter files, options and runs that exist."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from aloe.config import load_params
 from tests.conftest import ROOT
 from tests.support.scripts import load_script
 
-README = ROOT / "README.md"
+COST, RUNNING = ROOT / "docs" / "cost.md", ROOT / "docs" / "running.md"
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +26,9 @@ def table_script() -> ModuleType:
 
 
 def test_the_cost_table_is_aloe_plans(table_script: ModuleType) -> None:
-    shown = table_script.readme_table(README.read_text())
+    shown = table_script.readme_table(COST.read_text())
     made = table_script.table()
-    assert shown == made, ("README.md's cost table is not `aloe plan params/paper.yaml`'s: "
+    assert shown == made, ("docs/cost.md's cost table is not `aloe plan params/paper.yaml`'s: "
                            "python scripts/readme_plan_table.py --write\n" + made)
     plan = table_script.plan_json()
     total = plan["total"]
@@ -38,7 +38,7 @@ def test_the_cost_table_is_aloe_plans(table_script: ModuleType) -> None:
 
 
 def section(title: str) -> str:
-    text = README.read_text()
+    text = RUNNING.read_text()
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
     return text[start:end if end > 0 else None]
@@ -64,7 +64,7 @@ def test_the_comparison_example_names_what_exists(tmp_path: Path) -> None:
     assert len(runs) >= 2 and any(c[:2] == ["aloe", "compare"] for c in commands)
     for command in runs:
         params_file = command[2]
-        assert (ROOT / params_file).is_file(), f"the README runs {params_file}: no such file"
+        assert (ROOT / params_file).is_file(), f"docs/running.md runs {params_file}: no such file"
         options = [w for name in ("--run-name", "--set") for value in _option(command, name)
                    for w in (name, value)]
         done = subprocess.run([sys.executable, "-m", "aloe.cli", "plan", params_file, "--json",

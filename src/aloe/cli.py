@@ -1,6 +1,6 @@
 """The `aloe` command.
 
-    aloe run [PARAMS] [--stages 0,2-4] [--run-name NAME] [--limit N] [--set KEY=VALUE]...
+    aloe run [PARAMS] [--stages 0,2-4] [--run-name NAME] [--limit N] [--set KEY=VALUE]... [--force]
     aloe plan PARAMS [--json]        requests, tokens, cost and GPU hours; offline
     aloe compare RUN RUN [...] [--name NAME] [--output-dir DIR]   a page across runs
     aloe train sft|dpo PARAMS [--run-name NAME] [--set KEY=VALUE]...
@@ -8,6 +8,7 @@
     aloe ratings export PARAMS [--size N] | aloe ratings import PARAMS FILE...
     aloe cache check [PARAMS] [--repair]   verify (and repair) the response cache
     aloe view PARAMS|RUN [--run-name NAME]   every transcript on one page: RUN/viewer.html
+    aloe reference fetch|status [--dest DIR] [--from FOLDER|URL]   the official ALOE files
     aloe --version
 
 `train` is what `accelerate launch -m aloe.cli train sft PARAMS` runs on several GPUs; the
@@ -48,7 +49,6 @@ from aloe.config import (
     EVALUATION_STAGE,
     Override,
     Params,
-    ParamsError,
     check_api_keys,
     load_params,
     load_run_folder,
@@ -59,6 +59,7 @@ from aloe.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     AloeError,
+    ParamsError,
     did_you_mean,
     disk_full_message,
     is_disk_full,
@@ -172,6 +173,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_set(run)
     run.add_argument("--quiet", action="store_true",
                      help="no live progress line (the stage lines and table remain)")
+    run.add_argument("--force", action="store_true", help="run every chosen stage, even one "
+                     "whose parameters, inputs and code are unchanged since it finished")
 
     plan = commands.add_parser("plan", help="what a run will spend: requests, tokens and cost "
                                "(forecast and ceiling) per stage and role, GPU hours; offline")
@@ -194,10 +197,12 @@ def _parser() -> argparse.ArgumentParser:
                          help="no line saying which runs are compared")
 
     train = commands.add_parser(
-        "train", help="train one QLoRA adapter (sft or dpo), e.g. under accelerate",
-        description="Train one stage's QLoRA adapter outside the notebooks, e.g. on several "
-        "GPUs:\n  accelerate launch -m aloe.cli train sft PARAMS\nNotebooks 03 and 04 then "
-        "find the finished adapter and only draw its curves.", epilog=EXIT_CODES,
+        "train", help="train one stage (sft or dpo): a QLoRA adapter, or the whole model",
+        description="Train one stage outside the notebooks: its QLoRA adapter (on several "
+        "GPUs: accelerate launch -m aloe.cli train sft PARAMS), or with `method: full` every "
+        "weight (the stage launches its `processes` itself; params/paper_full.yaml).\n"
+        "Notebooks 03 and 04 then find the finished stage and only draw its curves.",
+        epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("stage", choices=("sft", "dpo"))
     train.add_argument("params", metavar="PARAMS", help=RUN_HELP)
@@ -247,7 +252,27 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--repair", action="store_true", help="move a damaged file aside and "
                        "start a new one with the answers that can still be read, delete "
                        "unreadable answers, compact (while no run uses the cache)")
+    _add_reference(commands)
     return parser
+
+
+def _add_reference(commands: argparse._SubParsersAction) -> None:
+    """`aloe reference fetch|status`: the official ALOE files (docs/reference-files.md)."""
+    from aloe.reference import BASE_URL, DEFAULT_FOLDER, ENV_DIR
+
+    reference = commands.add_parser("reference", help="the official ALOE persona files: "
+                                    "download them at the pinned commit and check them")
+    actions = reference.add_subparsers(dest="reference_command", required=True)
+    fetch = actions.add_parser("fetch", help="download the four files (sha256 checked; a "
+                               "sound file already there is kept)")
+    status = actions.add_parser("status", help="which files are there and sound; exit 1 "
+                                "unless all four are")
+    for action in (fetch, status):
+        action.add_argument("--dest", metavar="DIR", help=f"their folder (default: ${ENV_DIR}, "
+                            f"else {DEFAULT_FOLDER} in the project, where the tests look)")
+    fetch.add_argument("--from", dest="source", metavar="FOLDER|URL", default=BASE_URL,
+                       help="a folder holding the four files (no network needed), or a base "
+                       "URL (default: the ALOE repository at the pinned commit)")
 
 
 def _add_run_name(command: argparse.ArgumentParser) -> None:
@@ -315,7 +340,8 @@ def run_command(args: argparse.Namespace) -> int:
     params, params_file = resolve_params(args)
     selected = parse_stages(args.stages, notebooks())  # a bad --stages fails before any work
     check_api_keys(params, stage_numbers(selected))
-    result = run_workbook(params, params_file, stages=args.stages, progress=not args.quiet)
+    result = run_workbook(params, params_file, stages=args.stages, progress=not args.quiet,
+                          force=args.force)
     print(timing_table(result))
     if max(stage_numbers(selected)) >= EVALUATION_STAGE:  # nothing when no stage evaluated
         _print_results(params)
@@ -336,7 +362,8 @@ def plan_command(args: argparse.Namespace) -> int:
     """Offline: no request, no key, no local server, no model loaded."""
     import json
 
-    from aloe.plan import format_plan, make_plan
+    from aloe.plan import make_plan
+    from aloe.plan_format import format_plan
 
     plan = make_plan(resolve_params(args)[0])
     print(json.dumps(plan.to_json(), indent=2) if args.json else format_plan(plan))
@@ -460,10 +487,27 @@ def view_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def reference_command(args: argparse.Namespace) -> int:
+    """Fetch or check the official files; ends with one line on the folder, exit 1 unless all
+    four are there as pinned."""
+    from aloe import reference
+
+    dest = Path(args.dest).expanduser() if args.dest else reference.default_dest()
+    if args.reference_command == "fetch":
+        for name, done in reference.fetch(dest, args.source):
+            print(f"{name}: {done}")
+    else:
+        print("\n".join(state.line() for state in reference.status(dest)))
+    missing = reference.problem(dest)
+    print(f"{dest}: {missing}; run `aloe reference fetch`" if missing else
+          f"{dest}: the four official ALOE files, as pinned (commit {reference.COMMIT[:7]})")
+    return 1 if missing else 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": run_command, "plan": plan_command, "compare": compare_command,
     "train": train_command, "evaluate": evaluate_command, "ratings": ratings_command,
-    "cache": cache_command, "view": view_command}
+    "cache": cache_command, "view": view_command, "reference": reference_command}
 
 
 def _error_lines(error: AloeError) -> str:

@@ -21,6 +21,7 @@ from aloe.llm import LLM, LLMError, MissingKeyError, load_usage_history, run_syn
 from aloe.llm.client import retry_delay
 from tests.conftest import tiny_dict
 from tests.support.fault_proxy import FaultProxy
+from tests.support.faults import FAULTS
 from tests.support.scripted_server import HANG, ScriptedServer, completion
 
 N_REQUESTS = 32
@@ -496,43 +497,13 @@ def test_cache_check_finds_what_the_client_would_reject(tmp_path: Path) -> None:
 # The fault drills, on the client: every kind of bad answer ends, after the role's retries, in
 # one line naming the role, the server and the cause (issue 27)
 # ------------------------------------------------------------------------------------------
-def _nan_logprobs() -> bytes:
-    return completion("Hi", logprobs={"content": [{"token": "Hi", "logprob": float("nan"),
-                                                   "top_logprobs": []}]})
-
-
-FAULTS = {  # kind: (the server's answer, what the message says of the cause, attempts)
-    "a 200 whose body is not JSON": (b"this is not JSON", "MalformedAnswer: the body is ", 2),
-    "an HTML gateway page": ((200, "text/html", b"<html><body><h1>502 Bad Gateway</h1></body>"
-                                                b"</html>"),
-                             "MalformedAnswer: the body is ", 2),
-    "a body cut short": (b'{"choices": [{"message": {"content": "Hel',
-                         "MalformedAnswer: the body is not JSON", 2),
-    "non-UTF-8 bytes": (b'\xff\xfe{"choices": []}', "MalformedAnswer: the body is ", 2),
-    "usage of the wrong type": (completion("fine", usage="many"),
-                                "MalformedAnswer: its usage is str, not an object", 2),
-    "content not a string": (completion(5),
-                             "MalformedAnswer: its message content is int, not text: 5", 2),
-    "content parts without text": (completion([{"type": "image_url",
-                                                "image_url": {"url": "x"}}]),
-                                   "MalformedAnswer: its message content is list, not text", 2),
-    "empty choices": (b'{"choices": []}', "MalformedAnswer: the answer has no choices", 2),
-    "NaN logprobs": (_nan_logprobs(),
-                     "MalformedAnswer: its logprobs hold a value that is no log-probability", 2),
-    "a 401": ((401, "application/json", b'{"error": {"message": "Incorrect API key"}}'),
-              "HTTP 401: Error code: 401 - Incorrect API key", 1),
-    "a 500": ((500, "application/json", b'{"error": {"message": "the upstream fell over"}}'),
-              "InternalServerError: Error code: 500", 2),
-    "a hang": (HANG, "RequestTimeout: no complete answer within the role's timeout of 0.5 s",
-               2),
-}
-
-
 @pytest.mark.parametrize("kind", list(FAULTS))
 def test_every_kind_of_bad_answer_names_role_server_and_cause(tmp_path: Path, kind: str) -> None:
     from aloe.errors import EXIT_FAILED
 
     answer, cause, attempts = FAULTS[kind]
+    if answer == HANG:  # the role's timeout, below
+        cause += "0.5 s"
     layout = RunLayout(run_dir=tmp_path / "run", cache_path=tmp_path / "cache.sqlite")
     with ScriptedServer([answer]) as server:
         llm = LLM({"judge": RoleConfig(model="scripted", base_url=server.base_url, timeout=0.5,

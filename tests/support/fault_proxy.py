@@ -1,31 +1,53 @@
 """A fault-injecting loopback HTTP proxy (test code): forwards to a real server, but answers a
-set share of requests with 429, 500, or a dropped connection.
+set share of POST requests with a fault: by default 429, 500 or a dropped connection, drawn at
+random; or, when the caller gives one, always that answer (a kind of tests/support/faults.py:
+status, content type and body, or `HANG`, never answered until the client gives up).
 
 It sits in front of the real `transformers serve` in tests of retries, so what comes back in
-the end is always the real server's content.
+the end is always the real server's content, and in front of the stub server in the stages'
+fault drill (bench/fault_drill.py).
 """
 
 from __future__ import annotations
 
 import random
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
+from tests.support.faults import HANG, Answer, as_response
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that gave up (its timeout, a cancelled stage) is no error of the proxy's:
+        no traceback for it on stderr."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
 
 class FaultProxy:
-    """`with FaultProxy(upstream, rate=0.3, seed=0) as proxy: proxy.base_url`"""
+    """`with FaultProxy(upstream, rate=0.3, seed=0) as proxy: proxy.base_url`
 
-    def __init__(self, upstream: str, rate: float = 0.3, seed: int = 0):
+    `answer`: the fault to inject (see tests/support/faults.py); None: 429, 500 or a drop.
+    Which requests get it is drawn from one RNG seeded with `seed`, in arrival order.
+    """
+
+    def __init__(self, upstream: str, rate: float = 0.3, seed: int | str = 0,
+                 answer: Answer | None = None):
         self.upstream = upstream.rstrip("/").removesuffix("/v1")
         self.rate = rate
+        self.answer = answer
         self.random = random.Random(seed)
         self.lock = threading.Lock()
-        self.faults = {"429": 0, "500": 0, "drop": 0}
+        self.closing = threading.Event()  # set on exit: a hanging request is let go
+        self.faults = dict.fromkeys(["given"] if answer is not None else ["429", "500", "drop"],
+                                    0)
         self.forwarded = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = _Server(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -42,7 +64,8 @@ class FaultProxy:
             if self.random.random() >= self.rate:
                 self.forwarded += 1
                 return None
-            kind = self.random.choice(["429", "500", "drop"])
+            kind = "given" if self.answer is not None else \
+                self.random.choice(["429", "500", "drop"])
             self.faults[kind] += 1
             return kind
 
@@ -59,6 +82,13 @@ class FaultProxy:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
                 fault = proxy._pick_fault() if method == "POST" else None
+                if fault == "given" and proxy.answer == HANG:
+                    proxy.closing.wait()  # the client's timeout ends it, or the proxy's exit
+                    self.close_connection = True
+                    return
+                if fault == "given":
+                    self._send(*as_response(proxy.answer or b""))
+                    return
                 if fault == "drop":
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
@@ -83,6 +113,13 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(reply.content)
 
+            def _send(self, status: int, kind: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("content-type", kind)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def do_POST(self) -> None:  # noqa: N802
                 self._relay("POST")
 
@@ -96,5 +133,6 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()

@@ -32,15 +32,8 @@ from aloe import evaluation, protocols
 from aloe.chat import seeded, transcript
 from aloe.config import Params
 from aloe.errors import BadInputError
-from aloe.records import (
-    human_rating_check,
-    rating_key_check,
-    read_json,
-    read_records,
-    replace_file,
-    write_json,
-    write_records,
-)
+from aloe.records import read_json, read_records, replace_file, write_json, write_records
+from aloe.schemas import human_rating_check, rating_key_check
 
 
 class RatingsError(BadInputError):

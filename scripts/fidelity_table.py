@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from aloe.config import load_params
-from aloe.fidelity import markdown_table
+from aloe.fidelity import full_table, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "fidelity.md"
@@ -23,8 +23,13 @@ END = "<!-- end of the fidelity table -->\n"
 
 
 def table() -> str:
-    return markdown_table(load_params(ROOT / "params" / "paper.yaml"),
-                          load_params(ROOT / "params" / "paper_plus.yaml"))
+    """The table of paper.yaml and paper_plus.yaml, then the rows where paper_full.yaml (every
+    weight trained, as released) differs from paper.yaml."""
+    params = {name: load_params(ROOT / "params" / f"{name}.yaml")
+              for name in ("paper", "paper_plus", "paper_full")}
+    return (markdown_table(params["paper"], params["paper_plus"])
+            + "\n`params/paper_full.yaml` trains every weight, as the released code does; where it "
+              "differs from `paper.yaml`:\n\n" + full_table(params["paper_full"]))
 
 
 def with_table(page: str, text: str) -> str:

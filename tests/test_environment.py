@@ -115,3 +115,30 @@ def test_a_rerun_of_the_same_dialogues_is_served_from_the_cache(
     assert sent > 0 and replayed == histories
     assert sum(u.requests for u in second.ledger.roles.values()) == 0
     assert sum(u.cache_hits for u in second.ledger.roles.values()) == sent
+
+
+def test_the_future_reward_plays_k_turns_ahead_without_changing_the_dialogue(
+        tmp_path: Path, stub: StubServer) -> None:
+    """CollabLLM's multi-turn-aware reward: after each reply the environment samples K future
+    turns (the simulated user, then the policy) and scores the future replies; the dialogue is
+    the same as without it, and the last turn, with no future, has none."""
+    asked: list[int] = []
+
+    async def policy(history: list) -> str:
+        asked.append(len(history))
+        return REPLY
+
+    plain = UserEnvironment(_llm(stub, tmp_path / "a"), protocols.get("aloe"), turns=3)
+    ahead = UserEnvironment(_llm(stub, tmp_path / "b"), protocols.get("aloe"), turns=3,
+                            rewards=Rewards(future_turns=2, future_samples=2), policy=policy)
+    histories, _ = _play(plain, [0] * 4)
+    same, steps = _play(ahead, [0] * 4)
+    assert same == histories
+    futures = [[s.rewards.get("future") for s in turn] for turn in steps]
+    assert all(v is not None and 1 <= v <= 5 for v in futures[0] + futures[1])
+    assert futures[2] == [None] * 4 and all("future" not in s.rewards for s in steps[2])
+    # turn 1: 2 futures x 2 turns; turn 2: 2 futures x 1 turn (one turn is left), per dialogue
+    assert len(asked) == 4 * (2 * 2 + 2 * 1)
+    with pytest.raises(ValueError, match="pass policy="):
+        UserEnvironment(_llm(stub, tmp_path / "c"), protocols.get("aloe"), turns=3,
+                        rewards=Rewards(future_turns=1))

@@ -13,13 +13,19 @@ Rewards are switches (`Rewards`) and come back apart, each as its own number (No
 judge's answer could not be read), so a trainer may weigh them as it likes:
 - `judge`: the protocol's score of the reply, as the benchmark scores it;
 - `inference`: how right what the policy says it inferred of the user is (RLPA's profile
-  reward), when the policy states it (`step(..., inferred=...)`).
+  reward), when the policy states it (`step(..., inferred=...)`);
+- `future`: a multi-turn-aware reward in the manner of CollabLLM's: after the reply, K future
+  turns are sampled (the simulated user, then the policy itself through `policy`), and the
+  reward is the judge's mean score of those future replies, averaged over `future_samples`
+  futures. CollabLLM scores the sampled future with task, efficiency and interactivity
+  metrics; here the protocol's own judge scores it, so the reward speaks the benchmark's
+  language. Futures draw their own samples: the dialogue itself is the same with or without.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,13 +34,21 @@ from aloe.judges import score_inference, score_reply
 from aloe.protocols import Protocol
 from aloe.simulator import simulate_user
 
+# Future turns draw their simulated users from these sample indices on: never a dialogue's own.
+FUTURE_SAMPLES = 1 << 20
+
+Policy = Callable[[list[Message]], Awaitable[str]]  # the chat so far -> the policy's reply
+
 
 @dataclass(frozen=True)
 class Rewards:
-    """Which rewards a step computes (each costs judge requests)."""
+    """Which rewards a step computes (each costs judge requests; `future` also the user's and
+    the policy's for each future turn)."""
 
     judge: bool = True
     inference: bool = False
+    future_turns: int = 0  # K: the future turns each sampled future plays (0: no future reward)
+    future_samples: int = 1  # how many futures the future reward averages
 
 
 @dataclass
@@ -68,10 +82,14 @@ class UserEnvironment:
     `llm` (an `aloe.llm.LLM`)."""
 
     def __init__(self, llm: Any, protocol: Protocol, *, turns: int, prompt_style: str = "workbook",
-                 rewards: Rewards = Rewards(), judge_temperature: float | None = None) -> None:
+                 rewards: Rewards = Rewards(), judge_temperature: float | None = None,
+                 policy: Policy | None = None) -> None:
         if turns < 1:
             raise ValueError(f"turns must be at least 1 (got {turns})")
+        if rewards.future_turns and policy is None:
+            raise ValueError("the future reward plays the policy's future replies: pass policy=")
         self.llm, self.protocol, self.turns, self.rewards = llm, protocol, turns, rewards
+        self.policy = policy
         self.style = protocol.simulator_for(prompt_style)
         self.judge_temperature = judge_temperature
 
@@ -95,6 +113,9 @@ class UserEnvironment:
         rewards = await self._rewards(dialogue, reply, inferred)
         dialogue.history.append({"role": "assistant", "content": reply})
         dialogue.done = dialogue.turn >= self.turns
+        ahead = min(self.rewards.future_turns, self.turns - dialogue.turn)
+        if ahead:
+            rewards["future"] = await self._future(dialogue, ahead)
         user = None
         if not dialogue.done:
             user = await simulate_user(self.llm, dialogue.persona, dialogue.history,
@@ -122,6 +143,33 @@ class UserEnvironment:
         if "inference" in done:
             found["inference"] = done["inference"].value
         return found
+
+    async def _future(self, dialogue: Dialogue, ahead: int) -> float | None:
+        """The judge's mean score of the policy's replies over `ahead` sampled future turns,
+        averaged over the futures sampled (None when no future reply could be scored)."""
+        n = self.rewards.future_samples
+        futures = [self._one_future(dialogue, ahead, FUTURE_SAMPLES + dialogue.seed * n + j)
+                   for j in range(n)]
+        scores = [x for scored in await asyncio.gather(*futures) for x in scored
+                  if x is not None]
+        return sum(scores) / len(scores) if scores else None
+
+    async def _one_future(self, dialogue: Dialogue, ahead: int,
+                          sample: int) -> list[float | None]:
+        assert self.policy is not None
+        history = list(dialogue.history)
+        scores: list[float | None] = []
+        for _ in range(ahead):
+            user = await simulate_user(self.llm, dialogue.persona, history, sample=sample,
+                                       style=self.style, length_request=False)
+            history.append({"role": "user", "content": user})
+            reply = await self.policy(list(history))
+            judged = await score_reply(self.llm.chat, dialogue.persona, list(history), reply,
+                                       protocol=self.protocol,
+                                       temperature=self.judge_temperature)
+            scores.append(None if judged.score is None else float(judged.score))
+            history.append({"role": "assistant", "content": reply})
+        return scores
 
     async def reset_many(self, personas: Sequence[dict[str, Any]],
                          seeds: Sequence[int] | None = None) -> list[Dialogue]:

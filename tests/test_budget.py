@@ -22,8 +22,8 @@ from aloe.config import params_from_dict
 from aloe.llm import load_usage_history
 from aloe.records import read_records
 from tests.conftest import ROOT
+from tests.support.benchmarks import stub_dict, with_benchmark
 from tests.support.stub_server import StubServer
-from tests.test_evaluation_modes import stub_dict, with_benchmark
 
 PRICE = {"price_input_per_1m": 100.0, "price_output_per_1m": 400.0}  # dear, so that it adds up
 

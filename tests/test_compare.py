@@ -21,6 +21,7 @@ from aloe.metrics import summarise
 from aloe.records import DataError, write_json, write_records
 from tests.conftest import ROOT, tiny_dict
 from tests.support.browser import chromium_path, inspect_page
+from tests.support.pages import param_diff_rows
 
 MODELS = ("base", "dpo")
 
@@ -141,12 +142,6 @@ def test_a_missing_run_exits_2_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.startswith("aloe: no run folder 'missing'")
 
 
-def param_diff_rows(page: str) -> list[str]:
-    """The parameter names in the page's table of differences."""
-    table = re.search(r'<table[^>]*class="[^"]*aloe-param-diff[^"]*".*?</table>', page, re.S)
-    assert table, "the page has no table of parameter differences"
-    body = table.group(0).split("<tbody>")[1]
-    return re.findall(r"<th>([^<]+)</th>", body)
 
 
 @pytest.mark.slow

@@ -12,20 +12,7 @@ from aloe.config import params_from_dict
 from aloe.conversations import load_conversations, run_stage
 from aloe.datasets import examples, export, split_personas
 from aloe.records import write_records
-from tests.test_conversations import persona_records, small_dict, with_personas
-
-
-def hand_tree(conv: str, persona: dict, verdicts: list[str], continued: list[str]) -> dict:
-    """A conversation tree with known content: turn k's messages say which turn they are."""
-    turns = [{"turn": k, "user": f"{conv} user {k}", "inferred": {"profile": "none",
-                                                                  "personality": "none",
-                                                                  "parsed": True},
-              "hinted": f"{conv} hinted {k}", "plain": f"{conv} plain {k}",
-              "verdict": {"rule": "both_orders", "preferred": v, "votes": []},
-              "continued_with": c}
-             for k, (v, c) in enumerate(zip(verdicts, continued), start=1)]
-    return {"id": conv, "index": int(conv[-1]), "persona": persona, "turns": turns,
-            "models": {}}
+from tests.support.conversation_runs import hand_tree, persona_records, small_dict, with_personas
 
 
 def test_examples_follow_the_continued_branch() -> None:

@@ -29,7 +29,7 @@ from aloe.full_finetune import (
 )
 from aloe.launch import FSDP_CONFIG, launch_command, needs_launch
 from tests.conftest import ROOT, embedded_model, tiny_dict
-from tests.test_training import make_exports
+from tests.support.training_data import make_exports
 
 PAPER_FULL = ROOT / "params" / "paper_full.yaml"
 LLAMA_8B = KNOWN_SHAPES["meta-llama/Meta-Llama-3-8B-Instruct"]

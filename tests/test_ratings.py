@@ -22,8 +22,8 @@ import yaml
 from aloe import evaluation, protocols, ratings
 from aloe.records import read_json, read_records
 from tests.conftest import ROOT
+from tests.support.benchmarks import stub_dict, with_benchmark
 from tests.support.stub_server import StubServer
-from tests.test_evaluation_modes import stub_dict, with_benchmark
 
 
 @pytest.fixture(scope="module")

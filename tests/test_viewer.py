@@ -294,7 +294,7 @@ def test_aloe_view_writes_the_page_of_a_named_run(tmp_path: Path, capsys) -> Non
 
 def test_the_report_links_the_viewer_once_it_exists(tmp_path: Path) -> None:
     from aloe import report
-    from tests.test_report import hand_made_run as report_run
+    from tests.support.run_folders import hand_made_run as report_run
 
     params, found = report_run(tmp_path)
     assert "viewer.html" not in report.summary_html(params, found, None, [])

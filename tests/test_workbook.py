@@ -40,7 +40,7 @@ from aloe.runner import notebooks
 from tests.conftest import ROOT, tiny_dict
 from tests.support.browser import chromium_path, inspect_page
 from tests.support.fault_proxy import FaultProxy
-from tests.test_compare import param_diff_rows
+from tests.support.pages import param_diff_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.workbook]
 

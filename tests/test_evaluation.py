@@ -16,7 +16,7 @@ import yaml
 
 from aloe import evaluation
 from aloe.config import params_from_dict
-from aloe.evaluation import EvaluationError
+from aloe.evaluation import EvaluationError, dialogue, side
 from aloe.policy import InProcessResponder, PolicyError
 from aloe.pools import load_aloe_benchmark
 from aloe.protocols.aloe import parse_score
@@ -203,7 +203,7 @@ def test_rerun_of_a_finished_stage_does_nothing_again(finished_run, monkeypatch)
     def no_model(*args, **kwargs):
         raise AssertionError("a finished model was loaded again")
 
-    monkeypatch.setattr(evaluation, "open_responder", no_model)
+    monkeypatch.setattr(dialogue, "open_responder", no_model)
     again = evaluation.run_stage(params)
     assert all(p.turns_run == 0 for p in again.progress.values())
     assert {name: params.layout.eval_records(name).read_bytes()
@@ -529,11 +529,11 @@ def test_side_records_off_their_schema_are_refused_where_written_and_read(
     async def score_of_9(*args, **kwargs):
         return Judgement(9, "9", 1)
 
-    monkeypatch.setattr(evaluation, "score_inference", accuracy_of_7)
-    monkeypatch.setattr(evaluation, "score_revealed", revealed_too_much)
-    monkeypatch.setattr(evaluation, "check_contradiction", no)
-    monkeypatch.setattr(evaluation, "score_reply", score_of_9)
-    done = evaluation._finished(params, spec, personas)
+    monkeypatch.setattr(dialogue, "score_inference", accuracy_of_7)
+    monkeypatch.setattr(side, "score_revealed", revealed_too_much)
+    monkeypatch.setattr(side, "check_contradiction", no)
+    monkeypatch.setattr(side, "score_reply", score_of_9)  # the second judge's request
+    done = dialogue.finished_turns(params, spec, personas)
     writers = {probes: (lambda: evaluation.probe_model(params, offline, spec, personas,
                                                        _Saying("You cook."), done),
                         "accuracy 7.0 is not a number from 0 to 1 (or none)"),

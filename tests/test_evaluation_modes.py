@@ -19,6 +19,8 @@ import pytest
 from aloe import evaluation, protocols, schemas
 from aloe.config import load_params, params_from_dict
 from aloe.errors import ParamsError
+from aloe.evaluation import dialogue
+from aloe.judges import Judgement
 from aloe.records import read_records
 from aloe.simulator import simulator_messages
 from tests.conftest import ROOT, tiny_dict
@@ -166,7 +168,7 @@ def test_preference_shift_tells_the_simulator_and_the_judge(tmp_path, stub, refe
     data = stub_dict(tmp_path, stub, turns=4, preference_shift={"turn": 3})
     params, personas = with_benchmark(data, reference_dir)
     seen: list[tuple[int, str, str | None]] = []
-    original_simulate, original_score = evaluation.simulate_user, evaluation.score_reply
+    original_simulate, original_score = dialogue.simulate_user, dialogue.score_reply
 
     async def simulate(llm, persona, history, **kwargs):
         seen.append((len(history) // 2 + 1, persona["personality"], kwargs.get("note")))
@@ -178,8 +180,8 @@ def test_preference_shift_tells_the_simulator_and_the_judge(tmp_path, stub, refe
         judged.append((len(history) // 2 + 1, persona["personality"]))
         return await original_score(chat, persona, history, reply, **kwargs)
 
-    monkeypatch.setattr(evaluation, "simulate_user", simulate)
-    monkeypatch.setattr(evaluation, "score_reply", score)
+    monkeypatch.setattr(dialogue, "simulate_user", simulate)
+    monkeypatch.setattr(dialogue, "score_reply", score)
     summary = evaluation.run_stage(params)
     own = {p["personality"] for p in personas}
     before = [(personality, note) for turn, personality, note in seen if turn < 3]
@@ -473,8 +475,8 @@ def test_a_model_under_test_with_its_own_system_prompt_is_scored_on_its_response
     assert (second.text, second.extracted) == ("Plain words, no tags.", False)
     assert [m["role"] for m in server.received[0]["messages"]] == ["system", "user"]
     assert server.received[0]["messages"][0]["content"] == "Infer the user, then answer."
-    record = evaluation._record("rlpa-policy", {"id": "p1"}, 1, "Hello", first,
-                                evaluation.Judgement(1, "Verdict: 1", 1), "rlpa")
+    record = dialogue.turn_record("rlpa-policy", {"id": "p1"}, 1, "Hello", first,
+                                  Judgement(1, "Verdict: 1", 1), "rlpa")
     assert record["reply"] == "Tea it is, then!" and record["raw_reply"] == tagged.strip()
     assert schemas.record_check(protocols.RLPA, "rlpa-policy")(record) is None
     with pytest.raises(ParamsError, match="response_pattern.*exactly one group"):

@@ -30,7 +30,7 @@ TURNS = (1, 2)
 
 def eval_record(model: str, persona: dict, turn: int, score: int | None,
                 reply: str | None = None) -> dict:
-    """A stage 5 record as `evaluation._record` writes it."""
+    """A stage 5 record as `evaluation.dialogue.turn_record` writes it."""
     return {"model": model, "persona_id": persona["id"], "profile_id": persona["profile_id"],
             "turn": turn, "user": f"Turn {turn}: any tips for my hives in {persona['id']}?",
             "reply": reply or f"{model} says: check the brood every week ({turn}).",

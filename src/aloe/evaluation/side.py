@@ -1,0 +1,128 @@
+"""Stage 5's side measures of its own instruments: the simulated user (how much of the
+persona it gives away, whether it contradicts it) and the judge (a second judge on a sample).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aloe import protocols
+from aloe.chat import seeded
+from aloe.config import Params
+from aloe.evaluation.benchmark import SECOND_JUDGE_ROLE, Conversationist
+from aloe.evaluation.dialogue import gather, history_of, keyed_records, record_side_failure
+from aloe.judges import check_contradiction, score_reply, score_revealed
+from aloe.llm import LLM, LLMError
+from aloe.records import append_records, read_records
+from aloe.schemas import (
+    record_check,
+    second_judge_check,
+    simulator_measure_check,
+)
+
+Record = dict[str, Any]
+
+
+def check_simulator(params: Params, llm: LLM, model: str, personas: list[dict[str, Any]],
+                    variant: str, failed: dict[str, str] | None = None) -> int:
+    """The simulated user of one model's recorded conversations measured by the judge, per
+    turn: how much of the persona its messages so far give away (0-1), and whether its latest
+    message contradicts the persona (as it is at that turn) or its own earlier messages.
+    Appended to `eval/[VARIANT/]simulator/MODEL.jsonl`; returns how many turns were checked.
+    A turn whose judge request failed goes into `failed`."""
+    who = Conversationist(params, personas)
+    path = params.layout.simulator_records(model, variant)
+    check = simulator_measure_check(model)
+    checked = keyed_records(path, check)
+    records = read_records(params.layout.eval_records(model, variant),
+                           check=record_check(protocols.get(params.evaluation.protocol), model))
+    by_conversation: dict[str, dict[int, Record]] = {}
+    for r in records:
+        by_conversation.setdefault(str(r["persona_id"]), {}).setdefault(int(r["turn"]), r)
+    by_id = {str(p["id"]): p for p in personas}
+    run = 0
+    temperature = params.evaluation.judge_temperature
+    for turn in range(1, params.evaluation.turns + 1):
+        todo = [pid for pid, turns in by_conversation.items()
+                if pid in by_id and turn in turns and (pid, turn) not in checked]
+        if not todo:
+            continue
+        said = {pid: [by_conversation[pid][k]["user"] for k in sorted(by_conversation[pid])
+                      if k <= turn] for pid in todo}
+        revealed = gather(llm, [score_revealed(llm.chat, who.persona_at(by_id[pid], turn),
+                                               said[pid], temperature=temperature)
+                                for pid in todo])
+        contradicts = gather(llm, [check_contradiction(llm.chat,
+                                                       who.persona_at(by_id[pid], turn),
+                                                       said[pid], temperature=temperature,
+                                                       shifted=who.shifted(turn))
+                                   for pid in todo])
+        out = []
+        for pid, r, c in zip(todo, revealed, contradicts):
+            errors = [result for result in (r, c) if isinstance(result, BaseException)]
+            for error in errors:
+                record_side_failure(failed, model, pid, turn, "simulator check", "judge", error)
+            if errors:
+                continue
+            persona = by_id[pid]
+            out.append({"model": model, "persona_id": pid,
+                        "profile_id": str(persona.get("profile_id") or pid), "turn": turn,
+                        "revealed": r.value, "revealed_raw": r.raw,
+                        "contradiction": c.value, "contradiction_raw": c.raw,
+                        "shifted": who.shifted(turn)})
+        append_records(path, out, check=check)
+        run += len(out)
+    return run
+
+
+def judge_sample(params: Params, records: list[Record]) -> list[Record]:
+    """The replies the second judge re-judges: `evaluation.judge_check.sample` of the scored
+    records, drawn with the run's seed from all of them in a fixed order (model, persona,
+    turn), so that a rerun draws the same ones."""
+    check = params.evaluation.judge_check
+    scored = sorted((r for r in records if r.get("score") is not None),
+                    key=lambda r: (str(r["model"]), str(r["persona_id"]), int(r["turn"])))
+    if check is None or not scored:
+        return []
+    return seeded(params.run.seed, "judge-check").sample(scored, min(check.sample, len(scored)))
+
+
+def check_judge(params: Params, llm: LLM, personas: list[dict[str, Any]],
+                records: list[Record], variant: str) -> int:
+    """`roles.second_judge` judges the sampled replies with the main judge's own request (same
+    protocol, persona, context); appended to `eval/[VARIANT/]judge_check.jsonl`."""
+    e = params.evaluation
+    path = params.layout.judge_check(variant)
+    check = second_judge_check(protocols.get(e.protocol))
+    done = {(str(r["model"]), str(r["persona_id"]), int(r["turn"]))
+            for r in read_records(path, check=check)}
+    sample = [r for r in judge_sample(params, records)
+              if (str(r["model"]), str(r["persona_id"]), int(r["turn"])) not in done]
+    if not sample:
+        return 0
+    who = Conversationist(params, personas)
+    by_id = {str(p["id"]): p for p in personas}
+    conversations: dict[tuple[str, str], dict[int, Record]] = {}
+    for r in records:
+        conversations.setdefault((str(r["model"]), str(r["persona_id"])), {})[int(r["turn"])] = r
+    requests = []
+    for r in sample:
+        turns = conversations[(str(r["model"]), str(r["persona_id"]))]
+        history = history_of(turns, upto=int(r["turn"]) - 1) + [{"role": "user",
+                                                                 "content": r["user"]}]
+        persona = who.persona_at(by_id[str(r["persona_id"])], int(r["turn"]))
+        requests.append(score_reply(llm.chat, persona, history, r["reply"],
+                                    context=e.judge_context, protocol=protocols.get(e.protocol),
+                                    role=SECOND_JUDGE_ROLE))
+    out = []
+    for r, judged in zip(sample, gather(llm, requests)):
+        if isinstance(judged, BaseException):
+            if not isinstance(judged, LLMError):
+                raise judged
+            continue
+        out.append({"model": r["model"], "persona_id": r["persona_id"],
+                    "profile_id": r.get("profile_id"), "turn": r["turn"],
+                    "main_score": r["score"], "second_score": judged.score,
+                    "second_raw": judged.raw, "second_attempts": judged.attempts})
+    append_records(path, out, check=check)
+    return len(out)

@@ -1,0 +1,110 @@
+"""Stage 5 as one call (`run_stage`): the benchmark, every model's conversations, the side
+measures, the lost-items rule, and the metrics written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from aloe import protocols
+from aloe.config import Params
+from aloe.errors import check_lost_items
+from aloe.evaluation.benchmark import benchmark_personas
+from aloe.evaluation.dialogue import (
+    LiveProgress,
+    ModelProgress,
+    evaluate_model,
+    finished_turns,
+    missing_probes,
+    remaining_turns,
+    replayed_users,
+)
+from aloe.evaluation.results import compute_metrics, load_records
+from aloe.evaluation.side import check_judge, check_simulator
+from aloe.llm import open_llm
+from aloe.policy import adapter_path
+from aloe.progress import reporter
+from aloe.protocols import sources
+from aloe.records import write_json
+
+Record = dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------
+# The stage
+# ------------------------------------------------------------------------------------------
+@dataclass
+class EvaluationSummary:
+    """What stage 5 computed (`metrics`, as written to metrics.json; see `aloe.metrics`) and
+    what this call did per model (`progress`)."""
+
+    metrics: dict[str, Any]
+    progress: dict[str, ModelProgress]
+
+    def table(self) -> pd.DataFrame:
+        """Per model: turns found finished, turns run now, side measures run now."""
+        return pd.DataFrame({name: {"turns_before": p.turns_before, "turns_run": p.turns_run,
+                                    "probes_run": p.probes_run,
+                                    "simulator_checks_run": p.simulator_checks_run}
+                             for name, p in self.progress.items()}).T
+
+
+def run_stage(params: Params) -> EvaluationSummary:
+    """Evaluate every model of `evaluation.models` on the benchmark and write metrics.json.
+
+    Checks every adapter that is still needed before any work; in replay mode the reference
+    model goes first (its live users are the others' inputs). Then the side measures that are
+    switched on. Raises IncompleteStageError at the end when more than
+    `evaluation.max_failed_share` of the benchmark conversations (model x persona) were cut
+    short by failed requests (the finished turns are recorded: a rerun resumes only those).
+    """
+    e = params.evaluation
+    personas = benchmark_personas(params)
+    where = sources(params.evaluation)
+    order = sorted(e.models, key=lambda m: where[m.name].mode != "live")  # reference first
+    pending = [spec for spec in order
+               if remaining_turns(params, spec, personas) > 0
+               or missing_probes(params, spec, personas,
+                                 finished_turns(params, spec, personas)) > 0]
+    for spec in pending:
+        if not spec.base_url:
+            adapter_path(params, spec)  # fail now, not after hours of other models
+    progress: dict[str, ModelProgress] = {}
+    total = len(e.models) * len(personas) * e.turns
+    with open_llm(params, "evaluate") as llm:
+        live = LiveProgress(reporter(params.layout.progress, "turns", total), llm,
+                            done=total - sum(remaining_turns(params, s, personas)
+                                             for s in e.models))
+        replay = None
+        for spec in order:
+            if where[spec.name].mode == "replay" and replay is None:
+                replay = replayed_users(params, personas)
+            progress[spec.name] = evaluate_model(
+                params, llm, spec, personas,
+                replay if where[spec.name].mode == "replay" else None, live)
+        if e.simulator_check:
+            for spec in order:
+                if where[spec.name].mode == "live":
+                    progress[spec.name].simulator_checks_run = check_simulator(
+                        params, llm, spec.name, personas, where[spec.name].variant,
+                        progress[spec.name].side_failed)
+        if e.judge_check is not None:
+            check_judge(params, llm, personas, load_records(params, personas),
+                        protocols.variant_name(e))
+    lost = [(f"model '{name}' persona {persona}", reason) for name, p in progress.items()
+            for persona, reason in p.failed.items()]
+    check_lost_items("benchmark conversations (model x persona)", lost,
+                     len(e.models) * len(personas), e.max_failed_share,
+                     "evaluation.max_failed_share")
+    side_lost = [item for p in progress.values() for item in p.side_failed.items()]
+    side_run = sum(p.probes_run + p.simulator_checks_run for p in progress.values())
+    check_lost_items("side measures (inference probes, simulator checks)", side_lost,
+                     side_run + len(side_lost), e.max_failed_share,
+                     "evaluation.max_failed_share")
+    summary = compute_metrics(params, load_records(params, personas), personas)
+    write_json(params.layout.metrics, summary)
+    write_json(params.layout.variant_metrics(protocols.variant_name(e)), summary)
+    return EvaluationSummary(summary, progress)

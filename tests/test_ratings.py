@@ -354,14 +354,43 @@ class FormBrowser:
                 self.tools.ws.settimeout(60)
 
     def open(self, page: Path) -> None:
+        self._mark_old_page()
         self.used = len(self.tools.events)
         self.tools.call("Page.navigate", url=page.resolve().as_uri())
-        self.wait_for("Page.loadEventFired")
+        self._settle()
 
     def reload(self) -> None:
+        self._mark_old_page()
         self.used = len(self.tools.events)
         self.tools.call("Page.reload", ignoreCache=True)
-        self.wait_for("Page.loadEventFired")
+        self._settle()
+
+    def _mark_old_page(self) -> None:
+        self.run("window.__replaced = true")
+
+    def _settle(self, timeout: float = 30) -> None:
+        """Until the new page has loaded: a load event from the page before (still on its way
+        when the navigation was asked for) must not count, so the old page's mark must be gone
+        and the new document complete."""
+        deadline = time.monotonic() + timeout
+        while not self.run("typeof window.__replaced === 'undefined'"
+                           " && document.readyState === 'complete'"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the page did not load within {timeout} s")
+            time.sleep(0.05)
+
+    def state_showing(self, text: str, timeout: float = 15) -> dict:
+        """The form's state once its text shows `text` (or, after `timeout`, as it is, for the
+        assertion to report). Chromium hands a page's localStorage writes to the browser
+        process asynchronously: a page opened right after another wrote may see them a moment
+        later, through its `storage` listener. Under load that moment was seen to exceed a
+        page load; what is waited for is still the page's own count, never a sleep."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.run(FORM_STATE)
+            if text in state["text"] or time.monotonic() > deadline:
+                return state
+            time.sleep(0.1)
 
     def run(self, expression: str) -> object:
         answer = self.tools.call("Runtime.evaluate", expression=expression,
@@ -425,11 +454,11 @@ def test_ratings_survive_a_reload_and_a_new_browser_and_download_as_before(evalu
                     " r.dispatchEvent(new Event('input', {bubbles: true})); })()")
         assert "2 of 8 rated" in browser.run(FORM_STATE)["text"]
         browser.reload()
-        reloaded = browser.run(FORM_STATE)
+        reloaded = browser.state_showing("2 of 8 rated")
         browser.close()
         browser.start()
         browser.open(form)
-        reopened = browser.run(FORM_STATE)
+        reopened = browser.state_showing("2 of 8 rated")
         browser.run("document.getElementById('save').click()")
         deadline = time.monotonic() + 30
         while not list(downloads.glob("*.json")) and time.monotonic() < deadline:
@@ -470,9 +499,9 @@ def test_two_kits_never_share_their_ratings(evaluated, tmp_path) -> None:
         browser.open(redrawn)
         assert set(browser.run(FORM_STATE)["checked"].values()) == {None}
         browser.open(form)
-        mine = browser.run(FORM_STATE)
+        mine = browser.state_showing("2 of 8 rated")
         browser.open(second)
-        theirs = browser.run(FORM_STATE)
+        theirs = browser.state_showing("1 of 4 rated")
     assert "2 of 8 rated" in mine["text"] and "1 of 4 rated" in theirs["text"]
     assert sorted(v for v in mine["checked"].values() if v) == [1, 3]
     assert [v for v in theirs["checked"].values() if v] == [5]
@@ -504,9 +533,9 @@ def test_clearing_asks_first_and_forgets_this_kit_only(evaluated, tmp_path) -> N
         browser.answer_dialog(accept=True)
         cleared = browser.run(FORM_STATE)
         browser.reload()
-        reloaded = browser.run(FORM_STATE)
+        reloaded = browser.state_showing("0 of 8 rated")
         browser.open(second)
-        other = browser.run(FORM_STATE)
+        other = browser.state_showing("1 of 4 rated")
     assert asked.startswith("Clear the 3 rating(s) and the name kept for this kit")
     assert "3 of 8 rated" in kept["text"] and kept["rater"] == "Al"
     for state in (cleared, reloaded):
@@ -598,9 +627,9 @@ def test_kit_text_stays_text_in_the_browser(tmp_path) -> None:
         browser.open(page)
         browser.run(rate(1, 4))
         browser.reload()
+        state = browser.state_showing("1 of 3 rated")
         got = browser.run("[typeof window.injected, document.images.length,"
                           " document.scripts.length, document.body.innerText]")
-        state = browser.run(FORM_STATE)
     assert got[:3] == ["undefined", 0, 2]
     assert got[3].count(hostile) == 15 and "1 of 3 rated" in got[3]
     assert state["checked"] == {"i0": None, "i1": 4, "i2": None}

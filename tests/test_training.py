@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from aloe import qlora, training
+from aloe import qlora, training, training_data
 from aloe.config import load_params, params_from_dict
 from aloe.errors import ParamsError
 from aloe.policy import detect_device, file_sha256
@@ -139,8 +139,9 @@ def test_sft_masks_every_prompt_token(tmp_path: Path) -> None:
     tokenizer = qlora.load_tokenizer(base)
     device = detect_device()
     model = qlora.load_base_model(base, params.sft, device)
-    source = training.load_splits(params, "sft")["train"]
-    train = training.prepare_dataset(source, tokenizer, "sft", params.sft.trainer["max_length"])
+    source = training_data.load_splits(params, "sft")["train"]
+    train = training_data.prepare_dataset(source, tokenizer, "sft",
+                                          params.sft.trainer["max_length"])
     args = qlora.trainer_arguments("sft", params.sft, tmp_path / "work", device)
     trainer = qlora.build_sft_trainer(model, tokenizer, train, args, params.sft)
 
@@ -169,11 +170,11 @@ def test_long_histories_drop_their_oldest_turns(tmp_path: Path) -> None:
     tokenizer = qlora.load_tokenizer(str(embedded_model()))
     prompt = conversation_examples(0, turns=4)[-1]["prompt"]
     completion = [{"role": "assistant", "content": GOOD.format(topic="x")}]
-    full = training._render_length(tokenizer, prompt + completion, False)
-    fitted = training.fit_history(tokenizer, prompt, [completion], max_length=full - 1)
+    full = training_data.render_length(tokenizer, prompt + completion, False)
+    fitted = training_data.fit_history(tokenizer, prompt, [completion], max_length=full - 1)
     assert fitted == prompt[2:]  # one user/assistant exchange dropped, starts with the user
-    assert training.fit_history(tokenizer, prompt, [completion], max_length=full) == prompt
-    assert training.fit_history(tokenizer, prompt, [completion], 16) == prompt[-1:]
+    assert training_data.fit_history(tokenizer, prompt, [completion], max_length=full) == prompt
+    assert training_data.fit_history(tokenizer, prompt, [completion], 16) == prompt[-1:]
 
 
 def test_examples_without_room_for_a_reply_are_left_out(tmp_path: Path) -> None:
@@ -182,12 +183,12 @@ def test_examples_without_room_for_a_reply_are_left_out(tmp_path: Path) -> None:
     params = params_from_dict(tiny_dict(tmp_path))
     make_exports(params.layout)
     tokenizer = qlora.load_tokenizer(str(embedded_model()))
-    source = training.load_splits(params, "dpo")["train"]
-    prepared = training.prepare_dataset(source, tokenizer, "dpo", max_length=256)
+    source = training_data.load_splits(params, "dpo")["train"]
+    prepared = training_data.prepare_dataset(source, tokenizer, "dpo", max_length=256)
     assert len(prepared) == len(source) and prepared.column_names == ["prompt", "chosen",
                                                                       "rejected"]
     with pytest.raises(DataError, match="raise dpo.trainer.max_length"):
-        training.prepare_dataset(source, tokenizer, "dpo", max_length=16)
+        training_data.prepare_dataset(source, tokenizer, "dpo", max_length=16)
 
 
 # --------------------------------------------------------------------------------------------

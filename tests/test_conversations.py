@@ -12,6 +12,7 @@ import pytest
 
 from aloe.chat import trim_unfinished
 from aloe.config import params_from_dict
+from aloe.conversation_views import render_tree_html, rule_table, turn_table
 from aloe.conversations import (
     ConversationMaker,
     conversation_id,
@@ -19,11 +20,8 @@ from aloe.conversations import (
     parse_inferred,
     plan,
     plan_conversations,
-    render_tree_html,
-    rule_table,
     run_stage,
     summarise,
-    turn_table,
 )
 from aloe.llm import Completion, LLMError, run_sync
 from aloe.records import read_records, write_records

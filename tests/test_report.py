@@ -151,7 +151,7 @@ def test_the_title_comes_from_the_runs_name(tmp_path: Path) -> None:
 
 
 def test_a_tree_turn_continued_by_the_reply_the_judge_did_not_prefer_says_why() -> None:
-    from aloe.conversations import render_tree_html
+    from aloe.conversation_views import render_tree_html
 
     def turn(number: int, preferred: str, continued: str) -> dict:
         return {"turn": number, "user": "hi", "inferred": {"profile": "p", "personality": "q"},

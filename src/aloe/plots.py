@@ -238,7 +238,7 @@ def plot_persona_leakage(leakage: pd.DataFrame, threshold: float) -> Figure:
 
 # ------------------------------------------------------------------------------------------
 # Stage 2: conversations
-# (each takes `aloe.conversations.turn_table(records)`: one row per turn)
+# (each takes `aloe.conversation_views.turn_table(records)`: one row per turn)
 # ------------------------------------------------------------------------------------------
 def _conversations_n(turns: pd.DataFrame) -> str:
     return f"{turns['conversation_id'].nunique()} conversations, {len(turns)} turns"

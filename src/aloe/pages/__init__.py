@@ -1,6 +1,7 @@
-"""The pages the workbook writes, their markup, style and script, one file each (`viewer.html`,
-`viewer.js`, `rating_form.css`, `rating_form.js`): code reads them by name and fills their
-slots; data reaches a page only as escaped text or as JSON inlined with `tables.script_json`.
+"""The pages the workbook writes, their markup, style and script, one file each
+(`viewer.html`, `viewer.js`, `rating_form.css`, `rating_form.js`, `tree.css`): code reads them
+by name and fills their slots; data reaches a page only as escaped text or as JSON inlined with
+`tables.script_json`.
 """
 
 from __future__ import annotations

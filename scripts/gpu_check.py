@@ -59,7 +59,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from aloe import qlora, training  # noqa: E402
+from aloe import qlora, training_data  # noqa: E402
 from aloe.config import DPOConfig, SFTConfig  # noqa: E402
 from aloe.manifest import package_versions  # noqa: E402
 from aloe.policy import Device, detect_device  # noqa: E402
@@ -284,7 +284,7 @@ def datasets(tokenizer: Any, seq_len: int, rows: int) -> tuple[Any, Any]:
 
     rng = random.Random(0)
     words = word_list(tokenizer)
-    template = training._render_length(tokenizer, [{"role": "user", "content": ""}], True)
+    template = training_data.render_length(tokenizer, [{"role": "user", "content": ""}], True)
     room = max(seq_len - template - 8, 8)  # tokens left for the words of the prompt
 
     def text(n_words: int) -> str:
@@ -351,7 +351,7 @@ def train(stage: str, model: Any, tokenizer: Any, data: Any, cfg: Any, device: D
     args = qlora.trainer_arguments(stage, cfg, out / stage, device, save_strategy="no",
                                    logging_steps=1, disable_tqdm=True, report_to="none")
     build = qlora.build_sft_trainer if stage == "sft" else qlora.build_dpo_trainer
-    trainer = build(model, tokenizer, training.prepare_dataset(data, tokenizer, stage,
+    trainer = build(model, tokenizer, training_data.prepare_dataset(data, tokenizer, stage,
                                                                cfg.trainer["max_length"]),
                     args, cfg, callbacks=[timer.callback])
     if device.kind == "cuda":

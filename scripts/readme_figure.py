@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aloe import conversations, plots
+from aloe import conversation_views, plots
 from aloe.layout import RunLayout
 from aloe.records import read_json, read_records
 
@@ -23,7 +23,7 @@ def alignment(layout: RunLayout):
 
 def win_rate(layout: RunLayout):
     records = read_records(layout.conversations)
-    return plots.plot_hinted_win_rate(conversations.turn_table(records))
+    return plots.plot_hinted_win_rate(conversation_views.turn_table(records))
 
 
 FIGURES = {"alignment": alignment, "win_rate": win_rate}

@@ -348,9 +348,7 @@ USAGE_LABELS = {"requests": "requests sent", "cache_hits": "answered from the ca
 
 def usage_summary(history: list[dict[str, Any]]) -> pd.DataFrame:
     """LLM usage per stage and role, summed over the stage sessions, with human labels."""
-    from aloe.plots import usage_table
-
-    table = usage_table(history)
+    table = tables.usage_table(history)
     summed = table.groupby(["stage", "role"], sort=False)[list(USAGE_LABELS)].sum()
     return summed.round({"cost_usd": 4}).rename(columns=USAGE_LABELS)
 

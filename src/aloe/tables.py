@@ -195,3 +195,29 @@ def agreement_table(summary: dict[str, Any]) -> pd.DataFrame:
             row["same model as the judge"] = a.get("same_model")
         rows.append(row)
     return pd.DataFrame(rows).set_index("judge vs") if rows else pd.DataFrame()
+
+
+# ------------------------------------------------------------------------------------------
+# Tables behind figures and the report: the usage ledger, the scores' distribution
+# ------------------------------------------------------------------------------------------
+def usage_table(history: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per stage session and role: requests, cache hits, retries, tokens, cost."""
+    rows = []
+    for entry in history:
+        for role, usage in entry.get("roles", {}).items():
+            rows.append({"stage": entry["stage"], "role": role, **usage})
+    columns = ["stage", "role", "model", "requests", "cache_hits", "retries", "failures",
+               "prompt_tokens", "completion_tokens", "cost_usd"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def score_distribution_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Share of each score (1-5, or missing) per model and turn."""
+    rows = [{"model": r["model"], "turn": int(r["turn"]),
+             "score": "missing" if r.get("score") is None else str(r["score"])} for r in records]
+    table = pd.DataFrame(rows, columns=["model", "turn", "score"])
+    if table.empty:
+        return table
+    counts = table.groupby(["model", "turn", "score"]).size().rename("count").reset_index()
+    counts["share"] = counts["count"] / counts.groupby(["model", "turn"])["count"].transform("sum")
+    return counts

@@ -401,7 +401,7 @@ def _record_unfinished(stamps: StageStamps, notebook: Path, before: Listing) -> 
     """Mark a failed stage unfinished; a full disk must not hide its error behind another."""
     try:
         stamps.record(notebook, before, complete=False)
-    except OSError:
+    except (OSError, DiskFullError):  # the stamp's own write may meet the same full disk
         stamp_path(stamps.layout, notebook.stem).unlink(missing_ok=True)
 
 

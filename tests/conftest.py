@@ -12,6 +12,7 @@ import yaml
 
 from aloe import reference
 from aloe.config import Params, load_params, params_from_dict
+from tests.support.stub_server import StubServer
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_REFERENCE = ROOT / reference.DEFAULT_FOLDER  # where `aloe reference fetch` puts them
@@ -107,6 +108,14 @@ def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]
     os.environ.pop(ENV_URL, None)
     os.environ.pop(ENV_MODEL, None)
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[StubServer]:
+    """The stub server (tests/support/stub_server.py, seed 0) for one test module: every role
+    answered at once and always the same way, where what is tested is not what a model writes."""
+    with StubServer(seed=0) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

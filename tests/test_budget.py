@@ -28,11 +28,6 @@ from tests.support.stub_server import StubServer
 PRICE = {"price_input_per_1m": 100.0, "price_output_per_1m": 400.0}  # dear, so that it adds up
 
 
-@pytest.fixture(scope="module")
-def stub():
-    with StubServer(seed=0) as server:
-        yield server
-
 
 def priced(tmp_path: Path, stub: StubServer, run: dict, **evaluation_keys) -> dict:
     data = stub_dict(tmp_path, stub, **evaluation_keys)

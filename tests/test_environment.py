@@ -6,7 +6,6 @@ the stub answers in milliseconds and always the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,11 +22,6 @@ PERSONAS = [{"id": f"p{i}", "profile": f"She is a {30 + i}-year-old nurse in Lee
             for i in range(4)]
 REPLY = "Happy to help. What would you like to know first?"
 
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[StubServer]:
-    with StubServer(seed=0) as server:
-        yield server
 
 
 def _llm(stub: StubServer, folder: Path) -> LLM:

@@ -28,16 +28,6 @@ from tests.support.benchmarks import stub_dict, with_benchmark
 from tests.support.stub_server import StubServer
 
 
-@pytest.fixture(scope="module")
-def stub():
-    with StubServer(seed=0) as server:
-        yield server
-
-
-
-
-
-
 # ------------------------------------------------------------------------------------------
 # Protocols by name and version
 # ------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +33,6 @@ PERSONAS = [{"id": f"p{i}", "profile": f"He is a {40 + i}-year-old baker in Cork
 PEAK: list[int] = []  # how many instances were in flight as each rollout began
 REPLY = "Glad to help. What matters most to you here?"
 
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[StubServer]:
-    with StubServer(seed=0) as server:
-        yield server
 
 
 def _params(tmp_path: Path, stub: StubServer) -> Path:

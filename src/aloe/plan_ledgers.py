@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aloe.config import Params
-from aloe.llm.ledger import load_usage_history, usage_entry_check
+from aloe.llm.ledger import load_usage_history
 from aloe.records import DataError, read_records
+from aloe.schemas import usage_entry_check
 
 
 @dataclass

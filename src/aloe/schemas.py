@@ -17,6 +17,10 @@ from aloe.config import MAX_TURNS
 from aloe.errors import shown
 from aloe.records import Check
 
+# What a usage ledger counts per role (`aloe.llm.ledger`), in its order
+USAGE_FIELDS = ("requests", "cache_hits", "retries", "failures", "prompt_tokens",
+                "completion_tokens", "cost_usd")
+
 
 # ------------------------------------------------------------------------------------------
 # The schemas of run files that several modules read
@@ -409,5 +413,41 @@ def record_check(protocol: Any, model: str) -> Check:
             if off is not None:
                 return off
         return None
+
+    return problem
+
+
+# ------------------------------------------------------------------------------------------
+# The usage ledger: usage/history.jsonl and the live files of running sessions
+# ------------------------------------------------------------------------------------------
+def _usage_problem(where: str, usage: Any) -> str | None:
+    if not isinstance(usage, dict):
+        return f"{where} is {shown(usage)}, not an object"
+    for name in USAGE_FIELDS:
+        value = usage.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value < 0:
+            return f"{where}: {name} {shown(value)} is not a count"
+    return None
+
+
+def usage_entry_check() -> Check:
+    """The schema of a ledger entry (a line of usage/history.jsonl, or a live file): the stage,
+    when it started, and each role's counts and the totals as non-negative numbers."""
+
+    def problem(entry: dict[str, Any]) -> str | None:
+        if not isinstance(entry.get("stage"), str):
+            return f"stage {shown(entry.get('stage'))} is not text"
+        started = entry.get("started")
+        if isinstance(started, bool) or not isinstance(started, (int, float)):
+            return f"started {shown(started)} is not a time"
+        roles = entry.get("roles")
+        if not isinstance(roles, dict):
+            return f"roles {shown(roles)} is not an object"
+        for role, usage in roles.items():
+            found = _usage_problem(f"role {role!r}", usage)
+            if found is not None:
+                return found
+        return _usage_problem("totals", entry.get("totals"))
 
     return problem

@@ -12,7 +12,6 @@ hundreds of times a second, and only a dead session's file is ever read.
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 import time
@@ -23,7 +22,8 @@ from typing import Any
 from aloe.errors import shown, writing
 from aloe.layout import RunLayout
 from aloe.procs import alive
-from aloe.records import Check, DataError, append_record, read_json, read_records, write_json
+from aloe.records import DataError, append_record, read_json, read_records, write_json
+from aloe.schemas import USAGE_FIELDS, usage_entry_check
 
 
 @dataclass
@@ -138,8 +138,6 @@ class Ledger:
         return layout.usage(self.stage)
 
 
-USAGE_FIELDS = ("requests", "cache_hits", "retries", "failures", "prompt_tokens",
-                "completion_tokens", "cost_usd")
 
 
 def _sum(usages: Any) -> RoleUsage:
@@ -150,37 +148,8 @@ def _sum(usages: Any) -> RoleUsage:
     return total
 
 
-def _usage_problem(where: str, usage: Any) -> str | None:
-    if not isinstance(usage, dict):
-        return f"{where} is {shown(usage)}, not an object"
-    for name in USAGE_FIELDS:
-        value = usage.get(name, 0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or value < 0:
-            return f"{where}: {name} {shown(value)} is not a count"
-    return None
 
 
-def usage_entry_check() -> Check:
-    """The schema of a ledger entry (a line of usage/history.jsonl, or a live file): the stage,
-    when it started, and each role's counts and the totals as non-negative numbers."""
-
-    def problem(entry: dict[str, Any]) -> str | None:
-        if not isinstance(entry.get("stage"), str):
-            return f"stage {shown(entry.get('stage'))} is not text"
-        started = entry.get("started")
-        if isinstance(started, bool) or not isinstance(started, (int, float)):
-            return f"started {shown(started)} is not a time"
-        roles = entry.get("roles")
-        if not isinstance(roles, dict):
-            return f"roles {shown(roles)} is not an object"
-        for role, usage in roles.items():
-            found = _usage_problem(f"role {role!r}", usage)
-            if found is not None:
-                return found
-        return _usage_problem("totals", entry.get("totals"))
-
-    return problem
 
 
 def load_usage_history(layout: RunLayout) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import yaml
 
 from aloe import evaluation
 from aloe.config import params_from_dict
-from aloe.evaluation import EvaluationError, dialogue, side
+from aloe.evaluation import EvaluationError, EvaluationRun, dialogue, side, stage
 from aloe.policy import InProcessResponder, PolicyError
 from aloe.pools import load_aloe_benchmark
 from aloe.protocols.aloe import parse_score
@@ -203,7 +203,7 @@ def test_rerun_of_a_finished_stage_does_nothing_again(finished_run, monkeypatch)
     def no_model(*args, **kwargs):
         raise AssertionError("a finished model was loaded again")
 
-    monkeypatch.setattr(dialogue, "open_responder", no_model)
+    monkeypatch.setattr(stage, "open_responder", no_model)  # where the stage opens models
     again = evaluation.run_stage(params)
     assert all(p.turns_run == 0 for p in again.progress.values())
     assert {name: params.layout.eval_records(name).read_bytes()
@@ -500,9 +500,9 @@ def test_side_records_off_their_schema_are_refused_where_written_and_read(
 
     readers = {probes: [figures, lambda: evaluation.run_stage(params)],
                measures: [figures, lambda: evaluation.check_simulator(
-                   params, offline, "base", personas, "aloe")],
-               judged: [figures, lambda: evaluation.check_judge(params, offline, personas,
-                                                                records, "aloe")]}
+                   EvaluationRun.resolve(params, personas), offline, "base", "aloe")],
+               judged: [figures, lambda: evaluation.check_judge(
+                   EvaluationRun.resolve(params, personas), offline, records, "aloe")]}
     bad = {probes: ("accuracy", 7, "accuracy 7 is not a number from 0 to 1 (or none)"),
            measures: ("contradiction", "no", "contradiction 'no' is not true or false (or none)"),
            judged: ("second_score", 99, "second_score 99 is not on the aloe protocol's 1-5 "
@@ -533,8 +533,9 @@ def test_side_records_off_their_schema_are_refused_where_written_and_read(
     monkeypatch.setattr(side, "score_revealed", revealed_too_much)
     monkeypatch.setattr(side, "check_contradiction", no)
     monkeypatch.setattr(side, "score_reply", score_of_9)  # the second judge's request
-    done = dialogue.finished_turns(params, spec, personas)
-    writers = {probes: (lambda: evaluation.probe_model(params, offline, spec, personas,
+    run = EvaluationRun.resolve(params, personas)
+    done = dialogue.finished_turns(run, spec)
+    writers = {probes: (lambda: evaluation.probe_model(run, offline, spec,
                                                        _Saying("You cook."), done),
                         "accuracy 7.0 is not a number from 0 to 1 (or none)"),
                measures: (readers[measures][1], "revealed 1.5 is not a number from 0 to 1 "

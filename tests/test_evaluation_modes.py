@@ -182,7 +182,8 @@ def test_preference_shift_tells_the_simulator_and_the_judge(tmp_path, stub, refe
     assert all(p in own for _, p in judged)  # changed to another benchmark personality...
     by_turn = {(t, p) for t, p in judged}
     first = personas[0]
-    changed = evaluation.shifted_persona(params, first, personas)
+    changed = evaluation.shifted_persona(params.evaluation.preference_shift, params.run.seed,
+                                         first, personas)
     assert changed["personality"] != first["personality"]
     assert changed["profile"] == first["profile"]
     assert (3, changed["personality"]) in by_turn  # ...which the judge scores against
@@ -311,8 +312,9 @@ def test_simulator_and_judge_measured(tmp_path, stub, reference_dir) -> None:
                                   n_boot=params.evaluation.bootstrap_samples,
                                   confidence=params.evaluation.confidence, seed=params.run.seed)
     assert agreement["kappa"] == expected["kappa"] and agreement["kappa"]["value"] < 1
-    assert evaluation.judge_sample(params, evaluation.load_records(params)) == \
-        evaluation.judge_sample(params, evaluation.load_records(params))  # a fixed draw
+    check, seed = params.evaluation.judge_check, params.run.seed
+    assert evaluation.judge_sample(check, seed, evaluation.load_records(params)) == \
+        evaluation.judge_sample(check, seed, evaluation.load_records(params))  # a fixed draw
     usage = json.loads(params.layout.usage("evaluate").read_text())
     assert usage["roles"]["second_judge"]["requests"] >= 10
 

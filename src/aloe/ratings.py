@@ -56,7 +56,7 @@ def kit_items(params: Params, size: int | None = None) -> tuple[str, list[dict[s
         raise RatingsError("no judged replies to rate: run stage 5 (aloe evaluate) first")
     rng = seeded(params.run.seed, "human-kit")
     sample = rng.sample(scored, min(size or e.human_sample, len(scored)))
-    who = evaluation.Conversationist(params, personas)
+    who = evaluation.Conversationist.of(params, personas)
     by_id = {str(p["id"]): p for p in personas}
     conversations: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for r in records:

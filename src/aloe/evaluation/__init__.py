@@ -38,10 +38,11 @@ A model whose adapter folder is missing stops the stage before any work, with an
 the folder (for "sft"/"dpo": run stages 3-4 first, or drop the model from `evaluation.models`):
 a run that silently skipped a model would publish a comparison that is not the one asked for.
 
-Where each part lives: `benchmark` (the users), `dialogue` (the conversations, the judge's
-scores, the inference probe), `side` (the simulated user and the judge measured), `results`
-(records read back, metrics, transcripts) and `stage` (`run_stage`, all of it in order). This
-module names what notebooks and commands use.
+Where each part lives: `benchmark` (the users), `run` (what the stage needs, resolved once
+at its entry and passed down: settings, protocol, sources, users, files), `dialogue` (the
+conversations, the judge's scores, the inference probe), `side` (the simulated user and the
+judge measured), `results` (records read back, metrics, transcripts) and `stage` (`run_stage`,
+all of it in order). This module names what notebooks and commands use.
 """
 
 from aloe.evaluation.benchmark import (
@@ -60,11 +61,12 @@ from aloe.evaluation.results import (
     transcripts,
     with_design,
 )
+from aloe.evaluation.run import EvaluationRun
 from aloe.evaluation.side import check_judge, check_simulator, judge_sample
 from aloe.evaluation.stage import EvaluationSummary, run_stage
 
 __all__ = [
-    "Conversationist", "EvaluationError", "EvaluationSummary", "ModelProgress",
+    "Conversationist", "EvaluationError", "EvaluationRun", "EvaluationSummary", "ModelProgress",
     "benchmark_personas", "check_judge", "check_simulator", "comparison_pair",
     "compute_metrics", "human_agreement", "judge_sample", "load_records", "probe_model",
     "remaining_turns", "run_stage", "shifted_persona", "sibling_metrics", "transcripts",

@@ -11,6 +11,7 @@ from typing import Any
 from aloe import protocols
 from aloe.chat import seeded
 from aloe.config import Params
+from aloe.config.schema import PreferenceShiftConfig
 from aloe.errors import AloeError
 from aloe.pools import load_aloe_benchmark
 from aloe.records import read_records
@@ -65,12 +66,11 @@ def benchmark_personas(params: Params) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------
 # Variants: which conversations a model has, and where they are kept
 # ------------------------------------------------------------------------------------------
-def shifted_persona(params: Params, persona: dict[str, Any],
+def shifted_persona(shift: PreferenceShiftConfig | None, seed: int, persona: dict[str, Any],
                     personas: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The persona after `evaluation.preference_shift` (None: no shift). Its personality (or
+    """The persona after the preference shift `shift` (None: no shift). Its personality (or
     profile) becomes the given text, or, without one, another benchmark persona's, drawn with
-    the run's seed among those that differ from its own."""
-    shift = params.evaluation.preference_shift
+    the run's `seed` among those that differ from its own."""
     if shift is None:
         return None
     key = shift.change
@@ -82,35 +82,39 @@ def shifted_persona(params: Params, persona: dict[str, Any],
             raise EvaluationError(f"evaluation.preference_shift: the benchmark has no other "
                                   f"{key} to change persona {persona['id']} to; give "
                                   "preference_shift.text")
-        new = seeded(params.run.seed, "preference-shift", persona["id"]).choice(others)
+        new = seeded(seed, "preference-shift", persona["id"]).choice(others)
     return {**persona, key: new}
 
 
 @dataclass
 class Conversationist:
-    """Who a persona is at each turn, and what the simulated user is told then."""
+    """Who a persona is at each turn, and what the simulated user is told then (`shift`: the
+    evaluation's preference shift, None for none)."""
 
-    params: Params
+    shift: PreferenceShiftConfig | None
+    seed: int
     personas: Sequence[dict[str, Any]]
     _shifted: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, params: Params, personas: Sequence[dict[str, Any]]) -> "Conversationist":
+        """The benchmark users of a run's evaluation."""
+        return cls(params.evaluation.preference_shift, params.run.seed, personas)
+
     def persona_at(self, persona: dict[str, Any], turn: int) -> dict[str, Any]:
-        shift = self.params.evaluation.preference_shift
-        if shift is None or turn < shift.turn:
+        if not self.shifted(turn):
             return persona
         pid = str(persona["id"])
         if pid not in self._shifted:
-            self._shifted[pid] = shifted_persona(self.params, persona, self.personas)
+            self._shifted[pid] = shifted_persona(self.shift, self.seed, persona, self.personas)
         return self._shifted[pid] or persona
 
     def note_at(self, persona: dict[str, Any], turn: int) -> str | None:
-        shift = self.params.evaluation.preference_shift
-        if shift is None or turn < shift.turn:
+        if self.shift is None or not self.shifted(turn):
             return None
         now = self.persona_at(persona, turn)
-        label = "Your personality now" if shift.change == "personality" else "Your profile now"
-        return shift_note(f"{label}: {now[shift.change]}")
+        label = "Your personality now" if self.shift.change == "personality" else "Your profile now"
+        return shift_note(f"{label}: {now[self.shift.change]}")
 
     def shifted(self, turn: int) -> bool:
-        shift = self.params.evaluation.preference_shift
-        return shift is not None and turn >= shift.turn
+        return self.shift is not None and turn >= self.shift.turn

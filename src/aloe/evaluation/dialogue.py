@@ -13,16 +13,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from aloe import protocols
 from aloe.chat import Message
-from aloe.config import EvalModelSpec, Params
+from aloe.config import EvalModelSpec
 from aloe.evaluation.benchmark import Conversationist
+from aloe.evaluation.run import EvaluationRun
 from aloe.judges import Judgement, score_inference, score_reply
 from aloe.llm import LLM, LLMError
-from aloe.policy import Reply, open_responder
+from aloe.policy import Reply, Responder
 from aloe.progress import Reporter, count, money
 from aloe.prompts import render
-from aloe.protocols import sources
 from aloe.records import append_records, read_records
 from aloe.schemas import (
     probe_check,
@@ -61,15 +60,15 @@ def history_of(done: dict[int, Record], upto: int | None = None) -> list[Message
     return history
 
 
-def finished_turns(params: Params, spec: EvalModelSpec, personas: list[dict[str, Any]],
+def finished_turns(run: EvaluationRun, spec: EvalModelSpec,
                    variant: str | None = None) -> dict[str, dict[int, Record]]:
     """The turns already recorded, per persona id (only this benchmark's, only turns <= K)."""
-    variant = variant or sources(params.evaluation)[spec.name].variant
-    done: dict[str, dict[int, Record]] = {str(p["id"]): {} for p in personas}  # benchmark order
-    check = record_check(protocols.get(params.evaluation.protocol), spec.name)
-    for record in read_records(params.layout.eval_records(spec.name, variant), check=check):
+    variant = variant or run.source(spec).variant
+    done: dict[str, dict[int, Record]] = {str(p["id"]): {} for p in run.personas}  # in order
+    check = record_check(run.protocol, spec.name)
+    for record in read_records(run.layout.eval_records(spec.name, variant), check=check):
         pid, turn = str(record["persona_id"]), int(record["turn"])
-        if pid in done and turn <= params.evaluation.turns:
+        if pid in done and turn <= run.turns:
             done[pid].setdefault(turn, record)  # the first record of a turn is the one used
     return done
 
@@ -81,17 +80,16 @@ def keyed_records(path: Any,
     return {(str(r["persona_id"]), int(r["turn"])): r for r in read_records(path, check=check)}
 
 
-def remaining_turns(params: Params, spec: EvalModelSpec, personas: list[dict[str, Any]]) -> int:
-    done = finished_turns(params, spec, personas)
-    return sum(params.evaluation.turns - len(turns) for turns in done.values())
+def remaining_turns(run: EvaluationRun, spec: EvalModelSpec) -> int:
+    done = finished_turns(run, spec)
+    return sum(run.turns - len(turns) for turns in done.values())
 
 
-def missing_probes(params: Params, spec: EvalModelSpec, personas: list[dict[str, Any]],
+def missing_probes(run: EvaluationRun, spec: EvalModelSpec,
                    done: dict[str, dict[int, Record]]) -> int:
-    if not params.evaluation.inference_probe:
+    if not run.settings.inference_probe:
         return 0
-    source = sources(params.evaluation)[spec.name]
-    probed = keyed_records(params.layout.probe_records(spec.name, source.variant),
+    probed = keyed_records(run.layout.probe_records(spec.name, run.source(spec).variant),
                            probe_check(spec.name))
     return sum(1 for pid, turns in done.items() for turn in turns if (pid, turn) not in probed)
 
@@ -119,16 +117,16 @@ class LiveProgress:
                                          money(usage.cost_usd)], force=force)
 
 
-def replayed_users(params: Params, personas: list[dict[str, Any]]) -> dict[str, dict[int, str]]:
+def replayed_users(run: EvaluationRun) -> dict[str, dict[int, str]]:
     """The reference model's live user messages, per persona id and turn."""
-    e = params.evaluation
+    e = run.settings
     reference = next(m for m in e.models if m.name == e.reference_model)
-    done = finished_turns(params, reference, personas, protocols.variant_name(e, "live"))
+    done = finished_turns(run, reference, run.source(reference).variant)
     return {pid: {turn: r["user"] for turn, r in turns.items()} for pid, turns in done.items()}
 
 
-def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
-                   personas: list[dict[str, Any]],
+def evaluate_model(run: EvaluationRun, llm: LLM, spec: EvalModelSpec,
+                   open_model: Callable[[EvalModelSpec], Responder],
                    replay: dict[str, dict[int, str]] | None = None,
                    live: LiveProgress | None = None) -> ModelProgress:
     """Run one model through the benchmark, turn by turn, resuming what is recorded.
@@ -139,19 +137,18 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
     judgements (concurrently); then their k-th records are appended in one write. A
     conversation whose user or judge request fails for good stops there (named in `failed`);
     the others go on. Then, with `evaluation.inference_probe`, every recorded turn without a
-    probe gets one (`probe_model`). `live` shows the stage's progress after each step.
+    probe gets one (`probe_model`). `open_model` loads or reaches the model under test;
+    `live` shows the stage's progress after each step.
     """
-    e = params.evaluation
-    protocol = protocols.get(e.protocol)
-    source = sources(params.evaluation)[spec.name]
-    out_file = params.layout.eval_records(spec.name, source.variant)
+    e, protocol, personas, who = run.settings, run.protocol, run.personas, run.who
+    source = run.source(spec)
+    out_file = run.layout.eval_records(spec.name, source.variant)
     check = record_check(protocol, spec.name)
-    done = finished_turns(params, spec, personas, source.variant)
+    done = finished_turns(run, spec, source.variant)
     progress = ModelProgress(spec.name, turns_before=sum(len(d) for d in done.values()))
     total = len(personas) * e.turns
-    if progress.turns_before >= total and not missing_probes(params, spec, personas, done):
+    if progress.turns_before >= total and not missing_probes(run, spec, done):
         return progress
-    who = Conversationist(params, personas)
     style = protocol.simulator_for(e.prompt_style)
     user_source = f"replay:{e.reference_model}" if replay is not None else "live"
     turn = 1
@@ -161,7 +158,7 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
             live.show(spec.name, turn, e.turns, force)
 
     show(force=True)  # loading the model can take minutes
-    responder = open_responder(params, spec)
+    responder = open_model(spec)
     bar = tqdm(total=total, initial=progress.turns_before, desc=f"evaluate {spec.name}",
                unit="turn")
     try:
@@ -210,7 +207,7 @@ def evaluate_model(params: Params, llm: LLM, spec: EvalModelSpec,
                 live.done += len(records)
             show(force=True)
         if e.inference_probe:
-            progress.probes_run = probe_model(params, llm, spec, personas, responder, done, who,
+            progress.probes_run = probe_model(run, llm, spec, responder, done,
                                               progress.side_failed)
     finally:
         bar.close()
@@ -274,24 +271,22 @@ def record_side_failure(failed: dict[str, str] | None, model: str, pid: str, tur
             f"{step}: {type(error).__name__}: {error}"
 
 
-def probe_model(params: Params, llm: LLM, spec: EvalModelSpec, personas: list[dict[str, Any]],
-                responder: Any, done: dict[str, dict[int, Record]],
-                who: Conversationist | None = None,
+def probe_model(run: EvaluationRun, llm: LLM, spec: EvalModelSpec, responder: Responder,
+                done: dict[str, dict[int, Record]],
                 failed: dict[str, str] | None = None) -> int:
     """For every recorded turn k without a probe: the conversation up to the model's k-th
     reply, then the probe question (`probe_inference.txt`) as a side branch that is never
     continued; the model's answer is scored by the judge against the persona as it is at turn
     k (0-1). Batched per turn; appended to `eval/[VARIANT/]probes/MODEL.jsonl`; returns how
     many were run. A probe whose request failed goes into `failed`, naming the role."""
-    who = who or Conversationist(params, personas)
-    source = sources(params.evaluation)[spec.name]
-    path = params.layout.probe_records(spec.name, source.variant)
+    who = run.who
+    path = run.layout.probe_records(spec.name, run.source(spec).variant)
     check = probe_check(spec.name)  # has seen the file: refuses a probe written twice
     probed = keyed_records(path, check)
     question = {"role": "user", "content": render("probe_inference")}
-    by_id = {str(p["id"]): p for p in personas}
-    run = 0
-    for turn in range(1, params.evaluation.turns + 1):
+    by_id = {str(p["id"]): p for p in run.personas}
+    probes_run = 0
+    for turn in range(1, run.turns + 1):
         todo = [pid for pid, turns in done.items()
                 if turn in turns and (pid, turn) not in probed
                 and all(k in turns for k in range(1, turn + 1))]
@@ -306,7 +301,7 @@ def probe_model(params: Params, llm: LLM, spec: EvalModelSpec, personas: list[di
         ok = [(pid, s) for pid, s in zip(todo, statements) if not isinstance(s, BaseException)]
         scores = gather(llm, [score_inference(llm.chat, who.persona_at(by_id[pid], turn),
                                               s.text,
-                                              temperature=params.evaluation.judge_temperature)
+                                              temperature=run.settings.judge_temperature)
                               for pid, s in ok])
         records = []
         for (pid, statement), scored in zip(ok, scores):
@@ -321,5 +316,5 @@ def probe_model(params: Params, llm: LLM, spec: EvalModelSpec, personas: list[di
                             "accuracy": scored.value, "raw_judgement": scored.raw,
                             "judge_attempts": scored.attempts, "shifted": who.shifted(turn)})
         append_records(path, records, check=check)
-        run += len(records)
-    return run
+        probes_run += len(records)
+    return probes_run

@@ -11,8 +11,8 @@ import pandas as pd
 
 from aloe import agreement, measures, metrics, protocols
 from aloe.config import Params
-from aloe.evaluation.benchmark import benchmark_personas
 from aloe.evaluation.dialogue import finished_turns
+from aloe.evaluation.run import EvaluationRun
 from aloe.protocols import sources
 from aloe.records import read_records
 from aloe.schemas import (
@@ -145,10 +145,10 @@ def load_records(params: Params, personas: list[dict[str, Any]] | None = None) -
     """The evaluation records the metrics are computed from: the models of
     `evaluation.models`, the benchmark's personas (default: `benchmark_personas(params)`),
     turns 1..K, one record per (model, persona, turn) (the first, as resuming uses it)."""
-    personas = benchmark_personas(params) if personas is None else personas
+    run = EvaluationRun.resolve(params, personas)
     records = []
-    for spec in params.evaluation.models:
-        for by_turn in finished_turns(params, spec, personas).values():
+    for spec in run.settings.models:
+        for by_turn in finished_turns(run, spec).values():
             records += [by_turn[turn] for turn in sorted(by_turn)]
     return records
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from aloe import protocols
 from aloe.chat import seeded
-from aloe.config import Params
-from aloe.evaluation.benchmark import SECOND_JUDGE_ROLE, Conversationist
+from aloe.config.schema import JudgeCheckConfig
+from aloe.evaluation.benchmark import SECOND_JUDGE_ROLE
 from aloe.evaluation.dialogue import gather, history_of, keyed_records, record_side_failure
+from aloe.evaluation.run import EvaluationRun
 from aloe.judges import check_contradiction, score_reply, score_revealed
 from aloe.llm import LLM, LLMError
 from aloe.records import append_records, read_records
@@ -23,26 +23,26 @@ from aloe.schemas import (
 Record = dict[str, Any]
 
 
-def check_simulator(params: Params, llm: LLM, model: str, personas: list[dict[str, Any]],
-                    variant: str, failed: dict[str, str] | None = None) -> int:
+def check_simulator(run: EvaluationRun, llm: LLM, model: str, variant: str,
+                    failed: dict[str, str] | None = None) -> int:
     """The simulated user of one model's recorded conversations measured by the judge, per
     turn: how much of the persona its messages so far give away (0-1), and whether its latest
     message contradicts the persona (as it is at that turn) or its own earlier messages.
     Appended to `eval/[VARIANT/]simulator/MODEL.jsonl`; returns how many turns were checked.
     A turn whose judge request failed goes into `failed`."""
-    who = Conversationist(params, personas)
-    path = params.layout.simulator_records(model, variant)
+    who = run.who
+    path = run.layout.simulator_records(model, variant)
     check = simulator_measure_check(model)
     checked = keyed_records(path, check)
-    records = read_records(params.layout.eval_records(model, variant),
-                           check=record_check(protocols.get(params.evaluation.protocol), model))
+    records = read_records(run.layout.eval_records(model, variant),
+                           check=record_check(run.protocol, model))
     by_conversation: dict[str, dict[int, Record]] = {}
     for r in records:
         by_conversation.setdefault(str(r["persona_id"]), {}).setdefault(int(r["turn"]), r)
-    by_id = {str(p["id"]): p for p in personas}
-    run = 0
-    temperature = params.evaluation.judge_temperature
-    for turn in range(1, params.evaluation.turns + 1):
+    by_id = {str(p["id"]): p for p in run.personas}
+    checks_run = 0
+    temperature = run.settings.judge_temperature
+    for turn in range(1, run.turns + 1):
         todo = [pid for pid, turns in by_conversation.items()
                 if pid in by_id and turn in turns and (pid, turn) not in checked]
         if not todo:
@@ -71,37 +71,36 @@ def check_simulator(params: Params, llm: LLM, model: str, personas: list[dict[st
                         "contradiction": c.value, "contradiction_raw": c.raw,
                         "shifted": who.shifted(turn)})
         append_records(path, out, check=check)
-        run += len(out)
-    return run
+        checks_run += len(out)
+    return checks_run
 
 
-def judge_sample(params: Params, records: list[Record]) -> list[Record]:
-    """The replies the second judge re-judges: `evaluation.judge_check.sample` of the scored
-    records, drawn with the run's seed from all of them in a fixed order (model, persona,
-    turn), so that a rerun draws the same ones."""
-    check = params.evaluation.judge_check
+def judge_sample(check: JudgeCheckConfig | None, seed: int,
+                 records: list[Record]) -> list[Record]:
+    """The replies the second judge re-judges: `check.sample` (`evaluation.judge_check`) of the
+    scored records, drawn with the run's `seed` from all of them in a fixed order (model,
+    persona, turn), so that a rerun draws the same ones."""
     scored = sorted((r for r in records if r.get("score") is not None),
                     key=lambda r: (str(r["model"]), str(r["persona_id"]), int(r["turn"])))
     if check is None or not scored:
         return []
-    return seeded(params.run.seed, "judge-check").sample(scored, min(check.sample, len(scored)))
+    return seeded(seed, "judge-check").sample(scored, min(check.sample, len(scored)))
 
 
-def check_judge(params: Params, llm: LLM, personas: list[dict[str, Any]],
-                records: list[Record], variant: str) -> int:
+def check_judge(run: EvaluationRun, llm: LLM, records: list[Record], variant: str) -> int:
     """`roles.second_judge` judges the sampled replies with the main judge's own request (same
     protocol, persona, context); appended to `eval/[VARIANT/]judge_check.jsonl`."""
-    e = params.evaluation
-    path = params.layout.judge_check(variant)
-    check = second_judge_check(protocols.get(e.protocol))
+    e = run.settings
+    path = run.layout.judge_check(variant)
+    check = second_judge_check(run.protocol)
     done = {(str(r["model"]), str(r["persona_id"]), int(r["turn"]))
             for r in read_records(path, check=check)}
-    sample = [r for r in judge_sample(params, records)
+    sample = [r for r in judge_sample(e.judge_check, run.seed, records)
               if (str(r["model"]), str(r["persona_id"]), int(r["turn"])) not in done]
     if not sample:
         return 0
-    who = Conversationist(params, personas)
-    by_id = {str(p["id"]): p for p in personas}
+    who = run.who
+    by_id = {str(p["id"]): p for p in run.personas}
     conversations: dict[tuple[str, str], dict[int, Record]] = {}
     for r in records:
         conversations.setdefault((str(r["model"]), str(r["persona_id"])), {})[int(r["turn"])] = r
@@ -112,7 +111,7 @@ def check_judge(params: Params, llm: LLM, personas: list[dict[str, Any]],
                                                                  "content": r["user"]}]
         persona = who.persona_at(by_id[str(r["persona_id"])], int(r["turn"]))
         requests.append(score_reply(llm.chat, persona, history, r["reply"],
-                                    context=e.judge_context, protocol=protocols.get(e.protocol),
+                                    context=e.judge_context, protocol=run.protocol,
                                     role=SECOND_JUDGE_ROLE))
     out = []
     for r, judged in zip(sample, gather(llm, requests)):

@@ -5,14 +5,13 @@ measures, the lost-items rule, and the metrics written.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pandas as pd
 
-from aloe import protocols
 from aloe.config import Params
 from aloe.errors import check_lost_items
-from aloe.evaluation.benchmark import benchmark_personas
 from aloe.evaluation.dialogue import (
     LiveProgress,
     ModelProgress,
@@ -23,11 +22,11 @@ from aloe.evaluation.dialogue import (
     replayed_users,
 )
 from aloe.evaluation.results import compute_metrics, load_records
+from aloe.evaluation.run import EvaluationRun
 from aloe.evaluation.side import check_judge, check_simulator
 from aloe.llm import open_llm
-from aloe.policy import adapter_path
+from aloe.policy import adapter_path, open_responder
 from aloe.progress import reporter
-from aloe.protocols import sources
 from aloe.records import write_json
 
 Record = dict[str, Any]
@@ -61,14 +60,12 @@ def run_stage(params: Params) -> EvaluationSummary:
     `evaluation.max_failed_share` of the benchmark conversations (model x persona) were cut
     short by failed requests (the finished turns are recorded: a rerun resumes only those).
     """
-    e = params.evaluation
-    personas = benchmark_personas(params)
-    where = sources(params.evaluation)
+    run = EvaluationRun.resolve(params)
+    e, personas, where = run.settings, run.personas, run.sources
     order = sorted(e.models, key=lambda m: where[m.name].mode != "live")  # reference first
     pending = [spec for spec in order
-               if remaining_turns(params, spec, personas) > 0
-               or missing_probes(params, spec, personas,
-                                 finished_turns(params, spec, personas)) > 0]
+               if remaining_turns(run, spec) > 0
+               or missing_probes(run, spec, finished_turns(run, spec)) > 0]
     for spec in pending:
         if not spec.base_url:
             adapter_path(params, spec)  # fail now, not after hours of other models
@@ -76,24 +73,22 @@ def run_stage(params: Params) -> EvaluationSummary:
     total = len(e.models) * len(personas) * e.turns
     with open_llm(params, "evaluate") as llm:
         live = LiveProgress(reporter(params.layout.progress, "turns", total), llm,
-                            done=total - sum(remaining_turns(params, s, personas)
-                                             for s in e.models))
+                            done=total - sum(remaining_turns(run, s) for s in e.models))
         replay = None
         for spec in order:
             if where[spec.name].mode == "replay" and replay is None:
-                replay = replayed_users(params, personas)
+                replay = replayed_users(run)
             progress[spec.name] = evaluate_model(
-                params, llm, spec, personas,
+                run, llm, spec, partial(open_responder, params),
                 replay if where[spec.name].mode == "replay" else None, live)
         if e.simulator_check:
             for spec in order:
                 if where[spec.name].mode == "live":
                     progress[spec.name].simulator_checks_run = check_simulator(
-                        params, llm, spec.name, personas, where[spec.name].variant,
+                        run, llm, spec.name, where[spec.name].variant,
                         progress[spec.name].side_failed)
         if e.judge_check is not None:
-            check_judge(params, llm, personas, load_records(params, personas),
-                        protocols.variant_name(e))
+            check_judge(run, llm, load_records(params, personas), run.variant)
     lost = [(f"model '{name}' persona {persona}", reason) for name, p in progress.items()
             for persona, reason in p.failed.items()]
     check_lost_items("benchmark conversations (model x persona)", lost,
@@ -106,5 +101,5 @@ def run_stage(params: Params) -> EvaluationSummary:
                      "evaluation.max_failed_share")
     summary = compute_metrics(params, load_records(params, personas), personas)
     write_json(params.layout.metrics, summary)
-    write_json(params.layout.variant_metrics(protocols.variant_name(e)), summary)
+    write_json(params.layout.variant_metrics(run.variant), summary)
     return EvaluationSummary(summary, progress)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from aloe import plan as planning
-from aloe import plan_lengths, plan_requests
+from aloe import plan_lengths
 from aloe.config import params_from_dict
 from aloe.judges import preference_messages
 from aloe.llm.ledger import Ledger
@@ -174,10 +174,7 @@ def test_the_ceiling_bounds_every_prompt_at_its_longest(tokenizer, tmp_path: Pat
         ("item", lengths.pool_item["profile"]), ("answer", lengths.completion["judge"])]}
     persona = {"profile": fill["profile"], "personality": fill["personality"]}
     first = {}
-    for stage, make in (("preflight", plan_requests.preflight_batches),
-                        ("personas", plan_requests.personas_batches),
-                        ("conversations", plan_requests.conversations_batches),
-                        ("evaluate", plan_requests.evaluate_batches)):
+    for stage, make in planning.STAGES.items():
         for batch in make(params, lengths):
             key = (stage, batch.role, batch.reask)
             first[key] = max(first.get(key, 0.0), batch.prompt)  # the last turn's, the longest

@@ -34,7 +34,13 @@ from tqdm.auto import tqdm
 from aloe import progress
 from aloe.chat import Message, draw, seeded, trim_unfinished
 from aloe.config import Params
-from aloe.conversation_prompts import INDUCER_REASK, NONE, inducer_messages, reply_messages
+from aloe.conversation_prompts import (
+    INDUCER_REASK,
+    NONE,
+    continued_chat,
+    inducer_messages,
+    reply_messages,
+)
 from aloe.errors import AloeError, check_lost_items
 from aloe.judges import (
     BRANCHES,
@@ -44,11 +50,16 @@ from aloe.judges import (
     UNPARSEABLE,
     PreferenceJudge,
     ask_and_read,
+    preference_messages,
+    preference_reask,
+    votes_per_turn,
 )
 from aloe.llm import LLM, Completion, LLMError, MissingKeyError, open_llm
+from aloe.plan_lengths import Lengths
+from aloe.planned import PlannedRequest, at_turn, persona_slots, reasked
 from aloe.records import append_record, read_records, write_json
 from aloe.schemas import conversation_check, persona_check
-from aloe.simulator import simulate_user
+from aloe.simulator import SIMULATOR_ATTEMPTS, simulate_user, simulator_messages
 
 STAGE = "conversations"
 
@@ -511,17 +522,56 @@ def summarise(records: list[dict[str, Any]], params: Params,
 
 
 
-
-
-
-
-
-
-
-
-
-
-
 # ------------------------------------------------------------------------------------------
-# One conversation drawn as a tree (HTML)
+# What the stage will send (`aloe plan`)
 # ------------------------------------------------------------------------------------------
+def planned_requests(params: Params, lengths: Lengths) -> list[PlannedRequest]:
+    """Stage 2's requests for `aloe plan`: every turn of `n_conversations` conversations as
+    `ConversationMaker.conversation` asks it (the user, the inducer, the two replies, the
+    judge's `votes_per_turn`), each history at its length, built with the stage's own message
+    builders; the re-asks (a redrawn user message, an inducer or judge answer asked again)
+    apart. Conversations the reference prompts drop, and their replacements, are not
+    counted."""
+    c = params.conversations
+    votes = votes_per_turn(c.judge_rule)
+    style = c.prompt_style
+    n = c.n_conversations
+    user, reply = lengths.completion["user"], lengths.completion["assistant"]
+    inducer, judge = lengths.completion["inducer"], lengths.completion["judge"]
+    planned = []
+    for turn in range(1, c.turns + 1):
+        start = len(planned)
+        counter = lengths.counter()
+        persona = persona_slots(counter, lengths.persona)
+        earlier = [{"turn": k, "user": counter.slot(user), HINTED: counter.slot(reply),
+                    PLAIN: counter.slot(reply), "continued_with": HINTED,
+                    "inferred": {"raw": counter.slot(inducer), "profile": counter.slot(inducer),
+                                 "personality": counter.slot(0)}}
+                   for k in range(1, turn)]
+        before = continued_chat(earlier)
+        said = counter.slot(user)
+        history = before + [{"role": "user", "content": said}]
+        asking_user = counter.tokens(simulator_messages(persona, before, style=style))
+        induce = inducer_messages(persona, history, style)
+        inferred = {"raw": counter.slot(inducer), "profile": counter.slot(inducer),
+                    "personality": counter.slot(0)}
+        judging = preference_messages(persona, history, counter.slot(reply), counter.slot(reply),
+                                      style)
+        reask_judge = preference_reask(c.judge_rule, style)
+        planned += [
+            PlannedRequest("user", n, asking_user, user),
+            PlannedRequest("user", n * (SIMULATOR_ATTEMPTS - 1), asking_user, user, reask=True),
+            PlannedRequest("inducer", n, counter.tokens(induce), inducer),
+            PlannedRequest("inducer", n, counter.tokens(
+                induce if INDUCER_REASK[style] is None  # drawn again as it is
+                else reasked(counter, induce, inducer, INDUCER_REASK[style])),
+                inducer, reask=True),
+            *(PlannedRequest("assistant", n, counter.tokens(
+                reply_messages(earlier, said, hint, style)), reply) for hint in (inferred, None)),
+            PlannedRequest("judge", n * votes, counter.tokens(judging), judge),
+        ]
+        if reask_judge is not None:
+            planned.append(PlannedRequest("judge", n * votes, counter.tokens(
+                reasked(counter, judging, judge, reask_judge)), judge, reask=True))
+        at_turn(planned[start:], turn)
+    return planned

@@ -157,6 +157,18 @@ def preference_messages(persona: dict[str, Any], history: Sequence[Message],
 
 PREFERENCE_REASK = {"workbook": "judge_preference_reask",
                     "reference": "judge_preference_reference_reask"}
+BOTH_ORDERS = ((HINTED, PLAIN), (PLAIN, HINTED))
+ONE_VOTE_RULES = ("hinted_first", "single_random")  # every other rule asks in both orders
+
+
+def votes_per_turn(rule: str) -> int:
+    """The votes `PreferenceJudge.verdict` asks for a turn under `rule`, re-asks apart."""
+    return 1 if rule in ONE_VOTE_RULES else len(BOTH_ORDERS)
+
+
+def preference_reask(rule: str, style: str) -> str | None:
+    """The template that asks an unreadable vote again (none under the released rule)."""
+    return None if rule == "hinted_first" else PREFERENCE_REASK[style]
 
 
 @dataclass
@@ -187,7 +199,7 @@ class PreferenceJudge:
         messages = preference_messages(persona, history, replies[order[0]], replies[order[1]],
                                        self.style)
         vote: dict[str, Any] = {"order": list(order)}
-        reask = None if self.rule == "hinted_first" else PREFERENCE_REASK[self.style]
+        reask = preference_reask(self.rule, self.style)
         parse = parse_exact_choice if self.reading == "exact" else parse_choice
         reading = await ask_and_read(
             self.chat, JUDGE_ROLE, messages, parse, reask,
@@ -205,7 +217,6 @@ class PreferenceJudge:
                       history: Sequence[Message], replies: dict[str, str],
                       sample: int) -> dict[str, Any]:
         """The turn's verdict under the configured rule."""
-        both = [(HINTED, PLAIN), (PLAIN, HINTED)]
         if self.rule == "hinted_first":
             vote = await self.vote(persona, history, replies, (HINTED, PLAIN), sample)
             verdict = {"rule": "hinted_first", "preferred": HINTED if vote["choice"] == 1
@@ -222,7 +233,7 @@ class PreferenceJudge:
         if self.rule == "logprobs" and self.logprobs_rejected is None:
             try:
                 votes = await asyncio.gather(*(self.vote(persona, history, replies, o, sample,
-                                                         logprobs=True) for o in both))
+                                                         logprobs=True) for o in BOTH_ORDERS))
             except LLMError as error:
                 if not error.rejected:
                     raise
@@ -238,7 +249,7 @@ class PreferenceJudge:
                 verdict["note"] = "no log-probabilities returned; decided by both_orders"
                 return verdict
         votes = await asyncio.gather(*(self.vote(persona, history, replies, o, sample)
-                                       for o in both))
+                                       for o in BOTH_ORDERS))
         verdict = agreement(list(votes))
         if self.rule == "logprobs":
             verdict["note"] = "the backend rejected logprobs; decided by both_orders"

@@ -4,9 +4,10 @@ no local server, no model loaded.
 Per stage and role it counts requests, prompt and completion tokens and cost, each twice:
 
 - **requests**: first attempts with an empty cache, from the parameters, as the stages send
-  them (`aloe.plan_requests` says how many per stage). Re-asks (an unreadable judge or inducer
-  answer asked again, an empty simulated user message drawn again) and retries are not first
-  attempts.
+  them: each stage module says what it will send beside the code that sends it
+  (`planned_requests`, see `aloe.planned`); `STAGES` collects them, and this module only sums
+  and prices. Re-asks (an unreadable judge or inducer answer asked again, an empty simulated
+  user message drawn again) and retries are not first attempts.
 - **ceiling**: a true upper bound under the counting rules of `aloe.plan_lengths`: every
   completion at its `max_tokens`, every history at its longest (all earlier turns at their
   `max_tokens`), every persona text at the longest it can be, and every re-ask taken (shown
@@ -31,12 +32,22 @@ from typing import Any
 
 import pandas as pd
 
+from aloe import conversations, evaluation, personas, preflight
 from aloe.config import Params
 from aloe.full_finetune import full_finetune_estimate
 from aloe.hardware import Served, disk_gb, gpu_hours, self_hosted
 from aloe.layout import TRAINING_STAGES
 from aloe.plan_lengths import Lengths, benchmark_size, ceiling_lengths, forecast_lengths
-from aloe.plan_requests import PROBE_MAX_TOKENS, Batch, policy_role, stage_makers
+from aloe.planned import PlannedRequest, StagePlan, policy_role
+
+# Every stage that sends requests, in run order, and its `planned_requests` (a new stage: one
+# function in its module, one line here).
+STAGES: dict[str, StagePlan] = {
+    "preflight": preflight.planned_requests,
+    "personas": personas.planned_requests,
+    "conversations": conversations.planned_requests,
+    "evaluate": evaluation.planned_requests,
+}
 
 
 @dataclass
@@ -91,9 +102,9 @@ def _prices(params: Params, role: str) -> tuple[float, float, str]:
     return config.price_input_per_1m, config.price_output_per_1m, config.model
 
 
-def _usage(batches: list[Batch], price_in: float, price_out: float) -> Usage:
+def _usage(planned: list[PlannedRequest], price_in: float, price_out: float) -> Usage:
     usage = Usage()
-    for b in batches:
+    for b in planned:
         usage.add(Usage(b.count, b.count * b.prompt, b.count * b.completion,
                         b.count * (b.prompt * price_in + b.completion * price_out) / 1e6))
     return usage
@@ -105,15 +116,15 @@ def role_plans(params: Params, forecast: Lengths | None = None) -> list[RolePlan
     ceiling = ceiling_lengths(params)
     forecast = forecast or forecast_lengths(params)
     plans = []
-    for stage, (make_ceiling, make_forecast) in stage_makers().items():
-        high, typical = make_ceiling(params, ceiling), make_forecast(params, forecast)
+    for stage, planned_requests in STAGES.items():
+        high, typical = planned_requests(params, ceiling), planned_requests(params, forecast)
         for role in dict.fromkeys(b.role for b in high):
             price_in, price_out, model = _prices(params, role)
             first = [b for b in high if b.role == role and not b.reask]
             again = [b for b in high if b.role == role and b.reask]
             expected = [b for b in typical if b.role == role and not b.reask]
             ceiling_usage = _usage(first + again, price_in, price_out)
-            source = (f"a {PROBE_MAX_TOKENS}-token probe" if stage == "preflight"
+            source = (f"a {preflight.PROBE_MAX_TOKENS}-token probe" if stage == "preflight"
                       else forecast.sources.get(role.split(":")[0], ""))
             longest = max((b for b in expected if b.count), key=lambda b: b.prompt,
                           default=None)

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from aloe.chat import Message
 from aloe.config import Params, RoleConfig, is_url, resolve_path
 from aloe.errors import AloeError
 from aloe.hardware import (
@@ -49,12 +50,13 @@ from aloe.hardware import (
 )
 from aloe.layout import TRAINING_STAGES
 from aloe.llm import LLM
-from aloe.plan_lengths import generated_pools
-from aloe.plan_requests import policy_role
+from aloe.plan_lengths import Lengths, generated_pools
+from aloe.planned import PlannedRequest, policy_role
 from aloe.prompts import render
 
 OK, FAILED, UNCHECKED = "ok", "FAILED", "not checked"
 PROBE_TIMEOUT = 30.0
+PROBE_MAX_TOKENS = 4  # the probe asks for one word
 CPU_TRAINING_LIMIT = 1e9  # parameters: a smaller policy trains on a CPU (slowly, the tiny profile)
 DISK_MARGIN = 1.2  # free disk wanted over the estimate
 
@@ -131,8 +133,8 @@ async def _probe(llm: LLM, role: str) -> Check:
     started = time.perf_counter()
     try:
         listed = await llm.reach(role)  # the backend itself, whatever the cache holds
-        reply = await llm.chat(role, [{"role": "user", "content": render("probe_ready")}],
-                               max_tokens=4, temperature=0.0, fresh=not listed)
+        reply = await llm.chat(role, _probe_messages(), max_tokens=PROBE_MAX_TOKENS,
+                               temperature=0.0, fresh=not listed)
     except Exception as error:  # noqa: BLE001 - every failure is reported, whole
         said = str(error).strip().rstrip(".")
         return Check(f"endpoint {role}", FAILED, f"{type(error).__name__}: {said}; "
@@ -141,6 +143,17 @@ async def _probe(llm: LLM, role: str) -> Check:
     how = "reachable; its model answered earlier (cached)" if reply.cached else "answered"
     return Check(f"endpoint {role}", OK, f"{where} {how} {reply.text.strip()[:30]!r} in "
                                          f"{seconds:.1f} s")
+
+
+def _probe_messages() -> list[Message]:
+    return [{"role": "user", "content": render("probe_ready")}]
+
+
+def planned_requests(params: Params, lengths: Lengths) -> list[PlannedRequest]:
+    """Stage 0's requests for `aloe plan`: one probe of every role and endpoint model, as
+    `check_endpoints` sends it."""
+    probe = lengths.counter().tokens(_probe_messages())
+    return [PlannedRequest(role, 1, probe, PROBE_MAX_TOKENS) for role in _roles(params)]
 
 
 def _endpoint_fix(role: str, config: RoleConfig) -> str:

@@ -63,12 +63,13 @@ from aloe.evaluation.results import (
 )
 from aloe.evaluation.run import EvaluationRun
 from aloe.evaluation.side import check_judge, check_simulator, judge_sample
-from aloe.evaluation.stage import EvaluationSummary, run_stage
+from aloe.evaluation.stage import EvaluationSummary, planned_requests, run_stage
 
 __all__ = [
     "Conversationist", "EvaluationError", "EvaluationRun", "EvaluationSummary", "ModelProgress",
     "benchmark_personas", "check_judge", "check_simulator", "comparison_pair",
-    "compute_metrics", "human_agreement", "judge_sample", "load_records", "probe_model",
+    "compute_metrics", "human_agreement", "judge_sample", "load_records", "planned_requests",
+    "probe_model",
     "remaining_turns", "run_stage", "shifted_persona", "sibling_metrics", "transcripts",
     "with_design",
 ]

@@ -13,6 +13,7 @@ from aloe.chat import seeded
 from aloe.config import Params
 from aloe.config.schema import PreferenceShiftConfig
 from aloe.errors import AloeError
+from aloe.plan_lengths import benchmark_size
 from aloe.pools import load_aloe_benchmark
 from aloe.records import read_records
 from aloe.schemas import (
@@ -61,6 +62,14 @@ def benchmark_personas(params: Params) -> list[dict[str, Any]]:
     if n_users:
         personas = personas[:n_users]
     return personas[: e.limit] if e.limit else personas
+
+
+def planned_users(params: Params) -> int:
+    """How many personas `benchmark_personas` gives, counted offline (`aloe plan`): the
+    benchmark's size after `evaluation.limit`, at most the protocol's users."""
+    size = benchmark_size(params)
+    n_users = protocols.get(params.evaluation.protocol).n_users
+    return min(size, n_users) if n_users is not None else size
 
 
 # ------------------------------------------------------------------------------------------

@@ -13,12 +13,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from aloe import protocols
 from aloe.chat import Message
-from aloe.config import EvalModelSpec
+from aloe.config import EvalModelSpec, Params
 from aloe.evaluation.benchmark import Conversationist
 from aloe.evaluation.run import EvaluationRun
 from aloe.judges import Judgement, score_inference, score_reply
 from aloe.llm import LLM, LLMError
+from aloe.plan_lengths import Lengths, PromptCounter
+from aloe.planned import PlannedRequest, history_slots, persona_slots, policy_role, reasked
 from aloe.policy import Reply, Responder
 from aloe.progress import Reporter, count, money
 from aloe.prompts import render
@@ -27,7 +30,7 @@ from aloe.schemas import (
     probe_check,
     record_check,
 )
-from aloe.simulator import simulate_user
+from aloe.simulator import SIMULATOR_ATTEMPTS, simulate_user, simulator_messages
 
 Record = dict[str, Any]
 
@@ -318,3 +321,61 @@ def probe_model(run: EvaluationRun, llm: LLM, spec: EvalModelSpec, responder: Re
         append_records(path, records, check=check)
         probes_run += len(records)
     return probes_run
+
+
+# ------------------------------------------------------------------------------------------
+# What a turn will send (`aloe plan`)
+# ------------------------------------------------------------------------------------------
+@dataclass
+class PlannedTurn:
+    """Turn `turn` of `personas` conversations of one model, for `aloe plan`: its requests,
+    and the persona and the chat (placeholders of `counter`) the side measures ask about."""
+
+    requests: list[PlannedRequest]
+    counter: PromptCounter
+    persona: dict[str, str]
+    history: list[Message]
+
+
+def planned_turn(params: Params, spec: EvalModelSpec, lengths: Lengths, turn: int,
+                 personas: int, live: bool) -> PlannedTurn:
+    """Turn `turn` as `evaluate_model` asks it: the simulated user (none for the protocol's
+    fixed first message or replayed users), a reply from a model behind an endpoint, the
+    judge (the protocol's request); with `inference_probe`, `probe_model`'s question and its
+    judgement. Re-asks apart."""
+    e = params.evaluation
+    protocol = protocols.get(e.protocol)
+    user, reply = lengths.completion["user"], lengths.completion["policy"]
+    judge = lengths.completion["judge"]
+    counter = lengths.counter()
+    persona = persona_slots(counter, lengths.benchmark)
+    before = history_slots(counter, turn - 1, user, reply)
+    history = before + [{"role": "user", "content": counter.slot(user)}]
+    scoring = protocol.judge_messages(persona, history, counter.slot(reply), e.judge_context)
+    planned = []
+    if live and not (turn == 1 and protocol.first_message is not None):
+        asking = counter.tokens(simulator_messages(persona, before,
+                                                   style=protocol.simulator_for(e.prompt_style),
+                                                   length_request=False))
+        planned += [PlannedRequest("user", personas, asking, user),
+                    PlannedRequest("user", personas * (SIMULATOR_ATTEMPTS - 1), asking, user,
+                                   reask=True)]
+    planned += [
+        PlannedRequest("judge", personas, counter.tokens(scoring), judge),
+        PlannedRequest("judge", personas, counter.tokens(
+            reasked(counter, scoring, judge, protocol.judge_reask)), judge, reask=True),
+    ]
+    if spec.base_url:
+        planned.append(PlannedRequest(policy_role(spec), personas, counter.tokens(history),
+                                      reply))
+    if e.inference_probe:
+        question = [{"role": "user", "content": render("probe_inference")}]
+        if spec.base_url:
+            planned.append(PlannedRequest(policy_role(spec), personas,
+                                          counter.tokens(history + question), e.max_new_tokens))
+        prompt = render("judge_inference", profile=persona["profile"],
+                        personality=persona["personality"],
+                        statement=counter.slot(e.max_new_tokens))
+        planned.append(PlannedRequest("judge", personas, counter.tokens(
+            [{"role": "user", "content": prompt}]), judge))
+    return PlannedTurn(planned, counter, persona, history)

@@ -6,13 +6,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from aloe import protocols
 from aloe.chat import seeded
+from aloe.config import Params
 from aloe.config.schema import JudgeCheckConfig
 from aloe.evaluation.benchmark import SECOND_JUDGE_ROLE
-from aloe.evaluation.dialogue import gather, history_of, keyed_records, record_side_failure
+from aloe.evaluation.dialogue import (
+    PlannedTurn,
+    gather,
+    history_of,
+    keyed_records,
+    record_side_failure,
+)
 from aloe.evaluation.run import EvaluationRun
-from aloe.judges import check_contradiction, score_reply, score_revealed
+from aloe.judges import check_contradiction, contradiction_prompt, score_reply, score_revealed
 from aloe.llm import LLM, LLMError
+from aloe.plan_lengths import Lengths
+from aloe.planned import PlannedRequest, history_slots, persona_slots
+from aloe.prompts import render
 from aloe.records import append_records, read_records
 from aloe.schemas import (
     record_check,
@@ -125,3 +136,38 @@ def check_judge(run: EvaluationRun, llm: LLM, records: list[Record], variant: st
                     "second_raw": judged.raw, "second_attempts": judged.attempts})
     append_records(path, out, check=check)
     return len(out)
+
+
+# ------------------------------------------------------------------------------------------
+# What the side measures will send (`aloe plan`)
+# ------------------------------------------------------------------------------------------
+def planned_simulator_check(params: Params, turn: PlannedTurn, personas: int,
+                            judge: float) -> list[PlannedRequest]:
+    """`check_simulator`'s two judge requests per turn (how much the user's messages give
+    away; whether they contradict the persona) of `personas` live conversations; `judge` is
+    one judge completion's length."""
+    persona, counter = turn.persona, turn.counter
+    said = "\n".join(f"- {m['content']}" for m in turn.history if m["role"] == "user")
+    prompts = (render("judge_revealed", profile=persona["profile"],
+                      personality=persona["personality"], messages=said),
+               contradiction_prompt(persona, [said, said],
+                                    shifted=params.evaluation.preference_shift is not None))
+    return [PlannedRequest("judge", personas, counter.tokens([{"role": "user", "content": p}]),
+                           judge) for p in prompts]
+
+
+def planned_judge_check(params: Params, lengths: Lengths) -> list[PlannedRequest]:
+    """`check_judge`'s second-judge requests: `judge_check.sample` replies (at most: no more
+    than were scored), each the main judge's request at the last turn."""
+    e = params.evaluation
+    if e.judge_check is None or params.roles.second_judge is None:
+        return []
+    protocol = protocols.get(e.protocol)
+    user, reply = lengths.completion["user"], lengths.completion["policy"]
+    counter = lengths.counter()
+    persona = persona_slots(counter, lengths.benchmark)
+    history = history_slots(counter, e.turns - 1, user, reply) + [
+        {"role": "user", "content": counter.slot(user)}]
+    return [PlannedRequest(SECOND_JUDGE_ROLE, e.judge_check.sample, counter.tokens(
+        protocol.judge_messages(persona, history, counter.slot(reply), e.judge_context)),
+        lengths.completion["judge"], turn=e.turns)]

@@ -12,21 +12,31 @@ import pandas as pd
 
 from aloe.config import Params
 from aloe.errors import check_lost_items
+from aloe.evaluation.benchmark import planned_users
 from aloe.evaluation.dialogue import (
     LiveProgress,
     ModelProgress,
     evaluate_model,
     finished_turns,
     missing_probes,
+    planned_turn,
     remaining_turns,
     replayed_users,
 )
 from aloe.evaluation.results import compute_metrics, load_records
 from aloe.evaluation.run import EvaluationRun
-from aloe.evaluation.side import check_judge, check_simulator
+from aloe.evaluation.side import (
+    check_judge,
+    check_simulator,
+    planned_judge_check,
+    planned_simulator_check,
+)
 from aloe.llm import open_llm
+from aloe.plan_lengths import Lengths
+from aloe.planned import PlannedRequest, at_turn
 from aloe.policy import adapter_path, open_responder
 from aloe.progress import reporter
+from aloe.protocols import sources
 from aloe.records import write_json
 
 Record = dict[str, Any]
@@ -103,3 +113,23 @@ def run_stage(params: Params) -> EvaluationSummary:
     write_json(params.layout.metrics, summary)
     write_json(params.layout.variant_metrics(run.variant), summary)
     return EvaluationSummary(summary, progress)
+
+
+def planned_requests(params: Params, lengths: Lengths) -> list[PlannedRequest]:
+    """Stage 5's requests for `aloe plan`: every model's turns with every benchmark persona
+    (`planned_turn`), each with its simulator check for a live model (`run_stage` runs the
+    checks after all turns: the same requests), then the judge check."""
+    e = params.evaluation
+    personas = planned_users(params)
+    where = sources(params.evaluation)
+    planned = []
+    for spec in e.models:
+        live = where[spec.name].mode == "live"
+        for k in range(1, e.turns + 1):
+            turn = planned_turn(params, spec, lengths, k, personas, live)
+            if e.simulator_check and live:
+                turn.requests += planned_simulator_check(params, turn, personas,
+                                                         lengths.completion["judge"])
+            at_turn(turn.requests, k)
+            planned += turn.requests
+    return planned + planned_judge_check(params, lengths)

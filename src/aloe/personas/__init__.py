@@ -20,6 +20,7 @@ from aloe.personas.stage import (
                                    PersonasSummary,
                                    initial_items,
                                    pair_personas,
+                                   planned_requests,
                                    run_stage,
                                    threshold_for,
 )
@@ -40,6 +41,6 @@ __all__ = ["DEFAULT_EMBEDDING_MODEL", "KINDS", "STOP_REASONS", "EmbeddingModelEr
            "NoveltyFilter", "ParsedReply", "PersonasSummary", "PoolGrower", "PoolSpec",
            "PoolSummary", "candidates_table", "initial_items", "leakage_report",
            "leakage_table", "load_embedding_model", "pair_personas", "parse_reply", "pca_2d",
-           "persona_leakage_table",
+           "persona_leakage_table", "planned_requests",
            "pool_kind", "pool_map", "read_pool", "rounds_table", "run_stage",
            "stop_reason", "threshold_for"]

@@ -12,6 +12,7 @@ the calls it already made.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,9 +23,18 @@ import pandas as pd
 
 from aloe.config import Params, PersonasConfig, resolve_path
 from aloe.layout import RunLayout
-from aloe.personas.grow import STOP_REASONS, Hook, PoolGrower, PoolSpec, PoolSummary
+from aloe.personas.grow import (
+    STOP_REASONS,
+    Hook,
+    PoolGrower,
+    PoolSpec,
+    PoolSummary,
+    generation_requests,
+)
 from aloe.personas.leakage import screen as screen_leakage
 from aloe.personas.novelty import NoveltyFilter
+from aloe.plan_lengths import Lengths, generated_pools, initial_texts
+from aloe.planned import PlannedRequest
 from aloe.pools import (
     ALOE_BENCHMARK_PERSONALITIES,
     KINDS,
@@ -310,3 +320,53 @@ def _aloe_benchmark_items(params: Params, kind: str, train: PoolGrower) -> list[
     write_records(params.layout.pool(f"benchmark_{kind_plural(kind)}"), items,
                   check=pool_item_check())
     return items
+
+
+# ==========================================================================================
+# What the stage will send (`aloe plan`)
+# ==========================================================================================
+DEFAULT_ADMISSION = 0.2  # share of generated candidates the novelty filter admits, unmeasured
+
+
+def planned_requests(params: Params, lengths: Lengths) -> list[PlannedRequest]:
+    """Stage 1's generator calls for `aloe plan`, per pool it generates: a round's calls as
+    `generation_requests` asks them (`sample_k` examples at the lengths of pool items), for
+    `max_rounds` rounds under the ceiling (an upper bound: growth stops earlier at the target
+    or at saturation), or under the forecast the rounds the target needs at the measured or
+    default admission rate."""
+    p = params.personas
+    planned = []
+    for pool, kind in generated_pools(params):
+        counter = lengths.counter()
+        shown = [counter.slot(lengths.pool_item[kind]) for _ in range(p.sample_k)]
+        spec = PoolSpec(name=pool, kind=kind, file=params.layout.pool(pool), target=0,
+                        id_prefix=kind, initial=[], examples=shown)
+        calls = generation_requests(spec, [], 0, p, params.run.seed)
+        rounds = (_forecast_rounds(params, pool, kind) if lengths.kind == "forecast"
+                  else p.max_rounds)
+        planned.append(PlannedRequest("generator", rounds * len(calls),
+                                      counter.tokens(calls[0][0]),
+                                      lengths.completion["generator"]))
+    return planned
+
+
+def _pool_target(params: Params, pool: str, kind: str) -> tuple[int, int]:
+    """A pool's target size and the items it starts with."""
+    p = params.personas
+    if pool.startswith("benchmark_"):
+        return (p.benchmark_profiles if kind == "profile" else p.benchmark_personalities), 0
+    return getattr(p, f"{kind_plural(kind)}_target"), len(initial_texts(params, kind))
+
+
+def _forecast_rounds(params: Params, pool: str, kind: str) -> int:
+    """The rounds a pool needs to reach its target at the admission rate its logged rounds
+    measured (else `DEFAULT_ADMISSION`), at most `max_rounds`."""
+    p = params.personas
+    target, initial = _pool_target(params, pool, kind)
+    logged = [r for r in read_records(params.layout.persona_rounds, check=round_check())
+              if r.get("pool") == pool]
+    candidates = sum(r.get("candidates", 0) for r in logged)
+    rate = sum(r.get("admitted", 0) for r in logged) / candidates if candidates \
+        else DEFAULT_ADMISSION
+    per_round = p.calls_per_round * p.generate_n * max(rate, 1e-3)
+    return min(p.max_rounds, math.ceil(max(target - initial, 0) / per_round))

@@ -43,7 +43,7 @@ SHARED_FOLDERS = {"cache", "models", "compare"}  # under output_dir, beside the 
 
 
 class RunConfig(Section):
-    name: str = "tiny"  # the run's folder under output_dir (checked below)
+    name: str = "defaults"  # the run's folder under output_dir: letters, digits, . _ -
     seed: Int = Field(0, ge=0, le=MAX_SEED)
     output_dir: str = "outputs"
     cache_path: str | None = None  # default: {output_dir}/cache/llm.sqlite, shared by runs

@@ -1,5 +1,7 @@
-"""Defaults in one place, profiles as differences: every file in params/ holds only what
-differs from what it would inherit (the schema's defaults, or the file it `extends`)."""
+"""Defaults in one place, profiles as differences: the schema's defaults are one named profile
+(params/defaults.yaml, written from the schema by scripts/params_defaults.py), and every other
+file in params/ holds only what differs from what it would inherit (the schema's defaults, or
+the file it `extends`)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ from typing import Any
 
 import pytest
 
-from aloe.config import params_from_dict
+from aloe.config import Params, load_params, params_from_dict
 from aloe.config.loading import extend
+from aloe.config.schema import ConversationsConfig
 from aloe.errors import ParamsError
 from aloe.yaml_reading import parse_yaml
 from tests.conftest import ROOT
+from tests.support.scripts import load_script
 
 PARAMS = ROOT / "params"
 DEFAULTS = PARAMS / "defaults.yaml"
@@ -103,3 +107,39 @@ def test_a_repeated_default_is_found_and_named(tmp_path: Path) -> None:
     # roles.judge given at all is validated from the role's field defaults (temperature 0.7),
     # so its 0.0 is a difference; num_train_epochs 1 is recorded as 1, not the default's 1.0
     assert repeated_keys(alone) == ["run.output_dir", "dpo.trainer.beta"]
+
+
+def test_the_defaults_profile_is_the_schema() -> None:
+    """params/defaults.yaml is what the schema gives a file that names nothing: loading it
+    changes nothing, so it can be read (every default, with the schema's comments) and
+    extended; and it is the file the script writes, so a changed default shows there."""
+    script = load_script("params_defaults")
+    assert script.main(["--check"]) == 0, "run python scripts/params_defaults.py (make docs)"
+    assert load_params(DEFAULTS).model_dump(mode="json") == Params().model_dump(mode="json")
+    assert load_params(DEFAULTS).run.name == "defaults"
+
+
+def test_every_default_is_in_the_defaults_profile_with_its_comment() -> None:
+    """Every key of every section, the trainer's default options included, is written out; a
+    key the schema explains carries that explanation."""
+    data = parse_yaml(DEFAULTS.read_text(), str(DEFAULTS))
+    dumped = Params().model_dump(mode="json")
+    assert set(data) == set(dumped)
+    for section, values in dumped.items():
+        assert set(data[section]) == set(values), section
+    assert set(data["sft"]["trainer"]) >= {"learning_rate", "max_length", "save_steps"}
+    text = DEFAULTS.read_text()
+    assert "  # highest cosine similarity admitted\n  threshold: 0.6\n" in text
+    assert "    # -1: train num_train_epochs\n    max_steps: -1\n" in text
+
+
+def test_a_changed_default_makes_the_defaults_profile_stale(monkeypatch) -> None:
+    """A default changed in the schema is written out, and until it is the check fails."""
+    script = load_script("params_defaults")
+
+    class Changed(Params):
+        conversations: ConversationsConfig = ConversationsConfig(turns=4)
+
+    monkeypatch.setattr(script, "Params", Changed)
+    assert "\nconversations:\n" in script.profile() and "  turns: 4\n" in script.profile()
+    assert script.main(["--check"]) == 1

@@ -19,7 +19,7 @@ def remote_params(tmp_path: Path, **changes: dict):
     """The tiny profile with every role behind a URL (so no local server is started), with
     `changes` merged in key by key."""
     data = deep_merge(tiny_dict(tmp_path), changes)
-    for role in filter(None, data["roles"].values()):  # second_judge: null
+    for role in data["roles"].values():
         role.update(base_url="http://127.0.0.1:9/v1", model="some/model")
     return params_from_dict(data, source="params/p.yaml")
 

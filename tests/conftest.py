@@ -53,8 +53,11 @@ def embedded_model() -> Path:
 
 
 def tiny_dict(tmp_path: Path, **overrides: dict) -> dict:
-    """The tiny profile as a dict, writing under tmp_path, with section overrides merged in."""
-    data = yaml.safe_load((ROOT / "params" / "tiny.yaml").read_text())
+    """The tiny profile as a dict, writing under tmp_path, with section overrides merged in.
+    Every key resolved (tiny.yaml holds only its differences from the schema's defaults), so
+    that a test may read or change any of them; the keys left null are left out (they are null
+    by default: no second judge, no preference shift), so every role present is a mapping."""
+    data = load_params(ROOT / "params" / "tiny.yaml").model_dump(mode="json", exclude_none=True)
     data["run"]["output_dir"] = str(tmp_path / "outputs")
     data["run"]["cache_path"] = str(tmp_path / "outputs" / "cache" / "llm.sqlite")
     data["local_model"]["cache_dir"] = str(MODEL_CACHE)

@@ -110,6 +110,22 @@ def test_a_folder_that_is_a_file_is_refused(tmp_path: Path, key: str, where: str
                                 f"choose another run.{key} or move the file away")
 
 
+@pytest.mark.parametrize("section, key, message", [
+    ("personas", "import_profiles", "personas.import_profiles: cannot be looked up"),
+    ("local_model", "path", "local_model.path: cannot be looked up"),
+    ("run", "output_dir", "key 'run.output_dir': 'xxx"),
+    ("local_model", "cache_dir", "key 'local_model.cache_dir': 'xxx")])
+def test_a_path_too_long_to_look_up_is_one_short_line(tmp_path: Path, section: str, key: str,
+                                                     message: str) -> None:
+    """A path no file system can hold (a pasted 5,000-character value) is refused by key in a
+    short line, not an OSError traceback from looking it up."""
+    path = tmp_path / "p.yaml"
+    path.write_text(f"{section}: {{{key}: {'x' * 5000}}}\n")
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    assert message in str(error.value) and len(str(error.value)) < 400, str(error.value)[:500]
+
+
 def test_api_keys_are_checked_for_the_stages_that_use_them(monkeypatch) -> None:
     """paper.yaml loads without its key (the schema does not need it); a command refuses it
     for the stages that send requests, naming the role and the variable."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 from types import ModuleType
 
 import pytest
-import yaml
 
 from aloe import fidelity
 from aloe.config import load_params, params_from_dict
@@ -48,7 +47,7 @@ def test_the_docs_table_is_the_one_the_code_writes(script: ModuleType) -> None:
 
 def test_a_profile_s_value_is_what_the_table_says(tmp_path) -> None:
     """The profiles' columns are filled from the files: a changed value changes the table."""
-    data = yaml.safe_load(PAPER.read_text())
+    data = load_params(PAPER).model_dump(mode="json")  # every key, inherited ones included
     data["dpo"]["trainer"]["learning_rate"] = 3.0e-5
     data["sft"]["trainer"]["max_length"] = 4096
     changed = params_from_dict(data)

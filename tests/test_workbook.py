@@ -82,8 +82,8 @@ class FinishedRun:
 
     @property
     def training_notebooks(self) -> Path:
-        """Notebooks 03-04 (04_dpo, 04_grpo) as the session that trained wrote them (the last run skips training
-        and writes its own copies over them)."""
+        """Notebooks 03-04 (04_dpo, 04_grpo) as the session that trained wrote them (the last
+        run skips training and writes its own copies over them)."""
         return self.root / "notebooks_that_trained"
 
 

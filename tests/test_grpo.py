@@ -199,8 +199,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory, stub: StubServer,
         process.wait()
     killed_before_end = not training.is_finished(params, "grpo")
     result = grpo.train_grpo(params)
-    return {"params": params, "checkpoint": checkpoint, "result": result,
-            "killed_before_end": killed_before_end}
+    return {"params": params, "params_file": params_file, "checkpoint": checkpoint,
+            "result": result, "killed_before_end": killed_before_end}
 
 
 @pytest.mark.slow
@@ -248,6 +248,28 @@ def test_the_grpo_adapter_changes_the_models_logits(trained: dict) -> None:
         start = base(**inputs).logits
         tuned = PeftModel.from_pretrained(base, str(result.adapter_dir))(**inputs).logits
     assert (tuned - start).abs().max() > 1e-3
+
+
+@pytest.mark.slow
+def test_notebook_04_grpo_runs_on_the_trained_run_without_noise(trained: dict,
+                                                                tmp_path: Path) -> None:
+    """The notebook finds the finished adapter, draws its figure, and prints nothing on stderr
+    but the workbook's own log lines (no warning, no line per HTTP request)."""
+    import nbformat
+
+    from aloe.runner import execute_stage
+
+    output = tmp_path / "04_grpo.ipynb"
+    execute_stage(ROOT / "notebooks" / "04_grpo.ipynb", trained["params"],
+                  str(trained["params_file"]), output, progress=False)
+    cells = nbformat.read(output, as_version=4).cells
+    stderr = [line for cell in cells for out in cell.get("outputs", [])
+              if out.get("name") == "stderr" for line in out["text"].splitlines()]
+    assert all(line.startswith("aloe.") for line in stderr if line.strip()), stderr
+    text = "".join(out.get("text", "") for cell in cells for out in cell.get("outputs", []))
+    assert "found finished: " in text and "requests at most" in text
+    assert any("image/png" in out.get("data", {}) for cell in cells
+               for out in cell.get("outputs", []))
 
 
 @pytest.fixture(scope="module")

@@ -333,3 +333,17 @@ def test_a_reply_states_what_it_inferred_apart() -> None:
     reply, inferred = grpo.split_reply("<profile>a nurse who gardens</profile> Try basil!")
     assert (reply, inferred) == ("Try basil!", "a nurse who gardens")
     assert grpo.split_reply(" Plain reply. ") == ("Plain reply.", None)
+
+
+def test_the_report_and_the_comparison_count_the_grpo_stage(tmp_path: Path) -> None:
+    """GRPO's statistics reach the report's findings and the comparison's training time
+    beside SFT's (the files as the stages write them; no training needed to read them)."""
+    from aloe import compare, report
+    from aloe.records import write_json
+
+    params = params_from_dict(tiny_dict(tmp_path, grpo=GRPO), source="t")
+    for stage, seconds in (("sft", 10.0), ("grpo", 2.5)):
+        write_json(params.layout.adapter_file(stage, training.STATS_FILE),
+                   {"stage": stage, "steps": 2, "train_examples": 4, "train_wall_s": seconds})
+    assert set(report.training_stats(params.layout)) == {"sft", "grpo"}
+    assert compare._training_seconds(params.layout) == 12.5

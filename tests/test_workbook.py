@@ -82,8 +82,8 @@ class FinishedRun:
 
     @property
     def training_notebooks(self) -> Path:
-        """Notebooks 03-04 as the session that trained wrote them (the last run skips training
-        and writes its own copies over them)."""
+        """Notebooks 03-04 (04_dpo, 04_grpo) as the session that trained wrote them (the last
+        run skips training and writes its own copies over them)."""
         return self.root / "notebooks_that_trained"
 
 
@@ -190,7 +190,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory, local_server) -> Iterator
         faults, entries = proxy.total_faults, len(usage_entries(run_dir))
         kept = root / "notebooks_that_trained"
         kept.mkdir()
-        for name in ("03_sft.ipynb", "04_dpo.ipynb"):
+        for name in ("03_sft.ipynb", "04_dpo.ipynb", "04_grpo.ipynb"):
             shutil.copy2(run_dir / "notebooks" / name, kept / name)
         last = aloe_run(root, "params/tiny.yaml", quiet=False)
         assert last.returncode == 0, last.stdout[-3000:] + last.stderr[-3000:]
@@ -337,9 +337,9 @@ def _unexpected(notebook: Path) -> list[str]:
 def test_executed_notebooks_hold_no_unexpected_stderr_warning_or_traceback(
         finished: FinishedRun) -> None:
     notebooks = sorted((finished.run_dir / "notebooks").glob("*.ipynb"))
-    assert len(notebooks) == 7
+    assert len(notebooks) == 8
     trained = sorted(finished.training_notebooks.glob("*.ipynb"))
-    assert [nb.name for nb in trained] == ["03_sft.ipynb", "04_dpo.ipynb"]
+    assert [nb.name for nb in trained] == ["03_sft.ipynb", "04_dpo.ipynb", "04_grpo.ipynb"]
     problems = [problem for notebook in [*notebooks, *trained] for problem in _unexpected(notebook)]
     assert not problems, "\n".join(problems)
     progress_bars = [o for nb in notebooks for c in nbformat.read(nb, as_version=4).cells
@@ -370,6 +370,7 @@ def test_the_terminal_showed_live_progress_in_every_long_stage(finished: Finishe
                                                r"\d+ requests · \$\d+\.\d\d"),
                 "03_sft": re.compile(r"^03_sft \d+/4 steps · "),
                 "04_dpo": re.compile(r"^04_dpo \d+/4 steps · "),
+                "04_grpo": re.compile(r"^04_grpo \d+/3 steps · "),
                 "05_evaluate": re.compile(r"^05_evaluate \d+/\d+ turns · model \w+ · "
                                           r"turn \d/2 · \d+ requests")}
     for stage, pattern in expected.items():

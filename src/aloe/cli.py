@@ -3,7 +3,7 @@
     aloe run [PARAMS] [--stages 0,2-4] [--run-name NAME] [--limit N] [--set KEY=VALUE]... [--force]
     aloe plan PARAMS [--json]        requests, tokens, cost and GPU hours; offline
     aloe compare RUN RUN [...] [--name NAME] [--output-dir DIR]   a page across runs
-    aloe train sft|dpo PARAMS [--run-name NAME] [--set KEY=VALUE]...
+    aloe train sft|dpo|grpo PARAMS [--run-name NAME] [--set KEY=VALUE]...
     aloe evaluate PARAMS [--run-name NAME] [--limit N] [--benchmark run|aloe] [--set ...]...
     aloe ratings export PARAMS [--size N] | aloe ratings import PARAMS FILE...
     aloe cache check [PARAMS] [--repair]   verify (and repair) the response cache
@@ -72,7 +72,7 @@ RUN_HELP = ("a parameter file (e.g. params/paper.yaml; the run is its run.name, 
             "or a run's folder (outputs/RUN: the parameters it was made with)")
 RUN_NAME_HELP = ("name of the run folder under run.output_dir (sets run.name; default: the "
                  "file's run.name)")
-TRAINING_STAGE_NUMBERS = {"sft": 3, "dpo": 4}
+TRAINING_STAGE_NUMBERS = {"sft": 3, "dpo": 4, "grpo": 4}
 
 DESCRIPTION = """\
 ALOE Workbench: run the workbook's numbered notebooks from a parameter file, or one stage
@@ -197,14 +197,14 @@ def _parser() -> argparse.ArgumentParser:
                          help="no line saying which runs are compared")
 
     train = commands.add_parser(
-        "train", help="train one stage (sft or dpo): a QLoRA adapter, or the whole model",
+        "train", help="train one stage (sft, dpo or grpo): a QLoRA adapter, or the whole model",
         description="Train one stage outside the notebooks: its QLoRA adapter (on several "
         "GPUs: accelerate launch -m aloe.cli train sft PARAMS), or with `method: full` every "
         "weight (the stage launches its `processes` itself; params/paper_full.yaml).\n"
         "Notebooks 03 and 04 then find the finished stage and only draw its curves.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("stage", choices=("sft", "dpo"))
+    train.add_argument("stage", choices=tuple(TRAINING_STAGE_NUMBERS))
     train.add_argument("params", metavar="PARAMS", help=RUN_HELP)
     _add_run_name(train)
     _add_set(train)
@@ -401,13 +401,14 @@ def train_command(args: argparse.Namespace) -> int:
     import json
     import logging
 
-    from aloe import training
+    from aloe import grpo, training
 
     params, _ = resolve_params(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    check_api_keys(params, [TRAINING_STAGE_NUMBERS[args.stage]])  # training sends no request
+    check_api_keys(params, [TRAINING_STAGE_NUMBERS[args.stage]])  # sft/dpo send no request
+    train = {"sft": training.train_sft, "dpo": training.train_dpo, "grpo": grpo.train_grpo}
     with holding_run_folder(params):
-        result = training.train_stage(params, args.stage)
+        result = train[args.stage](params)
     print(json.dumps(result.summary(), default=str))
     return 0
 

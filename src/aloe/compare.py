@@ -33,7 +33,7 @@ import pandas as pd
 from aloe import findings, manifest, metrics, protocols
 from aloe.config import resolve_path
 from aloe.errors import BadInputError
-from aloe.layout import ADAPTER_STATS, DEFAULT_VARIANT, TRAINING_STAGES, RunLayout, run_layout
+from aloe.layout import ADAPTER_STAGES, ADAPTER_STATS, DEFAULT_VARIANT, RunLayout, run_layout
 from aloe.llm import load_usage_history
 from aloe.records import read_json, read_records
 from aloe.schemas import persona_check, record_check
@@ -477,7 +477,7 @@ def caveats(runs: Sequence[Run]) -> str:
 # ------------------------------------------------------------------------------------------
 def _training_seconds(layout: RunLayout) -> float:
     total = 0.0
-    for stage in TRAINING_STAGES:
+    for stage in ADAPTER_STAGES:
         file = layout.adapter_file(stage, "training_stats.json")
         if file.exists():
             total += float(read_json(file).get("train_wall_s") or 0.0)

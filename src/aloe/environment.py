@@ -107,23 +107,42 @@ class UserEnvironment:
     async def step(self, dialogue: Dialogue, reply: str, inferred: str | None = None) -> Step:
         """The policy's `reply` to the user's last message: judged, added to the history, and
         answered by the user unless that was the last turn."""
+        self._check_open(dialogue)
+        rewards = await self.score(dialogue, reply, inferred)
+        user = await self.advance(dialogue, reply)
+        return Step(user, dialogue.done, rewards)
+
+    async def score(self, dialogue: Dialogue, reply: str,
+                    inferred: str | None = None) -> dict[str, float | None]:
+        """The rewards `reply` would get as the answer to the user's last message, without
+        adding it to the dialogue: several candidate replies to one turn are scored alike
+        (GRPO's group, `aloe.grpo`). `step` is `score`, then `advance`."""
+        self._check_open(dialogue)
+        rewards = await self._rewards(dialogue, reply, inferred)
+        ahead = min(self.rewards.future_turns, self.turns - dialogue.turn)
+        if ahead:
+            history = [*dialogue.history, {"role": "assistant", "content": reply}]
+            rewards["future"] = await self._future(dialogue, history, ahead)
+        return rewards
+
+    async def advance(self, dialogue: Dialogue, reply: str) -> str | None:
+        """Add `reply` to the dialogue and get the user's answer (None after the last turn),
+        scoring nothing: the turns before the one a trainer learns from."""
+        self._check_open(dialogue)
+        dialogue.history.append({"role": "assistant", "content": reply})
+        dialogue.done = dialogue.turn >= self.turns
+        if dialogue.done:
+            return None
+        user = await simulate_user(self.llm, dialogue.persona, dialogue.history,
+                                   sample=dialogue.seed, style=self.style, length_request=False)
+        dialogue.history.append({"role": "user", "content": user})
+        dialogue.turn += 1
+        return user
+
+    def _check_open(self, dialogue: Dialogue) -> None:
         if dialogue.done:
             raise DialogueEnded(f"dialogue of persona {dialogue.persona.get('id')!r} (seed "
                                 f"{dialogue.seed}) is over after {self.turns} turns: reset it")
-        rewards = await self._rewards(dialogue, reply, inferred)
-        dialogue.history.append({"role": "assistant", "content": reply})
-        dialogue.done = dialogue.turn >= self.turns
-        ahead = min(self.rewards.future_turns, self.turns - dialogue.turn)
-        if ahead:
-            rewards["future"] = await self._future(dialogue, ahead)
-        user = None
-        if not dialogue.done:
-            user = await simulate_user(self.llm, dialogue.persona, dialogue.history,
-                                       sample=dialogue.seed, style=self.style,
-                                       length_request=False)
-            dialogue.history.append({"role": "user", "content": user})
-            dialogue.turn += 1
-        return Step(user, dialogue.done, rewards)
 
     async def _rewards(self, dialogue: Dialogue, reply: str,
                        inferred: str | None) -> dict[str, float | None]:
@@ -144,20 +163,22 @@ class UserEnvironment:
             found["inference"] = done["inference"].value
         return found
 
-    async def _future(self, dialogue: Dialogue, ahead: int) -> float | None:
-        """The judge's mean score of the policy's replies over `ahead` sampled future turns,
-        averaged over the futures sampled (None when no future reply could be scored)."""
+    async def _future(self, dialogue: Dialogue, history: list[Message],
+                      ahead: int) -> float | None:
+        """The judge's mean score of the policy's replies over `ahead` sampled future turns
+        after `history` (the dialogue with the scored reply), averaged over the futures sampled
+        (None when no future reply could be scored)."""
         n = self.rewards.future_samples
-        futures = [self._one_future(dialogue, ahead, FUTURE_SAMPLES + dialogue.seed * n + j)
-                   for j in range(n)]
+        futures = [self._one_future(dialogue, history, ahead,
+                                    FUTURE_SAMPLES + dialogue.seed * n + j) for j in range(n)]
         scores = [x for scored in await asyncio.gather(*futures) for x in scored
                   if x is not None]
         return sum(scores) / len(scores) if scores else None
 
-    async def _one_future(self, dialogue: Dialogue, ahead: int,
+    async def _one_future(self, dialogue: Dialogue, history: list[Message], ahead: int,
                           sample: int) -> list[float | None]:
         assert self.policy is not None
-        history = list(dialogue.history)
+        history = list(history)
         scores: list[float | None] = []
         for _ in range(ahead):
             user = await simulate_user(self.llm, dialogue.persona, history, sample=sample,

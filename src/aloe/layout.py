@@ -21,6 +21,7 @@ instead of spelling the name again.
         conversations.jsonl conversations_summary.json          stage 2
         data/sft data/dpo data/export_summary.json               stage 2 exports
         adapters/STAGE/ (README.md: the model card)  training/STAGE/  merged/STAGE/  stages 3-4
+                                                   (STAGE: sft, dpo, grpo; grpo beside dpo)
         tensorboard/STAGE/                                       their live training curves
         eval/MODEL.jsonl metrics.json                            stage 5 (protocol aloe, live)
         eval/VARIANT/MODEL.jsonl                                 another protocol, replayed
@@ -37,7 +38,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The stages trained on stage 2's exports: what the plan, the hardware forecast and preflight
+# iterate (their figures and datasets exist for these). ADAPTER_STAGES adds GRPO (aloe.grpo),
+# which learns from the simulated users instead of an export: every stage with an adapter
+# folder, a model card and an evaluation model named after it ({name: grpo, adapter: grpo}).
 TRAINING_STAGES = ("sft", "dpo")
+ADAPTER_STAGES = (*TRAINING_STAGES, "grpo")
 # The notebooks the runner treats apart, by name: the preflight (skipped when nothing else
 # runs), the report (not part of the run's wall time), the comparison (`aloe compare` only).
 PREFLIGHT_NOTEBOOK = "00_preflight"
@@ -272,7 +278,7 @@ def comparison_notebook(output_dir: Path, name: str) -> Path:
 
 
 def _training_stage(stage: str) -> str:
-    if stage not in TRAINING_STAGES:
+    if stage not in ADAPTER_STAGES:
         raise ValueError(f"unknown training stage {stage!r}: expected one of "
-                         f"{', '.join(TRAINING_STAGES)}")
+                         f"{', '.join(ADAPTER_STAGES)}")
     return stage

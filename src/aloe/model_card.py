@@ -24,7 +24,9 @@ from aloe.local_model import EMBEDDED_HUB_ID, embedded_source, is_embedded
 from aloe.records import read_json
 
 STAGE_TITLES = {"sft": "supervised fine-tuning on the preferred replies",
-                "dpo": "direct preference optimisation on the preference pairs"}
+                "dpo": "direct preference optimisation on the preference pairs",
+                "grpo": "GRPO (group relative policy optimisation), turn by turn, against the "
+                        "run's simulated users"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -106,7 +108,14 @@ def _split(split: Mapping[str, Any]) -> str:
             f"{_plural(int(split.get('personas', 0)), 'persona')}")
 
 
-def _data_section(export: Mapping[str, Any] | None, params: Mapping[str, Any]) -> str:
+def _data_section(export: Mapping[str, Any] | None, params: Mapping[str, Any],
+                  stats: Mapping[str, Any] | None = None) -> str:
+    if stats and stats.get("training_personas") is not None:  # no export: live dialogues
+        rows = {"training personas (stage 1, after the leakage screen)":
+                stats.get("training_personas"), "dialogues (persona x simulated user)":
+                stats.get("dialogues"), "turns trained (rows)": stats.get("rows")}
+        return ("## Data\n\nDialogues played live with the run's simulated users, on the "
+                "training personas only (never the benchmark's).\n\n" + _bullets(rows))
     if not export:
         return "## Data\n\nNo export summary in the run folder."
     train, validation = export.get("train") or {}, export.get("validation") or {}
@@ -130,6 +139,10 @@ def _training_section(stage: str, params: Mapping[str, Any],
     lines = ["## Training", "", f"QLoRA {STAGE_TITLES[stage]} (TRL).", "",
              "Adapter and loading:", _bullets(hyper), "", "Trainer (TRL's options, as resolved):",
              _bullets(trainer)]
+    if stats and stats.get("rewards"):  # learnt from the environment's rewards (GRPO)
+        lines += ["", f"Rewards (weight), from the simulated users of protocol "
+                      f"{stats.get('protocol')}, {stats.get('num_generations')} replies per "
+                      "turn compared:", _bullets(stats["rewards"])]
     if stats:
         lines += ["", "What it did:", _bullets({
             "optimiser steps": stats.get("steps"), "training examples": stats.get("train_examples"),
@@ -202,7 +215,7 @@ def render_card(stage: str, found: Mapping[str, Any], export: Mapping[str, Any] 
              "over a conversation and adapt its replies (ALOE, arXiv 2410.03642).",
              "```python\nfrom peft import AutoPeftModelForCausalLM\n\n"
              f"model = AutoPeftModelForCausalLM.from_pretrained(\"adapters/{stage}\")\n```",
-             _base_section(base, snapshot), _data_section(export, params),
+             _base_section(base, snapshot), _data_section(export, params, stats),
              _training_section(stage, params, stats),
              _evaluation_section(metrics, _evaluated_name(params, stage), caveats),
              _provenance_section(found)]

@@ -28,10 +28,12 @@ from typing import Any, Protocol
 from aloe.chat import Message
 from aloe.config import EvalModelSpec, Params, RoleConfig, resolve_path
 from aloe.errors import AloeError, ParamsError
-from aloe.layout import ADAPTER_CONFIG, ADAPTER_STATS, ADAPTER_WEIGHTS
+from aloe.layout import ADAPTER_CONFIG, ADAPTER_STAGES, ADAPTER_STATS, ADAPTER_WEIGHTS
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-RUN_ADAPTERS = ("sft", "dpo")
+RUN_ADAPTERS = ADAPTER_STAGES  # adapter names that mean this run's folders (sft, dpo, grpo)
+# The notebook number of each stage, for "run stage N" hints (DPO and GRPO are both stage 4).
+STAGE_NUMBERS = {"sft": 3, "dpo": 4, "grpo": 4}
 # A fully fine-tuned model's weights (`method: full`), as transformers saves them: one file,
 # or an index naming its shards.
 FULL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -364,7 +366,7 @@ def full_model_path(params: Params, stage: str) -> Path:
     """A fully fine-tuned stage's model folder; raises naming it when it is missing, has no
     weights, or its weights changed since training."""
     path = params.layout.adapter(stage)
-    number = 3 if stage == "sft" else 4
+    number = STAGE_NUMBERS[stage]
     if not (path / "config.json").exists():
         raise PolicyError(f"{stage}: no fully fine-tuned model at {path} (no config.json); run "
                           f"stage {number} ({stage}) first")
@@ -383,7 +385,7 @@ def adapter_path(params: Params, spec: EvalModelSpec) -> Path | None:
         return None
     if spec.adapter in RUN_ADAPTERS:
         path = params.layout.adapter(spec.adapter)
-        stage = 3 if spec.adapter == "sft" else 4
+        stage = STAGE_NUMBERS[spec.adapter]
         hint = (f"run stage {stage} ({spec.adapter}) first, or remove model '{spec.name}' "
                 "from evaluation.models")
         redo = f"delete the folder and run stage {stage} ({spec.adapter}) again"
@@ -474,17 +476,23 @@ def spec_model(params: Params, spec: EvalModelSpec) -> str:
     if spec.model:
         local = resolve_path(spec.model)
         return str(local) if local.exists() else spec.model
-    return base_model(params, "dpo" if spec.adapter == "dpo" else "sft")
+    return base_model(params, _trained_by(spec))
 
 
 def evaluated_in_4bit(params: Params, spec: EvalModelSpec) -> bool:
     """Whether an in-process model is loaded on a 4-bit NF4 base: with
     `evaluation.adapter_base: as_trained`, as its training stage loaded the base (DPO's for
-    the dpo adapter, SFT's for every other model, the base itself included, so that base and
-    adapters differ by the adapter alone)."""
+    the dpo adapter, GRPO's for grpo, SFT's for every other model, the base itself included,
+    so that base and adapters differ by the adapter alone)."""
     if params.evaluation.adapter_base != "as_trained":
         return False
-    return (params.dpo if spec.adapter == "dpo" else params.sft).load_in_4bit
+    return getattr(params, _trained_by(spec)).load_in_4bit
+
+
+def _trained_by(spec: EvalModelSpec) -> str:
+    """The training stage whose settings an in-process model takes: its own run adapter's
+    (dpo, grpo), SFT's for every other model (the base itself included)."""
+    return str(spec.adapter) if spec.adapter in RUN_ADAPTERS else "sft"
 
 
 def open_responder(params: Params, spec: EvalModelSpec) -> Responder:

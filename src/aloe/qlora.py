@@ -13,9 +13,9 @@ the quantisation and the adapter: float32 master weights that the trainer comput
 bfloat16, every weight trained, and for DPO a separate frozen reference model
 (`load_reference_model`).
 
-TRL's options come from the parameter file's `sft.trainer` / `dpo.trainer` mappings as they
-are (`trainer_arguments`); the workbook adds only what it must decide itself: the output
-folder, the seed, the device's precision and the checkpoint policy.
+TRL's options come from the parameter file's `sft.trainer` / `dpo.trainer` / `grpo.trainer`
+mappings as they are (`trainer_arguments`); the workbook adds only what it must decide
+itself: the output folder, the seed, the device's precision and the checkpoint policy.
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ from __future__ import annotations
 import importlib.util
 import logging
 import resource
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aloe.config import TrainingConfig
 from aloe.policy import Device, nf4_config
+from aloe.trainer_options import TRL_CONFIGS
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -108,6 +110,24 @@ def load_base_model(base: str, cfg: TrainingConfig, device: Device) -> Any:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
 
+def load_start_model(cfg: TrainingConfig, base: str, device: Device,
+                     sft: Path | None = None) -> Any:
+    """The model a stage trains: the base (4-bit when `load_in_4bit`), or, continuing the SFT
+    stage's `sft` folder, its adapter attached and trainable (QLoRA) or its whole model
+    (`method: full`)."""
+    model = load_base_model(str(sft) if sft and cfg.method == "full" else base, cfg, device)
+    if sft and cfg.method == "lora":
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(sft), is_trainable=True)
+        # The SFT adapter names its base portably (a hub id); while training, name this
+        # machine's copy, or each save looks the hub id up (a network call, a warning offline).
+        # The saved adapter is made portable again like SFT's.
+        for adapter in model.peft_config.values():
+            adapter.base_model_name_or_path = base
+    return model
+
+
 def load_reference_model(source: str, device: Device) -> Any:
     """Full DPO's reference: a second, frozen copy of the starting model in the compute dtype
     (it is never updated, so no float32 master copy), as the released code loads it."""
@@ -142,10 +162,11 @@ def default_report_to() -> str:
 
 def trainer_arguments(stage: str, cfg: TrainingConfig, output_dir: Path, device: Device,
                       seed: int = 0, **overrides: Any) -> Any:
-    """TRL's SFTConfig/DPOConfig: the file's `trainer` options as they are, over the
-    workbook's defaults (checkpoints every `save_steps`, token counting, TensorBoard when it is
-    installed unless `report_to` says otherwise), with what only the workbook decides (output
-    folder, seed, device, precision) and the caller's `overrides` last."""
+    """TRL's config for `stage` (SFTConfig/DPOConfig/GRPOConfig): the file's `trainer` options
+    as they are, over the workbook's defaults (checkpoints every `save_steps`, token counting,
+    TensorBoard when it is installed unless `report_to` says otherwise, and the stage's own
+    `WORKBOOK_TRAINER_OPTIONS`), with what only the workbook decides (output folder, seed,
+    device, precision) and the caller's `overrides` last."""
     import trl
 
     defaults: dict[str, Any] = dict(
@@ -153,15 +174,11 @@ def trainer_arguments(stage: str, cfg: TrainingConfig, output_dir: Path, device:
         fp16=device.fp16, save_strategy="steps", save_total_limit=KEEP_CHECKPOINTS,
         report_to=default_report_to(), include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0)
-    if stage == "sft":
-        defaults.update(completion_only_loss=True, packing=False)
-    else:
-        defaults.update(truncation_mode="keep_start")
-    options = {**defaults, **cfg.trainer}
+    options = {**defaults, **cfg.WORKBOOK_TRAINER_OPTIONS, **cfg.trainer}
     options["optim"] = resolve_optimizer(str(options["optim"]), device)
     options.update(output_dir=str(output_dir), seed=seed, use_cpu=device.kind == "cpu")
     options.update(overrides)
-    config = trl.SFTConfig if stage == "sft" else trl.DPOConfig
+    config = getattr(trl, TRL_CONFIGS[stage][1])  # SFTConfig, DPOConfig, GRPOConfig
     return config(**options)
 
 
@@ -211,6 +228,28 @@ def build_dpo_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
                          peft_config=peft_config, callbacks=callbacks)
     _adapter_dtype_for_cpu(trainer.model, args)
     return trainer
+
+def build_grpo_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
+                       cfg: TrainingConfig, reward_funcs: Sequence[Any], rollout_func: Any,
+                       callbacks: Sequence[Any] = (),
+                       tensorboard_dir: Path | None = None) -> Any:
+    """GRPOTrainer whose completions come from `rollout_func` (`aloe.grpo`); `model` is the
+    base (a fresh adapter is added) or a PeftModel holding the SFT adapter (with beta > 0,
+    TRL keeps a frozen copy of it as the reference)."""
+    from peft import PeftModel
+    from trl import GRPOTrainer
+
+    peft_config = None if isinstance(model, PeftModel) else lora_config(cfg)
+    callbacks = [*callbacks, *tracker_callbacks(args, tensorboard_dir)]
+    with warnings.catch_warnings():  # TRL flags rollout_func as experimental: the pinned
+        warnings.filterwarnings("ignore", message="You are using 'rollout_func'")  # TRL's
+        trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args,
+                              train_dataset=train, processing_class=tokenizer,
+                              peft_config=peft_config, callbacks=callbacks,
+                              rollout_func=rollout_func)
+    _adapter_dtype_for_cpu(trainer.model, args)
+    return trainer
+
 
 def _adapter_dtype_for_cpu(model: Any, args: Any) -> None:
     """TRL stores QLoRA adapter weights in bfloat16; on CPU, where the 4-bit matmuls compute in

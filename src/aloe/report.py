@@ -23,7 +23,7 @@ import pandas as pd
 
 from aloe import findings, manifest, model_card, protocols, tables, viewer
 from aloe.config import ROLE_NAMES, Params, resolve_path
-from aloe.layout import DEFAULT_VARIANT, REPORT_NOTEBOOK, TRAINING_STAGES, RunLayout
+from aloe.layout import ADAPTER_STAGES, DEFAULT_VARIANT, REPORT_NOTEBOOK, TRAINING_STAGES, RunLayout
 from aloe.llm import load_usage_history
 from aloe.records import Check, read_json, read_records
 from aloe.schemas import conversation_check, persona_check, pool_item_check, record_check
@@ -95,7 +95,7 @@ def evaluation_records(layout: RunLayout, models: list[str]) -> list[dict[str, A
 def training_stats(layout: RunLayout) -> dict[str, dict[str, Any]]:
     """Each finished adapter's training statistics, by stage."""
     found = {}
-    for stage in TRAINING_STAGES:
+    for stage in ADAPTER_STAGES:  # GRPO's too
         file = layout.adapter_file(stage, "training_stats.json")
         if file.exists():
             found[stage] = read_json(file)
@@ -357,5 +357,5 @@ def write_model_cards(params: Params) -> list[str]:
     """Rewrite each finished adapter's model card with the run's metrics; their paths,
     relative to the project."""
     written = [model_card.write_card(params, stage, with_metrics=True)
-               for stage in TRAINING_STAGES]
+               for stage in ADAPTER_STAGES]
     return [manifest.display_path(path) for path in written if path is not None]

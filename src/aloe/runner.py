@@ -112,7 +112,9 @@ def parse_stages(spec: str | None, available: list[Path]) -> list[Path]:
     if not spec.strip():
         raise StageSelectionError("--stages: empty; give numbers and ranges (e.g. 0,2-4), or "
                                   "leave --stages out to run every stage")
-    numbered = {int(nb.name[:2]): nb for nb in available}
+    numbered: dict[int, list[Path]] = {}  # one number may hold siblings (04_dpo, 04_grpo)
+    for nb in available:
+        numbered.setdefault(int(nb.name[:2]), []).append(nb)
     top = max(numbered, default=-1)
     wanted: set[int] = set()
     for part in spec.split(","):
@@ -139,7 +141,7 @@ def parse_stages(spec: str | None, available: list[Path]) -> list[Path]:
         raise StageSelectionError(f"--stages: no notebook numbered {missing[0]:02d} in "
                                   f"notebooks/ (have "
                                   f"{', '.join(f'{n:02d}' for n in sorted(numbered))})")
-    return [numbered[n] for n in sorted(wanted)]
+    return [nb for n in sorted(wanted) for nb in numbered[n]]
 
 
 def stage_numbers(selected: list[Path]) -> list[int]:

@@ -1,5 +1,5 @@
-"""The options of TRL's trainer configs (`SFTConfig`, `DPOConfig`), for checking a parameter
-file's `sft.trainer` / `dpo.trainer` mappings when it loads.
+"""The options of TRL's trainer configs (`SFTConfig`, `DPOConfig`, `GRPOConfig`), for checking a
+parameter file's `sft.trainer` / `dpo.trainer` / `grpo.trainer` mappings when it loads.
 
 A training stage passes those mappings to TRL as they are (alignment-handbook style: a recipe
 is TRL's own keys), so a new TRL option needs no edit here. What is checked is that each key
@@ -23,7 +23,8 @@ from pathlib import Path
 from aloe.errors import did_you_mean, shown
 
 TRL_CONFIGS = {"sft": ("trl.trainer.sft_config", "SFTConfig"),
-               "dpo": ("trl.trainer.dpo_config", "DPOConfig")}
+               "dpo": ("trl.trainer.dpo_config", "DPOConfig"),
+               "grpo": ("trl.trainer.grpo_config", "GRPOConfig")}
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str, "None": type(None),
           "list": list, "dict": dict}
 

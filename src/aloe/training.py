@@ -31,20 +31,20 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from aloe import model_card
-from aloe.config import DPOConfig, Params, TrainingConfig
+from aloe.config import Params, TrainingConfig
 from aloe.errors import ParamsError
 from aloe.launch import launch_stage, needs_launch
 from aloe.layout import ADAPTER_CONFIG, ADAPTER_STATS
-from aloe.layout import TRAINING_STAGES as STAGES
+from aloe.layout import ADAPTER_STAGES as STAGES
 from aloe.policy import (
     Device,
     adapter_weights,
@@ -59,8 +59,8 @@ from aloe.progress import Reporter, reporter
 from aloe.qlora import (
     build_dpo_trainer,
     build_sft_trainer,
-    load_base_model,
     load_reference_model,
+    load_start_model,
     load_tokenizer,
     model_config,
     peak_memory,
@@ -68,9 +68,6 @@ from aloe.qlora import (
 )
 from aloe.records import follow_umask, read_json, write_json
 from aloe.training_data import load_splits, prepare_dataset
-
-if TYPE_CHECKING:  # heavy imports stay lazy: validation must not pay for torch
-    pass
 
 log = logging.getLogger("aloe.training")
 
@@ -162,8 +159,6 @@ def validate_training_inputs(params: Params, stage: str) -> str:
     another base. (`lora_r: 0` and other out-of-range numbers are refused by the schema when
     the parameter file is read.)
     """
-    from aloe.local_model import LocalModelError
-
     cfg = stage_config(params, stage)
     where = params.source
     if cfg.lora_r < 1:  # the schema refuses it; kept for params edited after validation
@@ -174,6 +169,17 @@ def validate_training_inputs(params: Params, stage: str) -> str:
         raise ParamsError(f"{where}: no {stage} dataset at {data} (no dataset_dict.json): run "
                           "stage 2 (notebook 02_conversations) first, or check run.name and "
                           "run.output_dir")
+    return validate_model_inputs(params, stage)
+
+
+def validate_model_inputs(params: Params, stage: str) -> str:
+    """The model half of `validate_training_inputs`, for every stage (GRPO has no export):
+    the base model, the optimiser, and a `start_from: sft` whose SFT adapter is there and was
+    trained on the same base. Returns the base model."""
+    from aloe.local_model import LocalModelError
+
+    cfg = stage_config(params, stage)
+    where = params.source
     if cfg.base_model:
         check_model_reference(cfg.base_model, f"{where}: key '{stage}.base_model'")
     try:
@@ -181,23 +187,37 @@ def validate_training_inputs(params: Params, stage: str) -> str:
     except LocalModelError as error:
         raise ParamsError(f"{where}: {error}") from None
     _check_optimizer(str(cfg.trainer["optim"]), f"{where}: key '{stage}.trainer.optim'")
-    if stage == "dpo" and isinstance(cfg, DPOConfig) and cfg.start_from == "sft":
+    if _from_sft(cfg):
         sft = params.layout.adapter("sft")
         if params.sft.method != cfg.method:
-            raise ParamsError(f"{where}: dpo.start_from is 'sft' but sft.method is "
-                              f"'{params.sft.method}' and dpo.method '{cfg.method}': give both "
-                              "the same method, or set dpo.start_from: base")
+            raise ParamsError(f"{where}: {stage}.start_from is 'sft' but sft.method is "
+                              f"'{params.sft.method}' and {stage}.method '{cfg.method}': give "
+                              f"both the same method, or set {stage}.start_from: base")
         if not (sft / _config_file(cfg)).exists():
-            raise ParamsError(f"{where}: dpo.start_from is 'sft' but there is no SFT "
+            raise ParamsError(f"{where}: {stage}.start_from is 'sft' but there is no SFT "
                               f"{'model' if cfg.method == 'full' else 'adapter'} at "
                               f"{sft}: run stage 3 (notebook 03_sft) first, or set "
-                              "dpo.start_from: base")
+                              f"{stage}.start_from: base")
         verify_adapter_weights(sft, _redo("sft"))
         sft_base = base_model(params, "sft")
         if not same_model(sft_base, base):
-            raise ParamsError(f"{where}: dpo.base_model ({base}) differs from sft.base_model "
-                              f"({sft_base}) but dpo.start_from is 'sft': use the same base model")
+            raise ParamsError(f"{where}: {stage}.base_model ({base}) differs from "
+                              f"sft.base_model ({sft_base}) but {stage}.start_from is 'sft': "
+                              "use the same base model")
     return base
+
+
+def start_model(params: Params, stage: str, base: str, device: Device) -> Any:
+    """The model `stage` trains (`qlora.load_start_model`): from the SFT adapter or model for
+    `start_from: sft`, else from the base."""
+    cfg = stage_config(params, stage)
+    sft = params.layout.adapter("sft") if _from_sft(cfg) else None
+    return load_start_model(cfg, base, device, sft)
+
+
+def _from_sft(cfg: TrainingConfig) -> bool:
+    """A stage that continues the SFT model or adapter (`start_from: sft`: DPO, GRPO)."""
+    return getattr(cfg, "start_from", None) == "sft"
 
 def _check_optimizer(name: str, key: str) -> None:
     from transformers.training_args import OptimizerNames
@@ -206,11 +226,6 @@ def _check_optimizer(name: str, key: str) -> None:
     if name != "auto" and name not in known:
         raise ParamsError(f"{key}: unknown optimiser {name!r}: 'auto' or one of transformers' "
                           "OptimizerNames (e.g. paged_adamw_8bit, adamw_torch)")
-
-
-
-
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,8 +260,21 @@ def train_dpo(params: Params, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Stage 4: DPO on the preference pairs, from the SFT adapter or from the base."""
     return train_stage(params, "dpo", callbacks)
 
-def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = ()) -> TrainResult:
-    """Train one stage, or return the saved result when its adapter is already finished."""
+# A stage's own checks before loading anything (-> base model) and trainer, for train_stage
+Validator = Callable[[Params, str], str]
+TrainerBuilder = Callable[[Params, str, str, Device, Sequence[Any]], Any]
+
+
+def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = (), *,
+                validate: Validator | None = None,
+                build: TrainerBuilder | None = None) -> TrainResult:
+    """Train one stage, or return the saved result when its adapter is already finished.
+
+    SFT and DPO use this module's validation and trainer; another stage (GRPO, `aloe.grpo`)
+    passes its own `validate` and `build` and shares the rest: the finished-adapter check,
+    resuming from the last checkpoint, the statistics, the adapter's folder and its card."""
+    validate = validate or validate_training_inputs
+    build = build or _stage_trainer
     cfg = stage_config(params, stage)
     folder = params.layout.adapter(stage)
     if (folder / STATS_FILE).exists() and adapter_weights(folder) is None:
@@ -261,7 +289,7 @@ def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = ()) -> Tr
         if cfg.merge and cfg.method == "lora":
             merge_adapter(params, stage)
         return result
-    base = validate_training_inputs(params, stage)
+    base = validate(params, stage)
     if needs_launch(cfg):  # full fine-tuning on several GPUs: N ranks under accelerate
         launch_stage(params, stage)
         result = load_result(params, stage)
@@ -275,7 +303,7 @@ def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = ()) -> Tr
 
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    trainer = _stage_trainer(params, stage, base, device, callbacks)
+    trainer = build(params, stage, base, device, callbacks)
     load_s = time.perf_counter() - started
 
     work = params.layout.checkpoints(stage)
@@ -291,6 +319,7 @@ def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = ()) -> Tr
     stats = _stats(trainer, stage, cfg, base, device, load_s=load_s, wall=wall,
                    resumed=resumed, train_loss=output.training_loss)
     stats["final_loss"] = _last(history, "loss")
+    stats.update(getattr(trainer, "aloe_stats", {}))  # a stage's own figures (GRPO's rewards)
     target = params.layout.adapter(stage)
     _save_adapter(trainer, target, history, stats)
     if trainer.accelerator.is_main_process:
@@ -308,25 +337,14 @@ def _stage_trainer(params: Params, stage: str, base: str, device: Device,
     """Tokenizer, data, 4-bit base (+ the SFT adapter for DPO from SFT) and the TRL trainer;
     in full, the starting model (the SFT model for DPO from SFT) and DPO's frozen copy of it."""
     cfg = stage_config(params, stage)
-    from_sft = stage == "dpo" and isinstance(cfg, DPOConfig) and cfg.start_from == "sft"
-    start = str(params.layout.adapter("sft")) if from_sft and cfg.method == "full" else base
+    start = str(params.layout.adapter("sft")) if _from_sft(cfg) and cfg.method == "full" else base
     tokenizer = load_tokenizer(base)
     train = prepare_dataset(load_splits(params, stage)["train"], tokenizer, stage,
                             int(cfg.trainer["max_length"]))
-    model = load_base_model(start, cfg, device)
     reference = {}
     if stage == "dpo" and cfg.method == "full":
         reference["ref_model"] = load_reference_model(start, device)
-    if from_sft and cfg.method == "lora":
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(params.layout.adapter("sft")),
-                                          is_trainable=True)
-        # The SFT adapter names its base portably (a hub id); while training, name this
-        # machine's copy, or each save looks the hub id up (a network call, a warning offline).
-        # The saved DPO adapter is made portable again like SFT's.
-        for adapter in model.peft_config.values():
-            adapter.base_model_name_or_path = base
+    model = start_model(params, stage, base, device)
     args = trainer_arguments(stage, cfg, params.layout.checkpoints(stage), device,
                              seed=params.run.seed)
     build = build_sft_trainer if stage == "sft" else build_dpo_trainer

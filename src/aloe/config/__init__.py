@@ -25,10 +25,11 @@ from aloe.config.loading import (
 )
 from aloe.config.project import ProjectNotFoundError, is_url, project_root, resolve_path
 from aloe.config.schema import EvalModelSpec, Params, PersonasConfig, RoleConfig
-from aloe.config.training import DPOConfig, SFTConfig, TrainingConfig
+from aloe.config.training import DPOConfig, GRPOConfig, GRPORewards, SFTConfig, TrainingConfig
 
 __all__ = [
-    "EVALUATION_STAGE", "MAX_TURNS", "ROLE_NAMES", "DPOConfig", "EvalModelSpec", "Override",
+    "EVALUATION_STAGE", "MAX_TURNS", "ROLE_NAMES", "DPOConfig", "EvalModelSpec", "GRPOConfig",
+    "GRPORewards", "Override",
     "Params", "PersonasConfig", "ProjectNotFoundError", "RoleConfig", "SFTConfig",
     "TrainingConfig", "check_api_keys", "deep_merge", "is_url", "load_params", "load_run_folder",
     "missing_key_message", "notebook_params", "params_from_dict", "parse_set", "project_root",

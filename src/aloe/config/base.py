@@ -20,7 +20,7 @@ ROLE_NAMES = ("generator", "user", "inducer", "assistant", "judge")
 OPTIONAL_ROLES = ("second_judge",)  # roles a parameter file may add (None: not used)
 BUDGET_STAGES = ("preflight", "personas", "conversations", "evaluate")
 SECTION_NAMES = frozenset({"run", "local_model", "roles", "personas", "conversations", "sft",
-                           "dpo", "evaluation", "report"})
+                           "dpo", "grpo", "evaluation", "report"})
 
 
 

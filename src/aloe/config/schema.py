@@ -38,7 +38,7 @@ from aloe.config.project import (
     project_root,
     resolve_path,
 )
-from aloe.config.training import DPOConfig, SFTConfig
+from aloe.config.training import DPOConfig, GRPOConfig, SFTConfig
 from aloe.errors import shown
 from aloe.layout import RunLayout
 
@@ -231,14 +231,14 @@ class EvalModelSpec(Section):
     """A model under test: the run's base/SFT/DPO, any HF model (+adapter), or an endpoint.
 
     In-process (no base_url): `model` (None: the training base model) plus an optional PEFT
-    `adapter`: "sft"/"dpo" name this run's `adapters/` folders, anything else is a path. An
+    `adapter`: "sft"/"dpo"/"grpo" name this run's `adapters/` folders, else a path. An
     endpoint (`base_url`, "local" included) serves `model` itself; a LoRA served by vLLM
     (`--enable-lora`) is named as the model, so endpoints take no adapter.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # also the eval/NAME.jsonl file
     model: str | None = None  # HF id or path; None: the training base model
-    adapter: str | None = None  # "sft", "dpo" (this run's), or a path to a PEFT adapter
+    adapter: str | None = None  # "sft", "dpo", "grpo" (this run's), or a path to an adapter
     base_url: str | None = None  # an OpenAI-compatible endpoint serving `model`
     api_key_env: str | None = None
     # An endpoint's request limits, as a role's (`roles.*.timeout`, `max_retries`): a slow or
@@ -427,6 +427,7 @@ class Params(Section):
     conversations: ConversationsConfig = ConversationsConfig()
     sft: SFTConfig = SFTConfig()
     dpo: DPOConfig = DPOConfig()
+    grpo: GRPOConfig = GRPOConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     report: ReportConfig = ReportConfig()
     _source: str = PrivateAttr("<parameters>")  # the file it was read from, for messages

@@ -1,5 +1,6 @@
-"""The training stages' sections (`sft`, `dpo`): the method (QLoRA or every weight), LoRA, and
-TRL's own trainer options passed through, bounded above and below and checked at load time.
+"""The training stages' sections (`sft`, `dpo`, `grpo`): the method (QLoRA or every weight),
+LoRA, and TRL's own trainer options passed through, bounded above and below and checked at
+load time.
 """
 
 
@@ -14,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from aloe.config.base import MAX_TOKENS, Int, Real, Section
+from aloe.config.base import MAX_TOKENS, MAX_TURNS, Int, Real, Section
 
 # Upper bounds of TRL's counting options (TRL itself takes any number): a typo stops the run
 # when the file loads, not when the trainer allocates or plans 10^14 steps.
@@ -78,6 +79,11 @@ class TrainingConfig(Section):
         "save_steps": 50,  # checkpoint interval: an interrupted run resumes there
     }
     STAGE: ClassVar[str] = "sft"
+    # What the workbook sets in TRL's config for this stage, under the file's `trainer:` options
+    # (`qlora.trainer_arguments`); not parameters, so not written into the run's params.
+    WORKBOOK_TRAINER_OPTIONS: ClassVar[dict[str, Any]] = {}
+    # TRL options that this stage's own keys set (option -> why), refused under `trainer:`.
+    STAGE_RESERVED: ClassVar[dict[str, str]] = {}
 
     base_model: str | None = None  # HF id or local path; None: the local/embedded model
     method: Literal["lora", "full"] = "lora"  # lora: an adapter; full: every weight, no adapter
@@ -95,7 +101,7 @@ class TrainingConfig(Section):
     def _trl_options(cls, value: dict[str, Any]) -> dict[str, Any]:
         from aloe.trainer_options import check_trainer_options
 
-        for key, why in RESERVED_TRAINER_OPTIONS.items():
+        for key, why in {**RESERVED_TRAINER_OPTIONS, **cls.STAGE_RESERVED}.items():
             if key in value:
                 raise ValueError(f"'{key}' is not set here: {why}")
         hub = sorted(key for key in value if key.startswith("hub_"))
@@ -154,6 +160,8 @@ def current_trainer_names(options: dict[str, Any]) -> dict[str, Any]:
 
 class SFTConfig(TrainingConfig):
     STAGE: ClassVar[str] = "sft"
+    WORKBOOK_TRAINER_OPTIONS: ClassVar[dict[str, Any]] = {"completion_only_loss": True,
+                                                          "packing": False}
 
     # The chat an SFT example's prompt holds before its user message. continued (this
     # workbook, and the released DPO): the branch the conversation went on with. preferred
@@ -165,7 +173,88 @@ class DPOConfig(TrainingConfig):
     TRAINER_DEFAULTS: ClassVar[dict[str, Any]] = {
         **TrainingConfig.TRAINER_DEFAULTS, "learning_rate": 5e-5, "beta": 0.1}
     STAGE: ClassVar[str] = "dpo"
+    WORKBOOK_TRAINER_OPTIONS: ClassVar[dict[str, Any]] = {"truncation_mode": "keep_start"}
 
     start_from: Literal["sft", "base"] = "sft"
+
+
+GRPO_REWARD_NAMES = ("judge", "inference", "future")
+
+
+class GRPORewards(Section):
+    """The weight of each reward of the environment (`aloe.environment`); 0 turns it off.
+
+    judge: the protocol's judge score of the reply (ALOE 1-5, RLPA 0/1); inference: how right
+    what the policy says it inferred (a `<profile>...</profile>` in its reply) is, 0-1;
+    future: the judge's mean score of the policy's replies over `future_turns` sampled future
+    turns (CollabLLM-style), averaged over `future_samples` futures."""
+
+    judge: Real = Field(1.0, ge=0.0, le=1000.0)
+    inference: Real = Field(0.0, ge=0.0, le=1000.0)
+    future: Real = Field(0.0, ge=0.0, le=1000.0)
+
+    def on(self) -> dict[str, float]:
+        """The rewards turned on, with their weights, in a fixed order."""
+        return {name: float(getattr(self, name)) for name in GRPO_REWARD_NAMES
+                if getattr(self, name) > 0}
+
+
+class GRPOConfig(TrainingConfig):
+    """Turn-level GRPO against the simulated users (`aloe.grpo`): the workbook's keys decide
+    the rollouts (dialogues, turns, group size) and the rewards; `trainer:` is TRL's
+    GRPOConfig (learning_rate, max_completion_length, beta, temperature, ...)."""
+
+    TRAINER_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "learning_rate": 1e-5,
+        "max_steps": -1,  # -1: train num_train_epochs (one pass over the turns)
+        "num_train_epochs": 1.0,
+        "per_device_train_batch_size": 8,  # completions per micro-batch: a multiple of G
+        "gradient_accumulation_steps": 4,
+        "activation_checkpointing": True,
+        "max_completion_length": 256,  # tokens of one sampled reply
+        "beta": 0.04,  # KL to the starting policy (DeepSeekMath's); 0: no reference pass
+        "temperature": 1.0,
+        "optim": "auto",
+        "logging_steps": 1,
+        "save_steps": 50,
+    }
+    STAGE: ClassVar[str] = "grpo"
+    # GRPO counts the tokens of its rollouts itself; the Trainer's own count finds no inputs
+    WORKBOOK_TRAINER_OPTIONS: ClassVar[dict[str, Any]] = {"include_num_input_tokens_seen": "no"}
+    STAGE_RESERVED: ClassVar[dict[str, str]] = {
+        "num_generations": "set grpo.num_generations",
+        "reward_weights": "set grpo.rewards (a weight per reward)",
+        "max_prompt_length": "set grpo.max_prompt_length",
+    }
+
+    start_from: Literal["sft", "base"] = "sft"
+    turns: Int = Field(3, ge=1, le=MAX_TURNS)  # a dialogue's length: rows train turns 1..turns
+    num_generations: Int = Field(8, ge=2, le=1024)  # G: replies sampled per turn, one group
+    dialogues_per_persona: Int = Field(1, ge=1, le=1000)  # seeds: simulated users per persona
+    rewards: GRPORewards = GRPORewards()
+    future_turns: Int = Field(0, ge=0, le=MAX_TURNS)  # K: turns each sampled future plays
+    future_samples: Int = Field(1, ge=1, le=64)  # futures the future reward averages
+    max_prompt_length: Int = Field(1024, ge=16, le=MAX_TOKENS)  # history tokens kept (newest)
+
+    @model_validator(mode="after")
+    def _rollouts_fit(self) -> "GRPOConfig":
+        if self.method != "lora":
+            raise ValueError("grpo.method: GRPO trains a LoRA adapter here (a rollout samples "
+                             "from the model being trained); set grpo.method: lora")
+        rewards = self.rewards.on()
+        if not rewards:
+            raise ValueError("grpo.rewards: every weight is 0: turn one reward on (e.g. "
+                             "judge: 1.0)")
+        if "future" in rewards and self.future_turns < 1:
+            raise ValueError("grpo.rewards.future is on but grpo.future_turns is 0: set "
+                             "future_turns (K) to 1 or more, or the future weight to 0")
+        batch = (int(self.trainer["per_device_train_batch_size"])
+                 * int(self.trainer["gradient_accumulation_steps"]))
+        if batch % self.num_generations:
+            raise ValueError(f"grpo.trainer.per_device_train_batch_size x "
+                             f"gradient_accumulation_steps ({batch}) must be a multiple of "
+                             f"grpo.num_generations ({self.num_generations}): each turn's "
+                             "group of replies is scored together")
+        return self
 
 

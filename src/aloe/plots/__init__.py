@@ -33,13 +33,14 @@ from aloe.plots.personas import (
     plot_saturation,
     plot_similarity,
 )
-from aloe.plots.training import plot_dpo_rewards, plot_training_loss
+from aloe.plots.training import plot_dpo_rewards, plot_grpo_rewards, plot_training_loss
 from aloe.plots.usage import plot_usage
 
 __all__ = [
     "plot_alignment_comparison",
     "plot_alignment_levels",
     "plot_dpo_rewards",
+    "plot_grpo_rewards",
     "plot_hinted_win_rate",
     "plot_inference_beside_al",
     "plot_missing_rate",

@@ -1,4 +1,5 @@
-"""Stages 3-4's figures: the training and validation loss, DPO's rewards and margin.
+"""Stages 3-4's figures: the training and validation loss, DPO's rewards and margin, GRPO's
+rewards per step.
 """
 
 from __future__ import annotations
@@ -65,6 +66,34 @@ def plot_dpo_rewards(log: pd.DataFrame) -> Figure:
     acc_ax.set(ylim=(-0.05, 1.05), xlabel="optimiser step", ylabel="share of pairs ranked right",
                title="Reward accuracy (chance: 0.5)")
     for ax in (reward_ax, acc_ax):
+        integer_ticks(ax, "x")
+    figure_legend(fig, reward_ax, "reward")
+    return fig
+
+
+def plot_grpo_rewards(log: pd.DataFrame) -> Figure:
+    """GRPO per optimiser step: each reward's mean over the step's sampled replies (TRL's
+    `rewards/NAME/mean`, on its own scale) beside the loss and the KL to the reference."""
+    fig, (reward_ax, loss_ax) = new_figure(ncols=2)
+    columns = {c: c.split("/")[1] for c in log if c.startswith("rewards/") and c.endswith("/mean")}
+    if log.empty or not columns:
+        for ax in (reward_ax, loss_ax):
+            empty_axes(ax, "no GRPO rewards logged")
+        return fig
+    rewards = log.melt(id_vars="step", value_vars=list(columns), var_name="reward",
+                       value_name="value").replace({"reward": columns})
+    sns.lineplot(data=rewards, x="step", y="value", hue="reward", style="reward", markers=True,
+                 ax=reward_ax)
+    reward_ax.set(title=f"Mean reward of the sampled replies (n = {len(log)} logged steps)",
+                  xlabel="optimiser step", ylabel="reward (each on its own scale)")
+    curves = {c: label for c, label in (("loss", "loss"), ("kl", "KL to the reference"))
+              if c in log}
+    table = log.melt(id_vars="step", value_vars=list(curves), var_name="curve",
+                     value_name="value").replace({"curve": curves})
+    sns.lineplot(data=table, x="step", y="value", hue="curve", style="curve", markers=True,
+                 ax=loss_ax)
+    loss_ax.set(title="GRPO loss and KL", xlabel="optimiser step", ylabel="value")
+    for ax in (reward_ax, loss_ax):
         integer_ticks(ax, "x")
     figure_legend(fig, reward_ax, "reward")
     return fig

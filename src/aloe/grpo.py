@@ -52,11 +52,14 @@ from aloe.config import GRPOConfig, Params
 from aloe.environment import Dialogue, Rewards, UserEnvironment
 from aloe.errors import BadInputError
 from aloe.llm import LLM, open_llm
+from aloe.plan_lengths import Lengths
+from aloe.planned import PlannedRequest, history_slots, persona_slots
 from aloe.policy import Device
 from aloe.progress import reporter
 from aloe.qlora import build_grpo_trainer, load_tokenizer, trainer_arguments
 from aloe.records import read_records
 from aloe.schemas import persona_check
+from aloe.simulator import simulator_messages
 from aloe.training import (
     TrainResult,
     progress_callback,
@@ -123,17 +126,60 @@ def grpo_requests(params: Params, personas: int | None = None) -> dict[str, int]
     judge) per sampled future. `personas`: the training personas (None: stage 1's file when it
     exists, else its target, profiles x pairings)."""
     cfg = params.grpo
-    if personas is None:
-        found = read_records(params.layout.personas, check=persona_check())
-        p = params.personas
-        personas = len(found) or p.profiles_target * p.pairings_per_profile
-    rows = personas * cfg.dialogues_per_persona * cfg.turns
-    prompts = _trained_prompts(cfg, rows)
+    prompts = trained_turns(params, personas)
     on = cfg.rewards.on()
     future = cfg.future_samples * cfg.future_turns if "future" in on else 0
     judge_per_reply = int("judge" in on) + int("inference" in on) + future
     return {"user": prompts * (cfg.turns + cfg.num_generations * future),
             "judge": prompts * cfg.num_generations * judge_per_reply}
+
+
+def trained_turns(params: Params, personas: int | None = None) -> int:
+    """How many turns the trainer rolls out (each: G sampled replies), from the training
+    personas (None: stage 1's file when it exists, else its target, profiles x pairings)."""
+    cfg = params.grpo
+    if personas is None:
+        found = read_records(params.layout.personas, check=persona_check())
+        p = params.personas
+        personas = len(found) or p.profiles_target * p.pairings_per_profile
+    return _trained_prompts(cfg, personas * cfg.dialogues_per_persona * cfg.turns)
+
+
+def planned_requests(params: Params, lengths: Lengths) -> list[PlannedRequest]:
+    """The stage's requests for `aloe plan` (none when `grpo.enabled` is false): the counts of
+    `grpo_requests` (an upper bound: the cache aside), each prompt at its longest turn, the
+    simulated user's and the protocol judge's requests as the environment builds them."""
+    cfg = params.grpo
+    if not cfg.enabled:
+        return []
+    counts = grpo_requests(params)
+    protocol = protocols.get(params.evaluation.protocol)
+    user, reply = lengths.completion["user"], float(cfg.trainer["max_completion_length"])
+    counter = lengths.counter()
+    persona = persona_slots(counter, lengths.benchmark)
+    before = history_slots(counter, cfg.turns - 1, user, reply)
+    history = before + [{"role": "user", "content": counter.slot(user)}]
+    style = protocol.simulator_for(params.evaluation.prompt_style)
+    asking = counter.tokens(simulator_messages(persona, before, style=style,
+                                               length_request=False))
+    scoring = counter.tokens(protocol.judge_messages(persona, history, counter.slot(reply),
+                                                     params.evaluation.judge_context))
+    return [PlannedRequest("user", counts["user"], asking, user, turn=cfg.turns),
+            PlannedRequest("judge", counts["judge"], scoring, lengths.completion["judge"],
+                           turn=cfg.turns)]
+
+
+def grpo_tokens(params: Params, lengths: Lengths) -> tuple[float, float]:
+    """The policy's tokens over the stage (for GPU hours): generated (the replies of the turns
+    before each trained one, and G replies to it) and trained (G replies with their chat)."""
+    cfg = params.grpo
+    if not cfg.enabled:
+        return 0.0, 0.0
+    prompts = trained_turns(params)
+    reply = float(cfg.trainer["max_completion_length"])
+    chat = cfg.turns * (lengths.completion["user"] + reply) / 2  # the mean turn's history
+    generated = prompts * ((cfg.turns - 1) / 2 + cfg.num_generations) * reply
+    return generated, prompts * cfg.num_generations * (chat + reply)
 
 
 def _trained_prompts(cfg: GRPOConfig, rows: int) -> int:

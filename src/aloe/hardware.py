@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aloe.config import Params, RoleConfig, TrainingConfig, resolve_path
+from aloe.grpo import grpo_tokens
 from aloe.layout import TRAINING_STAGES
 from aloe.plan_lengths import Lengths, benchmark_size
 
@@ -162,11 +163,20 @@ def gpu_hours(params: Params, ceiling: Lengths, forecast: Lengths,
                           "ceiling": generation_tokens(params, ceiling)}
     rate_key = {"sft": "sft_tokens_per_s", "dpo": "dpo_tokens_per_s",
                 "evaluate": "generate_tokens_per_s"}
+    rl = {kind: grpo_tokens(params, lengths) for kind, lengths in (("forecast", forecast),
+                                                                   ("ceiling", ceiling))}
+    if params.grpo.enabled:  # its replies generated, then trained on at SFT's rate
+        tokens["grpo"] = {kind: sum(pair) for kind, pair in rl.items()}
     serving = serving_hours(served, figures) if served else None
     by_gpu: dict[str, Any] = {}
     for gpu, figure in figures["gpus"].items():
         hours = {stage: {kind: count * scale / figure[rate_key[stage]] / 3600
-                         for kind, count in counts.items()} for stage, counts in tokens.items()}
+                         for kind, count in counts.items()}
+                 for stage, counts in tokens.items() if stage in rate_key}
+        if "grpo" in tokens:
+            hours["grpo"] = {kind: scale / 3600 * (made / figure["generate_tokens_per_s"]
+                                                   + trained / figure["sft_tokens_per_s"])
+                             for kind, (made, trained) in rl.items()}
         if serving is not None:
             hours["serve"] = serving["by_gpu"][gpu]
         hours["total"] = {kind: sum(h[kind] for h in hours.values()) for kind in ("forecast",

@@ -49,6 +49,9 @@ ADAPTER_STAGES = (*TRAINING_STAGES, "grpo")
 PREFLIGHT_NOTEBOOK = "00_preflight"
 REPORT_NOTEBOOK = "06_report"
 COMPARE_NOTEBOOK = "07_compare"
+# Notebooks that run only when a parameter turns them on (the key, dotted); off, `aloe run`
+# passes them by without a kernel.
+STAGE_SWITCHES = {"04_grpo": "grpo.enabled"}
 DEFAULT_VARIANT = "aloe"  # stage 5 under the ALOE protocol, live users, no preference shift
 # The files of a finished adapter folder that more than one stage reads.
 ADAPTER_CONFIG = "adapter_config.json"

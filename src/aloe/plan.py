@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from aloe import conversations, evaluation, personas, preflight
+from aloe import conversations, evaluation, grpo, personas, preflight
 from aloe.config import Params
 from aloe.full_finetune import full_finetune_estimate
 from aloe.hardware import Served, disk_gb, gpu_hours, self_hosted
@@ -46,6 +46,7 @@ STAGES: dict[str, StagePlan] = {
     "preflight": preflight.planned_requests,
     "personas": personas.planned_requests,
     "conversations": conversations.planned_requests,
+    "grpo": grpo.planned_requests,
     "evaluate": evaluation.planned_requests,
 }
 

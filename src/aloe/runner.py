@@ -39,6 +39,7 @@ from aloe.layout import (
     COMPARE_NOTEBOOK,
     PREFLIGHT_NOTEBOOK,
     REPORT_NOTEBOOK,
+    STAGE_SWITCHES,
     RunLayout,
     comparison_notebook,
     comparison_page,
@@ -71,9 +72,12 @@ class StageResult:
     seconds: float
     output: Path
     skipped: bool = False  # unchanged since its stamp: kept, no kernel started
+    off: str = ""  # the parameter that turns this stage off, when it is off
 
     @property
     def note(self) -> str:
+        if self.off:
+            return f"off ({self.off}: false), not run"
         return f"unchanged, skipped (checked in {self.seconds:.1f} s)" if self.skipped else ""
 
 
@@ -323,12 +327,19 @@ def run_workbook(params: Params, params_file: str, stages: str | None = None,
         stamps.settle()  # a stage killed in an earlier run: the files it wrote are its own
         ready = _Startup(params, params_file, selected, echo)
         checked = time.perf_counter()
-        preflight = Verdict(True, "") if force else _preflight_verdict(selected, stamps)
+        preflight = Verdict(True, "") if force else _preflight_verdict(
+            [nb for nb in selected if not switched_off(params, nb.stem)], stamps)
         preflight_seconds = time.perf_counter() - checked
         for index, notebook in enumerate(selected, start=1):
             output = layout.executed_notebook(notebook.name)
             print(f"[{index}/{len(selected)}] {notebook.stem}", file=echo, end="", flush=True)
             checked = time.perf_counter()
+            off = switched_off(params, notebook.stem)
+            if off:
+                result.stages.append(StageResult(notebook.stem, 0.0, output, skipped=True,
+                                                 off=off))
+                print(f": {result.stages[-1].note}", file=echo, flush=True)
+                continue
             if force:
                 verdict = Verdict(False, "--force")
             elif notebook.stem == PREFLIGHT_NOTEBOOK:
@@ -348,6 +359,17 @@ def run_workbook(params: Params, params_file: str, stages: str | None = None,
                                             echo, stamps, result))
             _save_timings(result)
     return result
+
+
+def switched_off(params: Params, notebook: str) -> str:
+    """The key that turns `notebook` off (`layout.STAGE_SWITCHES`) when it is false, else ""."""
+    key = STAGE_SWITCHES.get(notebook)
+    if key is None:
+        return ""
+    value: Any = params
+    for part in key.split("."):
+        value = getattr(value, part)
+    return "" if value else key
 
 
 def _preflight_verdict(selected: list[Path], stamps: StageStamps) -> Verdict:

@@ -227,6 +227,9 @@ class GRPOConfig(TrainingConfig):
         "max_prompt_length": "set grpo.max_prompt_length",
     }
 
+    # Off unless a profile turns it on: ALOE's method has no RL stage, and GRPO sends the user
+    # and judge roles requests at every step (`aloe plan` counts them when it is on).
+    enabled: bool = False
     start_from: Literal["sft", "base"] = "sft"
     turns: Int = Field(3, ge=1, le=MAX_TURNS)  # a dialogue's length: rows train turns 1..turns
     num_generations: Int = Field(8, ge=2, le=1024)  # G: replies sampled per turn, one group

@@ -97,7 +97,7 @@ def test_a_repeated_default_is_found_and_named(tmp_path: Path) -> None:
                     "conversations: {turns: 2, n_conversations: 5}\n"
                     "sft: {trainer: {max_steps: 4, learning_rate: 1.0e-3}}\n"
                     "evaluation: {models: [{name: base}, {name: sft, adapter: sft},"
-                    " {name: dpo, adapter: dpo}]}\n")
+                    " {name: dpo, adapter: dpo}, {name: grpo, adapter: grpo}]}\n")
     assert repeated_keys(mine) == ["run.seed", "conversations.turns", "sft.trainer.max_steps",
                                    "evaluation.models"]
     alone = tmp_path / "alone.yaml"

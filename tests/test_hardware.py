@@ -101,13 +101,13 @@ def test_the_plan_shows_serving_hours_for_self_hosted_roles_only(tmp_path: Path)
     assert "assumed: one GPU of the class runs the server: prefill at 40% of its bf16 peak" \
         in text
     header = text.split("GPU (forecast / ceiling)")[0].splitlines()[-1]
-    assert header.split() == ["sft", "dpo", "evaluate", "serve", "total"]
+    assert header.split() == ["sft", "dpo", "evaluate", "grpo", "serve", "total"]
     # an API that bills (a price) and the bundled local server: dollars, no serving hours
     priced = stub_roles(ENDPOINT, price_input_per_1m=0.15, price_output_per_1m=0.6)
     for roles in (priced, tiny_dict(tmp_path)["roles"]):
         plan = planning.make_plan(_params(tmp_path, roles=roles))
         assert "serving" not in plan.gpu and "serve: " not in format_plan(plan)
-        assert all(set(h) == {"sft", "dpo", "evaluate", "total"}
+        assert all(set(h) == {"sft", "dpo", "evaluate", "grpo", "total"}
                    for h in plan.gpu["by_gpu"].values())
 
 

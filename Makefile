@@ -9,6 +9,11 @@ STAMP := $(VENV)/.installed
 PARAMS ?= params/tiny.yaml
 ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` and `make test-quick`: one whole test module at a time per
+# worker (--dist loadscope: a module's shared set-up, e.g. the workbook drill's run, is made once),
+# the modules with the most slow tests first (tests/conftest.py). JOBS=0: one process, as before.
+JOBS ?= 2
+XDIST = $(if $(filter-out 0,$(JOBS)),-n $(JOBS) --dist loadscope)
 # Every package of a working install at its exact version, written by `make lock`.
 LOCK := requirements.lock
 # The torch that `make lock` locks; `make install` takes torch's version from the lock.
@@ -32,7 +37,7 @@ run: $(STAMP)
 
 # Everything, the whole workbook end to end and its failure drills included (what CI runs).
 test: $(STAMP) browser lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The linter (ruff, configured in pyproject.toml): a second or less; `make test` runs it first.
 lint: $(STAMP)
@@ -40,7 +45,7 @@ lint: $(STAMP)
 
 # While working: the tests not marked slow (about 2.5 minutes on 2 CPU cores).
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # Only the whole workbook end to end and its failure drills (tests/test_workbook.py).
 test-workbook: $(STAMP) browser

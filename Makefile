@@ -43,7 +43,8 @@ test: $(STAMP) browser lint
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts bench
 
-# While working: the tests not marked slow (about 2.5 minutes on 2 CPU cores).
+# While working: the tests not marked slow (5-6 minutes in one process in CI's last run, less
+# the 2 minutes of the two tests since marked slow; docs/development.md has what was measured).
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 

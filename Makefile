@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed
 PARAMS ?= params/tiny.yaml
 ARGS ?=
 PYTEST_ARGS ?=
-# pytest-xdist workers for `make test` and `make test-quick`: one whole test module at a time per
-# worker (--dist loadscope: a module's shared set-up, e.g. the workbook drill's run, is made once),
-# the modules with the most slow tests first (tests/conftest.py). JOBS=0: one process, as before.
-JOBS ?= 2
+# pytest-xdist workers for `make test` and `make test-quick` (e.g. JOBS=2): one whole test module
+# at a time per worker (--dist loadscope: a module's shared set-up, e.g. the workbook drill's run,
+# is made once), the modules with the most slow tests first (tests/conftest.py). 0, the default:
+# one process, until two workers are measured faster on an idle 2-core machine, with the
+# workbook drill's set-up inside pytest-timeout's 1,200 s (docs/development.md).
+JOBS ?= 0
 XDIST = $(if $(filter-out 0,$(JOBS)),-n $(JOBS) --dist loadscope)
 # Every package of a working install at its exact version, written by `make lock`.
 LOCK := requirements.lock

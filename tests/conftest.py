@@ -129,12 +129,37 @@ def reference_dir() -> Path:
     return REFERENCE
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that reads the official files (`-m needs_reference` lists those that
-    skip without them; docs/reference-files.md counts them)."""
+    skip without them; docs/reference-files.md counts them). Under pytest-xdist, the modules
+    with the most slow tests first (`heaviest_modules_first`)."""
     for item in items:
         if "reference_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.needs_reference)
+    if _under_xdist(config):
+        items[:] = heaviest_modules_first(items)
+
+
+def _under_xdist(config: pytest.Config) -> bool:
+    """A pytest-xdist worker (or its controller): only there does the order of modules decide
+    how long the run takes."""
+    return hasattr(config, "workerinput") or bool(getattr(config.option, "numprocesses", None))
+
+
+def heaviest_modules_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The tests module by module, those with the most tests marked slow first, else in
+    collection order. `--dist loadscope` hands a worker a whole module at a time in this order:
+    the workbook drill's long shared run starts at once instead of last (its module sorts last
+    by name), so that no worker is left alone with it at the end."""
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+
+    def slow_tests(module: list[pytest.Item]) -> int:
+        return sum(item.get_closest_marker("slow") is not None for item in module)
+
+    ordered = sorted(modules.values(), key=slow_tests, reverse=True)  # stable: ties keep order
+    return [item for module in ordered for item in module]
 
 
 __all__ = ["ROOT", "REFERENCE", "load_params", "stub_roles", "tiny_dict", "write_params"]

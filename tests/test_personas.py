@@ -170,6 +170,7 @@ def test_stop_reason_rules(tiny_params) -> None:
 # ------------------------------------------------------------------------------------------
 # The stage without a generator: the official files as pool and benchmark
 # ------------------------------------------------------------------------------------------
+@pytest.mark.slow  # embeds the 662 official personas for the leakage table: 44 s in CI
 def test_stage_with_the_official_files_as_pool_and_benchmark(tmp_path: Path,
                                                              reference_dir: Path) -> None:
     """The official training pool, paired as released (passes drawing with replacement), and

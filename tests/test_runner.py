@@ -574,6 +574,7 @@ def _executed(run_dir: Path) -> dict[str, tuple[int, bytes]]:
             for path in sorted((run_dir / "notebooks").glob("*.ipynb"))}
 
 
+@pytest.mark.slow  # seven `aloe run`s, each starting kernels: 80 s in CI
 def test_a_rerun_skips_unchanged_stages_and_any_change_reruns(tmp_path: Path) -> None:
     """Real papermill runs of stages 0 and 2 against the stub server (stage 2 reads personas
     written by hand). A second run starts no kernel and leaves every file as it was; a changed

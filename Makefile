@@ -57,7 +57,7 @@ test-workbook: $(STAMP) browser
 # Rewrites every generated part of the docs that needs neither a GPU nor a run, offline, in
 # seconds: params/defaults.yaml (the schema's defaults as a profile), the fidelity table
 # (docs/fidelity.md), the cost table from `aloe plan` (docs/cost.md), the errors page
-# (docs/errors.md), and docs/gpu.md with src/aloe/gpu_figures.json from the GPU run on record
+# (docs/errors.md), and docs/gpu.md with src/aloe/operations/gpu_figures.json from the GPU run on record
 # (docs/gpu_check.json). Each has a test that fails when the page drifts. Not here:
 # measuring a GPU (`scripts/gpu_check.py --write-docs` needs one, see docs/scaling.md) and the
 # README's figure (`scripts/readme_figure.py outputs/tiny` needs a finished tiny run, 10 minutes).

@@ -5,7 +5,7 @@
 The first run starts from an empty output folder and an empty response cache (the converted
 embedded model is reused from outputs/models; `--keep DIR` keeps that folder, e.g. to look at
 the report); the rerun uses the same parameters, so it finds every stage unchanged (its
-stamp matches: `aloe.stage_stamp`), starts no kernel and sends no LLM request.
+stamp matches: `aloe.operations.stage_stamp`), starts no kernel and sends no LLM request.
 
 It prints the seconds of each stage in both runs, the wall time of each `aloe run`, their
 ratio, and whether the rerun met its target: at most 10% of the first run and under 30 s.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from aloe.config import project_root
+from aloe.core.config import project_root
 
 RERUN_SHARE, RERUN_SECONDS = 0.10, 30.0  # issue 24: a rerun with nothing to do
 
@@ -31,7 +31,7 @@ RERUN_SHARE, RERUN_SECONDS = 0.10, 30.0  # issue 24: a rerun with nothing to do
 def run(params_file: Path) -> tuple[float, dict[str, float], set[str]]:
     """One `aloe run`: its wall time, each stage's seconds, the stages it skipped."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "aloe.cli", "run", str(params_file), "--quiet"],
+    subprocess.run([sys.executable, "-m", "aloe", "run", str(params_file), "--quiet"],
                    cwd=project_root(), check=True)
     wall = time.perf_counter() - started
     data = yaml.safe_load(params_file.read_text())

@@ -1,4 +1,4 @@
-"""Dialogue turns per second through the simulated-user environment (`aloe.environment`)
+"""Dialogue turns per second through the simulated-user environment (`aloe.stages.environment`)
 against the stub server: the environment must not be what holds an RL trainer back.
 
     .venv/bin/python bench/environment_throughput.py [--dialogues 256] [--turns 4]
@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from aloe import protocols
-from aloe.config import RoleConfig
-from aloe.environment import UserEnvironment
-from aloe.layout import RunLayout
+from aloe.core import protocols
+from aloe.core.config import RoleConfig
+from aloe.core.layout import RunLayout
 from aloe.llm import LLM, run_sync
+from aloe.stages.environment import UserEnvironment
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

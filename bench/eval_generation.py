@@ -52,8 +52,8 @@ def main() -> None:
 
     import torch
 
-    from aloe.local_model import ensure_embedded_model
-    from aloe.policy import InProcessResponder
+    from aloe.core.local_model import ensure_embedded_model
+    from aloe.stages.policy import InProcessResponder
 
     model = args.model or str(ensure_embedded_model("outputs/models"))
     responder = InProcessResponder(model, batch_size=1, max_new_tokens=args.max_new_tokens,

@@ -43,9 +43,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TQDM_DISABLE", "1")  # the stages' bars would bury the table
 
-from aloe import conversations, evaluation, personas  # noqa: E402
-from aloe.config import Params, params_from_dict  # noqa: E402
-from aloe.errors import AloeError  # noqa: E402
+from aloe.core.config import Params, params_from_dict  # noqa: E402
+from aloe.core.errors import AloeError  # noqa: E402
+from aloe.stages import conversations, evaluation, personas  # noqa: E402
 from tests.conftest import tiny_dict  # noqa: E402
 from tests.support.fault_proxy import FaultProxy  # noqa: E402
 from tests.support.faults import FAULTS  # noqa: E402
@@ -110,9 +110,9 @@ def run_stage(stage: str, params: Params) -> None:
 def write_inputs(folder: Path, seed: int) -> Path:
     """The personas and benchmark that stages 2 and 5 read, paired from the built-in seed
     pools (no stage 1 to wait for); returns their folder."""
-    from aloe.pools import builtin_seeds, cross_benchmark
-    from aloe.records import write_records
-    from aloe.schemas import persona_check
+    from aloe.core.records import write_records
+    from aloe.core.schemas import persona_check
+    from aloe.stages.pools import builtin_seeds, cross_benchmark
 
     profiles, personalities = ([{"id": f"{kind}-{i:04d}", "text": text, "source": "seed"}
                                 for i, text in enumerate(builtin_seeds(kind)[:6], start=1)]

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from aloe.config import load_params, project_root
+from aloe.core.config import load_params, project_root
 from aloe.llm import LLM, ensure_local_server, run_sync
 
 

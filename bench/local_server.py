@@ -37,13 +37,13 @@ from typing import Any
 
 import httpx
 
-from aloe.config import load_params, project_root
-from aloe.conversation_prompts import workbook_reply_messages
-from aloe.judges import parse_choice, preference_messages
+from aloe.core.config import load_params, project_root
+from aloe.core.local_model import local_model_path
 from aloe.llm.server import LocalServer, start_server
-from aloe.local_model import local_model_path
 from aloe.prompts import render
-from aloe.simulator import simulator_messages
+from aloe.roles.conversation_prompts import workbook_reply_messages
+from aloe.roles.judges import parse_choice, preference_messages
+from aloe.roles.simulator import simulator_messages
 
 # name: (continuous batching, more `transformers serve` flags, torch threads or None)
 CONFIGS: dict[str, tuple[bool, list[str], int | None]] = {

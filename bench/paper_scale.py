@@ -60,8 +60,8 @@ def _rss_mb() -> float:
 
 def child(params_file: str, stage: str) -> None:
     """Run one stage and print what it took (one JSON line)."""
-    from aloe import conversations, evaluation
-    from aloe.config import load_params
+    from aloe.core.config import load_params
+    from aloe.stages import conversations, evaluation
 
     params = load_params(params_file)
     base_rss = _rss_mb()
@@ -116,7 +116,7 @@ def personas(n: int) -> list[dict[str, Any]]:
 def write_params(folder: Path, base_url: str, name: str, args: argparse.Namespace) -> Path:
     import yaml
 
-    from aloe.records import write_records
+    from aloe.core.records import write_records
 
     roles = {role: {"model": "stub", "base_url": base_url, "temperature": 0.7,
                     "max_tokens": 128, "concurrency": CONCURRENCY, "timeout": 120.0}
@@ -140,7 +140,7 @@ def write_params(folder: Path, base_url: str, name: str, args: argparse.Namespac
 
 def requests_sent(run_dir: Path) -> int:
     """Requests that reached the backend and succeeded, from the run's usage ledger."""
-    from aloe.records import read_records
+    from aloe.core.records import read_records
 
     return sum(entry["totals"]["requests"] for entry in read_records(run_dir / "usage" /
                                                                      "history.jsonl"))
@@ -180,7 +180,7 @@ def _written(file: Path) -> int:
 
 def kill_and_resume(folder: Path, stub: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Stage 2 SIGKILLed with half its conversations written, then run again."""
-    from aloe.records import read_records
+    from aloe.core.records import read_records
 
     params_file = write_params(folder, stub.base_url, "resume", args)
     records = folder / "outputs" / "resume" / "conversations.jsonl"

@@ -33,8 +33,8 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from aloe.personas import NoveltyFilter  # noqa: E402
-from aloe.pools import read_text_pool  # noqa: E402
+from aloe.stages.personas import NoveltyFilter  # noqa: E402
+from aloe.stages.pools import read_text_pool  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "aloe_reference"
 

@@ -6,8 +6,8 @@ to open in headless Chromium, and to apply a filter.
 A run folder in a temporary directory gets records in the real formats (the test's
 `tests/test_viewer.py` writers): 100 benchmark personas x 3 models x K turns of stage 5, and N
 conversation trees of K turns of stage 2, every reply `--words` words long (the paper's size by
-default: 3,000 conversations of 10 turns). Then `aloe.viewer.write_viewer` is timed, and the
-page is opened in Chromium (`tests/support/browser.py`): the time to DOMContentLoaded, the
+default: 3,000 conversations of 10 turns). Then `aloe.presentation.viewer.write_viewer` is timed,
+and the page is opened in Chromium (`tests/support/browser.py`): the time to DOMContentLoaded, the
 rows drawn, and the milliseconds one menu change takes over all the tree turns.
 """
 
@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aloe import viewer  # noqa: E402
-from aloe.layout import run_layout  # noqa: E402
-from aloe.records import write_records  # noqa: E402
+from aloe.core.layout import run_layout  # noqa: E402
+from aloe.core.records import write_records  # noqa: E402
+from aloe.presentation import viewer  # noqa: E402
 from tests.support.browser import chromium_path, inspect_page  # noqa: E402
 from tests.test_viewer import BENCHMARK, MODELS, eval_record, tree  # noqa: E402
 

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from aloe import errors  # noqa: E402
-from aloe.config import check_api_keys, load_params, params_from_dict  # noqa: E402
+from aloe.core import errors  # noqa: E402
+from aloe.core.config import check_api_keys, load_params, params_from_dict  # noqa: E402
 
 PAGE = ROOT / "docs" / "errors.md"
 Example = Callable[[Path], None]  # raises the error to show, given a scratch folder
@@ -59,7 +59,7 @@ def _with_trainer(folder: Path, **options: object) -> None:
 
 def _stages(spec: str) -> Example:
     def run(folder: Path) -> None:
-        from aloe.runner import notebooks, parse_stages
+        from aloe.operations.runner import notebooks, parse_stages
 
         parse_stages(spec, notebooks())
     return run
@@ -76,8 +76,8 @@ def _key(value: str | None) -> Example:
 
 
 def _locked(folder: Path) -> None:
-    from aloe.layout import RunLayout
-    from aloe.runner import run_lock
+    from aloe.core.layout import RunLayout
+    from aloe.operations.runner import run_lock
 
     layout = RunLayout(run_dir=folder / "outputs" / "tiny", cache_path=folder / "c.sqlite")
     with run_lock(layout), run_lock(layout):
@@ -99,8 +99,8 @@ def _foreign_database(folder: Path) -> None:
 
 
 def _score_off_scale(folder: Path) -> None:
-    from aloe import evaluation
-    from aloe.records import write_records
+    from aloe.core.records import write_records
+    from aloe.stages import evaluation
 
     params = params_from_dict(_tiny(folder), source="params.yaml")
     write_records(params.layout.benchmark, [{"id": "b0", "profile": "p", "personality": "q"}])
@@ -110,8 +110,8 @@ def _score_off_scale(folder: Path) -> None:
 
 
 def _conversation_twice(folder: Path) -> None:
-    from aloe.conversations import load_conversations
-    from aloe.records import write_records
+    from aloe.core.records import write_records
+    from aloe.stages.conversations import load_conversations
 
     params = params_from_dict(_tiny(folder), source="params.yaml")
     tree = {"id": "conv-00000", "index": 0, "turns": []}
@@ -120,8 +120,8 @@ def _conversation_twice(folder: Path) -> None:
 
 
 def _probe_twice(folder: Path) -> None:
-    from aloe import evaluation
-    from aloe.records import write_records
+    from aloe.core.records import write_records
+    from aloe.stages import evaluation
 
     data = _tiny(folder)
     data["evaluation"]["inference_probe"] = True
@@ -134,7 +134,8 @@ def _probe_twice(folder: Path) -> None:
 
 
 def _key_edited(folder: Path) -> None:
-    from aloe import protocols, ratings
+    from aloe.core import protocols
+    from aloe.presentation import ratings
 
     params = params_from_dict(_tiny(folder), source="params.yaml")
     key = params.layout.rating_key(protocols.variant_name(params.evaluation))
@@ -144,8 +145,8 @@ def _key_edited(folder: Path) -> None:
 
 
 def _written_off_schema(folder: Path) -> None:
-    from aloe.records import append_records
-    from aloe.schemas import probe_check
+    from aloe.core.records import append_records
+    from aloe.core.schemas import probe_check
 
     params = params_from_dict(_tiny(folder), source="params.yaml")
     append_records(params.layout.probe_records("base"),
@@ -154,7 +155,7 @@ def _written_off_schema(folder: Path) -> None:
 
 
 def _rating_true(folder: Path) -> None:
-    from aloe.ratings import read_ratings_file
+    from aloe.presentation.ratings import read_ratings_file
 
     key = {"kit": "k1", "categories": [1, 2, 3, 4, 5], "items": {"item-1": {}}}
     path = _file(folder, json.dumps({"kit": "k1", "rater": "ann",
@@ -163,8 +164,8 @@ def _rating_true(folder: Path) -> None:
 
 
 def _request_failed(folder: Path) -> None:
-    from aloe.config import RoleConfig
-    from aloe.layout import RunLayout
+    from aloe.core.config import RoleConfig
+    from aloe.core.layout import RunLayout
     from aloe.llm import LLM
     from tests.support.scripted_server import ScriptedServer, completion
 
@@ -191,7 +192,7 @@ def _disk_full(folder: Path) -> None:
 
 
 def _budget(folder: Path) -> None:
-    from aloe.budget import Budget
+    from aloe.llm.budget import Budget
 
     params = params_from_dict(_tiny(folder, run={**_tiny(folder)["run"], "budget_usd": 0.001}),
                               source="params.yaml")
@@ -200,7 +201,7 @@ def _budget(folder: Path) -> None:
 
 
 def _tampered_reference(folder: Path) -> None:
-    from aloe.reference import fetch
+    from aloe.stages.reference import fetch
 
     (folder / "copies").mkdir()
     _file(folder / "copies", '"a persona"\n', "profile.jsonl")
@@ -291,8 +292,8 @@ def example(trigger: Example) -> tuple[str, int, str]:
 def preflight_example() -> list[str]:
     """What `aloe run` prints for a preflight with two failed checks of five (the checks'
     own words; the runner and the command line turn them into these lines)."""
-    from aloe import cli, preflight, runner
-    from aloe.layout import RunLayout
+    from aloe.core.layout import RunLayout
+    from aloe.operations import cli, preflight, runner
 
     checks = [preflight.Check("key OPENAI_API_KEY", preflight.OK, "set (for judge)"),
               preflight.Check("endpoint judge", preflight.FAILED, "LLMError: role 'judge' "

@@ -1,4 +1,5 @@
-"""Rewrite the fidelity table of docs/fidelity.md from `aloe.fidelity` and the two paper profiles.
+"""Rewrite the fidelity table of docs/fidelity.md from `aloe.core.fidelity` and the two paper
+profiles.
 
     python scripts/fidelity_table.py          # rewrite docs/fidelity.md's table
     python scripts/fidelity_table.py --check  # exit 1 when that table is not the code's
@@ -13,12 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from aloe.config import load_params
-from aloe.fidelity import full_table, markdown_table
+from aloe.core.config import load_params
+from aloe.core.fidelity import full_table, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "fidelity.md"
-START = "<!-- fidelity table: written by scripts/fidelity_table.py from src/aloe/fidelity.py -->\n"
+START = ("<!-- fidelity table: written by scripts/fidelity_table.py from "
+         "src/aloe/core/fidelity.py -->\n")
 END = "<!-- end of the fidelity table -->\n"
 
 

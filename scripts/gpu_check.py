@@ -12,9 +12,9 @@ of trained ones of the same shape; their losses and replies mean nothing. Each m
 in a fresh process: in one process each finished 8B trainer left about 2 GB allocated, which
 counted in every later peak.
 
-What it measures, through the workbook's own code (`aloe.qlora`: NF4 with double quantisation,
-LoRA r=16 on every linear layer, activation checkpointing, paged 8-bit AdamW; DPO continues the
-SFT adapter with its frozen copy as the reference, as `dpo.start_from: sft` does):
+What it measures, through the workbook's own code (`aloe.stages.qlora`: NF4 with double
+quantisation, LoRA r=16 on every linear layer, activation checkpointing, paged 8-bit AdamW; DPO
+continues the SFT adapter with its frozen copy as the reference, as `dpo.start_from: sft` does):
 
 1. QLoRA SFT and DPO at Llama-3-8B-Instruct's shapes, 2,048 tokens, micro-batch 1
    (`params/paper_plus.yaml`), at the released lengths that `params/paper.yaml` takes (SFT
@@ -24,16 +24,16 @@ SFT adapter with its frozen copy as the reference, as `dpo.start_from: sft` does
 2. The edge of a `--card-gb` card (24): PyTorch's allocator capped at what such a card leaves,
    series of ever longer sequences and larger micro-batches, each stopped at its first
    out-of-memory; tries left when `--minutes` is spent are marked not tried.
-3. Stage 5's in-process generation (`aloe.policy.InProcessResponder`'s way: left-padded
+3. Stage 5's in-process generation (`aloe.stages.policy.InProcessResponder`'s way: left-padded
    batches, bfloat16 weights, a LoRA adapter attached): tokens/s and peak memory at batch 1, 16
    and 64, every reply `--new-tokens` long.
 
 The report (`--out`/gpu_check.json, and with `--write-docs` docs/gpu_check.json) names the GPU,
 the date and the versions; its memory keys name the stage and the unit (`sft_peak_allocated_gb`);
 it is rewritten after every measurement, so a run cut short keeps what it measured.
-`--from-report docs/gpu_check.json` then writes `src/aloe/gpu_figures.json` (what `aloe plan`
-and the preflight read: the measured class, the other classes calibrated by it, the memory line)
-and `docs/gpu.md`.
+`--from-report docs/gpu_check.json` then writes `src/aloe/operations/gpu_figures.json` (what `aloe
+plan` and the preflight read: the measured class, the other classes calibrated by it, the memory
+line) and `docs/gpu.md`.
 
 On the lent GPU machine (no network there): `bash scripts/gpu_prepare.sh` here puts the wheels
 it lacks and a tokenizer in `.gpu/` (git-ignored), which the device run carries. Never a test,
@@ -59,10 +59,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from aloe import qlora, training_data  # noqa: E402
-from aloe.config import DPOConfig, SFTConfig  # noqa: E402
-from aloe.manifest import package_versions  # noqa: E402
-from aloe.policy import Device, detect_device  # noqa: E402
+from aloe.core.config import DPOConfig, SFTConfig  # noqa: E402
+from aloe.core.manifest import package_versions  # noqa: E402
+from aloe.stages import qlora, training_data  # noqa: E402
+from aloe.stages.policy import Device, detect_device  # noqa: E402
 
 GIB = 2**30
 # What a CUDA context and the driver hold on a card outside PyTorch's allocator (GB).
@@ -568,7 +568,7 @@ def load_tokenizer(path: str | None) -> Any:
     the lengths matter): the given folder, else the embedded SmolLM2 (converted locally)."""
     if path:
         return qlora.load_tokenizer(path)
-    from aloe.local_model import ensure_embedded_model
+    from aloe.core.local_model import ensure_embedded_model
 
     return qlora.load_tokenizer(str(ensure_embedded_model(ROOT / "outputs" / "models")))
 
@@ -596,8 +596,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "gpu_check")
     parser.add_argument("--from-report", type=Path, default=None, metavar="REPORT",
                         help="no measuring: recompute REPORT's summaries and verdict, and write "
-                        "what it measured into src/aloe/gpu_figures.json (what aloe plan and "
-                        "the preflight read)")
+                        "what it measured into src/aloe/operations/gpu_figures.json (what aloe "
+                        "plan and the preflight read)")
     parser.add_argument("--resume", type=Path, default=None, metavar="REPORT",
                         help="keep what REPORT measured and measure only what it left out "
                         "(skipped for time, or never asked); the versions must match")
@@ -749,7 +749,7 @@ def measure_one(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------
 # From a GPU's report to the figures aloe plan and the preflight read
 # ------------------------------------------------------------------------------------------
-FIGURES = ROOT / "src" / "aloe" / "gpu_figures.json"
+FIGURES = ROOT / "src" / "aloe" / "operations" / "gpu_figures.json"
 DOCS_PAGE = ROOT / "docs" / "gpu.md"
 REFERENCE_SCENARIO = "llama3-8b@2048x1"  # gpu_figures.json's reference workload
 RATE_KEYS = ("sft_tokens_per_s", "dpo_tokens_per_s", "generate_tokens_per_s")
@@ -841,8 +841,8 @@ def render_markdown(report: dict[str, Any], figures: dict[str, Any]) -> str:
                          f"{g.get(f'batch_{b}_peak_allocated_gb', float('nan')):.2f} |")
     memory = figures["peak_memory_gb"]
     lines += ["", "## What `aloe plan` and the preflight take from it", "",
-              "`src/aloe/gpu_figures.json`, written from this run. tokens/s for the reference "
-              "workload (Llama-3-8B, 2,048 tokens, micro-batch 1; generation at batch "
+              "`src/aloe/operations/gpu_figures.json`, written from this run. tokens/s for the "
+              "reference workload (Llama-3-8B, 2,048 tokens, micro-batch 1; generation at batch "
               f"{figures['reference']['generate_batch']}), scaled to other models by parameter "
               "count:", "",
               "| GPU class | SFT tokens/s | DPO tokens/s | generation tokens/s | measured |",

@@ -4,7 +4,7 @@ value a file that does not give it takes, and the comment the schema gives it.
     python scripts/params_defaults.py          # rewrite params/defaults.yaml
     python scripts/params_defaults.py --check  # exit 1 when that file is not the schema's
 
-The values live in one place, the schema (src/aloe/config/); this file is written from it
+The values live in one place, the schema (src/aloe/core/config/); this file is written from it
 (`make docs` reruns this script) and tests/test_profiles.py fails when the two drift, so that
 a person reading params/ sees every default without a second copy to keep in step.
 """
@@ -25,8 +25,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from aloe.config import Params
-from aloe.config.base import Section
+from aloe.core.config import Params
+from aloe.core.config.base import Section
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "params" / "defaults.yaml"
@@ -34,7 +34,7 @@ BASE_MODULE = Section.__module__
 HEADER = """\
 # The schema's defaults as one profile: every key a parameter file may give, the value it takes
 # when no file gives it, and what it means (the schema's own comments). WRITTEN by
-# scripts/params_defaults.py from src/aloe/config/ (`make docs`): change a default there, never
+# scripts/params_defaults.py from src/aloe/core/config/ (`make docs`): change a default there, never
 # here; tests/test_profiles.py fails when this file and the schema differ.
 #
 # Every other file in params/ lists only what differs from this (or from the file it extends):
@@ -94,7 +94,7 @@ def comments_of(model: type[BaseModel]) -> dict[str, list[str]]:
     """A section's comments, its bases' first (a subclass's own comment wins)."""
     found: dict[str, list[str]] = {}
     for klass in reversed(model.__mro__):
-        if klass.__module__.startswith("aloe.config."):
+        if klass.__module__.startswith("aloe.core.config."):
             found.update({key: lines for key, lines in _class_comments(klass).items() if lines})
     return found
 
@@ -102,7 +102,7 @@ def comments_of(model: type[BaseModel]) -> dict[str, list[str]]:
 def summary(model: type[BaseModel]) -> list[str]:
     """The first paragraph of a section's docstring (its own, or its nearest base's), as lines."""
     for klass in model.__mro__:
-        if not klass.__module__.startswith("aloe.config.") or klass.__module__ == BASE_MODULE:
+        if not klass.__module__.startswith("aloe.core.config.") or klass.__module__ == BASE_MODULE:
             continue  # pydantic's model, or the base of every section: not this section's own
         if klass.__dict__.get("__doc__"):
             return inspect.cleandoc(klass.__doc__ or "").split("\n\n")[0].splitlines()

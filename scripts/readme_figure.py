@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aloe import conversation_views, plots
-from aloe.layout import RunLayout
-from aloe.records import read_json, read_records
+from aloe.core.layout import RunLayout
+from aloe.core.records import read_json, read_records
+from aloe.presentation import conversation_views, plots
 
 
 def alignment(layout: RunLayout):

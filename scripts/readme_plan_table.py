@@ -30,7 +30,7 @@ NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four"}
 def plan_json(params_file: str = PARAMS) -> dict[str, Any]:
     """`aloe plan PARAMS --json`, with no earlier run's ledger to measure lengths from."""
     with tempfile.TemporaryDirectory() as empty:
-        done = subprocess.run([sys.executable, "-m", "aloe.cli", "plan", params_file, "--json",
+        done = subprocess.run([sys.executable, "-m", "aloe", "plan", params_file, "--json",
                                "--set", f"run.output_dir={empty}"], cwd=ROOT, text=True,
                               capture_output=True, env={**os.environ, "ALOE_ROOT": str(ROOT)},
                               timeout=300)
@@ -65,7 +65,7 @@ def _requests(row: dict[str, Any]) -> str:
 
 def descriptions(params: Any, plan: dict[str, Any]) -> dict[str, str]:
     """What each stage's requests are, in the words of the parameters."""
-    from aloe.plan_lengths import benchmark_size, generated_pools
+    from aloe.stages.plan_lengths import benchmark_size, generated_pools
 
     personas, conv, evaluation = params.personas, params.conversations, params.evaluation
     pools = [name for name, _ in generated_pools(params)]
@@ -95,7 +95,7 @@ def descriptions(params: Any, plan: dict[str, Any]) -> dict[str, str]:
 
 def table(params_file: str = PARAMS) -> str:
     """The cost table for `params_file`, as markdown."""
-    from aloe.config import load_params
+    from aloe.core.config import load_params
 
     plan = plan_json(params_file)
     words = descriptions(load_params(ROOT / params_file), plan)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aloe import reference
-from aloe.config import Params, load_params, params_from_dict
+from aloe.core.config import Params, load_params, params_from_dict
+from aloe.stages import reference
 from tests.support.stub_server import StubServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ REFERENCE, REFERENCE_MISSING = _find_reference()
 def embedded_model() -> Path:
     """The embedded model's folder under MODEL_CACHE, converted from its GGUF file on first
     use: a test that reads it never depends on another test having converted it."""
-    from aloe.local_model import ensure_embedded_model
+    from aloe.core.local_model import ensure_embedded_model
 
     return ensure_embedded_model(MODEL_CACHE)
 
@@ -100,8 +100,8 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
     """One real `transformers serve` with the embedded model for the session."""
+    from aloe.core.local_model import ensure_embedded_model
     from aloe.llm.server import ENV_MODEL, ENV_URL, export_to_children, start_server
-    from aloe.local_model import ensure_embedded_model
 
     model = ensure_embedded_model(MODEL_CACHE)
     log = tmp_path_factory.mktemp("server") / "serve.log"

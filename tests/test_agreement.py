@@ -1,4 +1,4 @@
-"""Agreement statistics (aloe.agreement) against values worked out by hand."""
+"""Agreement statistics (aloe.analysis.agreement) against values worked out by hand."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from aloe.agreement import (
+from aloe.analysis.agreement import (
     agreement,
     cohen_kappa,
     observed_agreement,

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aloe import budget, evaluation, spend
-from aloe.budget import BudgetExceededError
-from aloe.config import params_from_dict
-from aloe.llm import load_usage_history
-from aloe.records import read_records
+from aloe.core.config import params_from_dict
+from aloe.core.records import read_records
+from aloe.llm import budget, load_usage_history
+from aloe.llm.budget import BudgetExceededError
+from aloe.operations import spend
+from aloe.stages import evaluation
 from tests.conftest import ROOT
 from tests.support.benchmarks import stub_dict, with_benchmark
 from tests.support.stub_server import StubServer
@@ -105,7 +106,7 @@ def test_aloe_evaluate_over_budget_exits_1_with_one_line(tmp_path, stub,
     params, _ = with_benchmark(data, reference_dir)
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(data, sort_keys=False))
-    result = subprocess.run([sys.executable, "-m", "aloe.cli", "evaluate", str(params_file)],
+    result = subprocess.run([sys.executable, "-m", "aloe", "evaluate", str(params_file)],
                             cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "ALOE_ROOT": str(ROOT)})
     assert result.returncode == 1
@@ -118,7 +119,7 @@ def test_aloe_evaluate_over_budget_exits_1_with_one_line(tmp_path, stub,
 def test_aloe_run_reports_a_budget_stop_as_one_line(tmp_path) -> None:
     """Inside `aloe run` a stage runs in a notebook kernel; papermill hands back the kernel's
     error by name and value (as it does: `ename`, `evalue`), and the run says it in one line."""
-    from aloe.runner import _failure_message
+    from aloe.operations.runner import _failure_message
 
     class KernelError(Exception):
         ename = "BudgetExceededError"

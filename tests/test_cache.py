@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aloe.config import RoleConfig
-from aloe.layout import RunLayout
+from aloe.core.config import RoleConfig
+from aloe.core.layout import RunLayout
 from aloe.llm import LLM
 from aloe.llm.cache import CacheError, ResponseCache, check_cache, repair_cache
 from tests.conftest import ROOT, tiny_dict
@@ -33,7 +33,7 @@ def _filled(path: Path, n: int, text: str = "hello") -> None:
 def _aloe_cache(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     params = tmp_path / "p.yaml"
     params.write_text(yaml.safe_dump(tiny_dict(tmp_path)))
-    return subprocess.run([sys.executable, "-m", "aloe.cli", "cache", "check", str(params),
+    return subprocess.run([sys.executable, "-m", "aloe", "cache", "check", str(params),
                            *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "ALOE_ROOT": str(ROOT)})
 

@@ -17,12 +17,12 @@ import nbformat
 import pytest
 import yaml
 
-from aloe import cli
-from aloe.config import load_params, parse_set
-from aloe.errors import ParamsError
+from aloe.core.config import load_params, parse_set
+from aloe.core.errors import ParamsError
+from aloe.operations import cli
 from tests.conftest import ROOT, tiny_dict
 
-ALOE = [sys.executable, "-m", "aloe.cli"]
+ALOE = [sys.executable, "-m", "aloe"]
 
 
 def _aloe(cwd: Path, *args: str, root: Path | None = None,
@@ -212,7 +212,7 @@ def test_run_from_another_folder_finds_the_project_and_records_the_set(tmp_path:
 # Bad input that used to end in a traceback (or the OOM killer) is one line (issue 27)
 # ------------------------------------------------------------------------------------------
 def test_bad_command_lines_are_refused_in_one_line(tmp_path: Path) -> None:
-    from aloe.runner import StageSelectionError, notebooks, parse_stages
+    from aloe.operations.runner import StageSelectionError, notebooks, parse_stages
 
     root, _ = _project(tmp_path)
     for run in ("a", "b"):  # two finished runs, as far as `aloe compare` looks
@@ -253,9 +253,9 @@ def _finished_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                   roles: dict | None = None) -> tuple[Path, Path]:
     """A project whose params/p.yaml made outputs/tiny with `--set conversations.turns=3`
     (its manifest written, as `aloe run` writes it when the run starts)."""
-    from aloe import manifest
-    from aloe.config import params_from_dict
-    from aloe.records import write_json
+    from aloe.core import manifest
+    from aloe.core.config import params_from_dict
+    from aloe.core.records import write_json
 
     data = tiny_dict(tmp_path, **({"roles": roles} if roles else {}))
     data["run"].update(output_dir="outputs", cache_path=None)  # relative: in the project

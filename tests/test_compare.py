@@ -1,7 +1,7 @@
 """`aloe compare`: runs found by path or name, the parameters that differ (and only those), the
 paired difference of the same model across runs on the personas they share, and the page,
 rendered and opened in headless Chromium. The runs are hand-made run folders: a manifest, a
-benchmark, evaluation records and the metrics `aloe.metrics` computes from them."""
+benchmark, evaluation records and the metrics `aloe.analysis.metrics` computes from them."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from aloe import compare, manifest
-from aloe.config import deep_merge, params_from_dict
-from aloe.metrics import summarise
-from aloe.records import DataError, write_json, write_records
+from aloe.analysis.metrics import summarise
+from aloe.core import manifest
+from aloe.core.config import deep_merge, params_from_dict
+from aloe.core.records import DataError, write_json, write_records
+from aloe.presentation import compare
 from tests.conftest import ROOT, tiny_dict
 from tests.support.browser import chromium_path, inspect_page
 from tests.support.pages import param_diff_rows
@@ -135,7 +136,7 @@ def test_paired_differences_on_the_personas_both_runs_share(tmp_path: Path) -> N
 
 def test_a_missing_run_exits_2_with_one_line(tmp_path: Path) -> None:
     make_run(tmp_path, "a")
-    result = subprocess.run([sys.executable, "-m", "aloe.cli", "compare", "a", "missing",
+    result = subprocess.run([sys.executable, "-m", "aloe", "compare", "a", "missing",
                              "--output-dir", str(tmp_path / "outputs")], capture_output=True,
                             text=True, env={**os.environ, "ALOE_ROOT": str(ROOT)})
     assert result.returncode == 2 and result.stderr.count("\n") == 1
@@ -152,7 +153,7 @@ def test_aloe_compare_writes_a_page_that_renders(tmp_path: Path) -> None:
     (root / "notebooks").symlink_to(ROOT / "notebooks")
     make_run(root, "base-run")
     make_run(root, "ablation", bonus=1, changes={"dpo": {"start_from": "base"}})
-    result = subprocess.run([sys.executable, "-m", "aloe.cli", "compare", "base-run",
+    result = subprocess.run([sys.executable, "-m", "aloe", "compare", "base-run",
                              "ablation", "--quiet"], cwd=root, capture_output=True, text=True,
                             env={**os.environ, "ALOE_ROOT": str(root)}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -256,7 +257,7 @@ def test_the_warning_tops_the_page_in_chromium(tmp_path: Path) -> None:
     make_run(root, "beta-0.1", products=SAME)
     make_run(root, "beta-0.5", changes=BETA, products={**SAME, "personas": "astronaut",
                                                    "benchmark": " (another user)"})
-    result = subprocess.run([sys.executable, "-m", "aloe.cli", "compare", "beta-0.1",
+    result = subprocess.run([sys.executable, "-m", "aloe", "compare", "beta-0.1",
                              "beta-0.5"], cwd=root, capture_output=True, text=True,
                             env={**os.environ, "ALOE_ROOT": str(root)}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

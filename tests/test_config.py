@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from aloe.config import load_params, notebook_params, params_from_dict
-from aloe.errors import ParamsError
+from aloe.core.config import load_params, notebook_params, params_from_dict
+from aloe.core.errors import ParamsError
 from tests.conftest import ROOT
 
 
@@ -129,7 +129,7 @@ def test_a_path_too_long_to_look_up_is_one_short_line(tmp_path: Path, section: s
 def test_api_keys_are_checked_for_the_stages_that_use_them(monkeypatch) -> None:
     """paper.yaml loads without its key (the schema does not need it); a command refuses it
     for the stages that send requests, naming the role and the variable."""
-    from aloe.config import check_api_keys
+    from aloe.core.config import check_api_keys
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     params = load_params(ROOT / "params" / "paper.yaml")
@@ -206,7 +206,7 @@ def test_trainer_options_are_trls_own() -> None:
 
     import trl
 
-    from aloe.trainer_options import trainer_options
+    from aloe.core.trainer_options import trainer_options
 
     for stage, config in (("sft", trl.SFTConfig), ("dpo", trl.DPOConfig)):
         assert set(trainer_options(stage)) == {f.name for f in dataclasses.fields(config)
@@ -377,7 +377,7 @@ def test_max_steps_minus_one_still_means_train_the_epochs(tmp_path: Path) -> Non
 def test_a_key_no_http_header_can_carry_is_refused_without_showing_it(
         monkeypatch: pytest.MonkeyPatch, key: str, flaw: str) -> None:
     """Issue 27: such keys passed the load check and failed at the first request."""
-    from aloe.config import check_api_keys
+    from aloe.core.config import check_api_keys
 
     monkeypatch.setenv("OPENAI_API_KEY", key)
     params = load_params(ROOT / "params" / "paper.yaml")
@@ -391,7 +391,7 @@ def test_a_key_no_http_header_can_carry_is_refused_without_showing_it(
 def test_an_endpoint_under_test_takes_its_own_timeout_and_retries(tmp_path: Path) -> None:
     """Issue 27: the model under test had a fixed 120 s timeout and 5 retries (a trickling
     server made stage 5 take 609 s)."""
-    from aloe.policy import endpoint_role
+    from aloe.stages.policy import endpoint_role
     from tests.conftest import tiny_dict
 
     data = tiny_dict(tmp_path, evaluation={"models": [
@@ -453,9 +453,9 @@ def test_an_injected_section_that_is_nearly_right_is_named() -> None:
 def test_a_run_folder_gives_the_parameters_it_was_made_with(tmp_path: Path) -> None:
     import shutil
 
-    from aloe import manifest
-    from aloe.config import load_run_folder, parse_set
-    from aloe.records import write_json
+    from aloe.core import manifest
+    from aloe.core.config import load_run_folder, parse_set
+    from aloe.core.records import write_json
     from tests.conftest import tiny_dict
 
     params = params_from_dict(tiny_dict(tmp_path, conversations={"turns": 3}), source="p.yaml")

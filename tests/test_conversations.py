@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 
-from aloe.chat import trim_unfinished
-from aloe.config import params_from_dict
-from aloe.conversation_views import render_tree_html, rule_table, turn_table
-from aloe.conversations import (
+from aloe.core.chat import trim_unfinished
+from aloe.core.config import params_from_dict
+from aloe.core.records import read_records, write_records
+from aloe.llm import Completion, LLMError, run_sync
+from aloe.presentation.conversation_views import render_tree_html, rule_table, turn_table
+from aloe.roles.simulator import clean_user_message, simulate_user
+from aloe.stages.conversations import (
     ConversationMaker,
     conversation_id,
     load_conversations,
@@ -23,9 +26,6 @@ from aloe.conversations import (
     run_stage,
     summarise,
 )
-from aloe.llm import Completion, LLMError, run_sync
-from aloe.records import read_records, write_records
-from aloe.simulator import clean_user_message, simulate_user
 from tests.conftest import ROOT, embedded_model, tiny_dict
 from tests.support.conversation_runs import (
     PERSONAS,
@@ -282,8 +282,8 @@ def test_reference_structure_through_the_real_chat_template(tmp_path: Path) -> N
     as built, each role's text inside its own block."""
     from transformers import AutoTokenizer
 
-    from aloe.conversation_prompts import reference_reply_messages
-    from aloe.simulator import simulator_messages
+    from aloe.roles.conversation_prompts import reference_reply_messages
+    from aloe.roles.simulator import simulator_messages
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model())
     persona = persona_records(1)[0]
@@ -382,7 +382,7 @@ def test_the_released_protocol_runs_on_the_real_model(local_server, tmp_path: Pa
     """The reference prompts and the released judge rule, through the embedded model: every
     conversation is either complete or dropped with its reason, and the exports leave the
     dropped ones out."""
-    from aloe.datasets import export
+    from aloe.stages.datasets import export
 
     params = with_personas(small_dict(tmp_path, n=2, turns=2, judge_rule="hinted_first",
                                       prompt_style="reference"))
@@ -406,7 +406,7 @@ def test_the_released_protocol_runs_on_the_real_model(local_server, tmp_path: Pa
 
 
 def test_missing_personas_is_a_clear_error(tmp_path: Path) -> None:
-    from aloe.conversations import ConversationsError
+    from aloe.stages.conversations import ConversationsError
 
     params = params_from_dict(small_dict(tmp_path), source="test")
     with pytest.raises(ConversationsError, match="personas.jsonl"):
@@ -414,7 +414,7 @@ def test_missing_personas_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_changed_turn_count_is_a_clear_error(tmp_path: Path) -> None:
-    from aloe.conversations import ConversationsError
+    from aloe.stages.conversations import ConversationsError
     params = with_personas(small_dict(tmp_path, n=1, turns=3))
     tree = hand_tree("conv-00000", persona_records(1)[0], ["hinted"], ["plain"])
     write_records(params.layout.conversations, [tree])
@@ -458,7 +458,7 @@ def _stub_stage_params(tmp_path: Path, base_url: str, n: int = 6, **conversation
 
 def test_lost_conversations_fail_the_stage_in_one_line_and_a_rerun_retries_them(
         tmp_path: Path) -> None:
-    from aloe.errors import EXIT_FAILED, IncompleteStageError
+    from aloe.core.errors import EXIT_FAILED, IncompleteStageError
     from tests.support.stub_server import StubServer
 
     with StubServer(fail_rate=0.3, seed=1) as stub:
@@ -489,7 +489,7 @@ def test_when_every_request_fails_the_stage_says_so_and_its_tables_still_read(
         tmp_path: Path) -> None:
     """Every request failing used to end in KeyError: 'turn' (an empty table without its
     columns); with a tolerated share of 1.0 the stage passes and its tables are empty."""
-    from aloe.errors import IncompleteStageError
+    from aloe.core.errors import IncompleteStageError
     from tests.support.stub_server import StubServer
 
     with StubServer(fail_rate=1.0) as stub:
@@ -527,7 +527,7 @@ def test_the_stage_never_writes_a_conversation_its_readers_would_refuse(
     """The writer holds conversations.jsonl's schema as its readers do (issue 27): a tree with
     a value off the schema, or one whose id is already written, is refused before it is
     written, naming the file; what was written before stays as it was."""
-    from aloe.records import SchemaError
+    from aloe.core.records import SchemaError
 
     params = _stub_stage_params(tmp_path, "http://127.0.0.1:9/v1", n=3, concurrency=1)
     path = params.layout.conversations

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from aloe.config import params_from_dict
-from aloe.conversations import load_conversations, run_stage
-from aloe.datasets import examples, export, split_personas
-from aloe.records import write_records
+from aloe.core.config import params_from_dict
+from aloe.core.records import write_records
+from aloe.stages.conversations import load_conversations, run_stage
+from aloe.stages.datasets import examples, export, split_personas
 from tests.support.conversation_runs import hand_tree, persona_records, small_dict, with_personas
 
 
@@ -142,7 +142,7 @@ def test_prompts_render_exactly_the_conversation_so_far(real_run: Any) -> None:
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from aloe.local_model import local_model_path
+    from aloe.core.local_model import local_model_path
 
     params, summary = real_run
     assert summary.examples > 0 and summary.train["examples"] > 0
@@ -180,7 +180,7 @@ def test_trl_trainers_take_the_exports(real_run: Any, tmp_path: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-    from aloe.local_model import local_model_path
+    from aloe.core.local_model import local_model_path
 
     params, summary = real_run
     path = str(local_model_path(params))

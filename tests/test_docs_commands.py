@@ -45,8 +45,9 @@ from pathlib import Path
 
 import pytest
 
-from aloe import cli
+from aloe.operations import cli
 from tests.conftest import ROOT
+from tests.support.layers import LAYERS
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_TAGS = {"bash", "sh", "shell", "console"}
@@ -200,7 +201,7 @@ def plan_instead(shown: Shown) -> tuple[str, ...] | None:
     """`aloe plan` with the parameter file and options of a run, train or evaluate command
     that is not run here."""
     words = list(shown.words)
-    at = next((i for i, w in enumerate(words) if w in ("aloe", "aloe.cli")), None)
+    at = next((i for i, w in enumerate(words) if w in ("aloe", "aloe.operations.cli")), None)
     if at is None or at + 1 >= len(words) or words[at + 1] not in ("run", "train", "evaluate"):
         return None
     rest = words[at + 2:]
@@ -340,18 +341,26 @@ def test_the_slug_is_githubs() -> None:
     assert slug("Beyond the paper's evaluation") == "beyond-the-papers-evaluation"
 
 
+def _entries(folder: Path, prefix: str = "") -> set[str]:
+    return {prefix + p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
+            if p.name not in ("__init__.py", "__pycache__") and not p.name.startswith(".")
+            and (p.is_dir() or p.suffix in (".py", ".json"))}
+
+
 def test_the_module_map_names_every_module() -> None:
     """docs/development.md's module map and the README's stage table together name every
-    module and package of src/aloe, and nothing that is not there."""
+    module and package of src/aloe's layers (and what sits beside them), and nothing that is
+    not there."""
     package = ROOT / "src" / "aloe"
-    actual = {p.name + ("/" if p.is_dir() else "") for p in package.iterdir()
-              if p.name not in ("__init__.py", "__pycache__") and not p.name.startswith(".")
-              and (p.is_dir() or p.suffix in (".py", ".json"))}
+    layers = [p for p in package.iterdir() if p.is_dir() and p.name in LAYERS]
+    actual = (_entries(package) - {f"{p.name}/" for p in layers}) | {
+        entry for layer in layers for entry in _entries(layer, f"{layer.name}/")}
     text = (ROOT / "docs" / "development.md").read_text()
     rows = [line.split("|")[1] for line in text[text.index("## Module map"):].splitlines()
             if line.startswith("| `")]
     rows += [line.split("|")[3] for line in (ROOT / "README.md").read_text().splitlines()
              if re.match(r"\| \d \| `", line)]
-    named = {name for cell in rows for name in re.findall(r"`([\w]+(?:\.py|\.json|/))`", cell)}
+    named = {name for cell in rows
+             for name in re.findall(r"`((?:\w+/)*\w+(?:\.py|\.json|/))`", cell)}
     assert actual - named == set(), f"modules the map leaves out: {sorted(actual - named)}"
     assert named - actual == set(), f"the map names what is not there: {sorted(named - actual)}"

@@ -1,4 +1,4 @@
-"""The simulated user as an environment (`aloe.environment`): reset and step, the rewards of
+"""The simulated user as an environment (`aloe.stages.environment`): reset and step, the rewards of
 each protocol, determinism under a seed, many dialogues at once, and a rerun served from the
 cache. The roles talk to the stub server (tests/support/stub_server.py): what is checked is
 the environment's protocol and which requests reach a backend, not what a model writes, and
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from aloe import protocols
-from aloe.config import RoleConfig
-from aloe.environment import DialogueEnded, Rewards, UserEnvironment
-from aloe.layout import RunLayout
+from aloe.core import protocols
+from aloe.core.config import RoleConfig
+from aloe.core.layout import RunLayout
 from aloe.llm import LLM, run_sync
+from aloe.stages.environment import DialogueEnded, Rewards, UserEnvironment
 from tests.support.stub_server import StubServer
 
 PERSONAS = [{"id": f"p{i}", "profile": f"She is a {30 + i}-year-old nurse in Leeds who grows "

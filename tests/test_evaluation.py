@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aloe import evaluation
-from aloe.config import params_from_dict
-from aloe.evaluation import EvaluationError, EvaluationRun, dialogue, side, stage
-from aloe.policy import InProcessResponder, PolicyError
-from aloe.pools import load_aloe_benchmark
-from aloe.protocols.aloe import parse_score
-from aloe.records import read_records, write_records
+from aloe.core.config import params_from_dict
+from aloe.core.protocols.aloe import parse_score
+from aloe.core.records import read_records, write_records
+from aloe.stages import evaluation
+from aloe.stages.evaluation import EvaluationError, EvaluationRun, dialogue, side, stage
+from aloe.stages.policy import InProcessResponder, PolicyError
+from aloe.stages.pools import load_aloe_benchmark
 from tests.conftest import MODEL_CACHE, ROOT, embedded_model, tiny_dict
 
 MODEL = MODEL_CACHE / "SmolLM2-135M-Instruct"
@@ -215,7 +215,7 @@ def test_rerun_of_a_finished_stage_does_nothing_again(finished_run, monkeypatch)
 
 @pytest.mark.slow
 def test_notebook_05_runs_on_the_finished_stage(finished_run, tmp_path):
-    from aloe.runner import execute_stage
+    from aloe.operations.runner import execute_stage
 
     params, params_file, _ = finished_run
     output = tmp_path / "05_evaluate.ipynb"
@@ -245,7 +245,7 @@ def test_kill_and_rerun_finishes_without_repeating_turns(tmp_path, reference_dir
     params_file.write_text(yaml.safe_dump(data, sort_keys=False))
     out_file = params.layout.eval_records("base")
 
-    command = [sys.executable, "-m", "aloe.cli", "evaluate", str(params_file), "--limit", "2"]
+    command = [sys.executable, "-m", "aloe", "evaluate", str(params_file), "--limit", "2"]
     child = subprocess.Popen(command,
                              cwd=ROOT, env={**os.environ, "ALOE_ROOT": str(ROOT),
                                             "OMP_NUM_THREADS": "1"},
@@ -324,7 +324,7 @@ def _stub_benchmark_params(tmp_path: Path, base_url: str, **evaluation_overrides
 
 
 def test_cut_benchmark_conversations_fail_the_stage_unless_tolerated(tmp_path: Path) -> None:
-    from aloe.errors import IncompleteStageError
+    from aloe.core.errors import IncompleteStageError
     from tests.support.stub_server import StubServer
 
     with StubServer(fail_rate=1.0) as stub:
@@ -349,10 +349,10 @@ def test_cut_benchmark_conversations_fail_the_stage_unless_tolerated(tmp_path: P
 def test_an_adapter_without_its_weights_or_with_changed_ones_is_named(tmp_path: Path) -> None:
     """A folder without weights used to count as a finished adapter and fail later with an
     unrelated hub error (PEFT looking the folder's name up online)."""
-    from aloe import training
-    from aloe.layout import ADAPTER_STATS
-    from aloe.policy import adapter_path, weights_record
-    from aloe.records import write_json
+    from aloe.core.layout import ADAPTER_STATS
+    from aloe.core.records import write_json
+    from aloe.stages import training
+    from aloe.stages.policy import adapter_path, weights_record
 
     params = params_from_dict(stage_dict(tmp_path, models=[{"name": "sft", "adapter": "sft"}]))
     spec = params.evaluation.models[0]
@@ -387,7 +387,7 @@ def test_an_adapter_without_its_weights_or_with_changed_ones_is_named(tmp_path: 
 # ------------------------------------------------------------------------------------------
 def test_a_score_off_the_protocols_scale_is_refused_with_file_and_line(tmp_path: Path) -> None:
     """A score of 99 on ALOE's 1-5 scale gave AL(1) = 27.25 and exit 0."""
-    from aloe.records import DataError
+    from aloe.core.records import DataError
 
     params = params_from_dict(stage_dict(tmp_path, models=[{"name": "base"}]))
     personas = [{"id": "b0", "profile": "He is a cook.", "personality": "He is calm."}]
@@ -408,9 +408,9 @@ def test_a_score_off_the_protocols_scale_is_refused_with_file_and_line(tmp_path:
 
 def test_a_conversation_written_twice_is_refused_by_every_reader(tmp_path: Path) -> None:
     """A duplicated line made the report say 5 conversations where the stage said 4."""
-    from aloe import report
-    from aloe.conversations import load_conversations
-    from aloe.records import DataError
+    from aloe.core.records import DataError
+    from aloe.presentation import report
+    from aloe.stages.conversations import load_conversations
 
     params = params_from_dict(stage_dict(tmp_path))
     trees = [{"id": f"conv-{i:05d}", "index": i, "turns": []} for i in range(4)]
@@ -427,7 +427,7 @@ def test_a_conversation_written_twice_is_refused_by_every_reader(tmp_path: Path)
 
 def test_a_benchmark_persona_off_its_schema_is_refused_with_file_and_line(
         tmp_path: Path) -> None:
-    from aloe.records import DataError
+    from aloe.core.records import DataError
 
     params = params_from_dict(stage_dict(tmp_path, models=[{"name": "base"}]))
     good = {"id": "b0", "profile": "He is a cook.", "personality": "He is calm."}
@@ -458,7 +458,7 @@ class _Saying:
         self.text = text
 
     def reply_many(self, prompts):
-        from aloe.policy import Reply
+        from aloe.stages.policy import Reply
 
         return [Reply(self.text) for _ in prompts]
 
@@ -469,8 +469,8 @@ def test_side_records_off_their_schema_are_refused_where_written_and_read(
     have their schemas too: an accuracy of 7 (0-1), a contradiction "no", a second score of
     99 or a line written twice is named by file and line by every reader (metrics.json's
     figures, the stage resuming), and the stage never writes such a record."""
-    from aloe.judges import Judgement, Measurement
-    from aloe.records import DataError, SchemaError
+    from aloe.core.records import DataError, SchemaError
+    from aloe.roles.judges import Judgement, Measurement
 
     data = stage_dict(tmp_path, models=[{"name": "base"}], inference_probe=True,
                       simulator_check=True, judge_check={"sample": 2})

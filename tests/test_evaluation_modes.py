@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from aloe import evaluation, protocols, schemas
-from aloe.config import load_params, params_from_dict
-from aloe.errors import ParamsError
-from aloe.evaluation import dialogue
-from aloe.judges import Judgement
-from aloe.records import read_records
-from aloe.simulator import simulator_messages
+from aloe.core import protocols, schemas
+from aloe.core.config import load_params, params_from_dict
+from aloe.core.errors import ParamsError
+from aloe.core.records import read_records
+from aloe.roles.judges import Judgement
+from aloe.roles.simulator import simulator_messages
+from aloe.stages import evaluation
+from aloe.stages.evaluation import dialogue
 from tests.conftest import ROOT, tiny_dict
 from tests.support.benchmarks import stub_dict, with_benchmark
 from tests.support.stub_server import StubServer
@@ -247,7 +248,7 @@ def test_a_probe_that_cannot_be_answered_is_named_not_dropped(tmp_path, referenc
     the probe's question 500: a fake backend, because a real one cannot be told to fail one
     kind of request): the stage does not end as if every probe were run; it names the probe,
     the role and the URL, and a rerun with the model back retries only the probes."""
-    from aloe.errors import IncompleteStageError
+    from aloe.core.errors import IncompleteStageError
 
     with StubServer(seed=0, fail_roles=("probe",)) as down:
         data = stub_dict(tmp_path, down, inference_probe=True)
@@ -301,8 +302,8 @@ def test_simulator_and_judge_measured(tmp_path, stub, reference_dir) -> None:
                for r in judged)
     pairs = [r for r in judged if r["main_score"] is not None and r["second_score"] is not None]
     assert any(r["main_score"] != r["second_score"] for r in pairs)
-    from aloe import agreement as measures
-    from aloe import protocols
+    from aloe.analysis import agreement as measures
+    from aloe.core import protocols
 
     expected = measures.agreement([r["main_score"] for r in pairs],
                                   [r["second_score"] for r in pairs],
@@ -326,7 +327,7 @@ def test_notebook_05_shows_every_measure_with_intervals(tmp_path, stub, referenc
     accuracy beside AL, the simulator and the judge measured, spend estimated and actual."""
     import yaml
 
-    from aloe.runner import execute_stage
+    from aloe.operations.runner import execute_stage
 
     data = stub_dict(tmp_path, stub, second_judge=True, turns=4, preference_shift={"turn": 3},
                      inference_probe=True, simulator_check=True, judge_check={"sample": 10})
@@ -448,7 +449,7 @@ def test_a_model_under_test_with_its_own_system_prompt_is_scored_on_its_response
     """RLPA's policy answers <profile>...</profile><response>...</response>: with its system
     prompt and response pattern, the user and the judge see the response alone, and the whole
     answer is kept. A scripted endpoint (a real HTTP server on loopback) stands in for it."""
-    from aloe import policy
+    from aloe.stages import policy
     from tests.support.scripted_server import ScriptedServer, completion
 
     tagged = "<profile>\n- likes tea\n</profile>\n\n<response>\nTea it is, then!\n</response>\n"
@@ -477,7 +478,7 @@ def test_a_model_under_test_with_its_own_system_prompt_is_scored_on_its_response
 
 
 def test_an_rlpa_run_says_how_it_differs_from_rlpa_s_published_table() -> None:
-    from aloe import findings
+    from aloe.analysis import findings
 
     metrics = {"protocol": protocols.RLPA.to_json(), "models": {"base": {}}}
     params = {"roles": {"judge": {"model": "gpt-4o-mini"}},
@@ -498,7 +499,7 @@ def test_an_rlpa_run_says_how_it_differs_from_rlpa_s_published_table() -> None:
 def test_an_adapter_can_be_evaluated_on_the_4bit_base_it_was_trained_on(tmp_path) -> None:
     """`evaluation.adapter_base: as_trained` loads the real embedded model on a bitsandbytes
     NF4 base (CPU here), as training loaded it; `unquantised` (the default) does not."""
-    from aloe import policy
+    from aloe.stages import policy
     from tests.conftest import embedded_model
 
     params = params_from_dict(tiny_dict(tmp_path, evaluation={"adapter_base": "as_trained"}))

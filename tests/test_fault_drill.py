@@ -10,7 +10,7 @@ import subprocess
 import sys
 from types import ModuleType
 
-from aloe.errors import IncompleteStageError
+from aloe.core.errors import IncompleteStageError
 from tests.conftest import ROOT
 from tests.support.faults import FAULTS
 

@@ -1,4 +1,4 @@
-"""The fidelity declaration (`aloe.fidelity`): paper.yaml takes every released value it pins,
+"""The fidelity declaration (`aloe.core.fidelity`): paper.yaml takes every released value it pins,
 docs/fidelity.md's table is the one the code writes from the two profiles, and a profile's value
 cannot be stated wrongly in it."""
 
@@ -8,8 +8,8 @@ from types import ModuleType
 
 import pytest
 
-from aloe import fidelity
-from aloe.config import load_params, params_from_dict
+from aloe.core import fidelity
+from aloe.core.config import load_params, params_from_dict
 from tests.conftest import ROOT
 from tests.support.scripts import load_script
 

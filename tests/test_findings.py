@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from aloe import findings
-from aloe.metrics import summarise
+from aloe.analysis import findings
+from aloe.analysis.metrics import summarise
 from tests.conftest import ROOT, tiny_dict
 
 
@@ -150,7 +150,7 @@ def test_an_empty_dpo_set_is_said() -> None:
 
 
 def test_the_tiny_profile_demonstrates_the_machinery_not_the_method(tmp_path) -> None:
-    from aloe.config import load_params, params_from_dict
+    from aloe.core.config import load_params, params_from_dict
 
     tiny = params_from_dict(tiny_dict(tmp_path)).model_dump(mode="json")
     found = findings.demonstration(tiny)

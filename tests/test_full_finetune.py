@@ -17,17 +17,18 @@ from typing import Any
 
 import pytest
 
-from aloe import fidelity, training
-from aloe.config import EvalModelSpec, load_params, params_from_dict
-from aloe.errors import ParamsError
-from aloe.full_finetune import (
+from aloe.core import fidelity
+from aloe.core.config import EvalModelSpec, load_params, params_from_dict
+from aloe.core.errors import ParamsError
+from aloe.stages import training
+from aloe.stages.full_finetune import (
     GIB,
     KNOWN_SHAPES,
     full_finetune_estimate,
     memory_parts,
     stage_estimate,
 )
-from aloe.launch import FSDP_CONFIG, launch_command, needs_launch
+from aloe.stages.launch import FSDP_CONFIG, launch_command, needs_launch
 from tests.conftest import ROOT, embedded_model, tiny_dict
 from tests.support.training_data import make_exports
 
@@ -139,8 +140,8 @@ def test_a_full_stage_on_several_processes_launches_accelerate_with_fsdp(tmp_pat
     assert needs_launch(params.sft) and not needs_launch(params.dpo)
     command = launch_command("sft", tmp_path / "p.yaml", 4, ROOT)
     assert command[1:] == ["-m", "accelerate.commands.launch", "--config_file",
-                           str(ROOT / FSDP_CONFIG), "--num_processes", "4", "-m", "aloe.rank",
-                           "sft", str(tmp_path / "p.yaml")]
+                           str(ROOT / FSDP_CONFIG), "--num_processes", "4", "-m",
+                           "aloe.stages.rank", "sft", str(tmp_path / "p.yaml")]
     assert "distributed_type: FSDP" in (ROOT / FSDP_CONFIG).read_text()
 
 
@@ -201,7 +202,7 @@ def test_two_cpu_processes_train_every_weight_and_the_models_load_back(
 
 @pytest.mark.slow
 def test_a_stage_trained_in_full_is_evaluated_as_a_whole_model(trained_in_full: dict) -> None:
-    from aloe.policy import adapter_path, spec_model
+    from aloe.stages.policy import adapter_path, spec_model
 
     params = trained_in_full["params"]
     spec = EvalModelSpec(name="sft", adapter="sft")

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from aloe.config import load_params
-from aloe.errors import ParamsError
+from aloe.core.config import load_params
+from aloe.core.errors import ParamsError
 from aloe.llm.cache import answer_problem
 from aloe.llm.client import MalformedAnswer, _completion
 from tests.conftest import ROOT, tiny_dict
@@ -168,9 +168,9 @@ def _junk_line(rng: random.Random) -> str:
 
 
 def test_mutated_evaluation_records_are_read_or_refused_by_file_and_line(tmp_path: Path) -> None:
-    from aloe import evaluation
-    from aloe.config import params_from_dict
-    from aloe.records import DataError, write_records
+    from aloe.core.config import params_from_dict
+    from aloe.core.records import DataError, write_records
+    from aloe.stages import evaluation
 
     rng = random.Random(f"{SEED}/records")
     params = params_from_dict(tiny_dict(tmp_path, evaluation={"turns": 2,
@@ -205,10 +205,10 @@ def test_mutated_evaluation_records_are_read_or_refused_by_file_and_line(tmp_pat
 
 def test_mutated_conversation_files_are_read_or_refused_by_file_and_line(
         tmp_path: Path) -> None:
-    from aloe import report
-    from aloe.config import params_from_dict
-    from aloe.conversations import load_conversations
-    from aloe.records import DataError
+    from aloe.core.config import params_from_dict
+    from aloe.core.records import DataError
+    from aloe.presentation import report
+    from aloe.stages.conversations import load_conversations
 
     rng = random.Random(f"{SEED}/conversations")
     params = params_from_dict(tiny_dict(tmp_path))
@@ -241,9 +241,9 @@ def test_mutated_side_records_are_read_or_refused_by_file_and_line(tmp_path: Pat
     judge), the imported human ratings and stage 1's files (a pool, the rounds, the
     candidates, the leakage check), each mutated and read where the workbook reads it: the
     figures of metrics.json, the judge-human agreement, notebook 01's tables."""
-    from aloe import evaluation, personas
-    from aloe.config import params_from_dict
-    from aloe.records import DataError, write_records
+    from aloe.core.config import params_from_dict
+    from aloe.core.records import DataError, write_records
+    from aloe.stages import evaluation, personas
 
     rng = random.Random(f"{SEED}/side records")
     data = tiny_dict(tmp_path, evaluation={"turns": 2, "bootstrap_samples": 20,
@@ -325,7 +325,7 @@ def test_mutated_side_records_are_read_or_refused_by_file_and_line(tmp_path: Pat
 # Ratings files
 # ------------------------------------------------------------------------------------------
 def test_mutated_ratings_files_are_read_or_refused_in_one_line(tmp_path: Path) -> None:
-    from aloe.ratings import RatingsError, read_ratings_file
+    from aloe.presentation.ratings import RatingsError, read_ratings_file
 
     rng = random.Random(f"{SEED}/ratings")
     key = {"kit": "abc123", "categories": [1, 2, 3, 4, 5],

@@ -155,7 +155,7 @@ def test_the_report_on_record_is_a_gpu_run_at_the_paper_settings() -> None:
 
 
 def test_gpu_figures_are_what_the_report_on_record_gives(gpu_check: ModuleType) -> None:
-    """src/aloe/gpu_figures.json is written from docs/gpu_check.json by
+    """src/aloe/operations/gpu_figures.json is written from docs/gpu_check.json by
     `gpu_check.py --from-report`: the two cannot drift apart, and the derived summary and
     verdict are the script's own."""
     report = json.loads(DOCS_REPORT.read_text())

@@ -1,4 +1,4 @@
-"""Stage 4 beside DPO: turn-level GRPO against the simulated users (`aloe.grpo`), on CPU.
+"""Stage 4 beside DPO: turn-level GRPO against the simulated users (`aloe.stages.grpo`), on CPU.
 
 The slow tests train the real SmolLM2-135M in 4-bit (QLoRA, from the base) for two steps
 against the stub server's user and judge (tests/support/stub_server.py: a judge's score is a
@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 
-from aloe import grpo, policy, qlora, runner, training
-from aloe.config import EvalModelSpec, params_from_dict
-from aloe.errors import ParamsError
-from aloe.records import write_records
+from aloe.core.config import EvalModelSpec, params_from_dict
+from aloe.core.errors import ParamsError
+from aloe.core.records import write_records
+from aloe.operations import runner
+from aloe.stages import grpo, policy, qlora, training
 from tests.conftest import ROOT, stub_roles, tiny_dict, write_params
 from tests.support.stub_server import StubServer
 from tests.test_training import one_thread_when_busy  # noqa: F401 - a fixture, shared
@@ -189,7 +190,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, stub: StubServer,
     params = _with_personas(params_from_dict(tiny_dict(tmp, **sections),
                                              source=str(params_file)))
     env = {**os.environ, **one_thread_when_busy, "TRL_EXPERIMENTAL_SILENCE": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "aloe.cli", "train", "grpo",
+    process = subprocess.Popen([sys.executable, "-m", "aloe", "train", "grpo",
                                 str(params_file)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
@@ -257,7 +258,7 @@ def test_notebook_04_grpo_runs_on_the_trained_run_without_noise(trained: dict,
     but the workbook's own log lines (no warning, no line per HTTP request)."""
     import nbformat
 
-    from aloe.runner import execute_stage
+    from aloe.operations.runner import execute_stage
 
     output = tmp_path / "04_grpo.ipynb"
     execute_stage(ROOT / "notebooks" / "04_grpo.ipynb", trained["params"],
@@ -278,7 +279,7 @@ def rollout(trained: dict) -> dict:
     row (4 replies) and a turn-2 row (2 replies); each turn-1 reply then scored again by the
     environment on the same dialogue."""
     from aloe.llm import open_llm
-    from aloe.policy import detect_device
+    from aloe.stages.policy import detect_device
 
     params = trained["params"]
     rows = grpo.turn_rows(params, TRAIN)
@@ -338,8 +339,8 @@ def test_a_reply_states_what_it_inferred_apart() -> None:
 def test_the_report_and_the_comparison_count_the_grpo_stage(tmp_path: Path) -> None:
     """GRPO's statistics reach the report's findings and the comparison's training time
     beside SFT's (the files as the stages write them; no training needed to read them)."""
-    from aloe import compare, report
-    from aloe.records import write_json
+    from aloe.core.records import write_json
+    from aloe.presentation import compare, report
 
     params = params_from_dict(tiny_dict(tmp_path, grpo=GRPO), source="t")
     for stage, seconds in (("sft", 10.0), ("grpo", 2.5)):

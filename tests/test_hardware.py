@@ -1,7 +1,7 @@
-"""What a run asks of the hardware (`aloe.hardware`): GPU hours of training and evaluation from
-the measured figures scaled by the policy; GPU hours of serving roles on a self-hosted endpoint
-from the stated throughput rules, in the plan's table and JSON; a warning when a prompt and its
-max_tokens come near the server's context; and the module stands below the plan."""
+"""What a run asks of the hardware (`aloe.operations.hardware`): GPU hours of training and
+evaluation from the measured figures scaled by the policy; GPU hours of serving roles on a
+self-hosted endpoint from the stated throughput rules, in the plan's table and JSON; a warning when
+a prompt and its max_tokens come near the server's context; and the module stands below the plan."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from aloe import hardware
-from aloe import plan as planning
-from aloe.config import RoleConfig, params_from_dict
-from aloe.plan_format import format_plan
+from aloe.core.config import RoleConfig, params_from_dict
+from aloe.operations import hardware
+from aloe.operations import plan as planning
+from aloe.operations.plan_format import format_plan
 from tests.conftest import ROOT, load_params, stub_roles, tiny_dict
 
 PAPER = ROOT / "params" / "paper.yaml"
@@ -163,8 +163,9 @@ def test_the_vllm_profile_warns_of_its_late_turns() -> None:
 # Imports go down
 # ------------------------------------------------------------------------------------------
 def test_the_hardware_module_does_not_import_the_plan() -> None:
-    code = ("import sys, aloe.hardware; "
-            "print([m for m in sys.modules if m in ('aloe.plan', 'aloe.plan_format')])")
+    code = ("import sys, aloe.operations.hardware; "
+            "print([m for m in sys.modules "
+            "if m in ('aloe.operations.plan', 'aloe.operations.plan_format')])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

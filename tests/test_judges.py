@@ -7,8 +7,12 @@ import math
 
 import pytest
 
-from aloe.chat import transcript
-from aloe.judges import (
+from aloe.core.chat import transcript
+from aloe.core.protocols import ALOE, RLPA
+from aloe.core.protocols.aloe import expected_score, parse_score, score_messages
+from aloe.core.protocols.rlpa import parse_binary
+from aloe.llm import Completion, run_sync
+from aloe.roles.judges import (
     choice_probabilities,
     parse_choice,
     parse_ten,
@@ -16,10 +20,6 @@ from aloe.judges import (
     preference_messages,
     score_reply,
 )
-from aloe.llm import Completion, run_sync
-from aloe.protocols import ALOE, RLPA
-from aloe.protocols.aloe import expected_score, parse_score, score_messages
-from aloe.protocols.rlpa import parse_binary
 
 
 # ------------------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def test_the_released_score_judge_reads_only_the_latest_user_message():
 
 
 def test_the_released_simulated_user_gets_replies_as_they_are_in_stage_5():
-    from aloe.simulator import simulator_messages
+    from aloe.roles.simulator import simulator_messages
 
     persona = {"profile": "He is a ferry captain.", "personality": "He is gruff."}
     history = [{"role": "user", "content": "Storm again."},
@@ -258,7 +258,7 @@ def test_parse_yes_no(text, value):
 def test_the_released_reading_counts_only_an_exact_first() -> None:
     """Issue 22: under hinted_first the released code compares the answer with 'first' as
     returned; the workbook's lenient reading also takes "First", "first.", "1", "Message 1"."""
-    from aloe.judges import parse_choice, parse_exact_choice
+    from aloe.roles.judges import parse_choice, parse_exact_choice
 
     for answer in ("First", "first.", "1", "Message 1", " first", "first\n"):
         assert parse_choice(answer) == 1, answer
@@ -269,8 +269,8 @@ def test_the_released_reading_counts_only_an_exact_first() -> None:
 def test_the_reading_reaches_the_stage_two_judge(tmp_path) -> None:
     import asyncio
 
-    from aloe.judges import PreferenceJudge
     from aloe.llm import Completion
+    from aloe.roles.judges import PreferenceJudge
 
     async def answers_capital_first(role, messages, **kwargs):
         return Completion(text="First", finish_reason="stop", prompt_tokens=1,
@@ -291,8 +291,8 @@ def test_the_contradiction_check_is_told_of_a_preference_shift() -> None:
     """Issue 22: after a shift the user departs from their earlier messages by design; the
     check must know, or it counts the shift itself as a contradiction. Unshifted, the request
     is the one it always was (cached answers stay valid)."""
-    from aloe.judges import contradiction_prompt
     from aloe.prompts import render
+    from aloe.roles.judges import contradiction_prompt
 
     persona = {"profile": "He cooks.", "personality": "He is terse now."}
     said = ["I love long stories.", "Keep it short."]

@@ -15,8 +15,8 @@ import httpx
 import openai
 import pytest
 
-from aloe.config import RoleConfig, params_from_dict
-from aloe.layout import RunLayout
+from aloe.core.config import RoleConfig, params_from_dict
+from aloe.core.layout import RunLayout
 from aloe.llm import LLM, LLMError, MissingKeyError, load_usage_history, run_sync
 from aloe.llm.client import retry_delay
 from tests.conftest import tiny_dict
@@ -342,8 +342,8 @@ def test_the_run_seed_draws_independent_samples(tmp_path: Path) -> None:
 LOOPS_SCRIPT = """
 import asyncio, gc, sys
 from pathlib import Path
-from aloe.config import RoleConfig
-from aloe.layout import RunLayout
+from aloe.core.config import RoleConfig
+from aloe.core.layout import RunLayout
 from aloe.llm import LLM, run_sync
 from tests.support.stub_server import StubServer
 
@@ -389,7 +389,7 @@ def _model_folder(path: Path, weights: bytes = b"weights-1") -> Path:
 
 
 def test_a_model_folder_is_named_by_its_content(tmp_path: Path) -> None:
-    from aloe.local_model import IDENTITY_STAMP, model_identity
+    from aloe.core.local_model import IDENTITY_STAMP, model_identity
 
     here = _model_folder(tmp_path / "a" / "Model-1B")
     moved = _model_folder(tmp_path / "b" / "Model-1B")
@@ -499,7 +499,7 @@ def test_cache_check_finds_what_the_client_would_reject(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", list(FAULTS))
 def test_every_kind_of_bad_answer_names_role_server_and_cause(tmp_path: Path, kind: str) -> None:
-    from aloe.errors import EXIT_FAILED
+    from aloe.core.errors import EXIT_FAILED
 
     answer, cause, attempts = FAULTS[kind]
     if answer == HANG:  # the role's timeout, below

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from aloe import manifest, runner
-from aloe.config import deep_merge, params_from_dict
+from aloe.core import manifest
+from aloe.core.config import deep_merge, params_from_dict
+from aloe.operations import runner
 from tests.conftest import ROOT, tiny_dict
 
 

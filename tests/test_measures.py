@@ -1,5 +1,6 @@
-"""The measures beyond AL(k) (`aloe.measures`) against values worked out by hand: a per-turn
-curve of any measure, recovery after a preference shift, the simulated user's disclosure."""
+"""The measures beyond AL(k) (`aloe.analysis.measures`) against values worked out by hand: a
+per-turn curve of any measure, recovery after a preference shift, the simulated user's
+disclosure."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 
 import pytest
 
-from aloe import measures
+from aloe.analysis import measures
 from tests.support.score_tables import records
 
 

@@ -7,14 +7,15 @@ import math
 
 import pytest
 
-from aloe import metrics, tables
-from aloe.metrics import (
+from aloe.analysis import metrics
+from aloe.analysis.metrics import (
     alignment_levels,
     improvement_rate,
     normalized_improvement_rate,
     paired_difference,
     summarise,
 )
+from aloe.presentation import tables
 from tests.support.score_tables import records
 
 
@@ -222,7 +223,7 @@ def test_persona_unit_draws_are_the_same_as_before():
     always drew them (results of the persona unit did not change)."""
     import numpy as np
 
-    from aloe.metrics import bootstrap_rows
+    from aloe.analysis.metrics import bootstrap_rows
 
     draws = bootstrap_rows([f"p{i}" for i in range(7)], 50, seed=3)
     assert np.array_equal(draws, np.random.default_rng(3).integers(0, 7, size=(50, 7)))
@@ -264,7 +265,7 @@ def test_a_crossed_benchmark_resamples_profiles_and_personalities_by_default():
 
 
 def test_two_way_draws_take_every_persona_at_the_pairs_drawn():
-    from aloe.metrics import two_way_rows
+    from aloe.analysis.metrics import two_way_rows
 
     profiles = [f"p{p}" for p in range(3) for _ in range(2)]
     personalities = [f"q{q}" for _ in range(3) for q in range(2)]

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from aloe import manifest, model_card
-from aloe.config import params_from_dict
-from aloe.local_model import EMBEDDED_HUB_ID
-from aloe.metrics import summarise
+from aloe.analysis.metrics import summarise
+from aloe.core import manifest
+from aloe.core.config import params_from_dict
+from aloe.core.local_model import EMBEDDED_HUB_ID
+from aloe.stages import model_card
 from tests.conftest import tiny_dict
 
 

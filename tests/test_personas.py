@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from aloe import personas
-from aloe.config import params_from_dict
-from aloe.personas import NoveltyFilter, pair_personas, parse_reply
-from aloe.pools import builtin_seeds, load_aloe_benchmark, read_text_pool
-from aloe.records import read_records
+from aloe.core.config import params_from_dict
+from aloe.core.records import read_records
+from aloe.stages import personas
+from aloe.stages.personas import NoveltyFilter, pair_personas, parse_reply
+from aloe.stages.pools import builtin_seeds, load_aloe_benchmark, read_text_pool
 from tests.conftest import tiny_dict
 
 
@@ -203,7 +203,7 @@ def test_stage_with_the_official_files_as_pool_and_benchmark(tmp_path: Path,
 
 
 def test_near_copies_of_benchmark_users_leave_the_training_personas() -> None:
-    from aloe.personas.leakage import screen
+    from aloe.stages.personas.leakage import screen
 
     bench = [{"id": "b1", "profile": "She is a 38-year-old glassblower in Murano who sails on "
                                      "Sundays and has twin sons.",
@@ -341,7 +341,7 @@ def test_pool_map_is_computed_once_per_pool(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The map (PCA positions, nearest-neighbour similarity) covers every pool and benchmark
     item; the report and reruns reuse it until a pool changes."""
-    from aloe.records import write_records
+    from aloe.core.records import write_records
 
     params = params_from_dict(tiny_dict(tmp_path), source="test")
     texts = {"profiles": ["A nurse in Lyon who runs marathons.", "A retired sailor in Oslo.",
@@ -373,7 +373,7 @@ def test_pool_map_is_computed_once_per_pool(tmp_path: Path,
 def test_failed_generator_calls_fail_the_stage_in_one_line(tmp_path: Path) -> None:
     """A round is all its calls or nothing: one lost call fails the stage with the count, the
     first reason (role, model, URL) and what a rerun does (issue 16)."""
-    from aloe.errors import IncompleteStageError
+    from aloe.core.errors import IncompleteStageError
     from tests.conftest import stub_roles
     from tests.support.stub_server import StubServer
 
@@ -394,7 +394,7 @@ def test_failed_generator_calls_fail_the_stage_in_one_line(tmp_path: Path) -> No
 
 def test_a_pool_file_cut_short_names_the_real_cause(tmp_path: Path) -> None:
     """A profiles.jsonl cut to fewer lines than its seeds used to be blamed on "other seeds"."""
-    from aloe.records import DataError
+    from aloe.core.records import DataError
     from tests.conftest import stub_roles
     from tests.support.stub_server import StubServer
 
@@ -434,7 +434,7 @@ def test_stage_1_files_off_their_schema_are_refused_by_file_and_line(tmp_path: P
     schemas (issue 27): a value of the wrong type or range, or a line written twice, is named
     by file and line by the stage resuming and by the notebook's tables, never read as data
     (an admitted count of "2" ended the stage in a TypeError)."""
-    from aloe.records import DataError, write_records
+    from aloe.core.records import DataError, write_records
     from tests.conftest import stub_roles
 
     params = params_from_dict(tiny_dict(tmp_path, roles=stub_roles("http://127.0.0.1:9/v1")))

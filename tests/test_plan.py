@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from aloe import plan as planning
-from aloe import plan_lengths
-from aloe.config import params_from_dict
-from aloe.judges import preference_messages
+from aloe.core.config import params_from_dict
+from aloe.core.protocols.aloe import score_messages
+from aloe.core.records import DataError, append_record
 from aloe.llm.ledger import Ledger
-from aloe.plan_format import format_plan
+from aloe.operations import plan as planning
+from aloe.operations.plan_format import format_plan
 from aloe.prompts import few_shot, render
-from aloe.protocols.aloe import score_messages
-from aloe.records import DataError, append_record
-from aloe.simulator import simulator_messages
+from aloe.roles.judges import preference_messages
+from aloe.roles.simulator import simulator_messages
+from aloe.stages import plan_lengths
 from tests.conftest import MODEL_CACHE, ROOT, load_params, tiny_dict
 
 PAPER = ROOT / "params" / "paper.yaml"
@@ -64,7 +64,7 @@ def test_the_paper_plan_needs_no_network_and_no_key(no_network: None,
 
 def test_aloe_plan_json_has_the_documented_shape(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    result = subprocess.run([sys.executable, "-m", "aloe.cli", "plan", str(PAPER), "--json"],
+    result = subprocess.run([sys.executable, "-m", "aloe", "plan", str(PAPER), "--json"],
                             cwd=ROOT, env={**env, "ALOE_ROOT": str(ROOT)}, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -81,7 +81,7 @@ def test_aloe_plan_json_has_the_documented_shape(tmp_path: Path) -> None:
                 assert role["forecast"][key] <= role["ceiling"][key]
     assert set(data["gpu_hours"]["by_gpu"]["RTX 4090 24GB"]) == {"sft", "dpo", "evaluate",
                                                                  "total"}
-    text = subprocess.run([sys.executable, "-m", "aloe.cli", "plan", str(PAPER)], cwd=ROOT,
+    text = subprocess.run([sys.executable, "-m", "aloe", "plan", str(PAPER)], cwd=ROOT,
                           env={**env, "ALOE_ROOT": str(ROOT)}, capture_output=True, text=True,
                           timeout=300)
     assert text.returncode == 0 and "forecast" in text.stdout and "ceiling" in text.stdout
@@ -139,7 +139,7 @@ def test_no_benchmark_pool_is_planned_when_evaluation_reads_the_official_one(
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from aloe.local_model import ensure_embedded_model
+    from aloe.core.local_model import ensure_embedded_model
 
     return AutoTokenizer.from_pretrained(ensure_embedded_model(MODEL_CACHE))
 
@@ -209,7 +209,7 @@ def test_the_ceiling_bounds_every_prompt_at_its_longest(tokenizer, tmp_path: Pat
 
 
 def _t(history: list[dict]) -> str:
-    from aloe.chat import transcript
+    from aloe.core.chat import transcript
 
     return transcript(history)
 
@@ -218,7 +218,7 @@ def test_the_ceilings_chars_per_token_rule_holds_for_every_template_and_seed(tok
                                                                             ) -> None:
     from importlib import resources
 
-    from aloe.pools import builtin_seeds
+    from aloe.stages.pools import builtin_seeds
 
     texts = [re.sub(r"\$\{\w+\}", "", f.read_text())  # the fixed text the plan counts
              for f in resources.files("aloe.prompts").iterdir() if f.name.endswith(".txt")]

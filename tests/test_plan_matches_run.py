@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from aloe import conversations, evaluation, personas
-from aloe import plan as planning
-from aloe.config import Params, params_from_dict
+from aloe.core.config import Params, params_from_dict
 from aloe.llm import load_usage_history
-from aloe.policy import POLICY_ROLE
+from aloe.operations import plan as planning
+from aloe.stages import conversations, evaluation, personas
+from aloe.stages.policy import POLICY_ROLE
 from tests.conftest import stub_roles, tiny_dict
 
 

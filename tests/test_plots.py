@@ -1,6 +1,6 @@
-"""The figures (`aloe.plots`), drawn directly from hand-made data: each reads on its own (a
-title with its n, labelled axes, the page's width), draws what the data holds, and says on the
-panel why there is nothing to draw when a stage has not run, instead of failing or drawing an
+"""The figures (`aloe.presentation.plots`), drawn directly from hand-made data: each reads on its
+own (a title with its n, labelled axes, the page's width), draws what the data holds, and says on
+the panel why there is nothing to draw when a stage has not run, instead of failing or drawing an
 empty frame."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from aloe import plots, tables  # noqa: E402
-from aloe.conversation_views import turn_table  # noqa: E402
-from aloe.metrics import summarise  # noqa: E402
-from aloe.plots.base import PAGE_WIDTH  # noqa: E402
+from aloe.analysis.metrics import summarise  # noqa: E402
+from aloe.presentation import plots, tables  # noqa: E402
+from aloe.presentation.conversation_views import turn_table  # noqa: E402
+from aloe.presentation.plots.base import PAGE_WIDTH  # noqa: E402
 from tests.support.conversation_runs import hand_tree  # noqa: E402
 from tests.support.score_tables import records  # noqa: E402
 

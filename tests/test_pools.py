@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from aloe.pools import load_aloe_benchmark, read_text_pool
-from aloe.records import DataError
+from aloe.core.records import DataError
+from aloe.stages.pools import load_aloe_benchmark, read_text_pool
 
 
 def test_read_text_pool_recovers_every_official_record(reference_dir: Path) -> None:

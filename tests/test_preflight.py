@@ -12,8 +12,8 @@ from typing import Any
 import nbformat
 import pytest
 
-from aloe import preflight
-from aloe.config import ROLE_NAMES, params_from_dict
+from aloe.core.config import ROLE_NAMES, params_from_dict
+from aloe.operations import preflight
 from tests.conftest import ROOT, load_params, tiny_dict
 
 PAPER = ROOT / "params" / "paper.yaml"
@@ -155,7 +155,7 @@ def test_a_paper_run_that_cannot_work_stops_in_stage_0_with_every_reason(tmp_pat
     (root / "params" / "paper.yaml").write_text(PAPER.read_text())
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     env.update(ALOE_ROOT=str(root), HF_HUB_OFFLINE="1")
-    command = [sys.executable, "-m", "aloe.cli", "run", "params/paper.yaml", "--stages", "0",
+    command = [sys.executable, "-m", "aloe", "run", "params/paper.yaml", "--stages", "0",
                "--quiet", *(f"--set=roles.{role}.max_retries=0" for role in ROLE_NAMES)]
     no_key = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True,
                             timeout=600)

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from aloe.config import Params, load_params, params_from_dict
-from aloe.config.loading import extend
-from aloe.config.schema import ConversationsConfig
-from aloe.errors import ParamsError
-from aloe.yaml_reading import parse_yaml
+from aloe.core.config import Params, load_params, params_from_dict
+from aloe.core.config.loading import extend
+from aloe.core.config.schema import ConversationsConfig
+from aloe.core.errors import ParamsError
+from aloe.core.yaml_reading import parse_yaml
 from tests.conftest import ROOT
 from tests.support.scripts import load_script
 

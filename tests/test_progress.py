@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from aloe.progress import Monitor, Reporter, format_line, read_state
+from aloe.core.progress import Monitor, Reporter, format_line, read_state
 from tests.conftest import tiny_dict
 
 
@@ -98,8 +98,8 @@ def _project(tmp_path: Path) -> tuple[Path, Path]:
     parameters.metadata["tags"] = ["parameters"]
     body = nbformat.v4.new_code_cell(textwrap.dedent("""
         import time
-        from aloe.config import load_params
-        from aloe.progress import reporter
+        from aloe.core.config import load_params
+        from aloe.core.progress import reporter
         params = load_params(params_file)
         live = reporter(params.layout.progress, "items", 6)
         for done in range(1, 7):
@@ -121,7 +121,7 @@ def _project(tmp_path: Path) -> tuple[Path, Path]:
 def test_aloe_run_shows_a_notebooks_progress_while_it_runs(tmp_path: Path) -> None:
     root, params = _project(tmp_path)
     env = {**os.environ, "ALOE_ROOT": str(root)}
-    run = [sys.executable, "-m", "aloe.cli", "run", str(params), "--stages", "1"]
+    run = [sys.executable, "-m", "aloe", "run", str(params), "--stages", "1"]
     shown = subprocess.run(run, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr[-2000:]
     lines = [line for line in shown.stdout.splitlines()

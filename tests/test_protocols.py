@@ -1,4 +1,4 @@
-"""A protocol is an object that behaves (`aloe.protocols`): the judge's request and the reading
+"""A protocol is an object that behaves (`aloe.core.protocols`): the judge's request and the reading
 of its answer, the simulated user's style, the rating form, the scale of tables and figures all
 come from it, so a new protocol is a new module and one registry line. These tests register a
 third protocol that exists only here and follow it through every place that asks."""
@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from aloe import plots, protocols, ratings, tables
-from aloe.config import params_from_dict
-from aloe.errors import ParamsError
-from aloe.judges import score_reply
+from aloe.core import protocols
+from aloe.core.config import params_from_dict
+from aloe.core.errors import ParamsError
+from aloe.core.protocols import ALOE, RLPA
 from aloe.llm import Completion
-from aloe.protocols import ALOE, RLPA
+from aloe.presentation import plots, ratings, tables
+from aloe.roles.judges import score_reply
 from tests.conftest import tiny_dict
 
 

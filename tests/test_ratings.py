@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aloe import evaluation, protocols, ratings
-from aloe.records import read_json, read_records
+from aloe.core import protocols
+from aloe.core.records import read_json, read_records
+from aloe.presentation import ratings
+from aloe.stages import evaluation
 from tests.conftest import ROOT
 from tests.support.benchmarks import stub_dict, with_benchmark
 from tests.support.stub_server import StubServer
@@ -73,7 +75,7 @@ def test_ratings_import_and_judge_human_agreement(evaluated, tmp_path) -> None:
     key = read_json(params.layout.rating_key())
     same = rater_file(tmp_path, key, "ann")
     off = rater_file(tmp_path, key, "bob", rate=lambda s: 6 - s)  # the scale read backwards
-    result = subprocess.run([sys.executable, "-m", "aloe.cli", "ratings", "import",
+    result = subprocess.run([sys.executable, "-m", "aloe", "ratings", "import",
                              str(params_file), str(same), str(off)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300,
                             env={**os.environ, "ALOE_ROOT": str(ROOT)})
@@ -128,7 +130,7 @@ def test_the_key_and_imported_ratings_off_their_schema_are_refused(evaluated, tm
     wherever it is read (the agreement figures, the next import); a key whose categories or
     items were edited is refused naming the key; and neither file is written with such a
     value."""
-    from aloe.records import DataError, SchemaError, write_records
+    from aloe.core.records import DataError, SchemaError, write_records
 
     params, _ = evaluated
     path, key_path = params.layout.human_ratings(), params.layout.rating_key()

@@ -13,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-from aloe.config import load_params
+from aloe.core.config import load_params
 from tests.conftest import ROOT
 from tests.support.scripts import load_script
 
@@ -67,7 +67,7 @@ def test_the_comparison_example_names_what_exists(tmp_path: Path) -> None:
         assert (ROOT / params_file).is_file(), f"docs/running.md runs {params_file}: no such file"
         options = [w for name in ("--run-name", "--set") for value in _option(command, name)
                    for w in (name, value)]
-        done = subprocess.run([sys.executable, "-m", "aloe.cli", "plan", params_file, "--json",
+        done = subprocess.run([sys.executable, "-m", "aloe", "plan", params_file, "--json",
                                *options, "--set", f"run.output_dir={tmp_path}"], cwd=ROOT,
                               capture_output=True, text=True, timeout=300,
                               env={**os.environ, "ALOE_ROOT": str(ROOT)})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aloe.records import DataError, append_records, read_records, write_records
+from aloe.core.records import DataError, append_records, read_records, write_records
 
 
 def test_append_and_read_back(tmp_path: Path) -> None:
@@ -59,8 +59,8 @@ def test_a_live_append_seen_half_way_is_not_cut(tmp_path: Path,
 FULL_DISK = """
 import json, subprocess, sys
 from pathlib import Path
-from aloe.errors import DiskFullError
-from aloe.records import append_records, read_records, write_json
+from aloe.core.errors import DiskFullError
+from aloe.core.records import append_records, read_records, write_json
 
 disk = Path(sys.argv[1])
 disk.mkdir(exist_ok=True)
@@ -116,7 +116,7 @@ def test_files_a_library_wrote_0600_follow_the_umask(tmp_path: Path) -> None:
     readers could not open (issue 27)."""
     import os
 
-    from aloe.records import follow_umask
+    from aloe.core.records import follow_umask
 
     (tmp_path / "sub").mkdir()
     for name in ("adapter_model.safetensors", "sub/tokenizer.json"):
@@ -134,7 +134,7 @@ def test_a_live_append_seen_half_way_is_checked_once(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The re-read after a writer's half line must not show a schema that remembers ids the
     records it already saw: they are not written twice."""
-    from aloe.schemas import conversation_check
+    from aloe.core.schemas import conversation_check
 
     path = tmp_path / "conversations.jsonl"
     tree = {"id": "conv-00000", "index": 0, "turns": []}

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from aloe import reference
-from aloe.pools import read_text_pool
-from aloe.reference import FILES, ReferenceFilesError, fetch, status
+from aloe.stages import reference
+from aloe.stages.pools import read_text_pool
+from aloe.stages.reference import FILES, ReferenceFilesError, fetch, status
 from tests.conftest import LOCAL_REFERENCE, ROOT, _find_reference
 
-ALOE = [sys.executable, "-m", "aloe.cli"]
+ALOE = [sys.executable, "-m", "aloe"]
 NAMES = [file.name for file in FILES]
 
 

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from aloe import manifest, report, spend, tables
-from aloe.config import params_from_dict
+from aloe.analysis.metrics import summarise
+from aloe.core import manifest
+from aloe.core.config import params_from_dict
+from aloe.core.records import DataError, append_record, read_json, write_json, write_records
 from aloe.llm import load_usage_history
-from aloe.metrics import summarise
-from aloe.records import DataError, append_record, read_json, write_json, write_records
+from aloe.operations import spend
+from aloe.presentation import report, tables
 from tests.conftest import ROOT, tiny_dict
 from tests.support.run_folders import hand_made_run, persona
 
@@ -81,7 +83,7 @@ def test_wall_time_adds_up_every_aloe_run_as_the_request_counts_do(tmp_path: Pat
 def test_runner_json_keeps_every_aloe_runs_stage_times(tmp_path: Path) -> None:
     """Each `aloe run` rewrites runner.json after every stage; an earlier invocation's stage
     times move under `earlier` (once), so that the report can add them all up."""
-    from aloe.runner import RunResult, StageResult, _save_timings
+    from aloe.operations.runner import RunResult, StageResult, _save_timings
 
     params, _ = hand_made_run(tmp_path)
     layout = params.layout
@@ -123,7 +125,7 @@ def test_the_verdict_legend_explains_only_verdicts_the_run_can_give() -> None:
     speaks of it; a run whose two orders disagreed explains it."""
     import pandas as pd
 
-    from aloe import plots
+    from aloe.presentation import plots
 
     once = pd.DataFrame({"conversation_id": ["c1", "c2", "c1", "c2"], "turn": [1, 1, 2, 2],
                          "preferred": ["hinted", "plain", "hinted", "hinted"]})
@@ -151,7 +153,7 @@ def test_the_title_comes_from_the_runs_name(tmp_path: Path) -> None:
 
 
 def test_a_tree_turn_continued_by_the_reply_the_judge_did_not_prefer_says_why() -> None:
-    from aloe.conversation_views import render_tree_html
+    from aloe.presentation.conversation_views import render_tree_html
 
     def turn(number: int, preferred: str, continued: str) -> dict:
         return {"turn": number, "user": "hi", "inferred": {"profile": "p", "personality": "q"},

@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aloe import cli, findings, manifest, report
-from aloe.config import params_from_dict
-from aloe.metrics import summarise
-from aloe.records import write_json
-from aloe.results import results_table
+from aloe.analysis import findings
+from aloe.analysis.metrics import summarise
+from aloe.core import manifest
+from aloe.core.config import params_from_dict
+from aloe.core.records import write_json
+from aloe.operations import cli
+from aloe.presentation import report
+from aloe.presentation.results import results_table
 from tests.conftest import ROOT, tiny_dict
 
 MODELS = ("base", "sft", "dpo")
@@ -77,7 +80,7 @@ def test_the_table_is_the_reports_headline_and_counts_its_caveats(tmp_path: Path
                                            ("0", False)])
 def test_aloe_run_ends_with_the_results_when_it_evaluated(tmp_path: Path, capsys, monkeypatch,
                                                           stages: str, shown: bool) -> None:
-    from aloe import runner
+    from aloe.operations import runner
 
     root = _project(tmp_path)
     _evaluated(tmp_path)
@@ -100,7 +103,7 @@ def test_aloe_run_ends_with_the_results_when_it_evaluated(tmp_path: Path, capsys
 
 
 def test_aloe_evaluate_ends_with_the_same_results(tmp_path: Path, capsys, monkeypatch) -> None:
-    from aloe import evaluation
+    from aloe.stages import evaluation
 
     root = _project(tmp_path)
     params, _ = _evaluated(tmp_path)

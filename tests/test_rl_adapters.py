@@ -1,4 +1,4 @@
-"""The environment for outside RL engines (`aloe.rl_adapters`): verl's interaction contract.
+"""The environment for outside RL engines (`aloe.stages.rl_adapters`): verl's interaction contract.
 
 verl needs GPUs, so it cannot run here: `_rollout` stands in for it and calls the interaction
 exactly as verl's multi-turn rollout does (`verl/experimental/agent_loop/tool_agent_loop.py`,
@@ -21,10 +21,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from aloe.errors import BadInputError, ParamsError
+from aloe.core.errors import BadInputError, ParamsError
 from aloe.llm import run_sync
-from aloe.rl_adapters.dataset import verl_rows, write_rows, write_verl_dataset
-from aloe.rl_adapters.verl import AloeInteraction, compute_score
+from aloe.stages.rl_adapters.dataset import verl_rows, write_rows, write_verl_dataset
+from aloe.stages.rl_adapters.verl import AloeInteraction, compute_score
 from tests.conftest import stub_roles, tiny_dict
 from tests.support.stub_server import StubServer
 
@@ -154,7 +154,7 @@ def test_rows_are_written_as_parquet_verl_can_read_and_as_json_lines(
 def test_a_runs_training_personas_become_verl_rows(tmp_path: Path, stub: StubServer) -> None:
     """From the parameter file: its run folder's personas.jsonl, every persona under each seed;
     an interaction started from a row plays from the row's first message."""
-    from aloe.config import load_params
+    from aloe.core.config import load_params
 
     params = _params(tmp_path, stub)
     personas = load_params(params).layout.personas
@@ -178,8 +178,8 @@ def test_the_openrlhf_reward_server_answers_a_real_request_in_its_contract(
     import urllib.error
     import urllib.request
 
-    from aloe import protocols
-    from aloe.rl_adapters.openrlhf import JudgeRewards, label_line, reply_in, serve
+    from aloe.core import protocols
+    from aloe.stages.rl_adapters.openrlhf import JudgeRewards, label_line, reply_in, serve
 
     llm = _interaction(tmp_path, stub).llm
     server = serve(JudgeRewards(llm, protocols.get("aloe")), port=0)

@@ -17,7 +17,7 @@ import yaml
 
 from tests.conftest import ROOT, tiny_dict
 
-ALOE = [sys.executable, "-m", "aloe.cli"]
+ALOE = [sys.executable, "-m", "aloe"]
 
 
 def _project(tmp_path: Path) -> Path:
@@ -145,15 +145,15 @@ def test_preflight_runs_and_no_key_leaks(tmp_path: Path, local_server) -> None:
 
 
 def test_second_run_of_the_same_name_is_refused(tmp_path: Path) -> None:
-    from aloe.errors import RunLockedError
-    from aloe.layout import RunLayout
-    from aloe.runner import run_lock
+    from aloe.core.errors import RunLockedError
+    from aloe.core.layout import RunLayout
+    from aloe.operations.runner import run_lock
 
     layout = RunLayout(run_dir=tmp_path / "outputs" / "same", cache_path=tmp_path / "c.sqlite")
     with run_lock(layout):
         holder = subprocess.run(
             [sys.executable, "-c", "from pathlib import Path\n"
-             "from aloe.layout import RunLayout\nfrom aloe.runner import run_lock\n"
+             "from aloe.core.layout import RunLayout\nfrom aloe.operations.runner import run_lock\n"
              f"with run_lock(RunLayout(Path({str(layout.run_dir)!r}), Path('c'))): pass"],
             capture_output=True, text=True)
         assert holder.returncode != 0 and "is in use by pid" in holder.stderr
@@ -168,8 +168,8 @@ def test_second_run_of_the_same_name_is_refused(tmp_path: Path) -> None:
 def test_cli_exit_codes_follow_the_error_type(tmp_path: Path) -> None:
     """A locked run folder is refused input (2); so is a training stage without its data; an
     evaluation that cannot find its benchmark is a failed stage (1). Each is one line."""
-    from aloe.layout import RunLayout
-    from aloe.runner import run_lock
+    from aloe.core.layout import RunLayout
+    from aloe.operations.runner import run_lock
 
     root = _project(tmp_path)
     data = tiny_dict(tmp_path)
@@ -194,8 +194,8 @@ def test_every_command_that_writes_into_a_run_folder_takes_its_lock(tmp_path: Pa
     """Issue 27: beside a running `aloe run`, `aloe evaluate` wrote duplicate records and two
     SFT trainings ran into one folder. Now each is refused in one line while the folder is
     held, as a second `aloe run` is."""
-    from aloe.layout import RunLayout
-    from aloe.runner import run_lock
+    from aloe.core.layout import RunLayout
+    from aloe.operations.runner import run_lock
 
     root = _project(tmp_path)
     data = tiny_dict(tmp_path)
@@ -219,7 +219,7 @@ def test_a_stage_that_lost_items_ends_the_run_with_exit_1_and_one_line(tmp_path:
     the normal timing table printed; every request failing stopped on KeyError: 'turn'."""
     import json
 
-    from aloe.records import write_records
+    from aloe.core.records import write_records
     from tests.conftest import stub_roles
     from tests.support.stub_server import StubServer
 
@@ -243,8 +243,8 @@ def test_a_stage_that_lost_items_ends_the_run_with_exit_1_and_one_line(tmp_path:
     assert lines[0].endswith(f"(traceback: {Path(data['run']['output_dir'])}/tiny/notebooks/"
                              "02_conversations.ipynb)")
     # a failed stage is never stamped finished: the next run does it again (issue 24)
-    from aloe.config import params_from_dict
-    from aloe.stage_stamp import StageStamps, stamp_path
+    from aloe.core.config import params_from_dict
+    from aloe.operations.stage_stamp import StageStamps, stamp_path
 
     layout = params_from_dict(data).layout
     assert json.loads(stamp_path(layout, "02_conversations").read_text())["complete"] is False
@@ -257,7 +257,7 @@ def test_a_stage_that_lost_items_ends_the_run_with_exit_1_and_one_line(tmp_path:
 # No stray server (issue 16)
 # ------------------------------------------------------------------------------------------
 def _gone_within(pid: int, seconds: float) -> bool:
-    from aloe.procs import alive
+    from aloe.core.procs import alive
 
     deadline = time.monotonic() + seconds
     while alive(pid) and time.monotonic() < deadline:
@@ -271,8 +271,8 @@ def test_a_stray_server_whose_owner_is_gone_is_reaped_and_no_other(tmp_path: Pat
     slow tests below."""
     import json
 
+    from aloe.core.procs import start_time
     from aloe.llm.server import reap_stray_server
-    from aloe.procs import start_time
 
     state = tmp_path / "local_server.json"
     dead_owner = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -388,7 +388,7 @@ def test_a_full_disk_is_one_line_leaves_no_partial_file_and_the_rerun_completes(
     import json
     import shutil
 
-    from aloe.records import write_records
+    from aloe.core.records import write_records
     from tests.conftest import stub_roles
     from tests.support.stub_server import StubServer
 
@@ -446,7 +446,7 @@ def test_a_kernel_that_dies_before_it_starts_is_started_again(tmp_path: Path,
     second start is a real papermill run of a real notebook."""
     import papermill
 
-    from aloe import runner
+    from aloe.operations import runner
 
     real = papermill.execute_notebook
     calls: list[int] = []
@@ -467,7 +467,7 @@ def test_a_kernel_that_dies_before_it_starts_is_started_again(tmp_path: Path,
 def test_any_other_kernel_error_is_not_retried(tmp_path: Path, monkeypatch) -> None:
     import papermill
 
-    from aloe import runner
+    from aloe.operations import runner
 
     calls: list[int] = []
 
@@ -485,7 +485,7 @@ def test_any_other_kernel_error_is_not_retried(tmp_path: Path, monkeypatch) -> N
 def test_a_comparison_cut_by_a_full_disk_leaves_no_empty_notebook(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 27: a full disk left a 0-byte compare notebook behind the one-line error."""
-    from aloe import runner
+    from aloe.operations import runner
 
     def full_disk(notebook: Path, executed: Path, parameters: dict, progress: bool) -> None:
         executed.write_bytes(b"")
@@ -503,7 +503,7 @@ def test_a_comparison_cut_by_a_full_disk_leaves_no_empty_notebook(
 def _failed_preflight(tmp_path: Path) -> Exception:
     """What papermill hands back when stage 0's readiness checks failed: the kernel's
     NotReadyError by name and value."""
-    from aloe import preflight
+    from aloe.operations import preflight
 
     checks = [preflight.Check(f"key VAR{i}", preflight.FAILED,
                               f"the environment variable VAR{i} is not set; roles.judge needs "
@@ -520,8 +520,8 @@ def _failed_preflight(tmp_path: Path) -> Exception:
 def test_a_failed_preflight_is_a_headline_and_one_line_per_check(tmp_path: Path, capsys,
                                                                   monkeypatch) -> None:
     """It used to be one line of 2,864 characters: 11 failures joined by " | "."""
-    from aloe import cli, runner
-    from aloe.config import params_from_dict
+    from aloe.core.config import params_from_dict
+    from aloe.operations import cli, runner
 
     params = params_from_dict(tiny_dict(tmp_path), source="params/p.yaml")
     output = params.layout.executed_notebook("00_preflight.ipynb")
@@ -550,7 +550,7 @@ def test_a_failed_preflight_is_a_headline_and_one_line_per_check(tmp_path: Path,
 
 
 def test_any_other_error_is_still_one_line(capsys, monkeypatch, tmp_path: Path) -> None:
-    from aloe import cli, runner
+    from aloe.operations import cli, runner
 
     def fails(*args, **kwargs):
         raise runner.RunError("stage 02_conversations failed in cell 3: KeyError:\n 'turn'")
@@ -583,7 +583,7 @@ def test_a_rerun_skips_unchanged_stages_and_any_change_reruns(tmp_path: Path) ->
     import json
     import shutil
 
-    from aloe.records import read_records, write_records
+    from aloe.core.records import read_records, write_records
     from tests.conftest import stub_roles
     from tests.support.stub_server import StubServer
 

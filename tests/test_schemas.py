@@ -1,4 +1,4 @@
-"""Each run file's schema (`aloe.schemas`): refused when written (nothing written) and when
+"""Each run file's schema (`aloe.core.schemas`): refused when written (nothing written) and when
 read (file and line), for every kind of record a stage writes."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from aloe import protocols, schemas
-from aloe.records import DataError, SchemaError, append_records, read_records, write_records
+from aloe.core import protocols, schemas
+from aloe.core.records import DataError, SchemaError, append_records, read_records, write_records
 
 
 # ------------------------------------------------------------------------------------------

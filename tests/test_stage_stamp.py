@@ -1,5 +1,5 @@
-"""Stage stamps (`aloe.stage_stamp`) on real files: a stage is fresh only while its parameters,
-code, inputs and products are what they were when it finished; anything else reruns it.
+"""Stage stamps (`aloe.operations.stage_stamp`) on real files: a stage is fresh only while its
+parameters, code, inputs and products are what they were when it finished; anything else reruns it.
 
 Here the "stages" are functions that write real files into a real run folder, as a notebook
 would; `tests/test_runner.py` runs the real notebooks through papermill twice."""
@@ -13,8 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from aloe.config import Params, params_from_dict
-from aloe.stage_stamp import StageStamps, code_digest, listing, stamp_path
+from aloe.core.config import Params, params_from_dict
+from aloe.operations.stage_stamp import StageStamps, code_digest, listing, stamp_path
 from tests.conftest import tiny_dict
 
 

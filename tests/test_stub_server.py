@@ -30,9 +30,9 @@ from tests.support.stub_server import StubServer, classify
 
 ROOT = Path(__file__).resolve().parents[1]
 # the parsers may move during a refactor: the first module that has the name wins
-PARSER_HOMES = ("aloe.judges", "aloe.protocols.aloe", "aloe.personas.parse", "aloe.conversations",
-                "aloe.evaluation",
-                "aloe.personas", "aloe.simulator")
+PARSER_HOMES = ("aloe.roles.judges", "aloe.core.protocols.aloe", "aloe.stages.personas.parse",
+                "aloe.stages.conversations", "aloe.stages.evaluation", "aloe.stages.personas",
+                "aloe.roles.simulator")
 PROFILE = ("She is a 29-year-old night-shift nurse in Leeds. She shares a flat with her brother "
            "and grows tomatoes on her balcony.")
 PERSONALITY = "She is cheerful and chatty. She is a little impatient. She is practical."
@@ -71,7 +71,7 @@ def render(name: str, **fields: object) -> str:
 
 
 def seeds(kind: str, k: int = 3) -> str:
-    path = prompts_dir().parent / "seeds" / f"{kind}.jsonl"
+    path = prompts_dir().parent / "stages" / "seeds" / f"{kind}.jsonl"
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     return "\n".join(lines[:k])
 
@@ -382,8 +382,8 @@ def test_child_dies_with_a_killed_parent(in_thread: bool) -> None:
 def test_the_judges_and_probe_beyond_the_paper(stub: StubServer) -> None:
     """RLPA's 1/0 judge, the 0-10 and yes/no measuring judges and the inference probe get
     replies their parsers read (their prompts are the project's own templates)."""
-    from aloe.judges import parse_ten, parse_yes_no
-    from aloe.protocols.rlpa import parse_binary
+    from aloe.core.protocols.rlpa import parse_binary
+    from aloe.roles.judges import parse_ten, parse_yes_no
 
     persona = {"profile": PROFILE, "personality": PERSONALITY}
     requests = {

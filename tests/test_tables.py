@@ -1,5 +1,5 @@
-"""aloe.tables: LLM-written text shown in notebook tables is escaped (issue 27: the executed
-notebook 05, converted to HTML, ran 12 scripts injected through a pandas Styler)."""
+"""aloe.presentation.tables: LLM-written text shown in notebook tables is escaped (issue 27: the
+executed notebook 05, converted to HTML, ran 12 scripts injected through a pandas Styler)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 
-from aloe.tables import text_table
+from aloe.presentation.tables import text_table
 from tests.conftest import ROOT
 
 PAYLOADS = ["<script>alert(1)</script>", "<img src=x onerror=alert(2)>",

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from aloe import qlora, training, training_data
-from aloe.config import load_params, params_from_dict
-from aloe.errors import ParamsError
-from aloe.policy import detect_device, file_sha256
+from aloe.core.config import load_params, params_from_dict
+from aloe.core.errors import ParamsError
+from aloe.stages import qlora, training, training_data
+from aloe.stages.policy import detect_device, file_sha256
 from tests.conftest import ROOT, embedded_model, tiny_dict, write_params
 from tests.support.training_data import GOOD, conversation_examples, make_exports
 
@@ -109,8 +109,8 @@ def test_trl_configs_are_built_without_a_warning_and_report_to_tensorboard(
     curves written under the run folder, not in the checkpoint folder removed after training."""
     import warnings
 
-    from aloe.policy import detect_device
-    from aloe.qlora import tracker_callbacks, trainer_arguments
+    from aloe.stages.policy import detect_device
+    from aloe.stages.qlora import tracker_callbacks, trainer_arguments
 
     device = detect_device()
     for profile in ("tiny.yaml", "paper.yaml", "paper_full.yaml"):
@@ -178,7 +178,7 @@ def test_long_histories_drop_their_oldest_turns(tmp_path: Path) -> None:
 
 
 def test_examples_without_room_for_a_reply_are_left_out(tmp_path: Path) -> None:
-    from aloe.records import DataError
+    from aloe.core.records import DataError
 
     params = params_from_dict(tiny_dict(tmp_path))
     make_exports(params.layout)
@@ -220,7 +220,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, one_thread_when_busy: dict
 
     # SFT in its own process (`aloe train sft`), killed once its first checkpoint is complete.
     env = {**os.environ, **one_thread_when_busy}
-    process = subprocess.Popen([sys.executable, "-m", "aloe.cli", "train", "sft",
+    process = subprocess.Popen([sys.executable, "-m", "aloe", "train", "sft",
                                 str(params_file)],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)

@@ -1,6 +1,6 @@
-"""The transcript viewer (`aloe.viewer`) on a hand-made run folder whose files are in the real
-formats (stage 5's records, stage 2's trees, read back with their own schemas): every turn is
-a row, the filters work in real headless Chromium, LLM-written text runs nothing, a large run
+"""The transcript viewer (`aloe.presentation.viewer`) on a hand-made run folder whose files are in
+the real formats (stage 5's records, stage 2's trees, read back with their own schemas): every turn
+is a row, the filters work in real headless Chromium, LLM-written text runs nothing, a large run
 draws a page of rows at a time, and the report links to the page."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from aloe import viewer
-from aloe.layout import RunLayout, run_layout
-from aloe.records import write_json, write_records
+from aloe.core.layout import RunLayout, run_layout
+from aloe.core.records import write_json, write_records
+from aloe.presentation import viewer
 from tests.support.browser import chromium_path, inspect_page
 
 # What a hostile or broken LLM could write: markup that would run if it reached the page as HTML
@@ -277,8 +277,8 @@ def test_a_large_run_draws_a_page_of_rows_at_a_time(tmp_path: Path) -> None:
 
 
 def test_aloe_view_writes_the_page_of_a_named_run(tmp_path: Path, capsys) -> None:
-    from aloe.cli import main
-    from aloe.config import load_params
+    from aloe.core.config import load_params
+    from aloe.operations.cli import main
     from tests.conftest import write_params
 
     params_file = write_params(tmp_path, run={"name": "mine", "seed": 0,
@@ -293,7 +293,7 @@ def test_aloe_view_writes_the_page_of_a_named_run(tmp_path: Path, capsys) -> Non
 
 
 def test_the_report_links_the_viewer_once_it_exists(tmp_path: Path) -> None:
-    from aloe import report
+    from aloe.presentation import report
     from tests.support.run_folders import hand_made_run as report_run
 
     params, found = report_run(tmp_path)

@@ -30,13 +30,13 @@ import psutil
 import pytest
 import yaml
 
-from aloe.config import load_params
-from aloe.layout import RunLayout
+from aloe.core.config import load_params
+from aloe.core.layout import RunLayout
+from aloe.core.local_model import EMBEDDED_HUB_ID
+from aloe.core.records import read_records
 from aloe.llm import load_usage_history
-from aloe.local_model import EMBEDDED_HUB_ID
-from aloe.records import read_records
-from aloe.report import product_counts
-from aloe.runner import notebooks
+from aloe.operations.runner import notebooks
+from aloe.presentation.report import product_counts
 from tests.conftest import ROOT, tiny_dict
 from tests.support.browser import chromium_path, inspect_page
 from tests.support.fault_proxy import FaultProxy
@@ -90,7 +90,7 @@ class FinishedRun:
 def aloe_run(root: Path, *args: str, timeout: float = 1500,
              quiet: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ALOE_ROOT": str(root)}
-    return subprocess.run([sys.executable, "-m", "aloe.cli", "run", *args,
+    return subprocess.run([sys.executable, "-m", "aloe", "run", *args,
                            *(["--quiet"] if quiet else [])], cwd=root,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -99,7 +99,7 @@ def start_aloe_run(root: Path, *args: str, terminal: Path | None = None) -> subp
     """`aloe run` in the background; with `terminal`, what it prints (its live progress
     included) goes to that file, else it runs --quiet."""
     env = {**os.environ, "ALOE_ROOT": str(root)}
-    command = [sys.executable, "-m", "aloe.cli", "run", *args, *([] if terminal else ["--quiet"])]
+    command = [sys.executable, "-m", "aloe", "run", *args, *([] if terminal else ["--quiet"])]
     with open(terminal or os.devnull, "a") as stdout:  # the child keeps its own copy
         return subprocess.Popen(command, cwd=root, env=env, stdout=stdout,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -384,8 +384,8 @@ def test_the_plans_ceiling_bounds_what_the_run_spent(finished: FinishedRun) -> N
     """Every LLM stage spent no more requests and tokens than `aloe plan` gave as its
     ceiling (the ledgers count what the server's own tokenizer counted), kills and the
     faulty network's resent requests included; the forecast now names those ledgers."""
-    from aloe.config import load_params
-    from aloe.plan import make_plan
+    from aloe.core.config import load_params
+    from aloe.operations.plan import make_plan
 
     plan = make_plan(load_params(finished.params_file))
     spent: dict[str, dict[str, int]] = {}
@@ -478,7 +478,7 @@ def test_aloe_compare_shows_the_one_parameter_that_differs(finished: FinishedRun
     found["params"]["dpo"]["trainer"]["beta"] = 0.5
     manifest_file.write_text(json.dumps(found))
     env = {**os.environ, "ALOE_ROOT": str(finished.root)}
-    result = subprocess.run([sys.executable, "-m", "aloe.cli", "compare",
+    result = subprocess.run([sys.executable, "-m", "aloe", "compare",
                              finished.data["run"]["name"], "beta-half", "--quiet"],
                             cwd=finished.root, env=env, capture_output=True, text=True,
                             timeout=600)

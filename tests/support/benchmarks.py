@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aloe.config import params_from_dict
-from aloe.pools import load_aloe_benchmark
-from aloe.records import write_records
+from aloe.core.config import params_from_dict
+from aloe.core.records import write_records
+from aloe.stages.pools import load_aloe_benchmark
 from tests.conftest import tiny_dict
 from tests.support.stub_server import StubServer
 

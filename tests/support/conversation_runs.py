@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aloe.config import params_from_dict
-from aloe.records import write_records
+from aloe.core.config import params_from_dict
+from aloe.core.records import write_records
 from tests.conftest import tiny_dict
 
 # Our own test personas (not from any published pool).

@@ -33,7 +33,7 @@ def _mount(outputs: Path, size: str, remount: bool = False) -> None:
 
 
 def _aloe(root: Path, params: str) -> dict[str, Any]:
-    run = subprocess.run([sys.executable, "-m", "aloe.cli", "run", params, "--stages", "2",
+    run = subprocess.run([sys.executable, "-m", "aloe", "run", params, "--stages", "2",
                           "--quiet"], cwd=root, capture_output=True, text=True, timeout=900,
                          env={**os.environ, "ALOE_ROOT": str(root)})
     return {"returncode": run.returncode, "stderr": run.stderr, "stdout": run.stdout}
@@ -43,7 +43,7 @@ def _unreadable(outputs: Path) -> list[str]:
     """Executed notebooks and JSON-lines files that do not read back whole."""
     import nbformat
 
-    from aloe.records import DataError, read_records
+    from aloe.core.records import DataError, read_records
 
     bad = []
     for file in outputs.rglob("*.ipynb"):
@@ -60,7 +60,7 @@ def _unreadable(outputs: Path) -> list[str]:
 
 
 def _conversation_ids(outputs: Path) -> list[str]:
-    from aloe.records import read_records
+    from aloe.core.records import read_records
 
     return [r["id"] for file in outputs.rglob("conversations.jsonl") for r in read_records(file)]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aloe import manifest
-from aloe.config import params_from_dict
-from aloe.metrics import summarise
-from aloe.records import write_json, write_records
+from aloe.analysis.metrics import summarise
+from aloe.core import manifest
+from aloe.core.config import params_from_dict
+from aloe.core.records import write_json, write_records
 from tests.conftest import tiny_dict
 
 

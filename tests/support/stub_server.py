@@ -701,7 +701,7 @@ async def serve(host: str, port: int, app: StubApp, parent_pid: int | None = Non
 
 def _die_with_parent(parent_pid: int) -> None:
     """Ask Linux for SIGTERM when the parent dies; exit at once if it is already gone."""
-    from aloe.procs import ask_for_parent_death_signal
+    from aloe.core.procs import ask_for_parent_death_signal
 
     ask_for_parent_death_signal(signal.SIGTERM)  # the polling in `serve` covers the rest
     if os.getppid() != parent_pid:

@@ -1,11 +1,11 @@
-"""Training exports with known content (data/sft and data/dpo as aloe.datasets.export writes them),
-for tests of the training stages."""
+"""Training exports with known content (data/sft and data/dpo as aloe.stages.datasets.export writes
+them), for tests of the training stages."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aloe.layout import RunLayout
+from aloe.core.layout import RunLayout
 
 # Short, well-formed multi-turn conversations: a prompt ends with the user's message.
 TOPICS = ["hiking in the Alps", "learning the cello", "baking sourdough bread",
@@ -33,7 +33,7 @@ def conversation_examples(index: int, turns: int) -> list[dict[str, Any]]:
 
 
 def make_exports(layout: RunLayout, n_train: int = 6, n_val: int = 2) -> None:
-    """`data/sft` and `data/dpo` as `aloe.datasets.export` writes them."""
+    """`data/sft` and `data/dpo` as `aloe.stages.datasets.export` writes them."""
     from datasets import Dataset, DatasetDict
 
     rows = [e for i in range(4) for e in conversation_examples(i, turns=2)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from aloe.config import Params
+from aloe.core.config import Params
 from aloe.llm.cache import ResponseCache, request_key
 from aloe.llm.client import LLM, Completion, LLMError, Message, MissingKeyError, run_sync
 from aloe.llm.ledger import Ledger, RoleUsage, load_usage_history

@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aloe.errors import EXIT_BAD_INPUT, EXIT_FAILED, AloeError, DiskFullError, disk_full_message
+from aloe.core.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    AloeError,
+    DiskFullError,
+    disk_full_message,
+)
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL,"
           " created REAL NOT NULL)")

@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 import openai
 
-from aloe.budget import Budget, register, request_cost, unregister
-from aloe.chat import Message
-from aloe.config import Params, RoleConfig, missing_key_message
-from aloe.errors import EXIT_BAD_INPUT, AloeError
-from aloe.layout import RunLayout
+from aloe.core.chat import Message
+from aloe.core.config import Params, RoleConfig, missing_key_message
+from aloe.core.errors import EXIT_BAD_INPUT, AloeError
+from aloe.core.layout import RunLayout
+from aloe.core.local_model import model_identity
+from aloe.llm.budget import Budget, register, request_cost, unregister
 from aloe.llm.cache import ResponseCache, request_key
 from aloe.llm.ledger import Ledger
-from aloe.local_model import model_identity
 
 if TYPE_CHECKING:
     from aloe.llm.server import LocalServer

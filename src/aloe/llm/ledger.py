@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aloe.errors import shown, writing
-from aloe.layout import RunLayout
-from aloe.procs import alive
-from aloe.records import DataError, append_record, read_json, read_records, write_json
-from aloe.schemas import USAGE_FIELDS, usage_entry_check
+from aloe.core.errors import shown, writing
+from aloe.core.layout import RunLayout
+from aloe.core.procs import alive
+from aloe.core.records import DataError, append_record, read_json, read_records, write_json
+from aloe.core.schemas import USAGE_FIELDS, usage_entry_check
 
 
 @dataclass

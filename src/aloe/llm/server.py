@@ -26,9 +26,9 @@ from pathlib import Path
 
 import httpx
 
-from aloe.config import Params
-from aloe.errors import AloeError
-from aloe.procs import die_with_parent, is_process, start_time, stop_group
+from aloe.core.config import Params
+from aloe.core.errors import AloeError
+from aloe.core.procs import die_with_parent, is_process, start_time, stop_group
 
 ENV_URL = "ALOE_LOCAL_BASE_URL"
 ENV_MODEL = "ALOE_LOCAL_MODEL"
@@ -178,7 +178,7 @@ def _has_cuda() -> bool:
 
 def ensure_local_server(params: Params) -> LocalServer:
     """The running local server for these params, started if none is up."""
-    from aloe.local_model import local_model_path
+    from aloe.core.local_model import local_model_path
 
     if os.environ.get(ENV_URL) and healthy(os.environ[ENV_URL]):
         return LocalServer(base_url=os.environ[ENV_URL],

@@ -14,8 +14,8 @@ import string
 from importlib import resources
 from typing import Any
 
-from aloe.chat import Message, transcript
-from aloe.errors import AloeError
+from aloe.core.chat import Message, transcript
+from aloe.core.errors import AloeError
 
 ANNOTATOR_SYSTEM = "annotator_system"
 

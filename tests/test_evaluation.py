@@ -113,9 +113,13 @@ def test_batched_replies_match_one_at_a_time_and_adapters_change_them(tmp_path):
 # The protocol on the real local server
 # ------------------------------------------------------------------------------------------
 def stage_dict(tmp_path: Path, **evaluation_overrides) -> dict:
-    """The tiny profile shrunk for tests: 2 turns, short messages."""
+    """The tiny profile shrunk for tests: 2 turns, short messages, the base model and the SFT
+    and DPO adapters these tests make (not the profile's GRPO policy)."""
+    models = [{"name": "base"}, {"name": "sft", "adapter": "sft"},
+              {"name": "dpo", "adapter": "dpo"}]
     data = tiny_dict(tmp_path, evaluation={"turns": 2, "max_new_tokens": 24, "batch_size": 8,
-                                           "bootstrap_samples": 50, **evaluation_overrides})
+                                           "bootstrap_samples": 50, "models": models,
+                                           **evaluation_overrides})
     data["roles"]["user"]["max_tokens"] = 24
     data["roles"]["judge"]["max_tokens"] = 6
     return data

@@ -425,7 +425,8 @@ def test_the_report_opens_with_its_summary_and_caveats(finished: FinishedRun) ->
         assert text in first, f"not on the first screen: {text!r}"
     for model in ("base", "sft", "dpo"):
         assert re.search(rf"\b{model} \d\.\d{{3}} \[", first), model  # mean AL [interval]
-    scores = [r["score"] for m in ("base", "sft", "dpo")
+    models = json.loads((finished.run_dir / "metrics.json").read_text())["models"]
+    scores = [r["score"] for m in models  # every model evaluated: base, sft, dpo and grpo
               for r in read_records(finished.run_dir / "eval" / f"{m}.jsonl")]
     scored = [s for s in scores if s is not None]
     constant = f"every one of the {len(scored)} scored replies a {scored[0]}"

@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from aloe.core.records import write_records
 from aloe.operations import runner
 from aloe.stages import grpo, policy, qlora, training
 from tests.conftest import ROOT, stub_roles, tiny_dict, write_params
+from tests.support.checkpoints import wait_for_checkpoint
 from tests.support.stub_server import StubServer
 from tests.test_training import one_thread_when_busy  # noqa: F401 - a fixture, shared
 
@@ -164,23 +164,6 @@ def test_the_future_reward_plays_the_policy_through_the_environment(
 # --------------------------------------------------------------------------------------------
 # Training for real: killed after its first checkpoint, resumed; the rollout itself
 # --------------------------------------------------------------------------------------------
-def _wait_for_checkpoint(folder: Path, process: subprocess.Popen, timeout: float) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = folder / "checkpoint-1" / "trainer_state.json"
-        try:
-            json.loads(state.read_text())
-            return state.parent
-        except (OSError, ValueError):
-            pass
-        if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
-            raise AssertionError(f"training ended (rc {process.returncode}) before its first "
-                                 f"checkpoint:\n{output[-3000:]}")
-        time.sleep(0.1)
-    raise AssertionError(f"no checkpoint in {folder} after {timeout:.0f} s")
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, stub: StubServer,
             one_thread_when_busy: dict) -> dict:  # noqa: F811 - the shared fixture
@@ -194,7 +177,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, stub: StubServer,
                                 str(params_file)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
-        checkpoint = _wait_for_checkpoint(params.layout.checkpoints("grpo"), process, 400)
+        checkpoint = wait_for_checkpoint(params.layout.checkpoints("grpo"), process, 400, step=1)
     finally:
         process.kill()
         process.wait()

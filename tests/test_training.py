@@ -24,6 +24,7 @@ from aloe.core.errors import ParamsError
 from aloe.stages import qlora, training, training_data
 from aloe.stages.policy import detect_device, file_sha256
 from tests.conftest import ROOT, embedded_model, tiny_dict, write_params
+from tests.support.checkpoints import wait_for_checkpoint
 from tests.support.training_data import GOOD, conversation_examples, make_exports
 
 TRAINER = {"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 1, "max_length": 256,
@@ -194,23 +195,6 @@ def test_examples_without_room_for_a_reply_are_left_out(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # Training for real: SFT killed and resumed, DPO from the SFT adapter, notebooks
 # --------------------------------------------------------------------------------------------
-def _wait_for_checkpoint(folder: Path, process: subprocess.Popen, timeout: float) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = folder / "checkpoint-2" / "trainer_state.json"
-        try:
-            json.loads(state.read_text())
-            return state.parent
-        except (OSError, ValueError):
-            pass
-        if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
-            raise AssertionError(f"training ended (rc {process.returncode}) before its first "
-                                 f"checkpoint:\n{output[-3000:]}")
-        time.sleep(0.1)
-    raise AssertionError(f"no checkpoint in {folder} after {timeout:.0f} s")
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, one_thread_when_busy: dict) -> dict:
     tmp = tmp_path_factory.mktemp("training")
@@ -225,7 +209,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, one_thread_when_busy: dict
                                cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
-        checkpoint = _wait_for_checkpoint(params.layout.checkpoints("sft"), process, 400)
+        checkpoint = wait_for_checkpoint(params.layout.checkpoints("sft"), process, 400, step=2)
     finally:
         process.kill()
         process.wait()

@@ -201,7 +201,7 @@ def plan_instead(shown: Shown) -> tuple[str, ...] | None:
     """`aloe plan` with the parameter file and options of a run, train or evaluate command
     that is not run here."""
     words = list(shown.words)
-    at = next((i for i, w in enumerate(words) if w in ("aloe", "aloe.operations.cli")), None)
+    at = next((i for i, w in enumerate(words) if w == "aloe"), None)  # `aloe` or `python -m aloe`
     if at is None or at + 1 >= len(words) or words[at + 1] not in ("run", "train", "evaluate"):
         return None
     rest = words[at + 2:]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -44,6 +43,7 @@ from aloe.prompts import render
 from aloe.roles.conversation_prompts import workbook_reply_messages
 from aloe.roles.judges import parse_choice, preference_messages
 from aloe.roles.simulator import simulator_messages
+from aloe.stages.pools import builtin_seeds
 
 # name: (continuous batching, more `transformers serve` flags, torch threads or None)
 CONFIGS: dict[str, tuple[bool, list[str], int | None]] = {
@@ -57,15 +57,11 @@ CONFIGS: dict[str, tuple[bool, list[str], int | None]] = {
 }
 
 
-def _seeds(kind: str, n: int) -> list[str]:
-    path = project_root() / "src" / "aloe" / "seeds" / f"{kind}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()[:n]]
-
-
 def request_shapes() -> list[dict[str, Any]]:
     """One request body per role of the tiny profile, from the real templates."""
     params = load_params(project_root() / "params" / "tiny.yaml")
-    profiles, personalities = _seeds("profiles", 5), _seeds("personalities", 2)
+    profiles, personalities = (builtin_seeds("profile")[:5],
+                                     builtin_seeds("personality")[:2])
     persona = {"profile": profiles[0], "personality": personalities[0]}
     user = "Hi! I just finished a night shift. Any ideas for a quick dinner before I sleep?"
     history = [{"role": "user", "content": user}]

@@ -19,7 +19,7 @@ from aloe.core.config import RoleConfig, params_from_dict
 from aloe.core.layout import RunLayout
 from aloe.llm import LLM, LLMError, MissingKeyError, load_usage_history, run_sync
 from aloe.llm.client import retry_delay
-from tests.conftest import tiny_dict
+from tests.conftest import ROOT, tiny_dict
 from tests.support.fault_proxy import FaultProxy
 from tests.support.faults import FAULTS
 from tests.support.scripted_server import HANG, ScriptedServer, completion
@@ -539,3 +539,41 @@ def test_server_command_and_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert server_env()["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 2) // 2))
     assert server_env()["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.mark.slow
+def test_sampled_answers_from_the_local_server_do_not_depend_on_timing(tmp_path: Path,
+                                                                      local_server) -> None:
+    """`transformers serve` sets torch's seed when a request arrives: with two in flight the
+    second would reseed the first one's sampling. `base_url: local` sends one at a time, so
+    the same sampled requests give the same answers however many the role lets out at once."""
+    prompts = _prompts("c")[:6]
+    together = _params(tmp_path / "together", "local", "local", concurrency=6,
+                       temperature=1.0, max_tokens=24)
+    llm = LLM.for_run(together, "test")
+    in_flight = _track_in_flight(llm)
+    at_once = run_sync(llm.chat_many("user", prompts))
+    assert in_flight["peak"] == 6  # the role let all of them out
+    alone = _params(tmp_path / "alone", "local", "local", concurrency=1, temperature=1.0,
+                    max_tokens=24)
+    one_by_one = run_sync(LLM.for_run(alone, "test").chat_many("user", prompts))
+    assert [r.text for r in at_once] == [r.text for r in one_by_one]
+    assert len({r.text for r in at_once}) > 1
+
+
+def test_the_server_bench_builds_the_tiny_profiles_requests() -> None:
+    """bench/local_server.py's requests come from the package's seeds and prompt templates
+    (it broke once when the seeds moved)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("local_server_bench",
+                                                  ROOT / "bench" / "local_server.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        del sys.modules[spec.name]
+    shapes = bench.request_shapes()
+    assert [s["role"] for s in shapes] == ["generator", "user", "assistant", "judge"]
+    assert all(s["messages"] and s["max_tokens"] > 0 for s in shapes)

@@ -17,6 +17,7 @@ transformer first, a few milliseconds a request), its answer read as plain JSON.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import json
@@ -108,6 +109,8 @@ class _Endpoint:
     model: str  # what requests name
     identity: str  # what the cache key names (`model_identity`: a local folder by content)
     turn: itertools.count = field(default_factory=itertools.count)
+    # The local server's: one request in flight (see `LLM._local_gate`); None: no limit.
+    gate: asyncio.Semaphore | None = None
 
     def client(self) -> openai.AsyncOpenAI:
         return self.clients[next(self.turn) % len(self.clients)]
@@ -169,6 +172,7 @@ class LLM:
         if budget is not None:
             register(layout, self.ledger)
         self._roles: dict[str, _Role] = {}
+        self._local_gates: dict[str, asyncio.Semaphore] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -189,7 +193,7 @@ class LLM:
     def _role(self, role: str) -> _Role:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # clients and semaphores belong to one event loop
-            self._roles, self._loop = {}, loop
+            self._roles, self._local_gates, self._loop = {}, {}, loop
         if role not in self._roles:
             config = self.role_config(role)
             self._roles[role] = _Role(role, config, self._endpoints(role, config),
@@ -205,16 +209,27 @@ class LLM:
                                                           config.api_key_env))
         endpoints = []
         for url in config.base_urls:
-            model = config.model
+            model, gate = config.model, None
             if url == "local":
                 if self.local_server is None:
                     raise LLMError(f"role '{role}' asks for base_url 'local' but this session "
                                    "has no local server")
                 server = self.local_server()
                 url, model = server.base_url, (server.model if model == "local" else model)
+                gate = self._local_gate(url)
             endpoints.append(_Endpoint(_clients(url, key, config), url, model,
-                                       model_identity(model)))
+                                       model_identity(model), gate=gate))
         return endpoints
+
+    def _local_gate(self, url: str) -> asyncio.Semaphore:
+        """One request at a time to the local server, whatever the roles' concurrency.
+
+        `transformers serve` generates one request after another anyway, but it sets torch's
+        global seed when a request arrives, not when its generation starts: a second request
+        in flight reseeds the first one's sampling half-way, and a sampled answer would depend
+        on timing. Waiting here costs no speed and keeps each sampled answer the one its seed
+        draws."""
+        return self._local_gates.setdefault(url, asyncio.Semaphore(1))
 
     # -- requests ----------------------------------------------------------------------------
     async def chat(self, role: str, messages: list[Message], *, sample: int = 0,
@@ -267,9 +282,10 @@ class LLM:
             body = {"model": endpoint.model, "messages": messages, "seed": int(key[:8], 16),
                     **sampling}
             try:
-                response = await _bounded(endpoint.client().post(CHAT_PATH, body=body,
-                                                                 cast_to=object),
-                                          config.timeout)
+                async with endpoint.gate or contextlib.nullcontext():
+                    response = await _bounded(endpoint.client().post(CHAT_PATH, body=body,
+                                                                     cast_to=object),
+                                              config.timeout)
                 completion = _completion(response)
             except (*RETRYABLE, MalformedAnswer, *NOT_JSON) as error:
                 last_error = error

@@ -1,38 +1,57 @@
 """Wall time of the tiny run from scratch and of its rerun, per stage, as a table.
 
     .venv/bin/python bench/end_to_end.py [--params params/tiny.yaml] [--keep DIR]
+                                         [--set KEY=VALUE ...] [--before REV]
 
 The first run starts from an empty output folder and an empty response cache (the converted
 embedded model is reused from outputs/models; `--keep DIR` keeps that folder, e.g. to look at
 the report); the rerun uses the same parameters, so it finds every stage unchanged (its
 stamp matches: `aloe.operations.stage_stamp`), starts no kernel and sends no LLM request.
+`--set` changes a key of the profile for both runs (a YAML value, as `aloe run --set`).
+
+`--before REV` first makes the first run of another revision of the code (e.g. the one issue
+24 measured), on its own copy of the profile, from its own empty folder: its files come from
+`git archive REV`, its Python from this environment. Then the figures of both first runs are
+measured one right after the other on the same machine.
 
 It prints the seconds of each stage in both runs, the wall time of each `aloe run`, their
-ratio, and whether the rerun met its target: at most 10% of the first run and under 30 s.
+ratio, and whether the rerun met its target: at most 10% of the first run and under 30 s; with
+`--before`, the first run's share of the earlier revision's (target: at most half).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from aloe.core.config import project_root
 
 RERUN_SHARE, RERUN_SECONDS = 0.10, 30.0  # issue 24: a rerun with nothing to do
+FIRST_RUN_SHARE = 0.5  # issue 24: the first run at most half of the code it measured
 
 
-def run(params_file: Path) -> tuple[float, dict[str, float], set[str]]:
-    """One `aloe run`: its wall time, each stage's seconds, the stages it skipped."""
+def run(params_file: Path, code: Path | None = None) -> tuple[float, dict[str, float], set[str]]:
+    """One `aloe run` (of the code in `code`, else this checkout's): its wall time, each
+    stage's seconds, the stages it skipped."""
+    root, env, module = project_root(), None, "aloe"
+    if code is not None:
+        root, env = code, {**os.environ, "PYTHONPATH": str(code / "src"),
+                           "ALOE_ROOT": str(code)}
+        module = "aloe" if (code / "src" / "aloe" / "__main__.py").exists() else "aloe.cli"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "aloe", "run", str(params_file), "--quiet"],
-                   cwd=project_root(), check=True)
+    subprocess.run([sys.executable, "-m", module, "run", str(params_file), "--quiet"],
+                   cwd=root, env=env, check=True)
     wall = time.perf_counter() - started
     data = yaml.safe_load(params_file.read_text())
     timings = json.loads((Path(data["run"]["output_dir"]) / data["run"]["name"] / "runner.json")
@@ -46,33 +65,94 @@ def requests_sent(run_dir: Path, since: int) -> int:
     return sum(json.loads(line)["totals"]["requests"] for line in lines)
 
 
+def profile(source: Path, folder: Path, changes: dict[str, Any]) -> tuple[Path, Path]:
+    """A copy of the profile writing into `folder`, with `changes` (dotted keys); its file and
+    the run folder it will write."""
+    data = yaml.safe_load(source.read_text())
+    for key, value in changes.items():
+        *path, last = key.split(".")
+        section = data
+        for part in path:
+            section = section.setdefault(part, {})
+        section[last] = value
+    data.setdefault("run", {})["output_dir"] = str(folder / "outputs")
+    data.setdefault("local_model", {})["cache_dir"] = str(project_root() / "outputs" / "models")
+    folder.mkdir(parents=True, exist_ok=True)
+    params_file = folder / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    return params_file, folder / "outputs" / data["run"].get("name", "tiny")
+
+
+def checkout(rev: str, folder: Path) -> Path:
+    """The files of revision `rev` in `folder` (`git archive`: no worktree, nothing to undo)."""
+    archive = subprocess.run(["git", "archive", rev], cwd=project_root(), check=True,
+                             capture_output=True).stdout
+    folder.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+def changes_of(pairs: list[str]) -> dict[str, Any]:
+    changes = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair}: expected KEY=VALUE")
+        changes[key] = yaml.safe_load(value)
+    return changes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params/tiny.yaml")
     parser.add_argument("--keep", type=Path, help="write the run here and keep it (must not "
                         "exist yet) instead of a temporary folder")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a key of the profile (repeatable)")
+    parser.add_argument("--before", metavar="REV", help="first measure the first run of this "
+                        "git revision's code on its own copy of the profile")
     args = parser.parse_args()
     root = project_root()
     if args.keep and args.keep.exists():
         raise SystemExit(f"--keep {args.keep}: exists already; the first run must start empty")
+    changes = changes_of(args.set)
     with tempfile.TemporaryDirectory() as scratch:
-        tmp = str(args.keep.resolve()) if args.keep else scratch
-        Path(tmp).mkdir(parents=True, exist_ok=True)
-        data = yaml.safe_load((root / args.params).read_text())
-        data["run"]["output_dir"] = str(Path(tmp) / "outputs")
-        data.setdefault("local_model", {})["cache_dir"] = str(root / "outputs" / "models")
-        params_file = Path(tmp) / "params.yaml"
-        params_file.write_text(yaml.safe_dump(data))
-        run_dir = Path(tmp) / "outputs" / data["run"]["name"]
-
+        tmp = Path(args.keep.resolve() if args.keep else scratch)
+        before = None
+        if args.before:
+            code = checkout(args.before, tmp / "before-code")
+            before_params, _ = profile(code / args.params, tmp / "before", {})
+            before = run(before_params, code)
+            print(f"before ({args.before}): first run {before[0]:.1f} s", flush=True)
+        params_file, run_dir = profile(root / args.params, tmp / "now", changes)
         first_wall, first, _ = run(params_file)
         history_len = len((run_dir / "usage" / "history.jsonl").read_text().splitlines())
         first_requests = requests_sent(run_dir, 0)
         second_wall, second, skipped = run(params_file)
         second_requests = requests_sent(run_dir, history_len)
+    if before is not None:
+        print(before_table(args.before, before[1], first, before[0], first_wall))
     print(table(first, second, skipped, first_wall, second_wall))
     print(f"LLM requests sent: first run {first_requests}, rerun {second_requests}")
     print(verdict(first_wall, second_wall))
+    if before is not None:
+        share = first_wall / before[0]
+        print(f"first run {first_wall:.1f} s against {before[0]:.1f} s before: {share:.2f} "
+              f"(target: at most {FIRST_RUN_SHARE:.0%}): "
+              f"{'met' if share <= FIRST_RUN_SHARE else 'NOT met'}")
+
+
+def before_table(rev: str, before: dict[str, float], now: dict[str, float], before_wall: float,
+                 now_wall: float) -> str:
+    """Per stage: the first run's seconds with the earlier code and with this one."""
+    lines = [f"{'stage':<18} {f'before {rev[:9]} (s)':>20} {'now (s)':>9} {'now/before':>11}"]
+    for stage in [*before, *(s for s in now if s not in before)]:
+        old, new = before.get(stage, float("nan")), now.get(stage, float("nan"))
+        lines.append(f"{stage:<18} {old:>20.1f} {new:>9.1f} {new / old:>11.3f}")
+    lines.append(f"{'total (wall)':<18} {before_wall:>20.1f} {now_wall:>9.1f} "
+                 f"{now_wall / before_wall:>11.3f}")
+    return "\n".join(lines)
 
 
 def table(first: dict[str, float], second: dict[str, float], skipped: set[str],

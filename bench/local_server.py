@@ -38,22 +38,25 @@ import httpx
 
 from aloe.core.config import load_params, project_root
 from aloe.core.local_model import local_model_path
-from aloe.llm.server import LocalServer, start_server
+from aloe.llm.server import LocalServer, start_servers
 from aloe.prompts import render
 from aloe.roles.conversation_prompts import workbook_reply_messages
 from aloe.roles.judges import parse_choice, preference_messages
 from aloe.roles.simulator import simulator_messages
 from aloe.stages.pools import builtin_seeds
 
-# name: (continuous batching, more `transformers serve` flags, torch threads or None)
-CONFIGS: dict[str, tuple[bool, list[str], int | None]] = {
-    "plain": (False, [], None),
-    "plain-2threads": (False, [], 2),
-    "plain-eager": (False, ["--attn-implementation", "eager"], None),
-    "cb": (True, [], None),
-    "cb-2threads": (True, [], 2),
-    "cb-small-batch": (True, ["--cb-max-batch-tokens", "256"], None),
-    "compile": (False, ["--compile"], None),
+# name: (continuous batching, more `transformers serve` flags, torch threads or None, servers)
+# With more than one server each gets one request at a time, as `base_url: local` sends them
+# (`local_model.servers`); one server gets as many at once as the concurrency.
+CONFIGS: dict[str, tuple[bool, list[str], int | None, int]] = {
+    "plain": (False, [], None, 1),
+    "plain-2threads": (False, [], 2, 1),
+    "plain-2servers": (False, [], None, 2),
+    "plain-eager": (False, ["--attn-implementation", "eager"], None, 1),
+    "cb": (True, [], None, 1),
+    "cb-2threads": (True, [], 2, 1),
+    "cb-small-batch": (True, ["--cb-max-batch-tokens", "256"], None, 1),
+    "compile": (False, ["--compile"], None, 1),
 }
 
 
@@ -96,10 +99,10 @@ class Result:
 
 
 async def _one(client: httpx.AsyncClient, server: LocalServer, shape: dict[str, Any],
-               seed: int) -> tuple[str, int]:
+               seed: int, url: str | None = None) -> tuple[str, int]:
     body = {"model": server.model, "messages": shape["messages"], "seed": seed,
             "max_tokens": shape["max_tokens"], "temperature": shape["temperature"]}
-    response = await client.post(f"{server.base_url}/chat/completions", json=body)
+    response = await client.post(f"{url or server.base_url}/chat/completions", json=body)
     response.raise_for_status()
     data = response.json()
     return (data["choices"][0]["message"]["content"] or "",
@@ -111,11 +114,20 @@ async def batch(server: LocalServer, shapes: list[dict[str, Any]], n: int,
     """n requests cycling through the shapes, `concurrency` of them in flight at once."""
     gate = asyncio.Semaphore(concurrency)
     todo = [(shapes[i % len(shapes)], 1000 + i) for i in range(n)]
+    free: asyncio.Queue[str] = asyncio.Queue()  # several servers: each one request at a time
+    for url in server.base_urls:
+        free.put_nowait(url)
 
     async def limited(client: httpx.AsyncClient, shape: dict[str, Any],
                       seed: int) -> tuple[str, int]:
         async with gate:
-            return await _one(client, server, shape, seed)
+            if not server.replicas:
+                return await _one(client, server, shape, seed)
+            url = await free.get()
+            try:
+                return await _one(client, server, shape, seed, url)
+            finally:
+                free.put_nowait(url)
 
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
@@ -143,8 +155,8 @@ def greedy_answers(server: LocalServer, shapes: list[dict[str, Any]]) -> list[st
 
 
 def start(name: str, model: Path, logs: Path) -> LocalServer:
-    continuous, options, threads = CONFIGS[name]
-    return start_server(model, logs / f"{name}.log", 300, continuous, options, threads)
+    continuous, options, threads, count = CONFIGS[name]
+    return start_servers(model, logs / f"{name}.log", 300, count, continuous, options, threads)
 
 
 def main() -> None:

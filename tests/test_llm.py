@@ -577,3 +577,45 @@ def test_the_server_bench_builds_the_tiny_profiles_requests() -> None:
     shapes = bench.request_shapes()
     assert [s["role"] for s in shapes] == ["generator", "user", "assistant", "judge"]
     assert all(s["messages"] and s["max_tokens"] > 0 for s in shapes)
+
+
+@pytest.mark.slow
+def test_two_local_servers_answer_as_one_does(tmp_path: Path, local_server,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`local_model.servers: 2` starts two servers; the roles' requests go to whichever is
+    free, one at a time each, and every answer is the one a single server gives; a kernel the
+    runner starts is handed both (comma-separated)."""
+    from aloe.llm.server import ENV_MODEL, ENV_URL, ensure_local_server, export_to_children
+
+    monkeypatch.delenv(ENV_URL, raising=False)
+    monkeypatch.delenv(ENV_MODEL, raising=False)
+    prompts = _prompts("d")[:6]
+    data = tiny_dict(tmp_path / "two")
+    data["local_model"]["servers"] = 2
+    for role in data["roles"].values():
+        role.update(concurrency=4, temperature=1.0, max_tokens=16)
+    two = params_from_dict(data, source="test")
+    servers = ensure_local_server(two)
+    try:
+        assert len(servers.base_urls) == 2 and len(set(servers.base_urls)) == 2
+        llm = LLM.for_run(two, "test")
+        used: list[str] = []
+        pick = llm._next_endpoint
+
+        def recording(state):
+            endpoint = pick(state)
+            used.append(endpoint.base_url)
+            return endpoint
+
+        llm._next_endpoint = recording  # type: ignore[method-assign]
+        both = run_sync(llm.chat_many("user", prompts))
+        assert set(used) == set(servers.base_urls)  # both served
+        export_to_children(servers)
+        assert os.environ[ENV_URL] == ",".join(servers.base_urls)
+        assert ensure_local_server(two).base_urls == servers.base_urls  # found, not started
+    finally:
+        servers.stop()
+    one = _params(tmp_path / "one", local_server.base_url, local_server.model,
+                  concurrency=1, temperature=1.0, max_tokens=16)
+    alone = run_sync(LLM.for_run(one, "test").chat_many("user", prompts))
+    assert [r.text for r in both] == [r.text for r in alone]

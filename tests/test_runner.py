@@ -301,6 +301,34 @@ def test_a_stray_server_whose_owner_is_gone_is_reaped_and_no_other(tmp_path: Pat
         stand_in.wait()
 
 
+def test_a_stray_servers_replicas_are_reaped_with_it(tmp_path: Path) -> None:
+    """`local_model.servers: 2`: the state file names the second server too, and a run that
+    finds the owner gone stops both (stand-ins again)."""
+    import json
+
+    from aloe.core.procs import start_time
+    from aloe.llm.server import reap_stray_server
+
+    dead_owner = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_owner.wait()
+    first, second = (subprocess.Popen(["sleep", "300"], start_new_session=True)
+                     for _ in range(2))
+    state = tmp_path / "local_server.json"
+    state.write_text(json.dumps({
+        "base_url": "http://127.0.0.1:9/v1", "model": "m", "pid": first.pid,
+        "pid_started": start_time(first.pid), "owner": dead_owner.pid, "owner_started": None,
+        "replicas": [{"base_url": "http://127.0.0.1:10/v1", "pid": second.pid,
+                      "pid_started": start_time(second.pid)}]}))
+    try:
+        assert reap_stray_server(state) and not state.exists()
+        assert first.wait(timeout=10) == -15 and second.wait(timeout=10) == -15
+    finally:
+        for stand_in in (first, second):
+            if stand_in.poll() is None:
+                stand_in.kill()
+                stand_in.wait()
+
+
 def _start_run_with_local_server(tmp_path: Path,
                                  env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
     """`aloe run --stages 0` of the tiny profile (every role `local`) in tmp_path; the run and

@@ -209,16 +209,19 @@ class LLM:
                                                           config.api_key_env))
         endpoints = []
         for url in config.base_urls:
-            model, gate = config.model, None
-            if url == "local":
-                if self.local_server is None:
-                    raise LLMError(f"role '{role}' asks for base_url 'local' but this session "
-                                   "has no local server")
-                server = self.local_server()
-                url, model = server.base_url, (server.model if model == "local" else model)
-                gate = self._local_gate(url)
-            endpoints.append(_Endpoint(_clients(url, key, config), url, model,
-                                       model_identity(model), gate=gate))
+            model = config.model
+            if url != "local":
+                endpoints.append(_Endpoint(_clients(url, key, config), url, model,
+                                           model_identity(model)))
+                continue
+            if self.local_server is None:
+                raise LLMError(f"role '{role}' asks for base_url 'local' but this session "
+                               "has no local server")
+            server = self.local_server()
+            model = server.model if model == "local" else model
+            endpoints.extend(_Endpoint(_clients(url, key, config), url, model,
+                                       model_identity(model), gate=self._local_gate(url))
+                             for url in server.base_urls)
         return endpoints
 
     def _local_gate(self, url: str) -> asyncio.Semaphore:
@@ -230,6 +233,17 @@ class LLM:
         on timing. Waiting here costs no speed and keeps each sampled answer the one its seed
         draws."""
         return self._local_gates.setdefault(url, asyncio.Semaphore(1))
+
+    @staticmethod
+    def _next_endpoint(state: _Role) -> _Endpoint:
+        """The role's next endpoint in turn, passing over a local server that is busy when
+        another is free."""
+        first, count = next(state.cycle), len(state.endpoints)
+        for offset in range(count):
+            endpoint = state.endpoints[(first + offset) % count]
+            if endpoint.gate is None or not endpoint.gate.locked():
+                return endpoint
+        return state.endpoints[first]
 
     # -- requests ----------------------------------------------------------------------------
     async def chat(self, role: str, messages: list[Message], *, sample: int = 0,
@@ -278,7 +292,7 @@ class LLM:
         last_error: Exception | None = None
         endpoint = state.endpoints[0]
         for attempt in range(config.max_retries + 1):
-            endpoint = state.endpoints[next(state.cycle)]
+            endpoint = self._next_endpoint(state)
             body = {"model": endpoint.model, "messages": messages, "seed": int(key[:8], 16),
                     **sampling}
             try:

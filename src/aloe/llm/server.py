@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -43,8 +43,17 @@ class LocalServer:
     base_url: str  # ends in /v1
     model: str  # the model id to put in requests (the served folder)
     process: subprocess.Popen[bytes] | None = None  # set when this process started it
+    # More servers of the same model (`local_model.servers`): each answers one request at a
+    # time, so two on two cores answer two at once.
+    replicas: list[LocalServer] = field(default_factory=list)
+
+    @property
+    def base_urls(self) -> list[str]:
+        return [self.base_url, *(replica.base_url for replica in self.replicas)]
 
     def stop(self) -> None:
+        for replica in self.replicas:
+            replica.stop()
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -89,9 +98,10 @@ def reap_stray_server(state: Path) -> bool:
     if is_process(data.get("owner"), data.get("owner_started")):
         return False
     stopped = False
-    if is_process(data["pid"], data.get("pid_started")):
-        stop_group(int(data["pid"]))
-        stopped = True
+    for server in [data, *data.get("replicas", [])]:
+        if server.get("pid") and is_process(server["pid"], server.get("pid_started")):
+            stop_group(int(server["pid"]))
+            stopped = True
     state.unlink(missing_ok=True)
     return stopped
 
@@ -101,18 +111,26 @@ def _from_state(params: Params, model: str) -> LocalServer | None:
     state = params.layout.local_server_state
     reap_stray_server(state)
     data = _read_state(state)
-    if data and data.get("model") == model and healthy(data["base_url"]):
-        return LocalServer(base_url=data["base_url"], model=model)
-    return None
+    if not data or data.get("model") != model:
+        return None
+    urls = [data["base_url"], *(replica["base_url"] for replica in data.get("replicas", []))]
+    if not all(healthy(url) for url in urls):
+        return None
+    return LocalServer(base_url=urls[0], model=model,
+                       replicas=[LocalServer(base_url=url, model=model) for url in urls[1:]])
 
 
 def _write_state(state: Path, server: LocalServer) -> None:
     """Who owns the server (pid and start time, so that a reused pid is not mistaken for it)."""
-    pid = server.process.pid if server.process else None
+    def where(one: LocalServer) -> dict:
+        pid = one.process.pid if one.process else None
+        return {"base_url": one.base_url, "pid": pid,
+                "pid_started": start_time(pid) if pid else None}
+
     owner = os.getpid()
     state.parent.mkdir(parents=True, exist_ok=True)
-    state.write_text(json.dumps({"base_url": server.base_url, "model": server.model,
-                                 "pid": pid, "pid_started": start_time(pid) if pid else None,
+    state.write_text(json.dumps({**where(server), "model": server.model,
+                                 "replicas": [where(replica) for replica in server.replicas],
                                  "owner": owner, "owner_started": start_time(owner)}))
 
 
@@ -144,25 +162,55 @@ def start_server(model_dir: Path, log_path: Path, timeout: float,
                  threads: int | None = None) -> LocalServer:
     """Start `transformers serve` on a free loopback port and wait for /health (`options`,
     `threads`: see `serve_command` and `server_env`)."""
+    return start_servers(model_dir, log_path, timeout, 1, continuous_batching, options,
+                         threads)
+
+
+def start_servers(model_dir: Path, log_path: Path, timeout: float, count: int,
+                  continuous_batching: bool = False, options: Sequence[str] = (),
+                  threads: int | None = None) -> LocalServer:
+    """Start `count` servers of one model at once (they load side by side) and wait until
+    each answers /health; the first, with the others as its `replicas`. Every one writes to
+    `log_path`."""
+    servers = [_launch(model_dir, log_path, continuous_batching, options, threads)
+               for _ in range(count)]
+    first = servers[0]
+    first.replicas = servers[1:]
+    deadline = time.monotonic() + timeout
+    try:
+        for server in servers:
+            _wait_until_healthy(server, deadline, timeout, log_path)
+    except LocalServerError:
+        first.stop()
+        raise
+    atexit.register(first.stop)
+    return first
+
+
+def _launch(model_dir: Path, log_path: Path, continuous_batching: bool,
+            options: Sequence[str], threads: int | None) -> LocalServer:
     port = _free_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = serve_command(model_dir, port, continuous_batching, options)
-    env = server_env(threads)
     with open(log_path, "ab") as log:  # its own session: the terminal's Ctrl-C is the run's
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True, preexec_fn=die_with_parent())
-    server = LocalServer(base_url=f"http://127.0.0.1:{port}/v1", model=str(model_dir),
-                         process=process)
-    deadline = time.monotonic() + timeout
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   env=server_env(threads), start_new_session=True,
+                                   preexec_fn=die_with_parent())
+    return LocalServer(base_url=f"http://127.0.0.1:{port}/v1", model=str(model_dir),
+                       process=process)
+
+
+def _wait_until_healthy(server: LocalServer, deadline: float, timeout: float,
+                        log_path: Path) -> None:
+    process = server.process
+    assert process is not None
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise LocalServerError(
                 f"transformers serve exited with code {process.returncode}; see {log_path}")
         if healthy(server.base_url, timeout=1.0):
-            atexit.register(server.stop)
-            return server
+            return
         time.sleep(0.5)
-    server.stop()
     raise LocalServerError(f"transformers serve did not answer /health in {timeout:.0f}s; "
                            f"see {log_path}")
 
@@ -180,23 +228,26 @@ def ensure_local_server(params: Params) -> LocalServer:
     """The running local server for these params, started if none is up."""
     from aloe.core.local_model import local_model_path
 
-    if os.environ.get(ENV_URL) and healthy(os.environ[ENV_URL]):
-        return LocalServer(base_url=os.environ[ENV_URL],
-                           model=os.environ.get(ENV_MODEL) or str(local_model_path(params)))
+    urls = [url for url in os.environ.get(ENV_URL, "").split(",") if url]
+    if urls and all(healthy(url) for url in urls):
+        model = os.environ.get(ENV_MODEL) or str(local_model_path(params))
+        return LocalServer(base_url=urls[0], model=model,
+                           replicas=[LocalServer(base_url=url, model=model) for url in urls[1:]])
     model = str(local_model_path(params))
-    if model in _servers and healthy(_servers[model].base_url):
+    if model in _servers and all(healthy(url) for url in _servers[model].base_urls):
         return _servers[model]
     server = _from_state(params, model)
     if server is None:
-        server = start_server(Path(model), params.layout.local_server_log,
-                              params.local_model.startup_timeout,
-                              params.local_model.continuous_batching)
+        server = start_servers(Path(model), params.layout.local_server_log,
+                               params.local_model.startup_timeout, params.local_model.servers,
+                               params.local_model.continuous_batching)
         _write_state(params.layout.local_server_state, server)
     _servers[model] = server
     return server
 
 
 def export_to_children(server: LocalServer) -> None:
-    """Make notebook kernels started from this process reuse the server."""
-    os.environ[ENV_URL] = server.base_url
+    """Make notebook kernels started from this process reuse the server (and its replicas:
+    $ALOE_LOCAL_BASE_URL lists every URL, comma-separated)."""
+    os.environ[ENV_URL] = ",".join(server.base_urls)
     os.environ[ENV_MODEL] = server.model

@@ -89,6 +89,10 @@ class LocalModelConfig(Section):
     # request's for every later one (transformers 5.24), so roles of other temperatures get
     # answers their cache keys do not describe; on a CPU it was no faster (docs/running.md)
     continuous_batching: bool = False
+    # How many servers of the model to start. Each answers one request at a time, and on a
+    # CPU one request keeps one core busy: two servers on two cores answered the tiny
+    # profile's roles about twice as fast (bench/local_server.py). A GPU wants one.
+    servers: int = Field(1, ge=1, le=16)
 
 
 class RoleConfig(Section):

@@ -175,6 +175,7 @@ def test_a_project_without_notebooks_is_refused_not_an_empty_run(tmp_path: Path)
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_run_from_another_folder_finds_the_project_and_records_the_set(tmp_path: Path) -> None:
     """The Done-means check, for real: `aloe run PROJECT/params/p.yaml --set
     conversations.turns=1 --stages 0`, started in another folder with no ALOE_ROOT. Every role
@@ -211,6 +212,7 @@ def test_run_from_another_folder_finds_the_project_and_records_the_set(tmp_path:
 # ------------------------------------------------------------------------------------------
 # Bad input that used to end in a traceback (or the OOM killer) is one line (issue 27)
 # ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_bad_command_lines_are_refused_in_one_line(tmp_path: Path) -> None:
     from aloe.operations.runner import StageSelectionError, notebooks, parse_stages
 
@@ -336,6 +338,7 @@ def test_a_command_nothing_resembles_gets_no_guess(capsys) -> None:
     assert "did you mean" not in err
 
 
+@pytest.mark.slow
 def test_a_run_named_by_its_folder_runs_with_the_parameters_it_was_made_with(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`aloe run outputs/tiny` goes the way `aloe run params/p.yaml` goes: the same --set and

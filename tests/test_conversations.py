@@ -277,6 +277,7 @@ def test_reference_drops_a_conversation_whose_inducer_stays_unreadable(tmp_path:
     assert inducer[0][0] != inducer[1][0]  # ... drawn again
 
 
+@pytest.mark.slow
 def test_reference_structure_through_the_real_chat_template(tmp_path: Path) -> None:
     """The released structure survives the policy's own chat template: the turns alternate
     as built, each role's text inside its own block."""

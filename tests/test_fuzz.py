@@ -110,6 +110,7 @@ def _check(kind: str, cases: list[Any], attempt: Callable[[Any], Any],
 # ------------------------------------------------------------------------------------------
 # Parameter files
 # ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_mutated_parameter_files_load_or_are_refused_in_one_line(tmp_path: Path) -> None:
     rng = random.Random(f"{SEED}/params")
     base = tiny_dict(tmp_path)

@@ -619,3 +619,16 @@ def test_two_local_servers_answer_as_one_does(tmp_path: Path, local_server,
                   concurrency=1, temperature=1.0, max_tokens=16)
     alone = run_sync(LLM.for_run(one, "test").chat_many("user", prompts))
     assert [r.text for r in both] == [r.text for r in alone]
+
+
+@pytest.mark.slow
+def test_the_decode_step_bench_measures_the_embedded_model() -> None:
+    """bench/decode_step.py (how far batching could go on a CPU) runs and prints a row per
+    thread count and batch size."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "decode_step.py"), "--batches",
+                           "1", "2", "--threads", "1", "--steps", "2"], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split() for line in done.stdout.splitlines()[2:]]
+    assert [(row[0], row[1]) for row in rows] == [("1", "1"), ("1", "2")]
+    assert all(float(row[2]) > 0 for row in rows)

@@ -17,6 +17,7 @@ from aloe.stages.pools import builtin_seeds, load_aloe_benchmark, read_text_pool
 from tests.conftest import tiny_dict
 
 
+@pytest.mark.slow
 def test_builtin_seeds_are_our_own(reference_dir: Path) -> None:
     for kind, official in [("profile", "profile.jsonl"), ("personality", "personality.jsonl")]:
         seeds = builtin_seeds(kind)
@@ -225,6 +226,7 @@ def test_near_copies_of_benchmark_users_leave_the_training_personas() -> None:
     assert nearest["b2"]["similarity"] < 0.92
 
 
+@pytest.mark.slow
 def test_no_benchmark_pool_is_grown_that_evaluation_will_not_use(tmp_path: Path,
                                                                   reference_dir: Path) -> None:
     """Evaluating on the official files, stage 1 grows only the training pools. (The stub
@@ -392,6 +394,7 @@ def test_failed_generator_calls_fail_the_stage_in_one_line(tmp_path: Path) -> No
     assert message.endswith("a rerun retries only those 3") and "\n" not in message
 
 
+@pytest.mark.slow
 def test_a_pool_file_cut_short_names_the_real_cause(tmp_path: Path) -> None:
     """A profiles.jsonl cut to fewer lines than its seeds used to be blamed on "other seeds"."""
     from aloe.core.records import DataError

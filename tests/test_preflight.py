@@ -41,6 +41,7 @@ def test_a_missing_key_is_named_and_a_set_one_is_never_shown(tmp_path: Path,
     assert found.status == preflight.OK and "sk-secret-value" not in found.detail
 
 
+@pytest.mark.slow
 def test_an_endpoint_that_does_not_answer_fails_with_its_whole_reason(tmp_path: Path) -> None:
     roles = {name: {"base_url": DEAD, "model": f"model-{name}", "max_retries": 1}
              for name in ("generator", "user", "inducer", "assistant", "judge")}

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pytest
 import yaml
 
 from aloe.core.progress import Monitor, Reporter, format_line, read_state
@@ -118,6 +119,7 @@ def _project(tmp_path: Path) -> tuple[Path, Path]:
     return root, params
 
 
+@pytest.mark.slow
 def test_aloe_run_shows_a_notebooks_progress_while_it_runs(tmp_path: Path) -> None:
     root, params = _project(tmp_path)
     env = {**os.environ, "ALOE_ROOT": str(root)}

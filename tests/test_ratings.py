@@ -428,6 +428,7 @@ def rate(index: int, value: int) -> str:
             f".querySelector('input[value=\"{value}\"]').click()")
 
 
+@pytest.mark.slow
 def test_ratings_survive_a_reload_and_a_new_browser_and_download_as_before(evaluated,
                                                                            tmp_path) -> None:
     """Two items rated and the name typed, the page reloaded, opened again in a restarted
@@ -466,6 +467,7 @@ def test_ratings_survive_a_reload_and_a_new_browser_and_download_as_before(evalu
     assert browser.console_errors() == []
 
 
+@pytest.mark.slow
 def test_two_kits_never_share_their_ratings(evaluated, tmp_path) -> None:
     """Every page opened from a file has one origin in the browser: a second kit opened in the
     same browser starts at "0 of 4 rated", and so does this kit drawn again from other replies

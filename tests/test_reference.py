@@ -255,6 +255,7 @@ def test_a_fetched_copy_wins_over_the_shared_one(tmp_path: Path, reference_dir: 
     assert _find_reference() == (reference_dir, None)
 
 
+@pytest.mark.slow
 def test_the_docs_count_the_tests_that_skip_without_the_files() -> None:
     """The README and docs/reference-files.md say how many tests skip without the official
     files, file by file: the count is the tests that use the `reference_dir` fixture, listed

@@ -165,6 +165,7 @@ def test_second_run_of_the_same_name_is_refused(tmp_path: Path) -> None:
         pass
 
 
+@pytest.mark.slow
 def test_cli_exit_codes_follow_the_error_type(tmp_path: Path) -> None:
     """A locked run folder is refused input (2); so is a training stage without its data; an
     evaluation that cannot find its benchmark is a failed stage (1). Each is one line."""
@@ -190,6 +191,7 @@ def test_cli_exit_codes_follow_the_error_type(tmp_path: Path) -> None:
     assert unevaluated.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_every_command_that_writes_into_a_run_folder_takes_its_lock(tmp_path: Path) -> None:
     """Issue 27: beside a running `aloe run`, `aloe evaluate` wrote duplicate records and two
     SFT trainings ran into one folder. Now each is refused in one line while the folder is
@@ -214,6 +216,7 @@ def test_every_command_that_writes_into_a_run_folder_takes_its_lock(tmp_path: Pa
         assert result.stderr.count("\n") == 1, name
 
 
+@pytest.mark.slow
 def test_a_stage_that_lost_items_ends_the_run_with_exit_1_and_one_line(tmp_path: Path) -> None:
     """70% of requests failing used to finish stage 2 with 1 of 3 conversations and exit 0,
     the normal timing table printed; every request failing stopped on KeyError: 'turn'."""

@@ -30,12 +30,14 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from aloe.core.config import project_root
+from aloe.core.config import parse_set, project_root
+from aloe.core.config.loading import Override, apply_overrides
+from aloe.core.errors import ParamsError
 
 RERUN_SHARE, RERUN_SECONDS = 0.10, 30.0  # issue 24: a rerun with nothing to do
 FIRST_RUN_SHARE = 0.5  # issue 24: the first run at most half of the code it measured
@@ -65,22 +67,16 @@ def requests_sent(run_dir: Path, since: int) -> int:
     return sum(json.loads(line)["totals"]["requests"] for line in lines)
 
 
-def profile(source: Path, folder: Path, changes: dict[str, Any]) -> tuple[Path, Path]:
-    """A copy of the profile writing into `folder`, with `changes` (dotted keys); its file and
-    the run folder it will write."""
-    data = yaml.safe_load(source.read_text())
-    for key, value in changes.items():
-        *path, last = key.split(".")
-        section = data
-        for part in path:
-            section = section.setdefault(part, {})
-        section[last] = value
+def profile(source: Path, folder: Path, changes: Sequence[Override] = ()) -> tuple[Path, Path]:
+    """A copy of the profile writing into `folder`, with `changes` (`aloe run --set`'s); its
+    file and the run folder it will write."""
+    data = apply_overrides(yaml.safe_load(source.read_text()), changes)
     data.setdefault("run", {})["output_dir"] = str(folder / "outputs")
     data.setdefault("local_model", {})["cache_dir"] = str(project_root() / "outputs" / "models")
     folder.mkdir(parents=True, exist_ok=True)
     params_file = folder / "params.yaml"
     params_file.write_text(yaml.safe_dump(data))
-    return params_file, folder / "outputs" / data["run"].get("name", "tiny")
+    return params_file, folder / "outputs" / data["run"]["name"]
 
 
 def checkout(rev: str, folder: Path) -> Path:
@@ -91,16 +87,6 @@ def checkout(rev: str, folder: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
     return folder
-
-
-def changes_of(pairs: list[str]) -> dict[str, Any]:
-    changes = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {pair}: expected KEY=VALUE")
-        changes[key] = yaml.safe_load(value)
-    return changes
 
 
 def main() -> None:
@@ -116,13 +102,16 @@ def main() -> None:
     root = project_root()
     if args.keep and args.keep.exists():
         raise SystemExit(f"--keep {args.keep}: exists already; the first run must start empty")
-    changes = changes_of(args.set)
+    try:
+        changes = [parse_set(pair) for pair in args.set]
+    except ParamsError as error:
+        raise SystemExit(str(error)) from None
     with tempfile.TemporaryDirectory() as scratch:
         tmp = Path(args.keep.resolve() if args.keep else scratch)
         before = None
         if args.before:
             code = checkout(args.before, tmp / "before-code")
-            before_params, _ = profile(code / args.params, tmp / "before", {})
+            before_params, _ = profile(code / args.params, tmp / "before")
             before = run(before_params, code)
             print(f"before ({args.before}): first run {before[0]:.1f} s", flush=True)
         params_file, run_dir = profile(root / args.params, tmp / "now", changes)

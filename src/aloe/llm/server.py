@@ -47,9 +47,18 @@ class LocalServer:
     # time, so two on two cores answer two at once.
     replicas: list[LocalServer] = field(default_factory=list)
 
+    @classmethod
+    def at(cls, urls: Sequence[str], model: str) -> LocalServer:
+        """Servers someone else started, by their URLs (used, never stopped)."""
+        return cls(base_url=urls[0], model=model,
+                   replicas=[cls(base_url=url, model=model) for url in urls[1:]])
+
     @property
     def base_urls(self) -> list[str]:
         return [self.base_url, *(replica.base_url for replica in self.replicas)]
+
+    def healthy(self) -> bool:
+        return all(healthy(url) for url in self.base_urls)
 
     def stop(self) -> None:
         for replica in self.replicas:
@@ -113,11 +122,9 @@ def _from_state(params: Params, model: str) -> LocalServer | None:
     data = _read_state(state)
     if not data or data.get("model") != model:
         return None
-    urls = [data["base_url"], *(replica["base_url"] for replica in data.get("replicas", []))]
-    if not all(healthy(url) for url in urls):
-        return None
-    return LocalServer(base_url=urls[0], model=model,
-                       replicas=[LocalServer(base_url=url, model=model) for url in urls[1:]])
+    server = LocalServer.at([data["base_url"], *(replica["base_url"]
+                                                 for replica in data.get("replicas", []))], model)
+    return server if server.healthy() else None
 
 
 def _write_state(state: Path, server: LocalServer) -> None:
@@ -229,12 +236,12 @@ def ensure_local_server(params: Params) -> LocalServer:
     from aloe.core.local_model import local_model_path
 
     urls = [url for url in os.environ.get(ENV_URL, "").split(",") if url]
-    if urls and all(healthy(url) for url in urls):
-        model = os.environ.get(ENV_MODEL) or str(local_model_path(params))
-        return LocalServer(base_url=urls[0], model=model,
-                           replicas=[LocalServer(base_url=url, model=model) for url in urls[1:]])
+    if urls:
+        exported = LocalServer.at(urls, os.environ.get(ENV_MODEL) or str(local_model_path(params)))
+        if exported.healthy():
+            return exported
     model = str(local_model_path(params))
-    if model in _servers and all(healthy(url) for url in _servers[model].base_urls):
+    if model in _servers and _servers[model].healthy():
         return _servers[model]
     server = _from_state(params, model)
     if server is None:

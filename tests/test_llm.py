@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.conftest import ROOT, tiny_dict
 from tests.support.fault_proxy import FaultProxy
 from tests.support.faults import FAULTS
 from tests.support.scripted_server import HANG, ScriptedServer, completion
+from tests.support.stub_server import StubServer
 
 N_REQUESTS = 32
 MAX_TOKENS = 8
@@ -82,6 +84,17 @@ def test_concurrency_cache_and_samples(tmp_path: Path, local_server) -> None:
     assert saved["totals"]["requests"] == N_REQUESTS + 1
     assert saved["totals"]["cache_hits"] == N_REQUESTS
     assert load_usage_history(params.layout)[-1]["stage"] == "test"
+
+
+def test_the_fault_proxy_spreads_requests_over_its_upstreams(tmp_path: Path) -> None:
+    """The workbook drill's proxy in front of two servers (the tiny profile's two): requests in
+    flight at once go to the less busy one, so both answer, and every answer comes back."""
+    with StubServer(seed=0, latency_s=0.2) as first, StubServer(seed=0, latency_s=0.2) as second:
+        with FaultProxy([first.base_url, second.base_url], rate=0.0) as proxy:
+            params = _params(tmp_path, proxy.base_url, "stub", concurrency=4)
+            replies = run_sync(LLM.for_run(params, "test").chat_many("user", _prompts("s")[:8]))
+    assert all(not isinstance(r, BaseException) and r.text for r in replies), replies
+    assert sum(proxy.forwarded_to) == 8 and min(proxy.forwarded_to) >= 2, proxy.forwarded_to
 
 
 @pytest.mark.slow
@@ -623,12 +636,22 @@ def test_two_local_servers_answer_as_one_does(tmp_path: Path, local_server,
 
 @pytest.mark.slow
 def test_the_decode_step_bench_measures_the_embedded_model() -> None:
-    """bench/decode_step.py (how far batching could go on a CPU) runs and prints a row per
-    thread count and batch size."""
+    """bench/decode_step.py (how far batching or another precision could go on a CPU) runs
+    and prints a row per precision, thread count and batch size, and how far another
+    precision's next tokens are from float32's."""
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "decode_step.py"), "--batches",
-                           "1", "2", "--threads", "1", "--steps", "2"], capture_output=True,
-                          text=True, timeout=300, cwd=ROOT)
+                           "1", "2", "--threads", "1", "--steps", "2", "--precisions",
+                           "float32", "int8-dynamic"], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = [line.split() for line in done.stdout.splitlines()[2:]]
-    assert [(row[0], row[1]) for row in rows] == [("1", "1"), ("1", "2")]
+    lines = done.stdout.splitlines()
+    rows = [line.split() for line in lines[2:6]]
+    assert [(row[0], row[1], row[5]) for row in rows] == [
+        ("1", "1", "float32"), ("1", "2", "float32"),
+        ("1", "1", "int8-dynamic"), ("1", "2", "int8-dynamic")]
     assert all(float(row[2]) > 0 for row in rows)
+    said = re.fullmatch(r"int8-dynamic: next token as float32's ([\d.]+) of the time, mean KL "
+                        r"from float32 ([\d.]+) nats \((\d+) positions of the seed profiles\)",
+                        lines[6])
+    assert said, lines[6:]
+    assert 0 <= float(said[1]) < 1 and float(said[2]) > 0 and int(said[3]) > 100

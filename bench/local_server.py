@@ -53,6 +53,8 @@ CONFIGS: dict[str, tuple[bool, list[str], int | None, int]] = {
     "plain-2threads": (False, [], 2, 1),
     "plain-2servers": (False, [], None, 2),
     "plain-eager": (False, ["--attn-implementation", "eager"], None, 1),
+    "plain-bf16": (False, ["--dtype", "bfloat16"], None, 1),
+    "2servers-bf16": (False, ["--dtype", "bfloat16"], None, 2),
     "cb": (True, [], None, 1),
     "cb-2threads": (True, [], 2, 1),
     "cb-small-batch": (True, ["--cb-max-batch-tokens", "256"], None, 1),

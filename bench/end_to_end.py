@@ -16,7 +16,11 @@ measured one right after the other on the same machine.
 
 It prints the seconds of each stage in both runs, the wall time of each `aloe run`, their
 ratio, and whether the rerun met its target: at most 10% of the first run and under 30 s; with
-`--before`, the first run's share of the earlier revision's (target: at most half).
+`--before`, the first run's share of the earlier revision's (target: at most half). Then, for
+the first run of this code, how many of the machine's cores were busy on average in each stage
+(from /proc/stat, sampled every half second; a stage's span is the run's start plus the
+seconds of the stages before it): on an otherwise idle machine, a stage near all cores can
+only get faster by doing less work, one far below them by doing its work side by side.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +46,49 @@ from aloe.core.errors import ParamsError
 
 RERUN_SHARE, RERUN_SECONDS = 0.10, 30.0  # issue 24: a rerun with nothing to do
 FIRST_RUN_SHARE = 0.5  # issue 24: the first run at most half of the code it measured
+
+
+class MachineLoad:
+    """The machine's busy CPU time, sampled every `every` s on a thread (Linux /proc/stat;
+    elsewhere nothing is sampled and `cores_busy` is None)."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.every, self.samples = every, []  # (time.time(), busy seconds of all cores)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __enter__(self) -> MachineLoad:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _busy(self) -> float | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except OSError:
+            return None
+        idle = int(fields[3]) + int(fields[4])  # idle and iowait
+        return (sum(int(f) for f in fields[:8]) - idle) / self.ticks
+
+    def _sample(self) -> None:
+        while True:
+            busy = self._busy()
+            if busy is not None:
+                self.samples.append((time.time(), busy))
+            if self.stop.wait(self.every):
+                return
+
+    def cores_busy(self, start: float, end: float) -> float | None:
+        """The average number of cores busy between `start` and `end` (time.time())."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return None
+        (t0, b0), (t1, b1) = inside[0], inside[-1]
+        return (b1 - b0) / (t1 - t0) if t1 > t0 else None
 
 
 def run(params_file: Path, code: Path | None = None) -> tuple[float, dict[str, float], set[str]]:
@@ -115,7 +163,9 @@ def main() -> None:
             before = run(before_params, code)
             print(f"before ({args.before}): first run {before[0]:.1f} s", flush=True)
         params_file, run_dir = profile(root / args.params, tmp / "now", changes)
-        first_wall, first, _ = run(params_file)
+        with MachineLoad() as load:
+            first_wall, first, _ = run(params_file)
+        started = json.loads((run_dir / "runner.json").read_text())["started"]
         history_len = len((run_dir / "usage" / "history.jsonl").read_text().splitlines())
         first_requests = requests_sent(run_dir, 0)
         second_wall, second, skipped = run(params_file)
@@ -125,6 +175,7 @@ def main() -> None:
     print(table(first, second, skipped, first_wall, second_wall))
     print(f"LLM requests sent: first run {first_requests}, rerun {second_requests}")
     print(verdict(first_wall, second_wall))
+    print(load_table(load, started, first))
     if before is not None:
         share = first_wall / before[0]
         print(f"first run {first_wall:.1f} s against {before[0]:.1f} s before: {share:.2f} "
@@ -156,6 +207,26 @@ def table(first: dict[str, float], second: dict[str, float], skipped: set[str],
         lines.append(f"{stage:<18} {seconds:>14.1f} {again:>10.1f} {ratio:>12.3f}{note}")
     lines.append(f"{'total (wall)':<18} {first_wall:>14.1f} {second_wall:>10.1f} "
                  f"{second_wall / first_wall:>12.3f}")
+    return "\n".join(lines)
+
+
+def load_table(load: MachineLoad, started: float, stages: dict[str, float]) -> str:
+    """Per stage of the first run: its seconds, the cores busy on average, their product."""
+    cores = os.cpu_count() or 1
+    lines = [f"first run, cores busy of this machine's {cores} (/proc/stat):",
+             f"{'stage':<18} {'seconds':>8} {'cores busy':>11} {'core-seconds':>13}"]
+    at, used = started, 0.0
+    for stage, seconds in stages.items():
+        busy = load.cores_busy(at, at + seconds)
+        at += seconds
+        if busy is None:
+            lines.append(f"{stage:<18} {seconds:>8.1f} {'-':>11} {'-':>13}")
+            continue
+        used += busy * seconds
+        lines.append(f"{stage:<18} {seconds:>8.1f} {busy:>11.2f} {busy * seconds:>13.1f}")
+    total = sum(stages.values())
+    lines.append(f"{'all stages':<18} {total:>8.1f} {used / total if total else 0:>11.2f} "
+                 f"{used:>13.1f}")
     return "\n".join(lines)
 
 

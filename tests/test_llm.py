@@ -593,6 +593,31 @@ def test_the_server_bench_builds_the_tiny_profiles_requests() -> None:
 
 
 @pytest.mark.slow
+def test_the_server_overhead_bench_compares_like_with_like(local_server,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/server_overhead.py: the judge's greedy request, sent to the real server and then
+    generated in-process with the same seed and as many new tokens, is the same reply, and
+    both are timed."""
+    import importlib.util
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # it imports bench/local_server.py
+    spec = importlib.util.spec_from_file_location("server_overhead",
+                                                  ROOT / "bench" / "server_overhead.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    judge = next(s for s in bench.request_shapes() if s["role"] == "judge")
+    assert judge["temperature"] == 0.0
+    model = AutoModelForCausalLM.from_pretrained(local_server.model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(local_server.model)
+    seconds, tokens, answer = bench.served(local_server, judge, 1)
+    generated, prompt, reply = bench.in_process(model, tokenizer, judge, 1, tokens)
+    assert seconds > 0 and generated > 0 and tokens >= 1 and prompt > 100
+    assert answer.strip() == reply.strip() != ""
+
+
+@pytest.mark.slow
 def test_two_local_servers_answer_as_one_does(tmp_path: Path, local_server,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """`local_model.servers: 2` starts two servers; the roles' requests go to whichever is

@@ -5,9 +5,7 @@ status, content type and body, or `HANG`, never answered until the client gives 
 
 It sits in front of the real `transformers serve` in tests of retries, so what comes back in
 the end is always the real server's content, and in front of the stub server in the stages'
-fault drill (bench/fault_drill.py). Given several upstreams (copies of one model), it forwards
-each request to the one with the fewest requests in flight, as `base_url: local` spreads a
-run's requests over `local_model.servers`.
+fault drill (bench/fault_drill.py).
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ import random
 import socket
 import sys
 import threading
-from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -37,15 +34,11 @@ class FaultProxy:
 
     `answer`: the fault to inject (see tests/support/faults.py); None: 429, 500 or a drop.
     Which requests get it is drawn from one RNG seeded with `seed`, in arrival order.
-    `upstream`: one server's base URL, or several (`forwarded_to` counts each one's requests).
     """
 
-    def __init__(self, upstream: str | Sequence[str], rate: float = 0.3, seed: int | str = 0,
+    def __init__(self, upstream: str, rate: float = 0.3, seed: int | str = 0,
                  answer: Answer | None = None):
-        upstreams = [upstream] if isinstance(upstream, str) else list(upstream)
-        self.upstreams = [url.rstrip("/").removesuffix("/v1") for url in upstreams]
-        self.in_flight = [0] * len(self.upstreams)
-        self.forwarded_to = [0] * len(self.upstreams)
+        self.upstream = upstream.rstrip("/").removesuffix("/v1")
         self.rate = rate
         self.answer = answer
         self.random = random.Random(seed)
@@ -75,20 +68,6 @@ class FaultProxy:
                 self.random.choice(["429", "500", "drop"])
             self.faults[kind] += 1
             return kind
-
-    def _forward(self, method: str, path: str, body: bytes,
-                 headers: dict[str, str]) -> httpx.Response:
-        """The request sent on to the upstream with the fewest requests in flight."""
-        with self.lock:
-            n = self.in_flight.index(min(self.in_flight))
-            self.in_flight[n] += 1
-            self.forwarded_to[n] += 1
-        try:
-            return httpx.request(method, self.upstreams[n] + path, content=body,
-                                 headers=headers, timeout=600)
-        finally:
-            with self.lock:
-                self.in_flight[n] -= 1
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -125,7 +104,8 @@ class FaultProxy:
                     self.wfile.write(payload)
                     return
                 headers = {"content-type": self.headers.get("content-type", "application/json")}
-                reply = proxy._forward(method, self.path, body, headers)
+                reply = httpx.request(method, proxy.upstream + self.path, content=body,
+                                      headers=headers, timeout=600)
                 self.send_response(reply.status_code)
                 kind = reply.headers.get("content-type", "application/json")
                 self.send_header("content-type", kind)

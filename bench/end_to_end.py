@@ -91,9 +91,10 @@ class MachineLoad:
         return (b1 - b0) / (t1 - t0) if t1 > t0 else None
 
 
-def run(params_file: Path, code: Path | None = None) -> tuple[float, dict[str, float], set[str]]:
+def run(params_file: Path,
+        code: Path | None = None) -> tuple[float, dict[str, float], set[str], float]:
     """One `aloe run` (of the code in `code`, else this checkout's): its wall time, each
-    stage's seconds, the stages it skipped."""
+    stage's seconds, the stages it skipped, when it started (runner.json's time.time())."""
     root, env, module = project_root(), None, "aloe"
     if code is not None:
         root, env = code, {**os.environ, "PYTHONPATH": str(code / "src"),
@@ -107,7 +108,7 @@ def run(params_file: Path, code: Path | None = None) -> tuple[float, dict[str, f
     timings = json.loads((Path(data["run"]["output_dir"]) / data["run"]["name"] / "runner.json")
                          .read_text())
     return (wall, {s["notebook"]: s["seconds"] for s in timings["stages"]},
-            {s["notebook"] for s in timings["stages"] if s.get("skipped")})
+            {s["notebook"] for s in timings["stages"] if s.get("skipped")}, timings["started"])
 
 
 def requests_sent(run_dir: Path, since: int) -> int:
@@ -164,11 +165,10 @@ def main() -> None:
             print(f"before ({args.before}): first run {before[0]:.1f} s", flush=True)
         params_file, run_dir = profile(root / args.params, tmp / "now", changes)
         with MachineLoad() as load:
-            first_wall, first, _ = run(params_file)
-        started = json.loads((run_dir / "runner.json").read_text())["started"]
+            first_wall, first, _, started = run(params_file)
         history_len = len((run_dir / "usage" / "history.jsonl").read_text().splitlines())
         first_requests = requests_sent(run_dir, 0)
-        second_wall, second, skipped = run(params_file)
+        second_wall, second, skipped, _ = run(params_file)
         second_requests = requests_sent(run_dir, history_len)
     if before is not None:
         print(before_table(args.before, before[1], first, before[0], first_wall))

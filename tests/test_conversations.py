@@ -572,7 +572,7 @@ def test_dropped_conversations_are_replaced_as_released_when_asked(tmp_path: Pat
                                                               for t in trees))
 
     kept = dict(prompt_style="reference", judge_rule="hinted_first", turns=2)
-    with StubServer(seed=2, unreadable_inducer=0.4) as stub:
+    with StubServer(seed=2, unreadable={"inducer": 0.4}) as stub:
         plain = _stub_stage_params(tmp_path / "counted", stub.base_url, n=6, **kept)
         run_stage(plain)
         replacing = _stub_stage_params(tmp_path / "replaced", stub.base_url, n=6,

@@ -331,3 +331,53 @@ def test_the_report_and_the_comparison_count_the_grpo_stage(tmp_path: Path) -> N
                    {"stage": stage, "steps": 2, "train_examples": 4, "train_wall_s": seconds})
     assert set(report.training_stats(params.layout)) == {"sft", "grpo"}
     assert compare._training_seconds(params.layout) == 12.5
+
+
+# --------------------------------------------------------------------------------------------
+# A judge whose answers cannot be read: a blank step and one line, not the libraries' noise
+# --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_replies_no_judge_could_score_leave_blank_steps_and_one_closing_line(
+        tmp_path: Path, one_thread_when_busy: dict) -> None:  # noqa: F811 - the shared fixture
+    """Every score judge answer carries no score: TRL gives those replies no advantage; the
+    stage runs through, logs the unreadable share per step, leaves the means blank, and says
+    so in one line of its own on stderr, without TRL's warning (with the whole reply) or
+    TensorBoard's refusals of the missing values."""
+    sections = _sections("http://unused/v1", trainer={**GRPO["trainer"], "max_steps": 1})
+    with StubServer(seed=0, unreadable={"judge_score": 1.0}) as stub:
+        sections["roles"] = stub_roles(stub.base_url)
+        params_file = write_params(tmp_path, **sections)
+        params = _with_personas(params_from_dict(tiny_dict(tmp_path, **sections),
+                                                 source=str(params_file)))
+        env = {**os.environ, **one_thread_when_busy, "TRL_EXPERIMENTAL_SILENCE": "1"}
+        done = subprocess.run([sys.executable, "-m", "aloe", "train", "grpo", str(params_file)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = training.load_result(params, "grpo").log
+    assert log["rewards/judge/unreadable"].tolist() == [1.0]
+    assert log["rewards/judge/mean"].isna().all()
+    assert "All reward functions returned None" not in done.stderr
+    assert "attempting to log a value of \"None\"" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if "unreadable judge answers" in line]
+    assert len(lines) == 1 and lines[0].endswith(
+        "aloe.stages.training: grpo: unreadable judge answers for part of the sampled replies "
+        "(judge 100% over 1 step); a reply no reward scored got no advantage"), done.stderr[-2000:]
+    assert (params.layout.tensorboard("grpo")).exists()  # TensorBoard wrote the step anyway
+
+
+def test_the_closing_line_sums_up_each_rewards_unreadable_share() -> None:
+    import pandas as pd
+
+    seen: dict[str, list[float]] = {}
+    reward = grpo.reward_function("judge")
+    got = reward(completions=["a", "b", "c", "d"], judge=[4.0, None, None, 2.0],
+                 log_metric=lambda name, value: seen.setdefault(name, []).append(value))
+    assert got == [4.0, None, None, 2.0] and seen == {"rewards/judge/unreadable": [0.5]}
+    log = pd.DataFrame({"step": [1, 2], "rewards/judge/unreadable": [0.5, 0.0],
+                        "rewards/inference/unreadable": [0.0, 0.0]})
+    assert grpo.unreadable_line(log, ["judge", "inference"]) == (
+        "grpo: unreadable judge answers for part of the sampled replies (judge 25% over 2 "
+        "steps); a reply no reward scored got no advantage")
+    assert grpo.unreadable_line(log.assign(**{"rewards/judge/unreadable": 0.0}),
+                                ["judge", "inference"]) is None
+    assert grpo.unreadable_line(pd.DataFrame({"step": [1]}), ["judge"]) is None  # older logs

@@ -117,3 +117,14 @@ def test_the_training_figures_draw_the_logged_steps() -> None:
     assert _drawn(loss) > 0 and "loss" in _texts(loss).lower()
     rewards = plots.plot_dpo_rewards(log)
     assert _drawn(rewards) > 0
+
+
+def test_grpo_steps_without_a_readable_reward_are_gaps_or_said_on_the_panel() -> None:
+    log = pd.DataFrame({"step": [1, 2, 3], "loss": [0.1, 0.0, -0.1], "kl": [0.0, 0.01, 0.02],
+                        "rewards/judge/mean": [3.5, None, 4.0],
+                        "rewards/judge/unreadable": [0.0, 1.0, 0.5]})
+    some = plots.plot_grpo_rewards(log)
+    assert _drawn(some) > 0 and "no step had a readable reward" not in _texts(some)
+    none = plots.plot_grpo_rewards(log.assign(**{"rewards/judge/mean": [None] * 3}))
+    assert "no step had a readable reward" in _texts(none)
+    assert "GRPO loss and KL" in _texts(none)  # the loss panel still draws

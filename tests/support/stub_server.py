@@ -44,10 +44,11 @@ the same reply, so a response cache or a resumed run sees consistent answers, wh
 that differ in their `seed` (the client's sample index) get different ones. Knobs for drills:
 `latency_s` (an asyncio sleep before each chat reply), `fail_rate` (that share of chat
 requests answered 500, drawn from one RNG seeded with the stub seed, in arrival order, so a
-retry of a failed request can succeed) and `unreadable_inducer` (that share of the persona
-inducer's answers without the answer lines, drawn from the request's own RNG: the same request
-always gets the same answer, another draw of it may be readable) and `fail_roles` (every request
-of those roles answered 500: a role that is down while the others answer).
+retry of a failed request can succeed), `unreadable` (role -> share: that share of the role's
+answers carry nothing to read, e.g. the persona inducer's without its answer lines, a score
+judge's without a score; drawn from the request's own RNG: the same request always gets the same
+answer, another draw of it may be readable) and `fail_roles` (every request of those roles
+answered 500: a role that is down while the others answer).
 """
 
 from __future__ import annotations
@@ -465,7 +466,7 @@ def _chars(messages: list[Message]) -> int:
 
 
 def complete(body: dict[str, Any], seed: int = 0, created: int = 0,
-             unreadable_inducer: float = 0.0) -> tuple[str, dict[str, Any]]:
+             unreadable: dict[str, float] | None = None) -> tuple[str, dict[str, Any]]:
     """The role and the chat.completion object answering `body`."""
     messages = body.get("messages") or []
     if not isinstance(messages, list):
@@ -474,7 +475,8 @@ def complete(body: dict[str, Any], seed: int = 0, created: int = 0,
                              key=str(seed).encode()[:64]).digest()
     rng = random.Random(int.from_bytes(digest[:8], "big"))
     role = classify(messages)
-    if role == "inducer" and unreadable_inducer and rng.random() < unreadable_inducer:
+    share = (unreadable or {}).get(role, 0.0)
+    if share and rng.random() < share:
         text = "Hard to say from this."
     else:
         text = reply_text(role, messages, rng)
@@ -508,10 +510,10 @@ class StubApp:
     """Routing, the counters and the fault RNG shared by all connections of one server."""
 
     def __init__(self, seed: int = 0, latency_s: float = 0.0, fail_rate: float = 0.0,
-                 model: str = "stub", unreadable_inducer: float = 0.0,
+                 model: str = "stub", unreadable: dict[str, float] | None = None,
                  fail_roles: tuple[str, ...] = ()):
         self.seed, self.latency_s, self.fail_rate, self.model = seed, latency_s, fail_rate, model
-        self.unreadable_inducer, self.fail_roles = unreadable_inducer, set(fail_roles)
+        self.unreadable, self.fail_roles = dict(unreadable or {}), set(fail_roles)
         self.faults = random.Random(f"faults/{seed}")
         self.created = int(time.time())
         self.requests = 0
@@ -545,8 +547,7 @@ class StubApp:
             if self.fail_roles and classify(request.get("messages") or []) in self.fail_roles:
                 self.failures += 1
                 return 500, _error("stub: this role is down", "server_error"), ""
-            role, response = complete(request, self.seed, self.created,
-                                      self.unreadable_inducer)
+            role, response = complete(request, self.seed, self.created, self.unreadable)
         except (ValueError, TypeError, AttributeError) as error:
             return 400, _error(f"stub: bad request body: {error}"), ""
         self.by_role[role] += 1
@@ -708,6 +709,17 @@ def _die_with_parent(parent_pid: int) -> None:
         sys.exit(0)
 
 
+def _shares(text: str) -> dict[str, float]:
+    """`--unreadable`'s ROLE=SHARE list as a dict (an unknown role is refused)."""
+    shares = {}
+    for item in filter(None, text.split(",")):
+        role, _, share = item.partition("=")
+        if role not in ROLES:
+            raise SystemExit(f"--unreadable: unknown role {role!r}; one of {', '.join(ROLES)}")
+        shares[role] = float(share)
+    return shares
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -716,7 +728,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-s", type=float, default=0.0)
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument("--model", default="stub")
-    parser.add_argument("--unreadable-inducer", type=float, default=0.0)
+    parser.add_argument("--unreadable", default="",
+                        help="comma-separated ROLE=SHARE: that share of the role's answers "
+                             "carry nothing to read (e.g. inducer=0.4,judge_score=1)")
     parser.add_argument("--fail-roles", default="", help="comma-separated roles answered 500")
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="exit when this process (our parent) is gone")
@@ -727,7 +741,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.parent_pid is not None and args.pdeathsig:
         _die_with_parent(args.parent_pid)
     app = StubApp(args.seed, args.latency_s, args.fail_rate, args.model,
-                  args.unreadable_inducer, tuple(filter(None, args.fail_roles.split(","))))
+                  _shares(args.unreadable), tuple(filter(None, args.fail_roles.split(","))))
     try:
         asyncio.run(serve(args.host, args.port, app, args.parent_pid, args.announce))
     except KeyboardInterrupt:
@@ -754,9 +768,9 @@ class StubServer:
 
     def __init__(self, seed: int = 0, latency_s: float = 0.0, fail_rate: float = 0.0, *,
                  model: str = "stub", port: int = 0, startup_timeout: float = 15.0,
-                 unreadable_inducer: float = 0.0, fail_roles: tuple[str, ...] = ()):
+                 unreadable: dict[str, float] | None = None, fail_roles: tuple[str, ...] = ()):
         self.seed, self.latency_s, self.fail_rate, self.model = seed, latency_s, fail_rate, model
-        self.unreadable_inducer, self.fail_roles = unreadable_inducer, fail_roles
+        self.unreadable, self.fail_roles = dict(unreadable or {}), fail_roles
         self.port = port
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
@@ -773,7 +787,7 @@ class StubServer:
         command = [sys.executable, "-m", "tests.support.stub_server", "--port", str(self.port),
                    "--seed", str(self.seed), "--latency-s", str(self.latency_s),
                    "--fail-rate", str(self.fail_rate), "--model", self.model,
-                   "--unreadable-inducer", str(self.unreadable_inducer),
+                   "--unreadable", ",".join(f"{r}={s}" for r, s in self.unreadable.items()),
                    "--fail-roles", ",".join(self.fail_roles),
                    "--parent-pid", str(os.getpid()), "--announce"]
         if threading.current_thread() is threading.main_thread():

@@ -355,12 +355,36 @@ def sample_completions(trainer: Any,
 def reward_function(name: str) -> Callable[..., list[float | None]]:
     """The reward function of one of the environment's rewards: reads the rollout's field of
     that name (None where its judge's answer was unreadable: TRL leaves it out of the group's
-    statistics). Named after the reward, so TRL logs `rewards/NAME/mean` apart."""
+    statistics, and a reply no reward could score gets no advantage). Named after the reward,
+    so TRL logs `rewards/NAME/mean` apart; it also logs `rewards/NAME/unreadable`, the share
+    of the step's replies it could not score (the stage's closing line sums them up)."""
     def reward(completions: list[Any], **fields: Any) -> list[float | None]:
-        return list(fields.get(name) or [None] * len(completions))
+        found = list(fields.get(name) or [None] * len(completions))
+        log_metric = fields.get("log_metric")
+        if log_metric is not None and found:
+            log_metric(unreadable_column(name), sum(x is None for x in found) / len(found))
+        return found
 
     reward.__name__ = name
     return reward
+
+
+def unreadable_column(reward: str) -> str:
+    """The training log's column of the share of a step's replies `reward` could not score."""
+    return f"rewards/{reward}/unreadable"
+
+
+def unreadable_line(log: Any, rewards: Iterable[str]) -> str | None:
+    """One line on the rewards whose judge left replies unscored over the run (None when every
+    reply was scored): what share, and that those replies did not move the policy."""
+    shares = {name: float(log[unreadable_column(name)].mean()) for name in rewards
+              if unreadable_column(name) in log and log[unreadable_column(name)].notna().any()}
+    unread = {name: share for name, share in shares.items() if share > 0}
+    if not unread:
+        return None
+    parts = ", ".join(f"{name} {share:.0%}" for name, share in unread.items())
+    return (f"grpo: unreadable judge answers for part of the sampled replies ({parts} over "
+            f"{len(log)} step{'s' * (len(log) != 1)}); a reply no reward scored got no advantage")
 
 
 # ------------------------------------------------------------------------------------------
@@ -397,10 +421,14 @@ def train_grpo(params: Params, callbacks: Sequence[Any] = ()) -> TrainResult:
                       callbacks: Sequence[Any]) -> Any:
                 return _trainer(params, base, device, callbacks, llm, loop)
 
-            return train_stage(params, STAGE, callbacks, validate=validate_grpo_inputs,
-                               build=build)
+            result = train_stage(params, STAGE, callbacks, validate=validate_grpo_inputs,
+                                 build=build)
         finally:
             loop.close(llm)
+    note = None if result.skipped else unreadable_line(result.log, params.grpo.rewards.on())
+    if note:
+        log.warning(note)
+    return result
 
 
 def _trainer(params: Params, base: str, device: Device, callbacks: Sequence[Any], llm: LLM,

@@ -196,6 +196,22 @@ def tracker_callbacks(args: Any, tensorboard_dir: Path | None) -> list[Any]:
     return [callback]
 
 
+def empty_metrics_dropped() -> Any:
+    """A TrainerCallback that takes the metrics without a value out of a step's log before the
+    trackers after it see them: TRL logs None for a reward no reply of the step could be scored
+    by (its mean and spread), which TensorBoard refuses with a warning per value. The log
+    history keeps its own copy: `training_log.csv` leaves that step's cell blank."""
+    from transformers import TrainerCallback
+
+    class EmptyMetricsDropped(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+                   **kwargs: Any) -> None:
+            for key in [key for key, value in (logs or {}).items() if value is None]:
+                del logs[key]  # type: ignore[union-attr]
+
+    return EmptyMetricsDropped()
+
+
 def build_sft_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
                       cfg: TrainingConfig, callbacks: Sequence[Any] = (),
                       tensorboard_dir: Path | None = None) -> Any:
@@ -240,7 +256,7 @@ def build_grpo_trainer(model: Any, tokenizer: Any, train: "Dataset", args: Any,
     from trl import GRPOTrainer
 
     peft_config = None if isinstance(model, PeftModel) else lora_config(cfg)
-    callbacks = [*callbacks, *tracker_callbacks(args, tensorboard_dir)]
+    callbacks = [*callbacks, empty_metrics_dropped(), *tracker_callbacks(args, tensorboard_dir)]
     with warnings.catch_warnings():  # TRL flags rollout_func as experimental: the pinned
         warnings.filterwarnings("ignore", message="You are using 'rollout_func'")  # TRL's
         trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args,

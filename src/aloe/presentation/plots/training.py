@@ -81,11 +81,14 @@ def plot_grpo_rewards(log: pd.DataFrame) -> Figure:
             empty_axes(ax, "no GRPO rewards logged")
         return fig
     rewards = log.melt(id_vars="step", value_vars=list(columns), var_name="reward",
-                       value_name="value").replace({"reward": columns})
-    sns.lineplot(data=rewards, x="step", y="value", hue="reward", style="reward", markers=True,
-                 ax=reward_ax)
-    reward_ax.set(title=f"Mean reward of the sampled replies (n = {len(log)} logged steps)",
-                  xlabel="optimiser step", ylabel="reward (each on its own scale)")
+                       value_name="value").replace({"reward": columns}).dropna(subset=["value"])
+    if rewards.empty:  # every step's replies went unscored (unreadable judge answers)
+        empty_axes(reward_ax, "no step had a readable reward")
+    else:
+        sns.lineplot(data=rewards, x="step", y="value", hue="reward", style="reward",
+                     markers=True, ax=reward_ax)
+        reward_ax.set(title=f"Mean reward of the sampled replies (n = {len(log)} logged steps)",
+                      xlabel="optimiser step", ylabel="reward (each on its own scale)")
     curves = {c: label for c, label in (("loss", "loss"), ("kl", "KL to the reference"))
               if c in log}
     table = log.melt(id_vars="step", value_vars=list(curves), var_name="curve",

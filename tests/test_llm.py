@@ -562,6 +562,27 @@ def test_sampled_answers_from_the_local_server_do_not_depend_on_timing(tmp_path:
     assert len({r.text for r in at_once}) > 1
 
 
+@pytest.mark.slow
+def test_a_one_at_a_time_proxy_keeps_sampled_answers_independent_of_timing(
+        tmp_path: Path, local_server) -> None:
+    """The workbook drill's proxy stands where `base_url: local` would, so it forwards one
+    request at a time as the LLM layer does: six sampled requests let out at once through it
+    get the answers the server gives them one by one."""
+    prompts = _prompts("d")[:6]
+    with FaultProxy(local_server.base_url, rate=0.0, one_at_a_time=True) as proxy:
+        together = _params(tmp_path / "together", proxy.base_url, local_server.model,
+                           concurrency=6, temperature=1.0, max_tokens=24)
+        llm = LLM.for_run(together, "test")
+        in_flight = _track_in_flight(llm)
+        at_once = run_sync(llm.chat_many("user", prompts))
+    assert in_flight["peak"] == 6  # the role let all of them out; the proxy held them
+    alone = _params(tmp_path / "alone", "local", "local", concurrency=1, temperature=1.0,
+                    max_tokens=24)
+    one_by_one = run_sync(LLM.for_run(alone, "test").chat_many("user", prompts))
+    assert [r.text for r in at_once] == [r.text for r in one_by_one]
+    assert len({r.text for r in at_once}) > 1
+
+
 def test_the_server_bench_builds_the_tiny_profiles_requests() -> None:
     """bench/local_server.py's requests come from the package's seeds and prompt templates
     (it broke once when the seeds moved)."""

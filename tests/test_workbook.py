@@ -173,7 +173,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory, local_server) -> Iterator
     root = tmp_path_factory.mktemp("workbook")
     (root / "params").mkdir()
     (root / "notebooks").symlink_to(ROOT / "notebooks")
-    with FaultProxy(local_server.base_url, rate=0.3, seed=7) as proxy:
+    with FaultProxy(local_server.base_url, rate=0.3, seed=7, one_at_a_time=True) as proxy:
         data = tiny_dict(root)
         data["run"]["cache_path"] = str(root / "outputs" / "cache" / "llm.sqlite")
         for role in data["roles"].values():

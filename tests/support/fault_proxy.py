@@ -3,13 +3,17 @@ set share of POST requests with a fault: by default 429, 500 or a dropped connec
 random; or, when the caller gives one, always that answer (a kind of tests/support/faults.py:
 status, content type and body, or `HANG`, never answered until the client gives up).
 
-It sits in front of the real `transformers serve` in tests of retries, so what comes back in
-the end is always the real server's content, and in front of the stub server in the stages'
-fault drill (bench/fault_drill.py).
+It sits in front of the real `transformers serve` in tests of retries and in the workbook's
+drill, so what comes back in the end is always the real server's content, and in front of the
+stub server in the stages' fault drill (bench/fault_drill.py). In front of the real server,
+`one_at_a_time` forwards one request at a time, as the LLM layer does for `base_url: local`:
+the server seeds torch when a request arrives, so a second request in flight would reseed the
+first one's sampling and its answer would depend on timing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import sys
@@ -34,13 +38,16 @@ class FaultProxy:
 
     `answer`: the fault to inject (see tests/support/faults.py); None: 429, 500 or a drop.
     Which requests get it is drawn from one RNG seeded with `seed`, in arrival order.
+    `one_at_a_time`: forward one request at a time (the others wait; faults do not).
     """
 
     def __init__(self, upstream: str, rate: float = 0.3, seed: int | str = 0,
-                 answer: Answer | None = None):
+                 answer: Answer | None = None, *, one_at_a_time: bool = False):
         self.upstream = upstream.rstrip("/").removesuffix("/v1")
         self.rate = rate
         self.answer = answer
+        self.forwarding: contextlib.AbstractContextManager[object] = (
+            threading.Lock() if one_at_a_time else contextlib.nullcontext())
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.closing = threading.Event()  # set on exit: a hanging request is let go
@@ -104,8 +111,9 @@ class FaultProxy:
                     self.wfile.write(payload)
                     return
                 headers = {"content-type": self.headers.get("content-type", "application/json")}
-                reply = httpx.request(method, proxy.upstream + self.path, content=body,
-                                      headers=headers, timeout=600)
+                with proxy.forwarding:
+                    reply = httpx.request(method, proxy.upstream + self.path, content=body,
+                                          headers=headers, timeout=600)
                 self.send_response(reply.status_code)
                 kind = reply.headers.get("content-type", "application/json")
                 self.send_header("content-type", kind)

@@ -218,3 +218,16 @@ def test_replayed_users_mark_the_differences_with_the_reference_model() -> None:
     assert "biased toward base" in texts["sft - base"]
     assert "biased toward base" in texts["dpo - base"]
     assert "biased" not in texts["dpo - sft"]
+
+
+def test_grpo_says_which_share_of_its_replies_no_judge_could_score() -> None:
+    stats = {"sft": {"steps": 4, "train_examples": 6, "final_loss": 1.5},
+             "grpo": {"steps": 2, "train_examples": 4, "final_loss": 0.01,
+                      "unreadable_replies": {"judge": 0.25, "inference": 0.0}}}
+    sft, grpo = findings.training(stats)
+    assert "unreadable" not in sft.text
+    assert grpo.text.endswith("Its judges' answers were unreadable for part of the sampled "
+                              "replies (25% for judge); a reply no reward scored got no "
+                              "advantage.")
+    stats["grpo"]["unreadable_replies"] = {"judge": 0.0}
+    assert "unreadable" not in findings.training(stats)[1].text

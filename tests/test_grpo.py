@@ -353,9 +353,10 @@ def test_replies_no_judge_could_score_leave_blank_steps_and_one_closing_line(
         done = subprocess.run([sys.executable, "-m", "aloe", "train", "grpo", str(params_file)],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    log = training.load_result(params, "grpo").log
-    assert log["rewards/judge/unreadable"].tolist() == [1.0]
-    assert log["rewards/judge/mean"].isna().all()
+    result = training.load_result(params, "grpo")
+    assert result.log["rewards/judge/unreadable"].tolist() == [1.0]
+    assert result.log["rewards/judge/mean"].isna().all()
+    assert result.stats["unreadable_replies"] == {"judge": 1.0}  # for the report's findings
     assert "All reward functions returned None" not in done.stderr
     assert "attempting to log a value of \"None\"" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if "unreadable judge answers" in line]
@@ -375,9 +376,10 @@ def test_the_closing_line_sums_up_each_rewards_unreadable_share() -> None:
     assert got == [4.0, None, None, 2.0] and seen == {"rewards/judge/unreadable": [0.5]}
     log = pd.DataFrame({"step": [1, 2], "rewards/judge/unreadable": [0.5, 0.0],
                         "rewards/inference/unreadable": [0.0, 0.0]})
-    assert grpo.unreadable_line(log, ["judge", "inference"]) == (
+    shares = grpo.unreadable_shares(log, ["judge", "inference"])
+    assert shares == {"judge": 0.25, "inference": 0.0}
+    assert grpo.unreadable_line(shares, 2) == (
         "grpo: unreadable judge answers for part of the sampled replies (judge 25% over 2 "
         "steps); a reply no reward scored got no advantage")
-    assert grpo.unreadable_line(log.assign(**{"rewards/judge/unreadable": 0.0}),
-                                ["judge", "inference"]) is None
-    assert grpo.unreadable_line(pd.DataFrame({"step": [1]}), ["judge"]) is None  # older logs
+    assert grpo.unreadable_line({"judge": 0.0, "inference": 0.0}, 2) is None
+    assert grpo.unreadable_shares(pd.DataFrame({"step": [1]}), ["judge"]) == {}  # older logs

@@ -450,15 +450,25 @@ def hinted_by_turn(wins: Mapping[int, tuple[int, int]]) -> list[Finding]:
 
 
 def training(stats: Mapping[str, Mapping[str, Any]] | None) -> list[Finding]:
-    """What each training stage did: steps, examples, final loss."""
+    """What each training stage did: steps, examples, final loss; for GRPO, the share of
+    sampled replies a reward's judge could not score (they moved nothing)."""
     found = []
     for stage, s in (stats or {}).items():
         loss = s.get("final_loss")
         loss_text = f", final loss {loss:.3f}" if isinstance(loss, (int, float)) else ""
         found.append(Finding("training", f"**{stage.upper()}** trained {s.get('steps', 0)} "
                              f"optimiser steps on {s.get('train_examples', 0)} examples"
-                             f"{loss_text}."))
+                             f"{loss_text}.{_unreadable_text(s.get('unreadable_replies'))}"))
     return found
+
+
+def _unreadable_text(shares: Mapping[str, float] | None) -> str:
+    unread = {name: share for name, share in (shares or {}).items() if share > 0}
+    if not unread:
+        return ""
+    parts = ", ".join(f"{_pct(share)} for {name}" for name, share in unread.items())
+    return (f" Its judges' answers were unreadable for part of the sampled replies ({parts}); "
+            "a reply no reward scored got no advantage.")
 
 
 # ------------------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ from aloe.stages.policy import Device
 from aloe.stages.qlora import build_grpo_trainer, load_tokenizer, trainer_arguments
 from aloe.stages.training import (
     TrainResult,
+    log_frame,
     progress_callback,
     start_model,
     train_stage,
@@ -374,17 +375,36 @@ def unreadable_column(reward: str) -> str:
     return f"rewards/{reward}/unreadable"
 
 
-def unreadable_line(log: Any, rewards: Iterable[str]) -> str | None:
+def unreadable_shares(log: Any, rewards: Iterable[str]) -> dict[str, float]:
+    """Each reward's share of the sampled replies it could not score, over the logged steps
+    (`log`: the training log's table), for the rewards that logged one."""
+    return {name: round(float(log[unreadable_column(name)].mean()), 4) for name in rewards
+            if unreadable_column(name) in log and log[unreadable_column(name)].notna().any()}
+
+
+def unreadable_line(shares: dict[str, float], steps: int) -> str | None:
     """One line on the rewards whose judge left replies unscored over the run (None when every
     reply was scored): what share, and that those replies did not move the policy."""
-    shares = {name: float(log[unreadable_column(name)].mean()) for name in rewards
-              if unreadable_column(name) in log and log[unreadable_column(name)].notna().any()}
     unread = {name: share for name, share in shares.items() if share > 0}
     if not unread:
         return None
     parts = ", ".join(f"{name} {share:.0%}" for name, share in unread.items())
     return (f"grpo: unreadable judge answers for part of the sampled replies ({parts} over "
-            f"{len(log)} step{'s' * (len(log) != 1)}); a reply no reward scored got no advantage")
+            f"{steps} step{'s' * (steps != 1)}); a reply no reward scored got no advantage")
+
+
+def unreadable_callback(stats: dict[str, Any], rewards: Sequence[str]) -> Any:
+    """A TrainerCallback that puts each reward's unreadable share over the whole training
+    (steps before a resume included: the log history comes back with the checkpoint) into the
+    stage's statistics (`training_stats.json`: `unreadable_replies`), for the report."""
+    from transformers import TrainerCallback
+
+    class UnreadableShares(TrainerCallback):
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            stats["unreadable_replies"] = unreadable_shares(log_frame(state.log_history),
+                                                            rewards)
+
+    return UnreadableShares()
 
 
 # ------------------------------------------------------------------------------------------
@@ -425,7 +445,8 @@ def train_grpo(params: Params, callbacks: Sequence[Any] = ()) -> TrainResult:
                                  build=build)
         finally:
             loop.close(llm)
-    note = None if result.skipped else unreadable_line(result.log, params.grpo.rewards.on())
+    note = None if result.skipped else unreadable_line(
+        result.stats.get("unreadable_replies") or {}, len(result.log))
     if note:
         log.warning(note)
     return result
@@ -446,13 +467,15 @@ def _trainer(params: Params, base: str, device: Device, callbacks: Sequence[Any]
                              seed=params.run.seed, num_generations=cfg.num_generations,
                              reward_weights=list(weights.values()))
     live = progress_callback(reporter(params.layout.progress, "steps"))
-    trainer = build_grpo_trainer(
-        start_model(params, STAGE, base, device), load_tokenizer(base),
-        Dataset.from_list([{"prompt": row.key} for row in rows]), args, cfg,
-        [reward_function(name) for name in weights], rollout, [*callbacks, live],
-        tensorboard_dir=params.layout.tensorboard(STAGE))
-    trainer.aloe_stats = {  # into training_stats.json and the model card
+    stats = {  # into training_stats.json and the model card
         "rewards": weights, "num_generations": cfg.num_generations, "turns": cfg.turns,
         "protocol": params.evaluation.protocol, "training_personas": len(personas),
         "dialogues": len(personas) * cfg.dialogues_per_persona, "rows": len(rows)}
+    trainer = build_grpo_trainer(
+        start_model(params, STAGE, base, device), load_tokenizer(base),
+        Dataset.from_list([{"prompt": row.key} for row in rows]), args, cfg,
+        [reward_function(name) for name in weights], rollout,
+        [*callbacks, live, unreadable_callback(stats, list(weights))],
+        tensorboard_dir=params.layout.tensorboard(STAGE))
+    trainer.aloe_stats = stats
     return trainer

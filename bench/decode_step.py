@@ -11,6 +11,12 @@ key-value cache. float32 is how the model is served. For another precision it al
 often its next token (greedy) is float32's, and the mean KL divergence from float32's
 next-token distribution, over eight of the embedded seed profiles read as text: a faster precision
 that changes the model's answers is a weaker model, not a faster one.
+
+`--batch-invariance STEPS`: each of those eight texts continued greedily for STEPS tokens alone
+and inside one left-padded batch of all eight (float32, the threads given last): how many
+continuations are the same token for token, and the largest difference of a next-token logit
+while they agree. A batching server answers a request with what its batch computes: where the
+two differ, an answer would depend on which requests happened to share its batch (timing).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -66,6 +73,34 @@ def agreement(reference, model, texts: list[torch.Tensor]) -> tuple[float, float
     return same / total, divergence / total
 
 
+def continued(model, tokenizer, texts: list[str], steps: int) -> tuple[list[list[int]], Any]:
+    """Greedy continuations of `texts` as one left-padded batch, and the next-token logits of
+    every step (batch x steps x vocabulary)."""
+    tokenizer.padding_side = "left"
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        out = model.generate(**batch, max_new_tokens=steps, do_sample=False, output_scores=True,
+                             return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)
+    width = batch["input_ids"].shape[1]
+    return out.sequences[:, width:].tolist(), torch.stack(out.scores, dim=1)
+
+
+def batch_invariance(model, tokenizer, texts: list[str], steps: int) -> tuple[int, float]:
+    """How many of `texts` continue the same alone and in one batch of all, and the largest
+    next-token logit difference over the steps where the two still agree."""
+    together, batch_logits = continued(model, tokenizer, texts, steps)
+    same, largest = 0, 0.0
+    for i, text in enumerate(texts):
+        alone, logits = continued(model, tokenizer, [text], steps)
+        agreed = next((k for k, (a, b) in enumerate(zip(alone[0], together[i])) if a != b),
+                      min(len(alone[0]), len(together[i])))
+        same += alone[0] == together[i]
+        if agreed:
+            diff = (logits[0, :agreed] - batch_logits[i, :agreed]).abs().max()
+            largest = max(largest, float(diff))
+    return same, largest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8])
@@ -73,6 +108,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--precisions", nargs="+", default=["float32"],
                         choices=["float32", "bfloat16", "int8-dynamic"])
+    parser.add_argument("--batch-invariance", type=int, default=0, metavar="STEPS")
     args = parser.parse_args()
     params = load_params(project_root() / "params" / "tiny.yaml")
     params.local_model.cache_dir = str(project_root() / "outputs" / "models")
@@ -103,6 +139,12 @@ def main() -> None:
             print(f"{name}: next token as float32's {same:.3f} of the time, "
                   f"mean KL from float32 {kl:.4f} nats ({sum(t.shape[1] for t in texts)} "
                   "positions of the seed profiles)")
+    if args.batch_invariance:
+        seeds = [tokenizer.decode(t[0][:128]) for t in texts]
+        same, largest = batch_invariance(model, tokenizer, seeds, args.batch_invariance)
+        print(f"batch of {len(seeds)}, {args.batch_invariance} greedy steps, "
+              f"{torch.get_num_threads()} threads: {same} of {len(seeds)} continuations the "
+              f"same alone and batched; largest next-token logit difference {largest:.2e}")
 
 
 if __name__ == "__main__":

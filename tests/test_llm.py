@@ -672,11 +672,12 @@ def test_two_local_servers_answer_as_one_does(tmp_path: Path, local_server,
 def test_the_decode_step_bench_measures_the_embedded_model() -> None:
     """bench/decode_step.py (how far batching or another precision could go on a CPU) runs
     and prints a row per precision, thread count and batch size, and how far another
-    precision's next tokens are from float32's."""
+    precision's next tokens are from float32's, and whether a batch continues texts as they
+    continue alone."""
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "decode_step.py"), "--batches",
                            "1", "2", "--threads", "1", "--steps", "2", "--precisions",
-                           "float32", "int8-dynamic"], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+                           "float32", "int8-dynamic", "--batch-invariance", "4"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     rows = [line.split() for line in lines[2:6]]
@@ -689,3 +690,8 @@ def test_the_decode_step_bench_measures_the_embedded_model() -> None:
                         lines[6])
     assert said, lines[6:]
     assert 0 <= float(said[1]) < 1 and float(said[2]) > 0 and int(said[3]) > 100
+    batched = re.fullmatch(r"batch of 8, 4 greedy steps, 1 threads: (\d) of 8 continuations the "
+                           r"same alone and batched; largest next-token logit difference (\S+)",
+                           lines[7])
+    assert batched, lines[7:]
+    assert int(batched[1]) >= 1 and 0 < float(batched[2]) < 1e-2  # padding changes the sums

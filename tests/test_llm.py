@@ -694,4 +694,4 @@ def test_the_decode_step_bench_measures_the_embedded_model() -> None:
                            r"same alone and batched; largest next-token logit difference (\S+)",
                            lines[7])
     assert batched, lines[7:]
-    assert int(batched[1]) >= 1 and 0 < float(batched[2]) < 1e-2  # padding changes the sums
+    assert int(batched[1]) >= 1 and 0 <= float(batched[2]) < 1e-2  # a few float roundings at most

@@ -343,9 +343,8 @@ def test_replies_no_judge_could_score_leave_blank_steps_and_one_closing_line(
     stage runs through, logs the unreadable share per step, leaves the means blank, and says
     so in one line of its own on stderr, without TRL's warning (with the whole reply) or
     TensorBoard's refusals of the missing values."""
-    sections = _sections("http://unused/v1", trainer={**GRPO["trainer"], "max_steps": 1})
     with StubServer(seed=0, unreadable={"judge_score": 1.0}) as stub:
-        sections["roles"] = stub_roles(stub.base_url)
+        sections = _sections(stub.base_url, trainer={**GRPO["trainer"], "max_steps": 1})
         params_file = write_params(tmp_path, **sections)
         params = _with_personas(params_from_dict(tiny_dict(tmp_path, **sections),
                                                  source=str(params_file)))

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from aloe.core.layout import RunLayout
 from aloe.core.local_model import EMBEDDED_HUB_ID
 from aloe.core.records import read_records
 from aloe.llm import load_usage_history
+from aloe.llm.cache import ResponseCache
 from aloe.operations.runner import notebooks
 from aloe.presentation.report import product_counts
 from tests.conftest import ROOT, tiny_dict
@@ -147,8 +147,8 @@ def cached_answers(cache: Path) -> int:
     writes to it (WAL)."""
     if not cache.exists():
         return 0
-    with contextlib.closing(sqlite3.connect(cache, timeout=60)) as db:
-        return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    with contextlib.closing(ResponseCache(cache)) as answers:
+        return len(answers)
 
 
 class MidWork:

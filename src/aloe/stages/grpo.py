@@ -62,7 +62,6 @@ from aloe.stages.policy import Device
 from aloe.stages.qlora import build_grpo_trainer, load_tokenizer, trainer_arguments
 from aloe.stages.training import (
     TrainResult,
-    log_frame,
     progress_callback,
     start_model,
     train_stage,
@@ -393,20 +392,6 @@ def unreadable_line(shares: dict[str, float], steps: int) -> str | None:
             f"{steps} step{'s' * (steps != 1)}); a reply no reward scored got no advantage")
 
 
-def unreadable_callback(stats: dict[str, Any], rewards: Sequence[str]) -> Any:
-    """A TrainerCallback that puts each reward's unreadable share over the whole training
-    (steps before a resume included: the log history comes back with the checkpoint) into the
-    stage's statistics (`training_stats.json`: `unreadable_replies`), for the report."""
-    from transformers import TrainerCallback
-
-    class UnreadableShares(TrainerCallback):
-        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            stats["unreadable_replies"] = unreadable_shares(log_frame(state.log_history),
-                                                            rewards)
-
-    return UnreadableShares()
-
-
 # ------------------------------------------------------------------------------------------
 # The stage
 # ------------------------------------------------------------------------------------------
@@ -467,15 +452,15 @@ def _trainer(params: Params, base: str, device: Device, callbacks: Sequence[Any]
                              seed=params.run.seed, num_generations=cfg.num_generations,
                              reward_weights=list(weights.values()))
     live = progress_callback(reporter(params.layout.progress, "steps"))
-    stats = {  # into training_stats.json and the model card
-        "rewards": weights, "num_generations": cfg.num_generations, "turns": cfg.turns,
-        "protocol": params.evaluation.protocol, "training_personas": len(personas),
-        "dialogues": len(personas) * cfg.dialogues_per_persona, "rows": len(rows)}
     trainer = build_grpo_trainer(
         start_model(params, STAGE, base, device), load_tokenizer(base),
         Dataset.from_list([{"prompt": row.key} for row in rows]), args, cfg,
-        [reward_function(name) for name in weights], rollout,
-        [*callbacks, live, unreadable_callback(stats, list(weights))],
+        [reward_function(name) for name in weights], rollout, [*callbacks, live],
         tensorboard_dir=params.layout.tensorboard(STAGE))
-    trainer.aloe_stats = stats
+    trainer.aloe_stats = lambda history: {  # into training_stats.json and the model card
+        "rewards": weights, "num_generations": cfg.num_generations, "turns": cfg.turns,
+        "protocol": params.evaluation.protocol, "training_personas": len(personas),
+        "dialogues": len(personas) * cfg.dialogues_per_persona, "rows": len(rows),
+        # over the whole training: the log history comes back with a checkpoint
+        "unreadable_replies": unreadable_shares(history, weights)}
     return trainer

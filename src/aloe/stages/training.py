@@ -319,7 +319,8 @@ def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = (), *,
     stats = _stats(trainer, stage, cfg, base, device, load_s=load_s, wall=wall,
                    resumed=resumed, train_loss=output.training_loss)
     stats["final_loss"] = _last(history, "loss")
-    stats.update(getattr(trainer, "aloe_stats", {}))  # a stage's own figures (GRPO's rewards)
+    own = getattr(trainer, "aloe_stats", None)  # a stage's own figures, from its log (GRPO's)
+    stats.update(own(history) if own else {})
     target = params.layout.adapter(stage)
     _save_adapter(trainer, target, history, stats)
     if trainer.accelerator.is_main_process:

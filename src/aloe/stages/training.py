@@ -319,8 +319,7 @@ def train_stage(params: Params, stage: str, callbacks: Sequence[Any] = (), *,
     stats = _stats(trainer, stage, cfg, base, device, load_s=load_s, wall=wall,
                    resumed=resumed, train_loss=output.training_loss)
     stats["final_loss"] = _last(history, "loss")
-    own = getattr(trainer, "aloe_stats", None)  # a stage's own figures, from its log (GRPO's)
-    stats.update(own(history) if own else {})
+    stats.update(getattr(trainer, "aloe_stats", lambda _: {})(history))  # a stage's own (GRPO)
     target = params.layout.adapter(stage)
     _save_adapter(trainer, target, history, stats)
     if trainer.accelerator.is_main_process:

@@ -2,7 +2,7 @@
 tiny profile's real request shapes, at several client concurrencies.
 
     .venv/bin/python bench/local_server.py [--configs plain cb ...] [--concurrency 1 2 4 8]
-                                           [--batch 8] [--reps 1]
+                                           [--batch 8] [--reps 1] [--llama-cpp-python PY]
 
 Every configuration's server is started first and kept up (an idle one costs no CPU); then,
 for each repetition and concurrency, the same batch of requests goes to each configuration in
@@ -20,7 +20,17 @@ same configuration gave at concurrency 1 (fewer: the concurrency changes what is
 a request, i.e. for its cache key); and whether a greedy request (the assistant's shape at
 temperature 0, asked twice with two seeds after the server's first request was a sampled one)
 gets the same answer both times and the answer plain gives (a server that does not honour each
-request's temperature fails this: a cache key that says "greedy" would hold a sampled answer).
+request's temperature fails this: a cache key that says "greedy" would hold a sampled answer);
+and whether the judge's request, asked first of all and once more after the measurements,
+gets the same answer (a server whose answer depends on the requests it served before breaks
+the cache's premise that an answer is a function of its request).
+
+`llama-cpp` and `llama-cpp-2servers` serve the embedded GGUF file itself (4-bit weights, as
+shipped) with llama.cpp's OpenAI-compatible server from `llama-cpp-python[server]`, which is
+not a dependency of the project: PyPI has it only as source, so installing it compiles
+llama.cpp (about 3 minutes on 2 cores; `python -m venv V && V/bin/pip install
+'llama-cpp-python[server]'`), and `--llama-cpp-python V/bin/python` names that interpreter.
+Its `same as plain` says whether its greedy answer is the served float32 model's.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,8 +48,8 @@ from typing import Any
 import httpx
 
 from aloe.core.config import load_params, project_root
-from aloe.core.local_model import local_model_path
-from aloe.llm.server import LocalServer, start_servers
+from aloe.core.local_model import embedded_gguf, local_model_path
+from aloe.llm.server import LocalServer, _free_port, start_servers
 from aloe.prompts import render
 from aloe.roles.conversation_prompts import workbook_reply_messages
 from aloe.roles.judges import parse_choice, preference_messages
@@ -60,6 +71,8 @@ CONFIGS: dict[str, tuple[bool, list[str], int | None, int]] = {
     "cb-small-batch": (True, ["--cb-max-batch-tokens", "256"], None, 1),
     "compile": (False, ["--compile"], None, 1),
 }
+# name: servers; llama.cpp's own server on the GGUF file, the cores split among the servers
+LLAMA_CPP: dict[str, int] = {"llama-cpp": 1, "llama-cpp-2servers": 2}
 
 
 def request_shapes() -> list[dict[str, Any]]:
@@ -156,17 +169,76 @@ def greedy_answers(server: LocalServer, shapes: list[dict[str, Any]]) -> list[st
     return asyncio.run(ask())
 
 
-def start(name: str, model: Path, logs: Path) -> LocalServer:
+def judge_answer(server: LocalServer, shapes: list[dict[str, Any]]) -> str:
+    """The judge's request (greedy) with one seed: asked first and after the measurements."""
+    async def ask() -> str:
+        async with httpx.AsyncClient(timeout=600) as client:
+            return (await _one(client, server, shapes[3], 7))[0]
+
+    return asyncio.run(ask())
+
+
+def start(name: str, model: Path, logs: Path, llama_python: str) -> LocalServer:
+    if name in LLAMA_CPP:
+        return start_llama_cpp(llama_python, LLAMA_CPP[name], logs / f"{name}.log")
     continuous, options, threads, count = CONFIGS[name]
     return start_servers(model, logs / f"{name}.log", 300, count, continuous, options, threads)
 
 
+def llama_cpp_command(python: str, gguf: Path, port: int, threads: int) -> list[str]:
+    """llama-cpp-python's server on the GGUF file: its chat template comes from the file."""
+    return [python, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+            "--port", str(port), "--n_threads", str(threads), "--n_threads_batch",
+            str(threads), "--n_ctx", "4096", "--logits_all", "false"]
+
+
+def start_llama_cpp(python: str, count: int, log: Path, timeout: float = 120) -> LocalServer:
+    """`count` llama.cpp servers of the embedded GGUF, the machine's cores split among them,
+    once each lists its model; the first, with the others as its replicas."""
+    import os
+    import subprocess
+
+    if subprocess.run([python, "-c", "import llama_cpp.server"], capture_output=True).returncode:
+        raise SystemExit(f"bench/local_server.py: {python} has no llama-cpp-python[server]: "
+                         "install it in a venv of its own (see this file's docstring) and "
+                         "pass --llama-cpp-python V/bin/python")
+    gguf, threads = embedded_gguf(), max(1, (os.cpu_count() or 2) // count)
+    servers = []
+    with log.open("ab") as sink:
+        for _ in range(count):
+            port = _free_port()
+            process = subprocess.Popen(llama_cpp_command(python, gguf, port, threads),
+                                       stdout=sink, stderr=subprocess.STDOUT)
+            servers.append(LocalServer(f"http://127.0.0.1:{port}/v1", str(gguf), process))
+    deadline = time.monotonic() + timeout
+    for server in servers:
+        while not _lists_models(server.base_url):
+            if time.monotonic() > deadline or server.process.poll() is not None:
+                for started in servers:
+                    started.stop()
+                raise SystemExit(f"bench/local_server.py: llama.cpp's server did not come up "
+                                 f"within {timeout:.0f} s: see {log}")
+            time.sleep(0.5)
+    servers[0].replicas = servers[1:]
+    return servers[0]
+
+
+def _lists_models(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/models", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=["plain", "cb"], choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=["plain", "cb"],
+                        choices=[*CONFIGS, *LLAMA_CPP])
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 2, 4, 8])
     parser.add_argument("--batch", type=int, default=8, help="requests per measurement")
     parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--llama-cpp-python", default=sys.executable, metavar="PY",
+                        help="an interpreter with llama-cpp-python[server], for llama-cpp*")
     args = parser.parse_args()
     params = load_params(project_root() / "params" / "tiny.yaml")
     params.local_model.cache_dir = str(project_root() / "outputs" / "models")
@@ -175,8 +247,10 @@ def main() -> None:
     configs = ["plain", *[c for c in args.configs if c != "plain"]]
     results: dict[tuple[str, int], list[Result]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        servers = {name: start(name, model, Path(tmp)) for name in configs}
+        servers = {name: start(name, model, Path(tmp), args.llama_cpp_python)
+                   for name in configs}
         try:
+            judged = {name: [judge_answer(servers[name], shapes)] for name in configs}
             for name in configs:  # warm-up: a first request (sampled) loads and initialises
                 asyncio.run(batch(servers[name], shapes[1:2], 1, 1))
             greedy = {name: greedy_answers(servers[name], shapes) for name in configs}
@@ -188,14 +262,17 @@ def main() -> None:
                         results.setdefault((name, concurrency), []).append(done)
                         print(f"{name} at concurrency {concurrency}: {done.requests} requests "
                               f"in {done.seconds:.1f} s", flush=True)
+            for name in configs:
+                judged[name].append(judge_answer(servers[name], shapes))
         finally:
             for server in servers.values():
                 server.stop()
-    print(report(results, configs, args.concurrency, greedy))
+    print(report(results, configs, args.concurrency, greedy, judged))
 
 
 def report(results: dict[tuple[str, int], list[Result]], configs: list[str],
-           levels: list[int], greedy: dict[str, list[str]]) -> str:
+           levels: list[int], greedy: dict[str, list[str]],
+           judged: dict[str, list[str]]) -> str:
     """One line per configuration and concurrency (medians over the repetitions)."""
     def rate(name: str, c: int) -> float:
         return statistics.median(r.requests / r.seconds for r in results[(name, c)])
@@ -218,7 +295,10 @@ def report(results: dict[tuple[str, int], list[Result]], configs: list[str],
     for name in configs:
         first, second = greedy[name]
         lines.append(f"{name}: greedy request repeatable: {'yes' if first == second else 'NO'}"
-                     f", same as plain: {'yes' if first == greedy['plain'][0] else 'NO'}")
+                     f", same as plain: {'yes' if first == greedy['plain'][0] else 'NO'}; "
+                     f"judge's answer the same first and after the measurements: "
+                     f"{'yes' if judged[name][0] == judged[name][1] else 'NO'} "
+                     f"({' / '.join(repr(a[:24]) for a in judged[name])})")
     return "\n".join(lines)
 
 

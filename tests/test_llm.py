@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -583,9 +584,8 @@ def test_a_one_at_a_time_proxy_keeps_sampled_answers_independent_of_timing(
     assert len({r.text for r in at_once}) > 1
 
 
-def test_the_server_bench_builds_the_tiny_profiles_requests() -> None:
-    """bench/local_server.py's requests come from the package's seeds and prompt templates
-    (it broke once when the seeds moved)."""
+def _server_bench() -> Any:
+    """bench/local_server.py as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("local_server_bench",
@@ -596,9 +596,47 @@ def test_the_server_bench_builds_the_tiny_profiles_requests() -> None:
         spec.loader.exec_module(bench)
     finally:
         del sys.modules[spec.name]
-    shapes = bench.request_shapes()
+    return bench
+
+
+def test_the_server_bench_builds_the_tiny_profiles_requests() -> None:
+    """bench/local_server.py's requests come from the package's seeds and prompt templates
+    (it broke once when the seeds moved)."""
+    shapes = _server_bench().request_shapes()
     assert [s["role"] for s in shapes] == ["generator", "user", "assistant", "judge"]
     assert all(s["messages"] and s["max_tokens"] > 0 for s in shapes)
+
+
+def test_the_server_bench_says_in_one_line_where_llama_cpp_is_missing(tmp_path: Path) -> None:
+    """llama.cpp's server is no dependency of the project (PyPI has it only as source to
+    compile): asked for without it, the bench says what to install and which flag names it."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is not None:
+        pytest.skip("llama-cpp-python is installed here")
+    with pytest.raises(SystemExit) as refused:
+        _server_bench().start_llama_cpp(sys.executable, 1, tmp_path / "llama.log")
+    message = str(refused.value)
+    assert "llama-cpp-python[server]" in message and "--llama-cpp-python" in message
+    assert "\n" not in message and not (tmp_path / "llama.log").exists()
+
+
+def test_the_server_bench_reports_an_answer_that_depends_on_earlier_requests() -> None:
+    """The judge's request asked first and again after the measurements: another answer the
+    second time is printed as NO (llama.cpp's server did that: a cache key would hold
+    whichever answer came first)."""
+    bench = _server_bench()
+    run = bench.Result(seconds=2.0, requests=2, tokens=10, empty=0, judge_read=1,
+                       judge_total=1, answers=["a", "1"])
+    results = {(name, 1): [run] for name in ("plain", "other")}
+    greedy = {"plain": ["x", "x"], "other": ["y", "y"]}
+    text = bench.report(results, ["plain", "other"], [1], greedy,
+                        {"plain": ["1", "1"], "other": ["1", "You're looking"]})
+    lines = text.splitlines()
+    assert lines[-2].startswith("plain: greedy request repeatable: yes, same as plain: yes")
+    assert "the same first and after the measurements: yes" in lines[-2]
+    assert lines[-1].startswith("other: greedy request repeatable: yes, same as plain: NO")
+    assert "the same first and after the measurements: NO" in lines[-1]
 
 
 @pytest.mark.slow

@@ -8,13 +8,17 @@ and imports the file the browser downloads.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -237,6 +241,43 @@ def test_a_person_fills_the_form_in_a_browser_and_the_download_imports(evaluated
 # ------------------------------------------------------------------------------------------
 # The form keeps a rater's work in the browser (issue 23, item 11)
 # ------------------------------------------------------------------------------------------
+# Every write a page makes to localStorage through setItem or removeItem, told to DevTools as a
+# console.debug message before it is made (the form never calls clear())
+STORAGE_WATCH = """(() => {
+  const set = Storage.prototype.setItem, remove = Storage.prototype.removeItem;
+  Storage.prototype.setItem = function (key, value) {
+    console.debug('aloe-storage', String(key), String(value));
+    return set.call(this, key, value);
+  };
+  Storage.prototype.removeItem = function (key) {
+    console.debug('aloe-storage', String(key), null);
+    return remove.call(this, key);
+  };
+})()"""
+
+
+class BrowserLostWrite(Exception):
+    """The browser no longer holds what a page wrote to its localStorage: the page did its
+    part (the test browser's storage lost it; seen under load with two test workers)."""
+
+
+def retried_if_the_browser_lost_a_write(test: Callable[..., None]) -> Callable[..., None]:
+    """Run a browser test again, once, in a new profile when the browser lost a write that the
+    page made (`BrowserLostWrite`), saying so as a warning. Any other failure fails at once, and
+    a page that wrote wrong, or nothing, fails both times."""
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            return test(*args, **kwargs)
+        except BrowserLostWrite as lost:
+            warnings.warn(f"{test.__name__}: {lost}; run again in a new browser profile",
+                          stacklevel=1)
+            kwargs["tmp_path"] = kwargs["tmp_path"] / "second-try"
+            kwargs["tmp_path"].mkdir(parents=True)
+            return test(*args, **kwargs)
+    return run
+
+
 class FormBrowser:
     """Real headless Chromium on one profile folder that outlives the browser, as a rater's
     own browser does: what a page keeps in localStorage is there after a reload and after
@@ -281,6 +322,7 @@ class FormBrowser:
         self.used = 0  # events before this index have been waited for
         for domain in ("Page", "Runtime", "Log"):
             self.tools.call(f"{domain}.enable")
+        self.tools.call("Page.addScriptToEvaluateOnNewDocument", source=STORAGE_WATCH)
         if self.downloads is not None:
             self.tools.call("Browser.setDownloadBehavior", behavior="allow",
                             downloadPath=str(self.downloads))
@@ -377,12 +419,39 @@ class FormBrowser:
         reload_at = time.monotonic() + 2
         while True:
             state = self.run(FORM_STATE)
-            if text in state["text"] or time.monotonic() > deadline:
+            if text in state["text"]:
+                return state
+            if time.monotonic() > deadline:
+                lost = self.lost_writes()
+                if lost:
+                    raise BrowserLostWrite(f"the page shows no {text!r} and localStorage "
+                                           f"lost what the pages wrote to {', '.join(lost)}")
                 return state
             if time.monotonic() > reload_at:  # the page reads the storage when it loads
                 self.reload()
                 reload_at = time.monotonic() + 2
             time.sleep(0.1)
+
+    def written(self) -> dict[str, str | None]:
+        """What the pages of this profile's browsers last wrote to each localStorage key
+        (None: removed), from STORAGE_WATCH's messages."""
+        last: dict[str, str | None] = {}
+        for event in self.seen + self.tools.events:
+            params = event.get("params", {})
+            if event.get("method") == "Runtime.consoleAPICalled" and \
+                    params.get("type") == "debug" and params["args"][0].get("value") == \
+                    "aloe-storage":
+                last[params["args"][1]["value"]] = params["args"][2].get("value")
+        return last
+
+    def lost_writes(self) -> list[str]:
+        """The keys whose value in the open page's localStorage is not what a page last wrote
+        to them (the browser lost the write)."""
+        written = self.written()
+        held = self.run(f"(() => {{ const keys = {json.dumps(list(written))}; const held = {{}};"
+                        " keys.forEach(k => { held[k] = localStorage.getItem(k); });"
+                        " return held; })()") if written else {}
+        return [key for key, value in written.items() if held.get(key) != value]
 
     def run(self, expression: str) -> object:
         answer = self.tools.call("Runtime.evaluate", expression=expression,
@@ -429,6 +498,7 @@ def rate(index: int, value: int) -> str:
 
 
 @pytest.mark.slow
+@retried_if_the_browser_lost_a_write
 def test_ratings_survive_a_reload_and_a_new_browser_and_download_as_before(evaluated,
                                                                            tmp_path) -> None:
     """Two items rated and the name typed, the page reloaded, opened again in a restarted
@@ -468,6 +538,61 @@ def test_ratings_survive_a_reload_and_a_new_browser_and_download_as_before(evalu
 
 
 @pytest.mark.slow
+def test_a_write_the_browser_lost_is_told_apart_from_a_page_that_wrote_nothing(evaluated,
+                                                                              tmp_path) -> None:
+    """A rating wiped behind the page's back (localStorage.clear(), which no page of ours
+    calls, stands for the browser losing it): after a reload the browser helper raises
+    BrowserLostWrite naming the kit's key, so that the test is run again in a new profile. In
+    a browser where the page wrote nothing, the same wait returns the state for the test's
+    assertion to fail on."""
+    params, _ = evaluated
+    form, _ = ratings.export_kit(params)
+    with FormBrowser(tmp_path / "profile") as browser:
+        browser.open(form)
+        browser.run(rate(0, 4))
+        key = browser.run("JSON.parse(document.getElementById('kit-meta').textContent).store")
+        browser.run("localStorage.clear()")
+        browser.reload()
+        with pytest.raises(BrowserLostWrite, match=re.escape(key)):
+            browser.state_showing("1 of 8 rated", timeout=3)
+    with FormBrowser(tmp_path / "other") as browser:
+        browser.open(form)
+        state = browser.state_showing("1 of 8 rated", timeout=3)
+    assert "0 of 8 rated" in state["text"]
+
+
+def test_a_browser_test_runs_again_only_when_the_browser_lost_a_write(tmp_path) -> None:
+    calls: list[Path] = []
+
+    @retried_if_the_browser_lost_a_write
+    def lost_once(tmp_path: Path) -> None:
+        calls.append(tmp_path)
+        if len(calls) == 1:
+            raise BrowserLostWrite("lost")
+
+    with pytest.warns(UserWarning, match="lost_once: lost; run again in a new browser profile"):
+        lost_once(tmp_path=tmp_path)
+    assert calls == [tmp_path, tmp_path / "second-try"] and calls[1].is_dir()
+
+    @retried_if_the_browser_lost_a_write
+    def wrong(tmp_path: Path) -> None:
+        calls.append(tmp_path)
+        raise AssertionError("the page showed 0 of 8 rated")
+
+    with pytest.raises(AssertionError):
+        wrong(tmp_path=tmp_path / "wrong")
+    assert len(calls) == 3  # not run again
+
+    @retried_if_the_browser_lost_a_write
+    def lost_twice(tmp_path: Path) -> None:
+        raise BrowserLostWrite("lost again")
+
+    with pytest.warns(UserWarning), pytest.raises(BrowserLostWrite, match="lost again"):
+        lost_twice(tmp_path=tmp_path / "twice")
+
+
+@pytest.mark.slow
+@retried_if_the_browser_lost_a_write
 def test_two_kits_never_share_their_ratings(evaluated, tmp_path) -> None:
     """Every page opened from a file has one origin in the browser: a second kit opened in the
     same browser starts at "0 of 4 rated", and so does this kit drawn again from other replies
@@ -502,6 +627,7 @@ def test_two_kits_never_share_their_ratings(evaluated, tmp_path) -> None:
     assert browser.console_errors() == []
 
 
+@retried_if_the_browser_lost_a_write
 def test_clearing_asks_first_and_forgets_this_kit_only(evaluated, tmp_path) -> None:
     """"Clear saved ratings" asks; cancelled, nothing changes; confirmed, the kit's ratings and
     name are gone from the page and from the browser (a reload brings nothing back), and
@@ -608,6 +734,7 @@ def test_a_browser_that_refuses_storage_still_rates_and_says_so_once(evaluated,
     assert browser.console_errors() == []
 
 
+@retried_if_the_browser_lost_a_write
 def test_kit_text_stays_text_in_the_browser(tmp_path) -> None:
     """Replies and personas are written by models: markup in them, a script tag or a closing
     one among them, is shown as text and runs nothing, and the kept ratings still work."""

@@ -446,10 +446,11 @@ class FormBrowser:
 
     def lost_writes(self) -> list[str]:
         """The keys whose value in the open page's localStorage is not what a page last wrote
-        to them (the browser lost the write)."""
+        to them, or cannot be read any more (the browser lost the write)."""
         written = self.written()
         held = self.run(f"(() => {{ const keys = {json.dumps(list(written))}; const held = {{}};"
-                        " keys.forEach(k => { held[k] = localStorage.getItem(k); });"
+                        " keys.forEach(k => { try { held[k] = localStorage.getItem(k); }"
+                        " catch (e) { held[k] = 'unreadable: ' + e.name; } });"
                         " return held; })()") if written else {}
         return [key for key, value in written.items() if held.get(key) != value]
 

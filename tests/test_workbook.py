@@ -37,6 +37,7 @@ from aloe.core.local_model import EMBEDDED_HUB_ID
 from aloe.core.records import read_records
 from aloe.llm import load_usage_history
 from aloe.llm.cache import ResponseCache
+from aloe.llm.server import start_server
 from aloe.operations.runner import notebooks
 from aloe.presentation.report import product_counts
 from tests.conftest import ROOT, tiny_dict
@@ -204,37 +205,44 @@ def copy_run(run: FinishedRun, name: str, cache: str | None = None, **sections: 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory, local_server) -> Iterator[FinishedRun]:
-    """The tiny profile through a 30% faulty proxy: killed in stage 2, run again, killed in
-    stage 5, run again to the end."""
+    """The tiny profile through a 30% faulty proxy in front of two servers: killed in stage 2,
+    run again, killed in stage 5, run again to the end."""
     root = tmp_path_factory.mktemp("workbook")
     (root / "params").mkdir()
     (root / "notebooks").symlink_to(ROOT / "notebooks")
-    with FaultProxy(local_server.base_url, rate=0.3, seed=7, one_at_a_time=True) as proxy:
-        data = tiny_dict(root)
-        data["run"]["cache_path"] = str(root / "outputs" / "cache" / "llm.sqlite")
-        for role in data["roles"].values():
-            role.update(base_url=proxy.base_url, model=local_server.model, max_retries=10)
-        params_file = root / "params" / "tiny.yaml"
-        params_file.write_text(yaml.safe_dump(data, sort_keys=False))
-        run_dir = root / "outputs" / data["run"]["name"]
-        cache = Path(data["run"]["cache_path"])
-        kills = [kill_during(root, "params/tiny.yaml", run_dir, "02_conversations",
-                             "conversations.jsonl", STAGE_PRODUCTS, cache),
-                 kill_during(root, "params/tiny.yaml", run_dir, "05_evaluate",
-                             "eval/base.jsonl", [*STAGE_PRODUCTS, "conversations.jsonl",
-                                                 "adapters/sft/adapter_model.safetensors",
-                                                 "adapters/dpo/adapter_model.safetensors"],
-                             cache)]
-        faults, entries = proxy.total_faults, len(usage_entries(run_dir))
-        kept = root / "notebooks_that_trained"
-        kept.mkdir()
-        for name in ("03_sft.ipynb", "04_dpo.ipynb", "04_grpo.ipynb"):
-            shutil.copy2(run_dir / "notebooks" / name, kept / name)
-        last = aloe_run(root, "params/tiny.yaml", quiet=False)
-        assert last.returncode == 0, last.stdout[-3000:] + last.stderr[-3000:]
-        with open(root / TERMINAL, "a") as terminal:
-            terminal.write(last.stdout)
-        yield FinishedRun(root, params_file, data, proxy, last, kills, faults, entries)
+    # a second server of the model, as the tiny profile's `local_model.servers: 2` starts: the
+    # proxy forwards each request to whichever is free, one at a time each
+    second = start_server(Path(local_server.model), root / "second_server.log", timeout=600)
+    try:
+        with FaultProxy([local_server.base_url, second.base_url], rate=0.3, seed=7,
+                        one_at_a_time=True) as proxy:
+            data = tiny_dict(root)
+            data["run"]["cache_path"] = str(root / "outputs" / "cache" / "llm.sqlite")
+            for role in data["roles"].values():
+                role.update(base_url=proxy.base_url, model=local_server.model, max_retries=10)
+            params_file = root / "params" / "tiny.yaml"
+            params_file.write_text(yaml.safe_dump(data, sort_keys=False))
+            run_dir = root / "outputs" / data["run"]["name"]
+            cache = Path(data["run"]["cache_path"])
+            kills = [kill_during(root, "params/tiny.yaml", run_dir, "02_conversations",
+                                 "conversations.jsonl", STAGE_PRODUCTS, cache),
+                     kill_during(root, "params/tiny.yaml", run_dir, "05_evaluate",
+                                 "eval/base.jsonl", [*STAGE_PRODUCTS, "conversations.jsonl",
+                                                     "adapters/sft/adapter_model.safetensors",
+                                                     "adapters/dpo/adapter_model.safetensors"],
+                                 cache)]
+            faults, entries = proxy.total_faults, len(usage_entries(run_dir))
+            kept = root / "notebooks_that_trained"
+            kept.mkdir()
+            for name in ("03_sft.ipynb", "04_dpo.ipynb", "04_grpo.ipynb"):
+                shutil.copy2(run_dir / "notebooks" / name, kept / name)
+            last = aloe_run(root, "params/tiny.yaml", quiet=False)
+            assert last.returncode == 0, last.stdout[-3000:] + last.stderr[-3000:]
+            with open(root / TERMINAL, "a") as terminal:
+                terminal.write(last.stdout)
+            yield FinishedRun(root, params_file, data, proxy, last, kills, faults, entries)
+    finally:
+        second.stop()
 
 
 # ------------------------------------------------------------------------------------------

@@ -6,18 +6,22 @@ status, content type and body, or `HANG`, never answered until the client gives 
 It sits in front of the real `transformers serve` in tests of retries and in the workbook's
 drill, so what comes back in the end is always the real server's content, and in front of the
 stub server in the stages' fault drill (bench/fault_drill.py). In front of the real server,
-`one_at_a_time` forwards one request at a time, as the LLM layer does for `base_url: local`:
-the server seeds torch when a request arrives, so a second request in flight would reseed the
-first one's sampling and its answer would depend on timing.
+`one_at_a_time` forwards one request at a time to each server, as the LLM layer does for
+`base_url: local`: the server seeds torch when a request arrives, so a second request in
+flight would reseed the first one's sampling and its answer would depend on timing. Given
+several servers of one model (as `local_model.servers` starts), it forwards each request to
+whichever is free.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import random
 import socket
 import sys
 import threading
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -38,16 +42,25 @@ class FaultProxy:
 
     `answer`: the fault to inject (see tests/support/faults.py); None: 429, 500 or a drop.
     Which requests get it is drawn from one RNG seeded with `seed`, in arrival order.
-    `one_at_a_time`: forward one request at a time (the others wait; faults do not).
+    `one_at_a_time`: forward one request at a time to each upstream (the others wait; faults
+    do not); `upstream` may then be several servers of one model, each request going to
+    whichever is free.
     """
 
-    def __init__(self, upstream: str, rate: float = 0.3, seed: int | str = 0,
+    def __init__(self, upstream: str | Sequence[str], rate: float = 0.3, seed: int | str = 0,
                  answer: Answer | None = None, *, one_at_a_time: bool = False):
-        self.upstream = upstream.rstrip("/").removesuffix("/v1")
+        urls = [upstream] if isinstance(upstream, str) else list(upstream)
+        if len(urls) > 1 and not one_at_a_time:
+            raise ValueError("FaultProxy: several upstreams only with one_at_a_time")
+        self.upstreams = [url.rstrip("/").removesuffix("/v1") for url in urls]
+        self.upstream = self.upstreams[0]
         self.rate = rate
         self.answer = answer
-        self.forwarding: contextlib.AbstractContextManager[object] = (
-            threading.Lock() if one_at_a_time else contextlib.nullcontext())
+        self.free: queue.Queue[str] | None = None  # one_at_a_time: the upstreams not busy
+        if one_at_a_time:
+            self.free = queue.Queue()
+            for url in self.upstreams:
+                self.free.put(url)
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.closing = threading.Event()  # set on exit: a hanging request is let go
@@ -75,6 +88,18 @@ class FaultProxy:
                 self.random.choice(["429", "500", "drop"])
             self.faults[kind] += 1
             return kind
+
+    @contextlib.contextmanager
+    def _forwarding(self) -> Iterator[str]:
+        """The upstream to forward to: with one_at_a_time, one that is free (waiting for it)."""
+        if self.free is None:
+            yield self.upstream
+            return
+        url = self.free.get()
+        try:
+            yield url
+        finally:
+            self.free.put(url)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -111,8 +136,8 @@ class FaultProxy:
                     self.wfile.write(payload)
                     return
                 headers = {"content-type": self.headers.get("content-type", "application/json")}
-                with proxy.forwarding:
-                    reply = httpx.request(method, proxy.upstream + self.path, content=body,
+                with proxy._forwarding() as upstream:
+                    reply = httpx.request(method, upstream + self.path, content=body,
                                           headers=headers, timeout=600)
                 self.send_response(reply.status_code)
                 kind = reply.headers.get("content-type", "application/json")

@@ -28,7 +28,7 @@ the cache's premise that an answer is a function of its request).
 `llama-cpp` and `llama-cpp-2servers` serve the embedded GGUF file itself (4-bit weights, as
 shipped) with llama.cpp's OpenAI-compatible server from `llama-cpp-python[server]`, which is
 not a dependency of the project: PyPI has it only as source, so installing it compiles
-llama.cpp (about 3 minutes on 2 cores; `python -m venv V && V/bin/pip install
+llama.cpp (2 to 4 minutes on 2 cores; `python -m venv V && V/bin/pip install
 'llama-cpp-python[server]'`), and `--llama-cpp-python V/bin/python` names that interpreter.
 Its `same as plain` says whether its greedy answer is the served float32 model's.
 """
@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -195,9 +197,6 @@ def llama_cpp_command(python: str, gguf: Path, port: int, threads: int) -> list[
 def start_llama_cpp(python: str, count: int, log: Path, timeout: float = 120) -> LocalServer:
     """`count` llama.cpp servers of the embedded GGUF, the machine's cores split among them,
     once each lists its model; the first, with the others as its replicas."""
-    import os
-    import subprocess
-
     if subprocess.run([python, "-c", "import llama_cpp.server"], capture_output=True).returncode:
         raise SystemExit(f"bench/local_server.py: {python} has no llama-cpp-python[server]: "
                          "install it in a venv of its own (see this file's docstring) and "
@@ -216,8 +215,11 @@ def start_llama_cpp(python: str, count: int, log: Path, timeout: float = 120) ->
             if time.monotonic() > deadline or server.process.poll() is not None:
                 for started in servers:
                     started.stop()
+                said = [line for line in log.read_text(errors="replace").splitlines()
+                        if line.strip()] or ["nothing"]
                 raise SystemExit(f"bench/local_server.py: llama.cpp's server did not come up "
-                                 f"within {timeout:.0f} s: see {log}")
+                                 f"within {timeout:.0f} s; the last line of its log: "
+                                 f"{said[-1][:200]}")
             time.sleep(0.5)
     servers[0].replicas = servers[1:]
     return servers[0]

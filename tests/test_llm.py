@@ -681,6 +681,27 @@ def test_the_server_bench_says_in_one_line_where_llama_cpp_is_missing(tmp_path: 
     assert "\n" not in message and not (tmp_path / "llama.log").exists()
 
 
+def test_the_server_bench_says_why_llama_cpps_server_did_not_come_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A llama.cpp server that exits at start: the bench stops in one line with the last line
+    of its log. (A stand-in package answers to `llama_cpp.server` here: the real one is not
+    installed, as it compiles llama.cpp.)"""
+    package = tmp_path / "site" / "llama_cpp"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "server.py").write_text(
+        "if __name__ == '__main__':\n"
+        "    import sys\n"
+        "    print('error: unknown model architecture', file=sys.stderr)\n"
+        "    sys.exit(1)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))
+    with pytest.raises(SystemExit) as refused:
+        _server_bench().start_llama_cpp(sys.executable, 2, tmp_path / "llama.log", timeout=30)
+    message = str(refused.value)
+    assert message.endswith("the last line of its log: error: unknown model architecture")
+    assert "\n" not in message
+
+
 def test_the_server_bench_reports_an_answer_that_depends_on_earlier_requests() -> None:
     """The judge's request asked first and again after the measurements: another answer the
     second time is printed as NO (llama.cpp's server did that: a cache key would hold

@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,24 +161,23 @@ async def batch(server: LocalServer, shapes: list[dict[str, Any]], n: int,
                   answers=[text for text, _ in answers])
 
 
-def greedy_answers(server: LocalServer, shapes: list[dict[str, Any]]) -> list[str]:
-    """The assistant's request at temperature 0, with two seeds, one at a time."""
-    greedy = {**shapes[2], "temperature": 0.0}
-
+def answers(server: LocalServer, shape: dict[str, Any], seeds: Sequence[int]) -> list[str]:
+    """One request of `shape` per seed, one at a time."""
     async def ask() -> list[str]:
         async with httpx.AsyncClient(timeout=600) as client:
-            return [(await _one(client, server, greedy, seed))[0] for seed in (1, 2)]
+            return [(await _one(client, server, shape, seed))[0] for seed in seeds]
 
     return asyncio.run(ask())
+
+
+def greedy_answers(server: LocalServer, shapes: list[dict[str, Any]]) -> list[str]:
+    """The assistant's request at temperature 0, with two seeds, one at a time."""
+    return answers(server, {**shapes[2], "temperature": 0.0}, (1, 2))
 
 
 def judge_answer(server: LocalServer, shapes: list[dict[str, Any]]) -> str:
     """The judge's request (greedy) with one seed: asked first and after the measurements."""
-    async def ask() -> str:
-        async with httpx.AsyncClient(timeout=600) as client:
-            return (await _one(client, server, shapes[3], 7))[0]
-
-    return asyncio.run(ask())
+    return answers(server, shapes[3], (7,))[0]
 
 
 def start(name: str, model: Path, logs: Path, llama_python: str) -> LocalServer:

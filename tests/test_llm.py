@@ -587,59 +587,21 @@ def test_a_one_at_a_time_proxy_keeps_sampled_answers_independent_of_timing(
 def test_a_one_at_a_time_proxy_gives_each_of_its_servers_one_request_at_a_time() -> None:
     """The drill's proxy in front of two servers of one model: six requests let out at once
     are all answered, never two at once by one server, and both servers answer some."""
-    import threading
-    import time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    lock = threading.Lock()
-    busy = {"a": 0, "b": 0}
-    most = {"a": 0, "b": 0}
-    answered = {"a": 0, "b": 0}
-
-    def upstream(name: str) -> ThreadingHTTPServer:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers["content-length"]))
-                with lock:
-                    busy[name] += 1
-                    most[name] = max(most[name], busy[name])
-                time.sleep(0.2)
-                with lock:
-                    busy[name] -= 1
-                    answered[name] += 1
-                body = json.dumps({"server": name}).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return server
-
-    servers = [upstream("a"), upstream("b")]
-    urls = [f"http://127.0.0.1:{server.server_address[1]}/v1" for server in servers]
-
     async def six_at_once(base_url: str) -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=30) as client:
             return await asyncio.gather(*(client.post(f"{base_url}/chat/completions",
                                                       json={"n": n}) for n in range(6)))
 
-    try:
+    with ScriptedServer([completion()], delay=0.2) as first, \
+            ScriptedServer([completion()], delay=0.2) as second:
+        servers = [first, second]
+        urls = [server.base_url for server in servers]
         with FaultProxy(urls, rate=0.0, one_at_a_time=True) as proxy:
             replies = asyncio.run(six_at_once(proxy.base_url))
-    finally:
-        for server in servers:
-            server.shutdown()
     assert [reply.status_code for reply in replies] == [200] * 6
-    assert most == {"a": 1, "b": 1}
-    assert sum(answered.values()) == 6 and min(answered.values()) > 0
+    assert [server.most_in_flight for server in servers] == [1, 1]
+    assert sum(server.requests for server in servers) == 6
+    assert min(server.requests for server in servers) > 0
     with pytest.raises(ValueError, match="one_at_a_time"):
         FaultProxy(urls)
 

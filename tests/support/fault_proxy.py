@@ -53,7 +53,6 @@ class FaultProxy:
         if len(urls) > 1 and not one_at_a_time:
             raise ValueError("FaultProxy: several upstreams only with one_at_a_time")
         self.upstreams = [url.rstrip("/").removesuffix("/v1") for url in urls]
-        self.upstream = self.upstreams[0]
         self.rate = rate
         self.answer = answer
         self.free: queue.Queue[str] | None = None  # one_at_a_time: the upstreams not busy
@@ -93,7 +92,7 @@ class FaultProxy:
     def _forwarding(self) -> Iterator[str]:
         """The upstream to forward to: with one_at_a_time, one that is free (waiting for it)."""
         if self.free is None:
-            yield self.upstream
+            yield self.upstreams[0]
             return
         url = self.free.get()
         try:

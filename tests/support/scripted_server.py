@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -27,13 +28,17 @@ HANG = (0, "", b"")  # a script entry: the request is read, and never answered
 
 
 class ScriptedServer:
-    """POSTs (chat completions) answered from `bodies`; GETs (`/models`) with `models`."""
+    """POSTs (chat completions) answered from `bodies`, each `delay` seconds late; GETs
+    (`/models`) with `models`. `most_in_flight`: the most POSTs it was answering at once."""
 
     def __init__(self, bodies: Sequence[bytes | tuple[int, str, bytes]],
-                 models: tuple[int, str, bytes] = MODEL_LIST):
+                 models: tuple[int, str, bytes] = MODEL_LIST, delay: float = 0.0):
         self.script = [b if isinstance(b, tuple) else (200, "application/json", b) for b in bodies]
         self.models = models
+        self.delay = delay  # seconds before each POST is answered
         self.requests = 0  # POSTs
+        self.in_flight = self.most_in_flight = 0  # POSTs being answered: now, and at most
+        self.lock = threading.Lock()
         self.received: list[Any] = []  # their bodies, parsed
         self.gets = 0
         self.closing = threading.Event()
@@ -46,12 +51,20 @@ class ScriptedServer:
                     server.received.append(json.loads(raw))
                 except ValueError:
                     server.received.append(raw)
-                answer = server.script[min(server.requests, len(server.script) - 1)]
-                server.requests += 1
-                if answer == HANG:
-                    server.closing.wait(60)
-                    return
-                self._send(*answer)
+                with server.lock:
+                    answer = server.script[min(server.requests, len(server.script) - 1)]
+                    server.requests += 1
+                    server.in_flight += 1
+                    server.most_in_flight = max(server.most_in_flight, server.in_flight)
+                try:
+                    if answer == HANG:
+                        server.closing.wait(60)
+                        return
+                    time.sleep(server.delay)
+                    self._send(*answer)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
 
             def do_GET(self) -> None:  # noqa: N802
                 server.gets += 1

@@ -9,13 +9,13 @@ STAMP := $(VENV)/.installed
 PARAMS ?= params/tiny.yaml
 ARGS ?=
 PYTEST_ARGS ?=
-# pytest-xdist workers for `make test` and `make test-quick` (e.g. JOBS=2; JOBS=0: one process):
+# pytest-xdist workers for `make test` and `make test-quick` (default 2; JOBS=0: one process):
 # one whole test module at a time per worker (--dist loadscope: a module's shared set-up, e.g.
 # the workbook drill's run, is made once), the modules with the most slow tests first
-# (tests/conftest.py). Two workers took 0.69 of one process's time, but a browser-storage test
-# of tests/test_ratings.py still fails now and then beside the other worker
-# (docs/development.md), so `make test` runs one process unless told; `make test-quick` two.
-JOBS ?=
+# (tests/conftest.py). Two workers took 0.75 of one process's time on 2 cores; a browser test
+# whose page lost its storage beside the other worker runs once more in a new profile
+# (tests/test_ratings.py). docs/development.md has what was measured.
+JOBS ?= 2
 xdist = $(if $(filter-out 0,$(1)),-n $(1) --dist loadscope)
 # Every package of a working install at its exact version, written by `make lock`.
 LOCK := requirements.lock
@@ -40,7 +40,7 @@ run: $(STAMP)
 
 # Everything, the whole workbook end to end and its failure drills included (what CI runs).
 test: $(STAMP) browser lint
-	$(BIN)/python -m pytest $(call xdist,$(or $(JOBS),0)) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(call xdist,$(JOBS)) $(PYTEST_ARGS)
 
 # The linter (ruff, configured in pyproject.toml): a second or less; `make test` runs it first.
 lint: $(STAMP)
@@ -49,7 +49,7 @@ lint: $(STAMP)
 # While working: the tests not marked slow, on two workers (under 2 minutes on 2 cores;
 # docs/development.md has what was measured). JOBS=0: one process.
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest $(call xdist,$(or $(JOBS),2)) -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(call xdist,$(JOBS)) -m "not slow" $(PYTEST_ARGS)
 
 # Only the whole workbook end to end and its failure drills (tests/test_workbook.py).
 test-workbook: $(STAMP) browser

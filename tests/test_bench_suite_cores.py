@@ -10,8 +10,12 @@ import pytest
 
 from tests.conftest import ROOT
 
-sys.path.insert(0, str(ROOT / "bench"))
-import suite_cores  # noqa: E402  (bench/ is not a package; it imports end_to_end beside it)
+BENCH = str(ROOT / "bench")
+sys.path.insert(0, BENCH)  # bench/ is not a package: suite_cores imports end_to_end beside it
+try:
+    import suite_cores
+finally:
+    sys.path.remove(BENCH)
 
 needs_proc = pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc/stat")
 SPIN = "import time\nt = time.perf_counter()\nwhile time.perf_counter() - t < {s}: pass\n"
